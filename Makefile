@@ -1,0 +1,44 @@
+# figway's two everyday commands: `make run` and `make test`. Both build the
+# virtual environment they need, so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test check lint types bench services clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: figway on its embedded default (SQLite, in-process Redis stand-in and RQ workers)
+run: $(STAMP)
+	$(BIN)/figway workflows load examples/workflows
+	$(BIN)/figway serve
+
+## test: the whole suite, unit tests and integration tests on the real PostgreSQL and Redis
+test: $(STAMP) services
+	$(BIN)/pytest
+
+## check: lint and types (ruff, mypy strict on gateway/ and backends/)
+check: lint types
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+## bench: the benchmarks behind docs/performance.md (real PostgreSQL and Redis)
+bench: $(STAMP) services
+	$(BIN)/python -m bench.rq_path
+
+## services: start PostgreSQL and Redis on loopback when they are not answering
+services:
+	@bash scripts/ensure-services
+
+clean:
+	rm -rf $(VENV) .figway .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""The executor contract: what every backend (RQ, Prefect) guarantees the gateway.
+
+The database is the system of record for runs, nodes and logs; executors are
+asked only to start work, stop it, say whether they are up, and tell what the
+database cannot know (a worker that died mid-node). Every implementation must:
+
+``submit(plan)``
+    Start the run described by ``plan``; return once the backend has accepted
+    it (not when it has finished). Nodes of one level may run in parallel;
+    a node starts only after all of its upstream nodes succeeded. Node
+    attempts go through :class:`backends.runtime.NodeRuntime`, which records
+    every transition. Raises :class:`~backends.errors.BackendUnavailable`
+    when the backend cannot be reached (nothing was started) and
+    :class:`~backends.errors.BackendRejected` when it refuses the plan.
+
+``cancel(plan)``
+    Make sure no node of the run starts from now on and stop the nodes that
+    are running. Idempotent: cancelling a cancelled, finished or unknown run
+    does nothing and raises nothing. The gateway records the outcome.
+
+``health()``
+    A cheap check of the backend, never raising.
+
+``reconcile(plan, running)``
+    ``running`` are nodes the database believes are running but whose
+    heartbeat stopped. Return one :class:`NodeReport` per node whose fate the
+    backend knows (retried, failed for good, or lost); nodes it cannot judge
+    yet are left out. A backend reporting a node failed for good also drops
+    the work it still holds for that node's downstream nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from backends.status import NodeStatus
+from backends.workflow import RunPlan
+
+__all__ = ["BackendHealth", "Executor", "NodeReport"]
+
+
+@dataclass(frozen=True)
+class BackendHealth:
+    backend: str
+    up: bool
+    detail: str = ""
+    workers: int | None = None
+    queued: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """What the backend knows about a node the database thinks is running."""
+
+    node_id: str
+    attempt: int
+    status: NodeStatus  # RETRYING (the backend will run it again) or FAILED (for good)
+    error: str
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """One backend behind the gateway. See the module docstring for the contract."""
+
+    @property
+    def name(self) -> str: ...
+
+    def submit(self, plan: RunPlan) -> None: ...
+
+    def cancel(self, plan: RunPlan) -> None: ...
+
+    def health(self) -> BackendHealth: ...
+
+    def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]: ...

@@ -1,0 +1,91 @@
+"""The node types every figway install has: noop, sleep, fail and python."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import Field
+
+from backends.nodes.base import NodeConfig, NodeContext, NodeType
+
+__all__ = ["BUILTIN_NODE_TYPES", "NodeCancelled", "NodeFailure"]
+
+
+class NodeFailure(Exception):
+    """Raised by a node to fail its attempt with a message meant for people."""
+
+
+class NodeCancelled(Exception):
+    """Raised by a node that stopped because its run was killed."""
+
+
+class NoopConfig(NodeConfig):
+    pass
+
+
+def run_noop(config: NoopConfig, context: NodeContext) -> None:
+    return None
+
+
+class SleepConfig(NodeConfig):
+    seconds: float = Field(ge=0, le=86_400, description="How long to sleep.")
+
+
+def run_sleep(config: SleepConfig, context: NodeContext) -> dict[str, float]:
+    # Waiting on the run's cancel event, not time.sleep, is what lets a kill stop it at once.
+    if context.wait(config.seconds):
+        raise NodeCancelled(f"stopped after the run was cancelled (slept < {config.seconds}s)")
+    return {"slept_seconds": config.seconds}
+
+
+class FailConfig(NodeConfig):
+    times: int | None = Field(
+        default=None, ge=1, description="Fail the first N attempts; every attempt when absent."
+    )
+    message: str = Field(default="node failed on purpose", max_length=2_000)
+
+
+def run_fail(config: FailConfig, context: NodeContext) -> dict[str, int]:
+    if config.times is None or context.attempt <= config.times:
+        raise NodeFailure(config.message)
+    return {"succeeded_on_attempt": context.attempt}
+
+
+class PythonConfig(NodeConfig):
+    callable: str = Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description='The function to call, as "package.module:function".',
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+def run_python(config: PythonConfig, context: NodeContext) -> object:
+    function = _load_callable(config.callable)
+    kwargs = dict(config.kwargs)
+    # A function that asks for `context` gets it; plain functions stay plain.
+    if "context" in inspect.signature(function).parameters:
+        kwargs["context"] = context
+    return function(**kwargs)
+
+
+def _load_callable(reference: str) -> Callable[..., object]:
+    module_name, _, attribute = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise NodeFailure(f"cannot import module {module_name!r}: {exc}") from exc
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise NodeFailure(f"{reference!r} is not a callable in module {module_name!r}")
+    return function  # type: ignore[no-any-return]
+
+
+BUILTIN_NODE_TYPES: tuple[NodeType, ...] = (
+    NodeType("noop", NoopConfig, run_noop, "Does nothing; for wiring and benchmarks."),
+    NodeType("sleep", SleepConfig, run_sleep, "Sleeps `seconds`; stops at once when killed."),
+    NodeType("fail", FailConfig, run_fail, "Fails the first `times` attempts (all if absent)."),
+    NodeType("python", PythonConfig, run_python, 'Calls `callable` ("module:function").'),
+)

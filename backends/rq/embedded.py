@@ -1,0 +1,88 @@
+"""RQ inside one process, for the embedded default: fakeredis, worker threads, a scheduler thread.
+
+A forking worker would lose jobs with an in-process fakeredis (the child
+writes to its own copy), and RQ's own scheduler forks too. So the embedded
+default runs ``SimpleWorker`` subclasses in threads, with timer-based job
+timeouts instead of signals, and a thread that moves due retries from the
+scheduled registries back onto their queues.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from redis import Redis
+from rq import Queue, SimpleWorker
+from rq.scheduler import RQScheduler
+from rq.timeouts import TimerDeathPenalty
+
+__all__ = ["EmbeddedWorkers", "ThreadWorker"]
+
+log = logging.getLogger(__name__)
+
+# A worker checks for a stop request between blocking dequeues of this many seconds.
+_POLL_TTL = 16  # RQ's dequeue timeout is worker_ttl - 15 = 1 s
+
+
+class ThreadWorker(SimpleWorker):
+    """A SimpleWorker that can live in a non-main thread (signals only work in the main one)."""
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        pass
+
+    def stop_soon(self) -> None:
+        self._stop_requested = True
+
+
+class EmbeddedWorkers:
+    """``count`` RQ worker threads and one retry-scheduler thread over ``queues``."""
+
+    def __init__(self, redis: Redis, queues: Sequence[str], *, count: int = 4) -> None:
+        self.redis = redis
+        self.queue_names = list(queues)
+        self.count = count
+        self._workers: list[ThreadWorker] = []
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        for index in range(self.count):
+            worker = ThreadWorker(
+                [Queue(name, connection=self.redis) for name in self.queue_names],
+                connection=self.redis,
+                name=f"figway-embedded-{index}-{id(self):x}",
+                worker_ttl=_POLL_TTL,
+            )
+            thread = threading.Thread(
+                target=worker.work,
+                kwargs={"logging_level": "WARNING"},
+                name=f"rq-worker-{index}",
+                daemon=True,
+            )
+            self._workers.append(worker)
+            self._threads.append(thread)
+        scheduler = threading.Thread(target=self._schedule, name="rq-scheduler", daemon=True)
+        self._threads.append(scheduler)
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Let running nodes finish their step and the threads end (up to ``timeout`` s each)."""
+        self._stop.set()
+        for worker in self._workers:
+            worker.stop_soon()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _schedule(self) -> None:
+        scheduler = RQScheduler(self.queue_names, connection=self.redis, interval=1)
+        while not self._stop.wait(0.25):
+            try:
+                scheduler.acquire_locks()
+                scheduler.enqueue_scheduled_jobs()
+            except Exception:  # keep retrying: a scheduler that dies strands every retry
+                log.exception("embedded RQ scheduler failed; trying again")

@@ -1,0 +1,172 @@
+"""The legacy backend: one RQ job per node, chained with ``depends_on``.
+
+A run's jobs are enqueued in level order in one Redis pipeline; RQ defers
+each job until its upstream jobs finished, so one level's nodes run in
+parallel on as many workers as there are. RQ leaves the dependents of a
+failed job deferred forever, so the job function drops them itself when a
+node fails for good (see :mod:`backends.rq.jobs`), and :meth:`reconcile`
+does it for nodes whose work horse died without a word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Retry, Worker
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+
+from backends.base import BackendHealth, NodeReport
+from backends.errors import BackendUnavailable
+from backends.rq.jobs import drop_jobs, job_id_for, run_node
+from backends.status import NodeStatus
+from backends.workflow import POOLS, RunPlan
+
+__all__ = ["RQExecutor"]
+
+#: RQ keeps a finished job's result this long (seconds); figway's database keeps the record.
+RESULT_TTL = 3_600
+#: A failed job stays in RQ's FailedJobRegistry this long, for `rq info` and debugging.
+FAILURE_TTL = 7 * 24 * 3_600
+
+
+class RQExecutor:
+    """figway's RQ backend. ``redis`` may be a real Redis or the embedded fakeredis."""
+
+    name = "rq"
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        job_timeout_seconds: int = 6 * 3_600,
+        worker_silence: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self.redis = redis
+        self.job_timeout_seconds = job_timeout_seconds
+        self.worker_silence = worker_silence
+
+    def queue(self, pool: str) -> Queue:
+        return Queue(pool, connection=self.redis, default_timeout=self.job_timeout_seconds)
+
+    def submit(self, plan: RunPlan) -> None:
+        queue = self.queue(plan.pool)
+        job_datas = []
+        for level in plan.levels():
+            for node_id in level:
+                spec = plan.nodes[node_id]
+                upstream = [job_id_for(plan.job_run_id, up) for up in plan.upstream[node_id]]
+                retry = None
+                if spec.retries:
+                    # RQ counts whole seconds; a shorter delay than 1 s would need its own scheduler.
+                    retry = Retry(max=spec.retries, interval=round(spec.retry_delay_seconds))
+                job_datas.append(
+                    Queue.prepare_data(
+                        run_node,
+                        args=(plan.job_run_id, node_id, spec.retries),
+                        job_id=job_id_for(plan.job_run_id, node_id),
+                        description=f"{plan.workflow_id}/{node_id} (run {plan.job_run_id})",
+                        depends_on=upstream or None,
+                        retry=retry,
+                        result_ttl=RESULT_TTL,
+                        failure_ttl=FAILURE_TTL,
+                        meta={"job_run_id": plan.job_run_id, "node_id": node_id},
+                    )
+                )
+        try:
+            with self.redis.pipeline() as pipeline:
+                queue.enqueue_many(job_datas, pipeline=pipeline)
+                pipeline.execute()
+        except RedisError as exc:
+            raise BackendUnavailable(self.name, f"Redis refused the run: {exc}") from exc
+
+    def cancel(self, plan: RunPlan) -> None:
+        job_ids = [job_id_for(plan.job_run_id, node_id) for node_id in plan.nodes]
+        try:
+            jobs = Job.fetch_many(job_ids, connection=self.redis)
+            # Waiting jobs first, so nothing downstream starts while running ones stop.
+            waiting = [j for j in jobs if j is not None and j.get_status() != JobStatus.STARTED]
+            for job in waiting:
+                try:
+                    job.cancel()
+                except (InvalidJobOperation, NoSuchJobError):
+                    continue
+            for job in jobs:
+                if job is not None and job.get_status() == JobStatus.STARTED:
+                    try:
+                        send_stop_job_command(self.redis, job.id)
+                    except (InvalidJobOperation, NoSuchJobError):
+                        continue  # finished meanwhile
+        except RedisError as exc:
+            raise BackendUnavailable(self.name, f"cannot reach Redis to cancel: {exc}") from exc
+
+    def health(self) -> BackendHealth:
+        try:
+            self.redis.ping()
+            workers = Worker.count(connection=self.redis)
+            queued = {pool: self.queue(pool).count for pool in POOLS}
+        except RedisError as exc:
+            return BackendHealth(self.name, up=False, detail=f"Redis unreachable: {exc}")
+        return BackendHealth(self.name, up=True, workers=workers, queued=queued)
+
+    def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]:
+        reports: list[NodeReport] = []
+        try:
+            for node_id, attempt in running.items():
+                report = self._judge(plan, node_id, attempt)
+                if report is None:
+                    continue
+                if report.status is NodeStatus.FAILED:
+                    drop_jobs(
+                        self.redis,
+                        (job_id_for(plan.job_run_id, n) for n in plan.downstream_of(node_id)),
+                    )
+                reports.append(report)
+        except RedisError as exc:
+            raise BackendUnavailable(self.name, f"cannot reach Redis to reconcile: {exc}") from exc
+        return reports
+
+    def _judge(self, plan: RunPlan, node_id: str, attempt: int) -> NodeReport | None:
+        try:
+            job = Job.fetch(job_id_for(plan.job_run_id, node_id), connection=self.redis)
+        except NoSuchJobError:
+            return NodeReport(node_id, attempt, NodeStatus.FAILED, "RQ no longer has this node's job")
+        status = job.get_status()
+        lost = f"worker lost during attempt {attempt}"
+        if status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+            return NodeReport(node_id, attempt, NodeStatus.RETRYING, f"{lost}; RQ retries it")
+        if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.FINISHED):
+            return NodeReport(node_id, attempt, NodeStatus.FAILED, f"{lost}; RQ marked it {status}")
+        if status == JobStatus.STARTED and not self._worker_alive(job):
+            return self._recover_abandoned(job, node_id, attempt, lost)
+        return None  # still in the hands of a live worker
+
+    def _worker_alive(self, job: Job) -> bool:
+        name = job.worker_name
+        if not name:
+            return False
+        worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=self.redis)
+        if worker is None or worker.last_heartbeat is None:
+            return False
+        beat = worker.last_heartbeat
+        if beat.tzinfo is None:
+            beat = beat.replace(tzinfo=UTC)
+        return datetime.now(UTC) - beat < self.worker_silence
+
+    def _recover_abandoned(self, job: Job, node_id: str, attempt: int, lost: str) -> NodeReport:
+        """The worker and its horse are gone: retry the job if RQ would, else fail it."""
+        queue = self.queue(job.origin)
+        with self.redis.pipeline() as pipeline:
+            StartedJobRegistry(job.origin, connection=self.redis).remove(job, pipeline=pipeline)
+            if job.should_retry:
+                job.retry(queue, pipeline)
+                pipeline.execute()
+                return NodeReport(node_id, attempt, NodeStatus.RETRYING, f"{lost}; retried")
+            job.set_status(JobStatus.FAILED, pipeline=pipeline)
+            pipeline.execute()
+        return NodeReport(node_id, attempt, NodeStatus.FAILED, f"{lost}; no attempt left")

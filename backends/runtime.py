@@ -1,0 +1,275 @@
+"""The node runtime: how every backend runs one attempt of one node.
+
+RQ job functions and Prefect tasks both call :meth:`NodeRuntime.execute`. It
+records ``running`` (refused if the run was killed or the attempt is stale, in
+which case the node is not run), runs the node type's function with its logs
+and stdout/stderr captured into the database, heartbeats while it runs (which
+is also how a kill reaches a node that is running in-process), and records the
+outcome: ``succeeded``, ``retrying`` (another attempt is due), ``failed``
+(with the downstream nodes skipped) or ``cancelled``.
+
+The backend only has to act on the returned :class:`AttemptResult`: let its
+own retry machinery schedule the next attempt, and drop the jobs of skipped
+nodes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import json
+import logging
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TextIO
+
+from backends.errors import FigwayError
+from backends.nodes import NodeCancelled, NodeContext, NodeFailure, NodeRegistry
+from backends.status import NodeStatus
+from backends.store import LogRecord, Store, utcnow
+
+__all__ = ["AttemptResult", "NodeRuntime", "Outcome"]
+
+log = logging.getLogger(__name__)
+
+#: Logger handed to nodes; INFO and above are captured into the run's logs.
+NODE_LOGGER = "figway.node"
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"  # this attempt failed; the backend should run the next one
+    FAILED = "failed"  # failed for good; ``skipped`` lists the downstream nodes dropped
+    CANCELLED = "cancelled"
+    NOT_RUN = "not_run"  # the node was not started (run killed, duplicate delivery)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    outcome: Outcome
+    error: str | None = None
+    skipped: tuple[str, ...] = ()
+
+
+class NodeRuntime:
+    """Runs node attempts for any backend and records them in the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        node_types: NodeRegistry,
+        *,
+        heartbeat_seconds: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.node_types = node_types
+        self.heartbeat_seconds = heartbeat_seconds
+        _install_capture()
+
+    def execute(self, *, job_run_id: str, node_id: str, attempt: int) -> AttemptResult:
+        """Run attempt ``attempt`` (1-based) of a node; never raises for a node's own failure."""
+        plan = self.store.load_plan(job_run_id=job_run_id)
+        if plan is None or node_id not in plan.nodes:
+            raise FigwayError(f"no node {node_id!r} in run {job_run_id!r}")
+        spec = plan.nodes[node_id]
+        started = self.store.record_node(
+            job_run_id=job_run_id, node_id=node_id, attempt=attempt, status=NodeStatus.RUNNING
+        )
+        if not started.applied:
+            return AttemptResult(Outcome.NOT_RUN)
+
+        node_type = self.node_types[spec.type]
+        context = NodeContext(
+            job_run_id=job_run_id,
+            node_id=node_id,
+            attempt=attempt,
+            parameters=plan.parameters,
+            upstream_outputs=self.store.node_outputs(
+                job_run_id=job_run_id, node_ids=plan.upstream.get(node_id, ())
+            ),
+            logger=logging.getLogger(f"{NODE_LOGGER}.{spec.type}"),
+        )
+        sink = _LogSink(job_run_id, node_id, attempt)
+        output: object = None
+        with self._heartbeat(context, sink), _capturing(sink):
+            try:
+                config = node_type.config_model.model_validate(spec.config)
+                output = node_type.run(config, context)
+            except Exception as exc:
+                error = _describe(exc)
+                if isinstance(exc, NodeCancelled) or context.cancelled():
+                    status, outcome = NodeStatus.CANCELLED, Outcome.CANCELLED
+                else:
+                    sink.add("ERROR", _traceback_text(exc))
+                    final = attempt >= spec.retries + 1
+                    status = NodeStatus.FAILED if final else NodeStatus.RETRYING
+                    outcome = Outcome.FAILED if final else Outcome.RETRY
+            else:
+                error, status, outcome = None, NodeStatus.SUCCEEDED, Outcome.SUCCEEDED
+        self.store.append_logs(sink.drain())
+
+        recorded = self.store.record_node(
+            job_run_id=job_run_id,
+            node_id=node_id,
+            attempt=attempt,
+            status=status,
+            error=error,
+            output=_jsonable(output) if outcome is Outcome.SUCCEEDED else None,
+        )
+        if not recorded.applied and recorded.node_status is NodeStatus.CANCELLED:
+            return AttemptResult(Outcome.CANCELLED, error)
+        return AttemptResult(outcome, error, recorded.skipped)
+
+    @contextmanager
+    def _heartbeat(self, context: NodeContext, sink: _LogSink) -> Iterator[None]:
+        """Beat while the node runs: proves the worker alive, flushes logs, relays kills."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat_seconds):
+                try:
+                    self.store.append_logs(sink.drain())
+                    alive = self.store.heartbeat(
+                        job_run_id=context.job_run_id,
+                        node_id=context.node_id,
+                        attempt=context.attempt,
+                    )
+                except FigwayError:
+                    log.warning("heartbeat for %s/%s failed", context.job_run_id, context.node_id)
+                    continue
+                if not alive:
+                    context.cancel_event.set()
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{context.node_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, NodeFailure | NodeCancelled):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _traceback_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc)).rstrip()
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+# -- log capture -----------------------------------------------------------------------
+#
+# Nodes may run in threads of one process (the embedded default), so capture is
+# per thread: a context variable names the sink of the node running here, and
+# process-wide stdout/stderr proxies and a logging handler write to it.
+
+_current_sink: contextvars.ContextVar[_LogSink | None] = contextvars.ContextVar(
+    "figway_log_sink", default=None
+)
+_install_lock = threading.Lock()
+_installed = False
+
+
+class _LogSink:
+    def __init__(self, job_run_id: str, node_id: str, attempt: int) -> None:
+        self.job_run_id = job_run_id
+        self.node_id = node_id
+        self.attempt = attempt
+        self._lock = threading.Lock()
+        self._records: list[LogRecord] = []
+        self._partial = {"stdout": "", "stderr": ""}
+
+    def add(self, level: str, message: str) -> None:
+        record = LogRecord(self.job_run_id, self.node_id, self.attempt, utcnow(), level, message)
+        with self._lock:
+            self._records.append(record)
+
+    def write_stream(self, stream: str, text: str) -> None:
+        with self._lock:
+            buffered = self._partial[stream] + text
+            *lines, self._partial[stream] = buffered.split("\n")
+        level = "INFO" if stream == "stdout" else "WARNING"
+        for line in lines:
+            self.add(level, line)
+
+    def drain(self) -> list[LogRecord]:
+        with self._lock:
+            for stream, rest in self._partial.items():
+                if rest:
+                    level = "INFO" if stream == "stdout" else "WARNING"
+                    self._records.append(
+                        LogRecord(self.job_run_id, self.node_id, self.attempt, utcnow(), level, rest)
+                    )
+                    self._partial[stream] = ""
+            records, self._records = self._records, []
+        return records
+
+
+class _StreamProxy(io.TextIOBase):
+    """Stands in for sys.stdout/stderr: a node's writes go to its sink, others pass through."""
+
+    def __init__(self, name: str, original: TextIO) -> None:
+        self._name = name
+        self._original = original
+
+    def write(self, text: str) -> int:
+        sink = _current_sink.get()
+        if sink is None:
+            return self._original.write(text)
+        sink.write_stream(self._name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        if _current_sink.get() is None:
+            self._original.flush()
+
+    def isatty(self) -> bool:
+        return self._original.isatty()
+
+    def fileno(self) -> int:
+        return self._original.fileno()
+
+
+class _SinkHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        sink = _current_sink.get()
+        if sink is not None:
+            sink.add(record.levelname, self.format(record))
+
+
+def _install_capture() -> None:
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        sys.stdout = _StreamProxy("stdout", sys.stdout)
+        sys.stderr = _StreamProxy("stderr", sys.stderr)
+        handler = _SinkHandler(level=logging.INFO)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger(NODE_LOGGER).setLevel(logging.INFO)
+        _installed = True
+
+
+@contextmanager
+def _capturing(sink: _LogSink) -> Iterator[None]:
+    token = _current_sink.set(sink)
+    try:
+        yield
+    finally:
+        _current_sink.reset(token)

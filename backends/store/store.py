@@ -1,0 +1,666 @@
+"""All of figway's SQL, behind keyword-only methods.
+
+Writes that move a run or a node go through :meth:`Store.record_node` or the
+run-level methods; each is one transaction that (1) locks the run row, (2)
+inserts the journal row, unique on (run, node, attempt, status), and (3) only
+if that insert was new, updates the current state. A duplicate report is
+therefore a no-op, and two nodes finishing at once cannot both miss that they
+were the last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, Insert, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from backends.errors import StoreError
+from backends.status import (
+    NODE_TERMINAL,
+    RUN_ACTIVE,
+    RUN_TERMINAL,
+    NodeStatus,
+    RunStatus,
+    node_transition_allowed,
+)
+from backends.store.models import RUN_LEVEL, LogLine, NodeRun, Run, Transition, Workflow
+from backends.workflow import NodeSpec, RunPlan, WorkflowDefinition
+
+__all__ = [
+    "LogRecord",
+    "NodeOutcome",
+    "NodeView",
+    "RunView",
+    "StaleNode",
+    "Store",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NodeView:
+    node_id: str
+    node_type: str
+    status: NodeStatus
+    attempts: int
+    max_attempts: int
+    error: str | None
+    output: Any
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RunView:
+    job_run_id: str
+    workflow_id: str
+    workspace_id: str
+    folder_id: str
+    job_id: str
+    from_job: str | None
+    backend: str
+    status: RunStatus
+    error: str | None
+    created_at: datetime
+    submitted_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    nodes: dict[str, NodeView] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeOutcome:
+    """What recording a node transition did."""
+
+    applied: bool  # False: a duplicate, or a move a terminal node may not make
+    node_status: NodeStatus
+    run_status: RunStatus
+    skipped: tuple[str, ...] = ()  # downstream nodes skipped by this failure
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    job_run_id: str
+    node_id: str
+    attempt: int
+    at: datetime
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StaleNode:
+    job_run_id: str
+    node_id: str
+    attempt: int
+    backend: str
+
+
+class Store:
+    """figway's database: workflows, runs, nodes, the transition journal and logs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except OperationalError as exc:
+            raise StoreError(f"database error: {exc.orig}") from exc
+
+    def ping(self) -> None:
+        """Raise :class:`StoreError` unless the database answers."""
+        with self._transaction() as session:
+            session.execute(select(1))
+
+    # -- workflows -------------------------------------------------------------------
+
+    def put_workflow(self, *, definition: WorkflowDefinition) -> tuple[int, bool]:
+        """Store a definition; returns its new version and whether it was new."""
+        now = utcnow()
+        with self._transaction() as session:
+            row = session.get(Workflow, definition.workflow_id, with_for_update=True)
+            document = definition.model_dump(mode="json", exclude_defaults=False)
+            if row is None:
+                session.add(
+                    Workflow(
+                        workflow_id=definition.workflow_id,
+                        workspace_id=definition.workspace_id,
+                        folder_id=definition.folder_id,
+                        definition=document,
+                        version=1,
+                        registered_at=now,
+                        updated_at=now,
+                    )
+                )
+                return 1, True
+            if row.definition != document:
+                row.definition = document
+                row.workspace_id = definition.workspace_id
+                row.folder_id = definition.folder_id
+                row.version += 1
+                row.updated_at = now
+            return row.version, False
+
+    def get_workflow(self, *, workflow_id: str) -> Workflow | None:
+        with self._transaction() as session:
+            return session.get(Workflow, workflow_id)
+
+    # -- runs ------------------------------------------------------------------------
+
+    def create_run(self, *, plan: RunPlan, backend: str, from_job: str | None) -> bool:
+        """Record a new pending run, claimed for submission by the caller.
+
+        Returns False, changing nothing, when ``plan.job_run_id`` exists already:
+        the caller must not submit it (someone else owns it).
+        """
+        now = utcnow()
+        with self._transaction() as session:
+            inserted = session.execute(
+                _insert_ignoring_conflicts(session, Run).values(
+                    job_run_id=plan.job_run_id,
+                    workflow_id=plan.workflow_id,
+                    workspace_id=plan.workspace_id,
+                    folder_id=plan.folder_id,
+                    job_id=plan.job_id,
+                    from_job=from_job,
+                    backend=backend,
+                    status=RunStatus.PENDING,
+                    plan=plan_to_document(plan),
+                    created_at=now,
+                    updated_at=now,
+                    submit_claimed_at=now,
+                )
+            )
+            if inserted.rowcount != 1:
+                return False
+            session.add_all(
+                NodeRun(
+                    job_run_id=plan.job_run_id,
+                    node_id=node_id,
+                    node_type=spec.type,
+                    status=NodeStatus.PENDING,
+                    attempts=0,
+                    max_attempts=spec.retries + 1,
+                )
+                for node_id, spec in plan.nodes.items()
+            )
+            session.add(_journal(plan.job_run_id, RUN_LEVEL, 0, RunStatus.PENDING, now))
+            return True
+
+    def claim_submission(self, *, job_run_id: str, stale_after: timedelta) -> bool:
+        """Claim a pending run whose earlier submission failed or was abandoned."""
+        now = utcnow()
+        with self._transaction() as session:
+            claimed = session.execute(
+                update(Run)
+                .where(
+                    Run.job_run_id == job_run_id,
+                    Run.status == RunStatus.PENDING,
+                    (Run.submit_claimed_at.is_(None)) | (Run.submit_claimed_at < now - stale_after),
+                )
+                .values(submit_claimed_at=now, updated_at=now)
+            )
+            return claimed.rowcount == 1
+
+    def mark_submitted(self, *, job_run_id: str) -> RunStatus:
+        """The backend accepted the run: run and nodes move to ``queued``."""
+        now = utcnow()
+        with self._transaction() as session:
+            run = _locked_run(session, job_run_id)
+            run.submitted_at = run.submitted_at or now
+            run.error = None
+            if run.status != RunStatus.PENDING:
+                return RunStatus(run.status)  # already started, or killed meanwhile
+            _move_run(session, run, RunStatus.QUEUED, now)
+            nodes = session.scalars(
+                select(NodeRun).where(
+                    NodeRun.job_run_id == job_run_id, NodeRun.status == NodeStatus.PENDING
+                )
+            ).all()
+            for node in nodes:
+                node.status = NodeStatus.QUEUED
+                session.add(_journal(job_run_id, node.node_id, 0, NodeStatus.QUEUED, now))
+            return RunStatus.QUEUED
+
+    def mark_submit_failed(self, *, job_run_id: str, error: str) -> None:
+        """Submission failed: the run stays pending (not lost) with the reason, unclaimed."""
+        with self._transaction() as session:
+            session.execute(
+                update(Run)
+                .where(Run.job_run_id == job_run_id, Run.status == RunStatus.PENDING)
+                .values(error=error, submit_claimed_at=None, updated_at=utcnow())
+            )
+
+    def get_run(self, *, job_run_id: str, with_nodes: bool = True) -> RunView | None:
+        with self._transaction() as session:
+            run = session.get(Run, job_run_id)
+            if run is None:
+                return None
+            nodes: dict[str, NodeView] = {}
+            if with_nodes:
+                rows = session.scalars(
+                    select(NodeRun).where(NodeRun.job_run_id == job_run_id)
+                ).all()
+                order = {node_id: index for index, node_id in enumerate(run.plan["nodes"])}
+                for row in sorted(rows, key=lambda r: order.get(r.node_id, len(order))):
+                    nodes[row.node_id] = _node_view(row)
+            return _run_view(run, nodes)
+
+    def load_plan(self, *, job_run_id: str) -> RunPlan | None:
+        with self._transaction() as session:
+            document = session.scalar(select(Run.plan).where(Run.job_run_id == job_run_id))
+        return None if document is None else plan_from_document(document, job_run_id)
+
+    def node_outputs(self, *, job_run_id: str, node_ids: Iterable[str]) -> dict[str, Any]:
+        wanted = list(node_ids)
+        if not wanted:
+            return {}
+        with self._transaction() as session:
+            rows = session.execute(
+                select(NodeRun.node_id, NodeRun.output).where(
+                    NodeRun.job_run_id == job_run_id, NodeRun.node_id.in_(wanted)
+                )
+            ).all()
+        return {node_id: output for node_id, output in rows}
+
+    def run_status(self, *, job_run_id: str) -> RunStatus | None:
+        with self._transaction() as session:
+            status = session.scalar(select(Run.status).where(Run.job_run_id == job_run_id))
+        return None if status is None else RunStatus(status)
+
+    # -- node transitions ------------------------------------------------------------
+
+    def record_node(
+        self,
+        *,
+        job_run_id: str,
+        node_id: str,
+        attempt: int,
+        status: NodeStatus,
+        error: str | None = None,
+        output: Any = None,
+    ) -> NodeOutcome:
+        """Record one node transition once; see the module docstring."""
+        now = utcnow()
+        with self._transaction() as session:
+            run = _locked_run(session, job_run_id)
+            node = session.get(NodeRun, (job_run_id, node_id))
+            if node is None:
+                raise StoreError(f"run {job_run_id!r} has no node {node_id!r}")
+            current = NodeStatus(node.status)
+            refused = NodeOutcome(False, current, RunStatus(run.status))
+            if not node_transition_allowed(current, status):
+                return refused
+            # A worker may start a node before the submitter marked the run queued.
+            startable = (RunStatus.PENDING, RunStatus.QUEUED, RunStatus.RUNNING)
+            if status is NodeStatus.RUNNING and (
+                run.status not in startable or attempt < node.attempts
+            ):
+                return refused  # killed meanwhile, or a stale redelivery of an older attempt
+            if not _insert_journal(session, job_run_id, node_id, attempt, status, now, error):
+                return refused
+
+            node.status = status
+            node.attempts = max(node.attempts, attempt)
+            if error is not None or status is NodeStatus.SUCCEEDED:
+                node.error = error
+            if status is NodeStatus.RUNNING:
+                node.started_at = node.started_at or now
+                node.heartbeat_at = now
+                if run.status in (RunStatus.PENDING, RunStatus.QUEUED):
+                    _move_run(session, run, RunStatus.RUNNING, now)
+            if status is NodeStatus.SUCCEEDED:
+                node.output = output
+            if status in NODE_TERMINAL:
+                node.finished_at = now
+
+            skipped: tuple[str, ...] = ()
+            if status is NodeStatus.FAILED:
+                skipped = _skip_downstream(session, run, node_id, now)
+            if status in NODE_TERMINAL:
+                _finish_run_if_done(session, run, now)
+            return NodeOutcome(True, status, RunStatus(run.status), skipped)
+
+    def heartbeat(self, *, job_run_id: str, node_id: str, attempt: int) -> bool:
+        """Mark a running attempt alive; False when it should stop (killed or moved on)."""
+        now = utcnow()
+        with self._transaction() as session:
+            alive = session.execute(
+                update(NodeRun)
+                .where(
+                    NodeRun.job_run_id == job_run_id,
+                    NodeRun.node_id == node_id,
+                    NodeRun.attempts == attempt,
+                    NodeRun.status == NodeStatus.RUNNING,
+                )
+                .values(heartbeat_at=now)
+            ).rowcount
+            run_status = session.scalar(select(Run.status).where(Run.job_run_id == job_run_id))
+        return alive == 1 and run_status not in (RunStatus.CANCELLING, RunStatus.CANCELLED)
+
+    def stale_nodes(self, *, silent_for: timedelta, limit: int = 500) -> list[StaleNode]:
+        """Running nodes whose worker has not reported for ``silent_for``."""
+        cutoff = utcnow() - silent_for
+        with self._transaction() as session:
+            rows = session.execute(
+                select(NodeRun.job_run_id, NodeRun.node_id, NodeRun.attempts, Run.backend)
+                .join(Run, Run.job_run_id == NodeRun.job_run_id)
+                .where(NodeRun.status == NodeStatus.RUNNING, NodeRun.heartbeat_at < cutoff)
+                .limit(limit)
+            ).all()
+        return [StaleNode(*row) for row in rows]
+
+    def quiet_active_runs(self, *, silent_for: timedelta, limit: int = 200) -> list[str]:
+        """Active runs nothing has touched for ``silent_for``: candidates for reconciling."""
+        cutoff = utcnow() - silent_for
+        with self._transaction() as session:
+            return list(
+                session.scalars(
+                    select(Run.job_run_id)
+                    .where(Run.status.in_([s.value for s in RUN_ACTIVE]), Run.updated_at < cutoff)
+                    .order_by(Run.updated_at)
+                    .limit(limit)
+                )
+            )
+
+    def touch_run(self, *, job_run_id: str) -> None:
+        with self._transaction() as session:
+            session.execute(
+                update(Run).where(Run.job_run_id == job_run_id).values(updated_at=utcnow())
+            )
+
+    # -- cancel ----------------------------------------------------------------------
+
+    def request_cancel(self, *, job_run_id: str) -> RunStatus:
+        """Move a run to ``cancelling`` and cancel its nodes that have not started.
+
+        Returns the run's status before the call; a terminal status means nothing
+        was changed. ``cancelling`` means a kill was already under way.
+        """
+        now = utcnow()
+        with self._transaction() as session:
+            run = _locked_run(session, job_run_id)
+            before = RunStatus(run.status)
+            if before in RUN_TERMINAL:
+                return before
+            if before != RunStatus.CANCELLING:
+                _move_run(session, run, RunStatus.CANCELLING, now)
+            waiting = session.scalars(
+                select(NodeRun).where(
+                    NodeRun.job_run_id == job_run_id,
+                    NodeRun.status.in_([NodeStatus.PENDING, NodeStatus.QUEUED]),
+                )
+            ).all()
+            for node in waiting:
+                _move_node(session, node, NodeStatus.CANCELLED, now, error="run cancelled")
+            return before
+
+    def complete_cancel(self, *, job_run_id: str) -> RunStatus:
+        """After the backend stopped the run: every unfinished node and the run end ``cancelled``."""
+        now = utcnow()
+        with self._transaction() as session:
+            run = _locked_run(session, job_run_id)
+            if run.status != RunStatus.CANCELLING:
+                return RunStatus(run.status)
+            unfinished = session.scalars(
+                select(NodeRun).where(
+                    NodeRun.job_run_id == job_run_id,
+                    NodeRun.status.not_in([s.value for s in NODE_TERMINAL]),
+                )
+            ).all()
+            for node in unfinished:
+                _move_node(session, node, NodeStatus.CANCELLED, now, error="run cancelled")
+            _finish_run_if_done(session, run, now)
+            return RunStatus(run.status)
+
+    def cancelling_runs(self, *, limit: int = 100) -> list[str]:
+        with self._transaction() as session:
+            return list(
+                session.scalars(
+                    select(Run.job_run_id).where(Run.status == RunStatus.CANCELLING).limit(limit)
+                )
+            )
+
+    # -- logs and stats --------------------------------------------------------------
+
+    def append_logs(self, records: Sequence[LogRecord]) -> None:
+        if not records:
+            return
+        with self._transaction() as session:
+            session.execute(
+                LogLine.__table__.insert(),
+                [
+                    {
+                        "job_run_id": r.job_run_id,
+                        "node_id": r.node_id,
+                        "attempt": r.attempt,
+                        "at": r.at,
+                        "level": r.level,
+                        "message": r.message,
+                    }
+                    for r in records
+                ],
+            )
+
+    def logs(self, *, job_run_id: str, after_id: int = 0, limit: int = 1_000) -> list[tuple[int, LogRecord]]:
+        with self._transaction() as session:
+            rows = session.scalars(
+                select(LogLine)
+                .where(LogLine.job_run_id == job_run_id, LogLine.id > after_id)
+                .order_by(LogLine.id)
+                .limit(limit)
+            ).all()
+        return [
+            (r.id, LogRecord(r.job_run_id, r.node_id, r.attempt, r.at, r.level, r.message))
+            for r in rows
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        """Run counts: in total, by status, by backend and by workflow (with statuses)."""
+        with self._transaction() as session:
+            rows = session.execute(
+                select(Run.workflow_id, Run.backend, Run.status, func.count()).group_by(
+                    Run.workflow_id, Run.backend, Run.status
+                )
+            ).all()
+        by_status: dict[str, int] = {status.value: 0 for status in RunStatus}
+        by_backend: dict[str, int] = {}
+        by_workflow: dict[str, dict[str, int]] = {}
+        total = 0
+        for workflow_id, backend, status, count in rows:
+            total += count
+            by_status[status] = by_status.get(status, 0) + count
+            by_backend[backend] = by_backend.get(backend, 0) + count
+            per_workflow = by_workflow.setdefault(workflow_id, {"total": 0})
+            per_workflow["total"] += count
+            per_workflow[status] = per_workflow.get(status, 0) + count
+        return {
+            "total": total,
+            "by_status": by_status,
+            "by_backend": by_backend,
+            "by_workflow": by_workflow,
+        }
+
+
+# -- plan documents ----------------------------------------------------------------------
+
+
+def plan_to_document(plan: RunPlan) -> dict[str, Any]:
+    return {
+        "workflow_id": plan.workflow_id,
+        "workspace_id": plan.workspace_id,
+        "folder_id": plan.folder_id,
+        "job_id": plan.job_id,
+        "pool": plan.pool,
+        "nodes": {node_id: spec.model_dump(mode="json") for node_id, spec in plan.nodes.items()},
+        "upstream": {node_id: list(parents) for node_id, parents in plan.upstream.items()},
+        "parameters": dict(plan.parameters),
+    }
+
+
+def plan_from_document(document: Mapping[str, Any], job_run_id: str) -> RunPlan:
+    return RunPlan(
+        job_run_id=job_run_id,
+        workflow_id=document["workflow_id"],
+        workspace_id=document["workspace_id"],
+        folder_id=document["folder_id"],
+        job_id=document["job_id"],
+        pool=document["pool"],
+        nodes={k: NodeSpec.model_validate(v) for k, v in document["nodes"].items()},
+        upstream={k: tuple(v) for k, v in document["upstream"].items()},
+        parameters=document.get("parameters", {}),
+    )
+
+
+# -- transaction helpers -----------------------------------------------------------------
+
+
+def _insert_ignoring_conflicts(session: Session, model: type[Any]) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for the session's dialect."""
+    dialect = session.get_bind().dialect.name
+    statement: Insert
+    if dialect == "postgresql":
+        statement = postgresql.insert(model).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(model).on_conflict_do_nothing()
+    else:  # pragma: no cover - figway supports the two above
+        raise StoreError(f"unsupported database dialect {dialect!r}")
+    return statement
+
+
+def _journal(job_run_id: str, node_id: str, attempt: int, status: str, at: datetime) -> Transition:
+    return Transition(job_run_id=job_run_id, node_id=node_id, attempt=attempt, status=status, at=at)
+
+
+def _insert_journal(
+    session: Session,
+    job_run_id: str,
+    node_id: str,
+    attempt: int,
+    status: str,
+    at: datetime,
+    error: str | None = None,
+) -> bool:
+    result = session.execute(
+        _insert_ignoring_conflicts(session, Transition).values(
+            job_run_id=job_run_id, node_id=node_id, attempt=attempt, status=status, at=at, error=error
+        )
+    )
+    return bool(result.rowcount == 1)
+
+
+def _locked_run(session: Session, job_run_id: str) -> Run:
+    # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers.
+    run = session.get(Run, job_run_id, with_for_update=True)
+    if run is None:
+        raise StoreError(f"no run {job_run_id!r}")
+    return run
+
+
+def _move_run(session: Session, run: Run, status: RunStatus, at: datetime) -> None:
+    run.status = status
+    run.updated_at = at
+    if status is RunStatus.RUNNING:
+        run.started_at = run.started_at or at
+    if status in RUN_TERMINAL:
+        run.finished_at = at
+    _insert_journal(session, run.job_run_id, RUN_LEVEL, 0, status, at)
+
+
+def _move_node(
+    session: Session, node: NodeRun, status: NodeStatus, at: datetime, *, error: str
+) -> None:
+    if _insert_journal(session, node.job_run_id, node.node_id, node.attempts, status, at, error):
+        node.status = status
+        node.error = error
+        node.finished_at = at
+
+
+def _skip_downstream(session: Session, run: Run, failed_node: str, at: datetime) -> tuple[str, ...]:
+    downstream = plan_from_document(run.plan, run.job_run_id).downstream_of(failed_node)
+    if not downstream:
+        return ()
+    nodes = session.scalars(
+        select(NodeRun).where(
+            NodeRun.job_run_id == run.job_run_id, NodeRun.node_id.in_(sorted(downstream))
+        )
+    ).all()
+    skipped = []
+    for node in nodes:
+        if NodeStatus(node.status) not in NODE_TERMINAL:
+            _move_node(session, node, NodeStatus.SKIPPED, at, error=f"upstream node {failed_node!r} failed")
+            skipped.append(node.node_id)
+    return tuple(sorted(skipped))
+
+
+def _finish_run_if_done(session: Session, run: Run, at: datetime) -> None:
+    if RunStatus(run.status) in RUN_TERMINAL:
+        return
+    statuses = session.scalars(
+        select(NodeRun.status).where(NodeRun.job_run_id == run.job_run_id)
+    ).all()
+    if any(NodeStatus(s) not in NODE_TERMINAL for s in statuses):
+        run.updated_at = at
+        return
+    final = _final_run_status(RunStatus(run.status), [NodeStatus(s) for s in statuses])
+    failed = [s for s in statuses if s == NodeStatus.FAILED]
+    if final is RunStatus.FAILED:
+        run.error = f"{len(failed)} node(s) failed"
+    _move_run(session, run, final, at)
+
+
+def _final_run_status(current: RunStatus, nodes: Iterable[NodeStatus]) -> RunStatus:
+    statuses = set(nodes)
+    if current is RunStatus.CANCELLING or NodeStatus.CANCELLED in statuses:
+        return RunStatus.CANCELLED
+    if statuses & {NodeStatus.FAILED, NodeStatus.SKIPPED}:
+        return RunStatus.FAILED
+    return RunStatus.SUCCEEDED
+
+
+def _node_view(row: NodeRun) -> NodeView:
+    return NodeView(
+        node_id=row.node_id,
+        node_type=row.node_type,
+        status=NodeStatus(row.status),
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+        error=row.error,
+        output=row.output,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _run_view(run: Run, nodes: dict[str, NodeView]) -> RunView:
+    return RunView(
+        job_run_id=run.job_run_id,
+        workflow_id=run.workflow_id,
+        workspace_id=run.workspace_id,
+        folder_id=run.folder_id,
+        job_id=run.job_id,
+        from_job=run.from_job,
+        backend=run.backend,
+        status=RunStatus(run.status),
+        error=run.error,
+        created_at=run.created_at,
+        submitted_at=run.submitted_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        nodes=nodes,
+    )

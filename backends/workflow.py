@@ -1,0 +1,208 @@
+"""Workflow definitions, their validation, and the plan a backend executes.
+
+A definition is what people write (``examples/workflows/*.yaml``); a
+:class:`RunPlan` is the frozen snapshot of one definition for one run, which
+is what executors and the node runtime work from. A run keeps its plan even if
+the definition changes while it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backends import dag
+from backends.errors import DefinitionError, DefinitionProblem
+from backends.nodes import NodeRegistry
+
+__all__ = [
+    "DEFAULT_MAX_LEVELS",
+    "POOLS",
+    "NodeSpec",
+    "RunPlan",
+    "WorkflowDefinition",
+    "parse_definition",
+]
+
+DEFAULT_MAX_LEVELS = 20
+#: Work pools (Prefect) and queues (RQ) a workflow can run on, most urgent first.
+POOLS = ("priority", "postgres", "default")
+
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+_NODE_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$"
+
+
+class NodeSpec(BaseModel):
+    """One node of a definition: its type, config and retry policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str = Field(min_length=1, max_length=64)
+    config: dict[str, Any] = Field(default_factory=dict)
+    retries: int = Field(default=0, ge=0, le=20, description="Attempts after the first.")
+    retry_delay_seconds: float = Field(default=0, ge=0, le=86_400)
+
+
+class WorkflowDefinition(BaseModel):
+    """A workflow as clients define it: nodes and the dependencies between them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workflow_id: str = Field(pattern=_ID_PATTERN)
+    workspace_id: str = Field(min_length=1, max_length=128)
+    folder_id: str = Field(min_length=1, max_length=128)
+    description: str = Field(default="", max_length=2_000)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+    pool: str | None = Field(default=None, description="Override the pool chosen from the nodes.")
+    nodes: dict[str, NodeSpec] = Field(min_length=1, max_length=1_000)
+    dependencies: dict[str, list[str]] = Field(default_factory=dict)
+
+    def upstream(self) -> dict[str, list[str]]:
+        """Every node mapped to its upstream nodes (empty when it has none)."""
+        return {node_id: list(self.dependencies.get(node_id, [])) for node_id in self.nodes}
+
+    def chosen_pool(self) -> str:
+        """The pool this workflow runs on: its override, a ``priority`` tag, else default."""
+        if self.pool:
+            return self.pool
+        if "priority" in self.tags:
+            return "priority"
+        if any(spec.type.startswith("postgres_") for spec in self.nodes.values()):
+            return "postgres"
+        return "default"
+
+
+def parse_definition(
+    raw: Mapping[str, Any],
+    *,
+    node_types: NodeRegistry,
+    max_levels: int = DEFAULT_MAX_LEVELS,
+) -> WorkflowDefinition:
+    """Validate a definition, raising :class:`DefinitionError` with every problem found.
+
+    >>> from backends.nodes import default_registry
+    >>> parse_definition({"workflow_id": "w", "workspace_id": "ws", "folder_id": "f",
+    ...     "nodes": {"a": {"type": "noop"}}}, node_types=default_registry()).chosen_pool()
+    'default'
+    """
+    try:
+        definition = WorkflowDefinition.model_validate(raw)
+    except ValidationError as exc:
+        raise DefinitionError([_problem_from(error) for error in exc.errors()]) from None
+    problems = [
+        *_node_problems(definition, node_types),
+        *_dependency_problems(definition),
+    ]
+    if definition.pool is not None and definition.pool not in POOLS:
+        problems.append(DefinitionProblem("pool", f"unknown pool {definition.pool!r}; use one of {', '.join(POOLS)}"))
+    if problems:
+        raise DefinitionError(problems)
+    upstream = definition.upstream()
+    cycle = dag.find_cycle(upstream)
+    if cycle is not None:
+        raise DefinitionError(
+            [DefinitionProblem("dependencies", "cycle: " + " -> ".join(cycle))]
+        )
+    depth = len(dag.levels(upstream))
+    if depth > max_levels:
+        raise DefinitionError(
+            [
+                DefinitionProblem(
+                    "dependencies",
+                    f"the workflow has {depth} levels; at most {max_levels} are allowed",
+                )
+            ]
+        )
+    return definition
+
+
+def _problem_from(error: Mapping[str, Any]) -> DefinitionProblem:
+    location = ".".join(str(part) for part in error["loc"])
+    return DefinitionProblem(location, str(error["msg"]))
+
+
+def _node_problems(definition: WorkflowDefinition, node_types: NodeRegistry) -> list[DefinitionProblem]:
+    problems: list[DefinitionProblem] = []
+    for node_id, spec in definition.nodes.items():
+        where = f"nodes.{node_id}"
+        if not _valid_node_id(node_id):
+            problems.append(DefinitionProblem(where, "node ids use letters, digits, _ . - (at most 128)"))
+        node_type = node_types.get(spec.type)
+        if node_type is None:
+            known = ", ".join(sorted(node_types))
+            problems.append(DefinitionProblem(f"{where}.type", f"unknown node type {spec.type!r}; known types: {known}"))
+            continue
+        try:
+            node_type.config_model.model_validate(spec.config)
+        except ValidationError as exc:
+            problems.extend(
+                DefinitionProblem(f"{where}.config.{'.'.join(str(p) for p in e['loc'])}".rstrip("."), e["msg"])
+                for e in exc.errors()
+            )
+    return problems
+
+
+def _dependency_problems(definition: WorkflowDefinition) -> list[DefinitionProblem]:
+    problems: list[DefinitionProblem] = []
+    for node_id, upstream in definition.dependencies.items():
+        if node_id not in definition.nodes:
+            problems.append(DefinitionProblem(f"dependencies.{node_id}", f"unknown node {node_id!r}"))
+        for parent in upstream:
+            if parent not in definition.nodes:
+                problems.append(
+                    DefinitionProblem(f"dependencies.{node_id}", f"unknown dependency {parent!r}")
+                )
+    return problems
+
+
+def _valid_node_id(node_id: str) -> bool:
+    import re
+
+    return re.fullmatch(_NODE_ID_PATTERN, node_id) is not None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run of one definition: everything a backend needs to execute it."""
+
+    job_run_id: str
+    workflow_id: str
+    workspace_id: str
+    folder_id: str
+    job_id: str
+    pool: str
+    nodes: Mapping[str, NodeSpec]
+    upstream: Mapping[str, tuple[str, ...]]
+    parameters: Mapping[str, Any]
+
+    @classmethod
+    def from_definition(
+        cls,
+        definition: WorkflowDefinition,
+        *,
+        job_run_id: str,
+        job_id: str,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> RunPlan:
+        upstream = definition.upstream()
+        return cls(
+            job_run_id=job_run_id,
+            workflow_id=definition.workflow_id,
+            workspace_id=definition.workspace_id,
+            folder_id=definition.folder_id,
+            job_id=job_id,
+            pool=definition.chosen_pool(),
+            nodes=dict(definition.nodes),
+            upstream={node: tuple(parents) for node, parents in upstream.items()},
+            parameters=dict(parameters or {}),
+        )
+
+    def levels(self) -> list[list[str]]:
+        """Node ids by level; nodes of one level may run in parallel."""
+        return dag.levels(self.upstream)
+
+    def downstream_of(self, node_id: str) -> set[str]:
+        return dag.downstream_of(node_id, self.upstream)

@@ -96,6 +96,7 @@ class NodeRuntime:
         )
         sink = _LogSink(job_run_id, node_id, attempt)
         output: object = None
+        error: str | None = None
         with self._heartbeat(context, sink), _capturing(sink):
             try:
                 config = node_type.config_model.model_validate(spec.config)
@@ -213,7 +214,9 @@ class _LogSink:
                 if rest:
                     level = "INFO" if stream == "stdout" else "WARNING"
                     self._records.append(
-                        LogRecord(self.job_run_id, self.node_id, self.attempt, utcnow(), level, rest)
+                        LogRecord(
+                            self.job_run_id, self.node_id, self.attempt, utcnow(), level, rest
+                        )
                     )
                     self._partial[stream] = ""
             records, self._records = self._records, []

@@ -97,15 +97,17 @@ def parse_definition(
         *_dependency_problems(definition),
     ]
     if definition.pool is not None and definition.pool not in POOLS:
-        problems.append(DefinitionProblem("pool", f"unknown pool {definition.pool!r}; use one of {', '.join(POOLS)}"))
+        problems.append(
+            DefinitionProblem(
+                "pool", f"unknown pool {definition.pool!r}; use one of {', '.join(POOLS)}"
+            )
+        )
     if problems:
         raise DefinitionError(problems)
     upstream = definition.upstream()
     cycle = dag.find_cycle(upstream)
     if cycle is not None:
-        raise DefinitionError(
-            [DefinitionProblem("dependencies", "cycle: " + " -> ".join(cycle))]
-        )
+        raise DefinitionError([DefinitionProblem("dependencies", "cycle: " + " -> ".join(cycle))])
     depth = len(dag.levels(upstream))
     if depth > max_levels:
         raise DefinitionError(
@@ -124,22 +126,32 @@ def _problem_from(error: Mapping[str, Any]) -> DefinitionProblem:
     return DefinitionProblem(location, str(error["msg"]))
 
 
-def _node_problems(definition: WorkflowDefinition, node_types: NodeRegistry) -> list[DefinitionProblem]:
+def _node_problems(
+    definition: WorkflowDefinition, node_types: NodeRegistry
+) -> list[DefinitionProblem]:
     problems: list[DefinitionProblem] = []
     for node_id, spec in definition.nodes.items():
         where = f"nodes.{node_id}"
         if not _valid_node_id(node_id):
-            problems.append(DefinitionProblem(where, "node ids use letters, digits, _ . - (at most 128)"))
+            problems.append(
+                DefinitionProblem(where, "node ids use letters, digits, _ . - (at most 128)")
+            )
         node_type = node_types.get(spec.type)
         if node_type is None:
             known = ", ".join(sorted(node_types))
-            problems.append(DefinitionProblem(f"{where}.type", f"unknown node type {spec.type!r}; known types: {known}"))
+            problems.append(
+                DefinitionProblem(
+                    f"{where}.type", f"unknown node type {spec.type!r}; known types: {known}"
+                )
+            )
             continue
         try:
             node_type.config_model.model_validate(spec.config)
         except ValidationError as exc:
             problems.extend(
-                DefinitionProblem(f"{where}.config.{'.'.join(str(p) for p in e['loc'])}".rstrip("."), e["msg"])
+                DefinitionProblem(
+                    f"{where}.config.{'.'.join(str(p) for p in e['loc'])}".rstrip("."), e["msg"]
+                )
                 for e in exc.errors()
             )
     return problems
@@ -149,7 +161,9 @@ def _dependency_problems(definition: WorkflowDefinition) -> list[DefinitionProbl
     problems: list[DefinitionProblem] = []
     for node_id, upstream in definition.dependencies.items():
         if node_id not in definition.nodes:
-            problems.append(DefinitionProblem(f"dependencies.{node_id}", f"unknown node {node_id!r}"))
+            problems.append(
+                DefinitionProblem(f"dependencies.{node_id}", f"unknown node {node_id!r}")
+            )
         for parent in upstream:
             if parent not in definition.nodes:
                 problems.append(

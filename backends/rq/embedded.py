@@ -82,7 +82,7 @@ class EmbeddedWorkers:
         scheduler = RQScheduler(self.queue_names, connection=self.redis, interval=1)
         while not self._stop.wait(0.25):
             try:
-                scheduler.acquire_locks()
-                scheduler.enqueue_scheduled_jobs()
+                scheduler.acquire_locks()  # type: ignore[no-untyped-call]
+                scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
             except Exception:  # keep retrying: a scheduler that dies strands every retry
                 log.exception("embedded RQ scheduler failed; trying again")

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from rq import Queue, Retry, Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Dependency, Job, JobStatus
 from rq.registry import StartedJobRegistry
 
 from backends.base import BackendHealth, NodeReport
@@ -60,7 +60,9 @@ class RQExecutor:
         for level in plan.levels():
             for node_id in level:
                 spec = plan.nodes[node_id]
-                upstream = [job_id_for(plan.job_run_id, up) for up in plan.upstream[node_id]]
+                upstream: list[Dependency | Job | str] = [
+                    job_id_for(plan.job_run_id, up) for up in plan.upstream[node_id]
+                ]
                 retry = None
                 if spec.retries:
                     # RQ counts whole seconds; a shorter delay than 1 s would need its own scheduler.
@@ -79,9 +81,10 @@ class RQExecutor:
                     )
                 )
         try:
-            with self.redis.pipeline() as pipeline:
-                queue.enqueue_many(job_datas, pipeline=pipeline)
-                pipeline.execute()
+            # No pipeline of our own: given one, RQ checks dependencies against jobs not yet
+            # written and starts a multi-parent node at once. Without one it saves every job
+            # first, then registers each dependent under WATCH.
+            queue.enqueue_many(job_datas)
         except RedisError as exc:
             raise BackendUnavailable(self.name, f"Redis refused the run: {exc}") from exc
 
@@ -96,10 +99,10 @@ class RQExecutor:
                     job.cancel()
                 except (InvalidJobOperation, NoSuchJobError):
                     continue
-            for job in jobs:
-                if job is not None and job.get_status() == JobStatus.STARTED:
+            for maybe_job in jobs:
+                if maybe_job is not None and maybe_job.get_status() == JobStatus.STARTED:
                     try:
-                        send_stop_job_command(self.redis, job.id)
+                        send_stop_job_command(self.redis, maybe_job.id)
                     except (InvalidJobOperation, NoSuchJobError):
                         continue  # finished meanwhile
         except RedisError as exc:
@@ -135,7 +138,9 @@ class RQExecutor:
         try:
             job = Job.fetch(job_id_for(plan.job_run_id, node_id), connection=self.redis)
         except NoSuchJobError:
-            return NodeReport(node_id, attempt, NodeStatus.FAILED, "RQ no longer has this node's job")
+            return NodeReport(
+                node_id, attempt, NodeStatus.FAILED, "RQ no longer has this node's job"
+            )
         status = job.get_status()
         lost = f"worker lost during attempt {attempt}"
         if status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
@@ -150,7 +155,9 @@ class RQExecutor:
         name = job.worker_name
         if not name:
             return False
-        worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=self.redis)
+        worker = Worker.find_by_key(
+            Worker.redis_worker_namespace_prefix + name, connection=self.redis
+        )
         if worker is None or worker.last_heartbeat is None:
             return False
         beat = worker.last_heartbeat

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, Insert, func, select, update
+from sqlalchemy import CursorResult, Engine, Insert, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -186,7 +186,7 @@ class Store:
                     submit_claimed_at=now,
                 )
             )
-            if inserted.rowcount != 1:
+            if _rowcount(inserted) != 1:
                 return False
             session.add_all(
                 NodeRun(
@@ -215,7 +215,7 @@ class Store:
                 )
                 .values(submit_claimed_at=now, updated_at=now)
             )
-            return claimed.rowcount == 1
+            return _rowcount(claimed) == 1
 
     def mark_submitted(self, *, job_run_id: str) -> RunStatus:
         """The backend accepted the run: run and nodes move to ``queued``."""
@@ -314,6 +314,12 @@ class Store:
                 return refused  # killed meanwhile, or a stale redelivery of an older attempt
             if not _insert_journal(session, job_run_id, node_id, attempt, status, now, error):
                 return refused
+            if status is NodeStatus.RUNNING and current is NodeStatus.RUNNING:
+                # A new attempt while the last one never reported: its worker died.
+                lost = f"attempt {node.attempts} ended without a report (its worker was lost)"
+                _insert_journal(
+                    session, job_run_id, node_id, node.attempts, NodeStatus.RETRYING, now, lost
+                )
 
             node.status = status
             node.attempts = max(node.attempts, attempt)
@@ -340,16 +346,18 @@ class Store:
         """Mark a running attempt alive; False when it should stop (killed or moved on)."""
         now = utcnow()
         with self._transaction() as session:
-            alive = session.execute(
-                update(NodeRun)
-                .where(
-                    NodeRun.job_run_id == job_run_id,
-                    NodeRun.node_id == node_id,
-                    NodeRun.attempts == attempt,
-                    NodeRun.status == NodeStatus.RUNNING,
+            alive = _rowcount(
+                session.execute(
+                    update(NodeRun)
+                    .where(
+                        NodeRun.job_run_id == job_run_id,
+                        NodeRun.node_id == node_id,
+                        NodeRun.attempts == attempt,
+                        NodeRun.status == NodeStatus.RUNNING,
+                    )
+                    .values(heartbeat_at=now)
                 )
-                .values(heartbeat_at=now)
-            ).rowcount
+            )
             run_status = session.scalar(select(Run.status).where(Run.job_run_id == job_run_id))
         return alive == 1 and run_status not in (RunStatus.CANCELLING, RunStatus.CANCELLED)
 
@@ -428,6 +436,28 @@ class Store:
             _finish_run_if_done(session, run, now)
             return RunStatus(run.status)
 
+    def abandon_active_runs(self, *, reason: str) -> int:
+        """End every unfinished run: its backend state is gone (an embedded restart)."""
+        now = utcnow()
+        with self._transaction() as session:
+            runs = session.scalars(
+                select(Run).where(
+                    Run.status.in_([s.value for s in (*RUN_ACTIVE, RunStatus.PENDING)])
+                )
+            ).all()
+            for run in runs:
+                unfinished = session.scalars(
+                    select(NodeRun).where(
+                        NodeRun.job_run_id == run.job_run_id,
+                        NodeRun.status.not_in([s.value for s in NODE_TERMINAL]),
+                    )
+                ).all()
+                for node in unfinished:
+                    _move_node(session, node, NodeStatus.FAILED, now, error=reason)
+                _finish_run_if_done(session, run, now)
+                run.error = reason
+            return len(runs)
+
     def cancelling_runs(self, *, limit: int = 100) -> list[str]:
         with self._transaction() as session:
             return list(
@@ -443,7 +473,7 @@ class Store:
             return
         with self._transaction() as session:
             session.execute(
-                LogLine.__table__.insert(),
+                insert(LogLine),
                 [
                     {
                         "job_run_id": r.job_run_id,
@@ -457,7 +487,9 @@ class Store:
                 ],
             )
 
-    def logs(self, *, job_run_id: str, after_id: int = 0, limit: int = 1_000) -> list[tuple[int, LogRecord]]:
+    def logs(
+        self, *, job_run_id: str, after_id: int = 0, limit: int = 1_000
+    ) -> list[tuple[int, LogRecord]]:
         with self._transaction() as session:
             rows = session.scalars(
                 select(LogLine)
@@ -558,10 +590,20 @@ def _insert_journal(
 ) -> bool:
     result = session.execute(
         _insert_ignoring_conflicts(session, Transition).values(
-            job_run_id=job_run_id, node_id=node_id, attempt=attempt, status=status, at=at, error=error
+            job_run_id=job_run_id,
+            node_id=node_id,
+            attempt=attempt,
+            status=status,
+            at=at,
+            error=error,
         )
     )
-    return bool(result.rowcount == 1)
+    return _rowcount(result) == 1
+
+
+def _rowcount(result: Any) -> int:
+    rows: int = cast(CursorResult[Any], result).rowcount
+    return rows
 
 
 def _locked_run(session: Session, job_run_id: str) -> Run:
@@ -603,7 +645,9 @@ def _skip_downstream(session: Session, run: Run, failed_node: str, at: datetime)
     skipped = []
     for node in nodes:
         if NodeStatus(node.status) not in NODE_TERMINAL:
-            _move_node(session, node, NodeStatus.SKIPPED, at, error=f"upstream node {failed_node!r} failed")
+            _move_node(
+                session, node, NodeStatus.SKIPPED, at, error=f"upstream node {failed_node!r} failed"
+            )
             skipped.append(node.node_id)
     return tuple(sorted(skipped))
 

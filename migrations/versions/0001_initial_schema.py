@@ -8,10 +8,9 @@ Create Date: 2026-11-28
 from __future__ import annotations
 
 import sqlalchemy as sa
-
-import backends.store.models
 from alembic import op
 
+import backends.store.models
 
 revision = "0001"
 down_revision = None

@@ -1,0 +1,90 @@
+"""Every error the API returns is JSON a person can act on: ``{"detail": ..., "errors": [...]}``.
+
+Bad input is 4xx with the field named; a backend or database that is down is
+503 with what to do; anything unexpected is a plain 500 with no stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backends.errors import BackendUnavailable, DefinitionError, StoreError
+from gateway.dispatcher import RunConflict, RunNotFoundError, SubmitFailed, WorkflowNotFoundError
+
+__all__ = ["error_body", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
+
+
+def error_body(detail: str, errors: Sequence[dict[str, Any]] = (), **extra: Any) -> dict[str, Any]:
+    return {"detail": detail, "errors": list(errors), **extra}
+
+
+def _field(location: Sequence[Any]) -> str:
+    # ("body", "workflow_id") -> "workflow_id"; the request part is implied.
+    parts = [str(p) for p in location]
+    if parts and parts[0] in ("body", "query", "path"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse(
+            status_code=422, content=error_body(f"invalid request: {summary}", errors)
+        )
+
+    @app.exception_handler(DefinitionError)
+    async def invalid_definition(request: Request, exc: DefinitionError) -> JSONResponse:
+        errors = [{"field": p.location, "message": p.message} for p in exc.problems]
+        return JSONResponse(status_code=422, content=error_body(f"invalid workflow: {exc}", errors))
+
+    @app.exception_handler(WorkflowNotFoundError)
+    @app.exception_handler(RunNotFoundError)
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=404, content=error_body(str(exc)))
+
+    @app.exception_handler(RunConflict)
+    async def conflict(request: Request, exc: RunConflict) -> JSONResponse:
+        return JSONResponse(status_code=409, content=error_body(str(exc)))
+
+    @app.exception_handler(SubmitFailed)
+    async def submit_failed(request: Request, exc: SubmitFailed) -> JSONResponse:
+        body = error_body(str(exc), job_run_id=exc.job_run_id, status="pending")
+        return JSONResponse(status_code=503, content=body, headers={"Retry-After": "5"})
+
+    @app.exception_handler(BackendUnavailable)
+    async def backend_down(request: Request, exc: BackendUnavailable) -> JSONResponse:
+        detail = f"backend {exc.backend!r} is unreachable: {exc.message}; try again shortly"
+        return JSONResponse(
+            status_code=503, content=error_body(detail), headers={"Retry-After": "5"}
+        )
+
+    @app.exception_handler(StoreError)
+    async def store_down(request: Request, exc: StoreError) -> JSONResponse:
+        log.error("database error: %s", exc)
+        detail = "figway's database is unavailable; try again shortly"
+        return JSONResponse(
+            status_code=503, content=error_body(detail), headers={"Retry-After": "5"}
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content=error_body(str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            status_code=500, content=error_body("internal error; see the gateway log")
+        )

@@ -1,0 +1,39 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (its database and backends answer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from backends.errors import StoreError
+from gateway.api.deps import ServicesDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The gateway process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """The database and every backend answer; 503 naming what does not."""
+    checks: dict[str, Any] = {}
+    try:
+        await run_in_threadpool(services.store.ping)
+        checks["database"] = {"up": True}
+    except StoreError as exc:
+        checks["database"] = {"up": False, "detail": str(exc)}
+    for name, executor in services.executors.items():
+        health = await run_in_threadpool(executor.health)
+        checks[name] = {"up": health.up, "detail": health.detail, "workers": health.workers}
+    ready = all(check["up"] for check in checks.values())
+    return JSONResponse(
+        status_code=200 if ready else 503,
+        content={"status": "ready" if ready else "not ready", "checks": checks},
+    )

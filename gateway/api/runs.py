@@ -1,0 +1,73 @@
+"""``/workflow_runs``: start, read, kill, count and read the logs of runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+from starlette.concurrency import run_in_threadpool
+
+from backends.store.models import RUN_LEVEL
+from gateway.api.deps import DispatcherDep, ServicesDep
+from gateway.api.schemas import LogLineOut, LogsOut, RunIn, RunOut, StatsOut
+from gateway.dispatcher import RunNotFoundError, RunRequest
+
+router = APIRouter(prefix="/workflow_runs", tags=["workflow runs"])
+
+RunId = Annotated[str, Path(min_length=1, max_length=128, description="The run's job_run_id.")]
+
+
+@router.post("/", status_code=status.HTTP_201_CREATED, response_model=RunOut)
+async def start_run(body: RunIn, dispatcher: DispatcherDep, response: Response) -> RunOut:
+    """Start a run; repeating a job_run_id returns the same run (200) and starts nothing."""
+    request = RunRequest(**body.model_dump())
+    run, created = await run_in_threadpool(dispatcher.start_run, request)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return RunOut.from_view(run)
+
+
+@router.get("/stats", response_model=StatsOut)
+async def run_stats(services: ServicesDep) -> StatsOut:
+    """Run counts in total, by status, by backend and by workflow."""
+    return StatsOut(**await run_in_threadpool(services.store.stats))
+
+
+@router.get("/{job_run_id}", response_model=RunOut)
+async def get_run(job_run_id: RunId, dispatcher: DispatcherDep) -> RunOut:
+    """A run's status, backend, timings and per-node status."""
+    return RunOut.from_view(await run_in_threadpool(dispatcher.get_run, job_run_id))
+
+
+@router.delete("/{job_run_id}", response_model=RunOut)
+async def kill_run(job_run_id: RunId, dispatcher: DispatcherDep) -> RunOut:
+    """Kill a run on whichever backend owns it; 409 if it already finished."""
+    return RunOut.from_view(await run_in_threadpool(dispatcher.cancel_run, job_run_id))
+
+
+@router.get("/{job_run_id}/logs", response_model=LogsOut)
+async def run_logs(
+    job_run_id: RunId,
+    services: ServicesDep,
+    after: Annotated[int, Query(ge=0, description="Only lines after this id.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
+) -> LogsOut:
+    """A run's log lines in order: time, level, node, attempt, message."""
+    store = services.store
+    if await run_in_threadpool(lambda: store.run_status(job_run_id=job_run_id)) is None:
+        raise RunNotFoundError(f"no run {job_run_id!r}")
+    rows = await run_in_threadpool(
+        lambda: store.logs(job_run_id=job_run_id, after_id=after, limit=limit)
+    )
+    lines = [
+        LogLineOut(
+            id=line_id,
+            time=record.at,
+            level=record.level,
+            node=None if record.node_id == RUN_LEVEL else record.node_id,
+            attempt=record.attempt,
+            message=record.message,
+        )
+        for line_id, record in rows
+    ]
+    return LogsOut(job_run_id=job_run_id, lines=lines, next_after=lines[-1].id if lines else after)

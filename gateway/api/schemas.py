@@ -1,0 +1,127 @@
+"""Request and response bodies of the HTTP API, as existing clients know them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backends.store import RunView
+
+__all__ = ["LogLineOut", "LogsOut", "NodeOut", "RunIn", "RunOut", "StatsOut", "WorkflowOut"]
+
+_ID = Field(min_length=1, max_length=128)
+
+
+class RunIn(BaseModel):
+    """``POST /workflow_runs/``. Unknown fields are ignored, as the legacy API did."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    workspace_id: str = _ID
+    folder_id: str = _ID
+    job_id: str = _ID
+    workflow_id: str = _ID
+    job_run_id: str | None = Field(default=None, min_length=1, max_length=128)
+    from_job: str | None = Field(default=None, max_length=128)
+    parameters: dict[str, Any] | None = None
+
+
+class NodeOut(BaseModel):
+    type: str
+    status: str
+    attempts: int
+    max_attempts: int
+    error: str | None
+    output: Any = None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+
+
+class RunOut(BaseModel):
+    job_run_id: str
+    workflow_id: str
+    workspace_id: str
+    folder_id: str
+    job_id: str
+    from_job: str | None
+    backend: str
+    status: str
+    error: str | None
+    created_at: datetime
+    submitted_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    nodes: dict[str, NodeOut]
+
+    @classmethod
+    def from_view(cls, run: RunView) -> RunOut:
+        return cls(
+            job_run_id=run.job_run_id,
+            workflow_id=run.workflow_id,
+            workspace_id=run.workspace_id,
+            folder_id=run.folder_id,
+            job_id=run.job_id,
+            from_job=run.from_job,
+            backend=run.backend,
+            status=run.status.value,
+            error=run.error,
+            created_at=run.created_at,
+            submitted_at=run.submitted_at,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            duration_seconds=_seconds(run.started_at, run.finished_at),
+            nodes={
+                node_id: NodeOut(
+                    type=node.node_type,
+                    status=node.status.value,
+                    attempts=node.attempts,
+                    max_attempts=node.max_attempts,
+                    error=node.error,
+                    output=node.output,
+                    started_at=node.started_at,
+                    finished_at=node.finished_at,
+                    duration_seconds=_seconds(node.started_at, node.finished_at),
+                )
+                for node_id, node in run.nodes.items()
+            },
+        )
+
+
+class StatsOut(BaseModel):
+    total: int
+    by_status: dict[str, int]
+    by_backend: dict[str, int]
+    by_workflow: dict[str, dict[str, int]]
+
+
+class LogLineOut(BaseModel):
+    id: int
+    time: datetime
+    level: str
+    node: str | None
+    attempt: int
+    message: str
+
+
+class LogsOut(BaseModel):
+    job_run_id: str
+    lines: list[LogLineOut]
+    next_after: int = Field(description="Pass as `after` to read the lines that follow.")
+
+
+class WorkflowOut(BaseModel):
+    workflow_id: str
+    version: int
+    registered_at: datetime
+    updated_at: datetime
+    definition: dict[str, Any]
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 6)

@@ -1,0 +1,59 @@
+"""``/workflows``: define workflows and read their definitions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Response, status
+from starlette.concurrency import run_in_threadpool
+
+from backends.errors import DefinitionError, DefinitionProblem
+from backends.workflow import parse_definition
+from gateway.api.deps import ServicesDep
+from gateway.api.schemas import WorkflowOut
+from gateway.dispatcher import WorkflowNotFoundError
+
+router = APIRouter(prefix="/workflows", tags=["workflows"])
+
+WorkflowId = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+@router.put("/{workflow_id}", response_model=WorkflowOut)
+async def put_workflow(
+    workflow_id: WorkflowId,
+    definition: Annotated[dict[str, Any], Body(description="The workflow definition.")],
+    services: ServicesDep,
+    response: Response,
+) -> WorkflowOut:
+    """Create or replace a workflow definition (201 when new); invalid ones get 422 with every reason."""
+    named = definition.setdefault("workflow_id", workflow_id)
+    if named != workflow_id:
+        raise DefinitionError(
+            [
+                DefinitionProblem(
+                    "workflow_id", f"{named!r} differs from {workflow_id!r} in the path"
+                )
+            ]
+        )
+    parsed = parse_definition(
+        definition, node_types=services.node_types, max_levels=services.settings.max_levels
+    )
+    _, created = await run_in_threadpool(lambda: services.store.put_workflow(definition=parsed))
+    if created:
+        response.status_code = status.HTTP_201_CREATED
+    return await get_workflow(workflow_id, services)
+
+
+@router.get("/{workflow_id}", response_model=WorkflowOut)
+async def get_workflow(workflow_id: WorkflowId, services: ServicesDep) -> WorkflowOut:
+    """A workflow's current definition and version."""
+    row = await run_in_threadpool(lambda: services.store.get_workflow(workflow_id=workflow_id))
+    if row is None:
+        raise WorkflowNotFoundError(f"no workflow {workflow_id!r}")
+    return WorkflowOut(
+        workflow_id=row.workflow_id,
+        version=row.version,
+        registered_at=row.registered_at,
+        updated_at=row.updated_at,
+        definition=row.definition,
+    )

@@ -1,0 +1,58 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gateway.api import health, runs, workflows
+from gateway.api.errors import install_error_handlers
+from gateway.config import Settings, get_settings
+from gateway.dispatcher import Dispatcher
+from gateway.reconciler import Reconciler
+from gateway.services import build_services
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The gateway app; it connects to its database and backends when it starts serving."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings)
+        dispatcher = Dispatcher(
+            store=services.store,
+            executors=services.executors,
+            node_types=services.node_types,
+            settings=settings,
+        )
+        if settings.embedded:
+            # The in-process Redis stand-in starts empty: runs left active by the last
+            # process can never finish, so they end failed instead of running forever.
+            dispatcher.abandon_lost_runs("lost: the embedded gateway stopped while it ran")
+            services.start_embedded_workers()
+        reconciler = Reconciler(dispatcher, interval_seconds=settings.reconcile_interval_seconds)
+        reconciler.start()
+        app.state.services = services
+        app.state.dispatcher = dispatcher
+        try:
+            yield
+        finally:
+            reconciler.stop()
+            services.close()
+
+    app = FastAPI(
+        title="figway",
+        summary="The workflow_runs API, routed to Redis RQ or Prefect 3 run by run.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(runs.router)
+    app.include_router(workflows.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,238 @@
+"""The ``figway`` command: serve the gateway, run workers, migrate, load workflows."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+
+from backends.errors import DefinitionError, FigwayError
+from backends.nodes import default_registry
+from backends.store import Store, create_database_engine, ensure_migrated, upgrade
+from backends.workflow import POOLS, parse_definition
+from gateway.config import Settings, get_settings
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+
+_DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="figway")
+def main() -> None:
+    """figway: the workflow_runs API, routed run by run to Redis RQ or Prefect 3.
+
+    With no FIGWAY_* settings, figway runs on its embedded default: SQLite
+    under ./.figway and in-process RQ workers. Set FIGWAY_DATABASE_URL and
+    FIGWAY_REDIS_URL for production.
+    """
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="HTTP API port.")
+@click.option(
+    "--ws-port",
+    default=8765,
+    show_default=True,
+    type=int,
+    help="Port of the legacy WebSocket endpoint (ws://HOST:PORT/{job_run_id}).",
+)
+@click.option("--log-level", default="info", show_default=True)
+def serve(host: str, port: int, ws_port: int, log_level: str) -> None:
+    """Serve the HTTP API (Ctrl-C or SIGTERM stops it cleanly)."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = _settings_or_exit()
+    _configure_logging(log_level)
+    # Refuse an un-migrated production database here, with the command to run, not in a traceback.
+    engine = create_database_engine(settings.resolved_database_url())
+    _or_exit(lambda: ensure_migrated(engine, auto_migrate=settings.should_auto_migrate()))
+    engine.dispose()
+    where = (
+        settings.resolved_database_url()
+        if settings.database_url
+        else str((settings.data_dir / "figway.db").resolve())
+    )
+    if settings.embedded:
+        mode = f"embedded default: SQLite at {where}, {settings.embedded_workers} in-process RQ workers"
+    else:
+        mode = "production: RQ workers run separately (`figway worker rq`)"
+    click.echo(f"figway API on http://{host}:{port}  ({mode})")
+    click.echo(f"API docs:   http://{host}:{port}/docs")
+    # The WebSocket listener on ws_port arrives with live status updates; the option is
+    # accepted now so deployment scripts need not change later.
+    del ws_port
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, log_level=log_level, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except FigwayError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not server.started:
+        sys.exit(1)
+
+
+@main.group()
+def worker() -> None:
+    """Run backend workers (production; the embedded default runs its own)."""
+
+
+@worker.command("rq")
+@click.option(
+    "--queues",
+    "-q",
+    multiple=True,
+    default=POOLS,
+    show_default=True,
+    help="Queues to take jobs from, most urgent first (repeat the option).",
+)
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@click.option(
+    "--simple",
+    is_flag=True,
+    help="Run jobs in the worker process instead of a forked work horse (faster; "
+    "a kill then relies on the node stopping itself).",
+)
+@click.option("--name", default=None, help="Worker name shown by `rq info`.")
+def worker_rq(queues: tuple[str, ...], burst: bool, simple: bool, name: str | None) -> None:
+    """Start RQ's own worker on figway's queues, recording into figway's database."""
+    from rq import SimpleWorker, Worker
+
+    from gateway.services import build_services
+
+    settings = _settings_or_exit()
+    if settings.redis_url is None:
+        raise click.ClickException(
+            "FIGWAY_REDIS_URL is not set: the embedded default runs its workers inside "
+            "`figway serve`. Set FIGWAY_REDIS_URL (and FIGWAY_DATABASE_URL) to run separate workers."
+        )
+    unknown = [q for q in queues if q not in POOLS]
+    if unknown:
+        raise click.BadParameter(f"unknown queue(s) {', '.join(unknown)}; use {', '.join(POOLS)}")
+    services = _or_exit(lambda: build_services(settings))
+    worker_class = SimpleWorker if simple else Worker
+    rq_worker = worker_class(
+        list(queues),
+        connection=services.redis,
+        name=name,
+        # Heartbeat every 5 s while a job runs, so a dead worker is noticed quickly.
+        job_monitoring_interval=5,
+    )
+    click.echo(f"figway RQ worker {rq_worker.name} on queues {', '.join(queues)}")
+    try:
+        rq_worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    finally:
+        services.close()
+
+
+@main.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database to this version of figway (safe to repeat)."""
+    settings = _settings_or_exit()
+    engine = create_database_engine(settings.resolved_database_url())
+    _or_exit(lambda: upgrade(engine))
+    click.echo("database is up to date")
+
+
+@main.group()
+def workflows() -> None:
+    """Workflow definitions."""
+
+
+@workflows.command("load")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--check", is_flag=True, help="Only validate; store nothing.")
+def workflows_load(paths: tuple[Path, ...], check: bool) -> None:
+    """Validate and store definitions from YAML/JSON files or folders of them."""
+    settings = _settings_or_exit()
+    files = sorted(_definition_files(paths))
+    if not files:
+        raise click.ClickException(
+            f"no {', '.join(_DEFINITION_SUFFIXES)} files under the given paths"
+        )
+    store: Store | None = None
+    if not check:
+        engine = create_database_engine(settings.resolved_database_url())
+        _or_exit(lambda: ensure_migrated(engine, auto_migrate=settings.should_auto_migrate()))
+        store = Store(engine)
+    node_types = default_registry()
+    failures = 0
+    for path in files:
+        try:
+            definition = parse_definition(
+                _read_definition(path), node_types=node_types, max_levels=settings.max_levels
+            )
+        except DefinitionError as exc:
+            failures += 1
+            click.echo(f"{path}: refused", err=True)
+            for problem in exc.problems:
+                click.echo(f"  - {problem}", err=True)
+            continue
+        except (OSError, ValueError) as exc:
+            failures += 1
+            click.echo(f"{path}: cannot read: {exc}", err=True)
+            continue
+        if store is None:
+            click.echo(f"{path}: ok ({definition.workflow_id})")
+            continue
+        version, created = store.put_workflow(definition=definition)
+        state = "created" if created else f"version {version}"
+        click.echo(f"{path}: {definition.workflow_id} {state}")
+    if failures:
+        raise click.ClickException(f"{failures} of {len(files)} definition(s) refused")
+
+
+def _definition_files(paths: tuple[Path, ...]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(p for p in path.rglob("*") if p.suffix in _DEFINITION_SUFFIXES)
+        else:
+            found.append(path)
+    return found
+
+
+def _read_definition(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(document, dict):
+        raise ValueError("a definition must be a mapping with workflow_id, nodes, dependencies")
+    return document
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:
+        raise click.ClickException(f"invalid FIGWAY_* setting: {exc}") from exc
+
+
+def _or_exit(action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except FigwayError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )

@@ -1,0 +1,82 @@
+"""figway's settings: environment variables prefixed ``FIGWAY_`` (and a ``.env`` file).
+
+With none set, figway runs on its embedded default: SQLite under
+``FIGWAY_DATA_DIR``, an in-process Redis stand-in and in-process RQ workers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FIGWAY_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".figway"), description="Where the embedded default keeps its SQLite file."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the system of record, e.g. postgresql://user@host/db. "
+        "Unset: SQLite under data_dir.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for the RQ backend, e.g. redis://127.0.0.1:6379/0. Unset: an "
+        "in-process stand-in with in-process workers (the embedded default).",
+    )
+    auto_migrate: bool | None = Field(
+        default=None,
+        description="Migrate the database at start-up. Unset: yes for the embedded SQLite "
+        "file, no for a configured database (run `figway db upgrade`).",
+    )
+    max_levels: int = Field(default=20, ge=1, le=1_000, description="Deepest DAG accepted.")
+    default_backend: str = Field(default="rq", description="Backend for runs no rule routes.")
+    embedded_workers: int = Field(
+        default=4, ge=1, le=64, description="RQ worker threads in the embedded default."
+    )
+    heartbeat_seconds: float = Field(
+        default=1.0, gt=0, description="How often a running node reports it is alive."
+    )
+    node_silence_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="A running node silent this long is checked with its backend.",
+    )
+    rq_worker_silence_seconds: float = Field(
+        default=60.0, gt=0, description="An RQ worker silent this long is taken for dead."
+    )
+    reconcile_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often the gateway looks for lost and stuck runs."
+    )
+    submit_claim_seconds: float = Field(
+        default=30.0, gt=0, description="How long one request may hold a run it is submitting."
+    )
+    job_timeout_seconds: int = Field(
+        default=6 * 3_600, gt=0, description="RQ kills a node attempt running longer than this."
+    )
+
+    @property
+    def embedded(self) -> bool:
+        """True when figway runs its RQ backend in-process (no Redis configured)."""
+        return self.redis_url is None
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'figway.db').resolve()}"
+
+    def should_auto_migrate(self) -> bool:
+        if self.auto_migrate is not None:
+            return self.auto_migrate
+        return self.database_url is None
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with ``overrides`` on top (for tests and the CLI)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

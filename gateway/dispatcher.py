@@ -1,0 +1,227 @@
+"""Accepting, killing and reconciling runs: the gateway's side of every backend.
+
+A run is recorded before it is submitted, so an accepted run is never lost:
+if the backend is unreachable the run stays ``pending`` with the reason and
+the client may repeat the same ``job_run_id`` to submit it again. A run is
+pinned to the backend recorded with it; cancel and reconcile always ask that
+backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from backends.base import Executor
+from backends.errors import BackendError, BackendUnavailable, FigwayError
+from backends.nodes import NodeRegistry
+from backends.status import RUN_TERMINAL, RunStatus
+from backends.store import RunView, Store
+from backends.workflow import RunPlan, parse_definition
+from gateway.config import Settings
+
+__all__ = [
+    "Dispatcher",
+    "RunConflict",
+    "RunNotFoundError",
+    "RunRequest",
+    "SubmitFailed",
+    "WorkflowNotFoundError",
+]
+
+log = logging.getLogger(__name__)
+
+
+class WorkflowNotFoundError(FigwayError):
+    pass
+
+
+class RunNotFoundError(FigwayError):
+    pass
+
+
+class RunConflict(FigwayError):
+    """The request contradicts the run's recorded state (already finished, other workflow)."""
+
+
+class SubmitFailed(FigwayError):
+    """The run is recorded but its backend could not take it; repeat the request to retry."""
+
+    def __init__(self, job_run_id: str, backend: str, reason: str) -> None:
+        super().__init__(
+            f"run {job_run_id!r} is recorded but backend {backend!r} could not take it: {reason}. "
+            "Send the same request again (same job_run_id) to retry."
+        )
+        self.job_run_id = job_run_id
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    workspace_id: str
+    folder_id: str
+    job_id: str
+    workflow_id: str
+    job_run_id: str | None = None
+    from_job: str | None = None
+    parameters: Mapping[str, Any] | None = None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        executors: Mapping[str, Executor],
+        node_types: NodeRegistry,
+        settings: Settings,
+    ) -> None:
+        self.store = store
+        self.executors = executors
+        self.node_types = node_types
+        self.settings = settings
+
+    # -- starting ----------------------------------------------------------------------
+
+    def start_run(self, request: RunRequest) -> tuple[RunView, bool]:
+        """Record and submit a run; returns the run and whether this call created it.
+
+        Repeating a ``job_run_id`` returns the recorded run and starts nothing,
+        except that a run whose earlier submission failed is submitted again.
+        """
+        job_run_id = request.job_run_id or uuid.uuid4().hex
+        existing = self.store.get_run(job_run_id=job_run_id)
+        if existing is not None:
+            return self._repeat(existing, request), False
+
+        workflow = self.store.get_workflow(workflow_id=request.workflow_id)
+        if workflow is None:
+            raise WorkflowNotFoundError(
+                f"no workflow {request.workflow_id!r}; define it with PUT /workflows/{request.workflow_id}"
+            )
+        definition = parse_definition(
+            workflow.definition, node_types=self.node_types, max_levels=self.settings.max_levels
+        )
+        plan = RunPlan.from_definition(
+            definition,
+            job_run_id=job_run_id,
+            job_id=request.job_id,
+            parameters=request.parameters,
+        )
+        backend = self.settings.default_backend
+        if not self.store.create_run(plan=plan, backend=backend, from_job=request.from_job):
+            # Another request with the same job_run_id won the race: it submits.
+            run = self.store.get_run(job_run_id=job_run_id)
+            assert run is not None
+            return self._repeat(run, request), False
+        self._submit(plan, backend)
+        return self._view(job_run_id), True
+
+    def _repeat(self, run: RunView, request: RunRequest) -> RunView:
+        if run.workflow_id != request.workflow_id:
+            raise RunConflict(
+                f"job_run_id {run.job_run_id!r} already belongs to a run of workflow "
+                f"{run.workflow_id!r}, not {request.workflow_id!r}"
+            )
+        claim = timedelta(seconds=self.settings.submit_claim_seconds)
+        if run.status is RunStatus.PENDING and self.store.claim_submission(
+            job_run_id=run.job_run_id, stale_after=claim
+        ):
+            plan = self.store.load_plan(job_run_id=run.job_run_id)
+            assert plan is not None
+            self._submit(plan, run.backend)
+            return self._view(run.job_run_id)
+        return run
+
+    def _submit(self, plan: RunPlan, backend: str) -> None:
+        try:
+            self.executors[backend].submit(plan)
+        except BackendError as exc:
+            self.store.mark_submit_failed(job_run_id=plan.job_run_id, error=str(exc))
+            raise SubmitFailed(plan.job_run_id, backend, exc.message) from exc
+        self.store.mark_submitted(job_run_id=plan.job_run_id)
+
+    # -- killing -----------------------------------------------------------------------
+
+    def cancel_run(self, job_run_id: str) -> RunView:
+        """Kill a run on the backend that owns it; 409-worthy if it already ended."""
+        run = self.store.get_run(job_run_id=job_run_id, with_nodes=False)
+        if run is None:
+            raise RunNotFoundError(f"no run {job_run_id!r}")
+        before = self.store.request_cancel(job_run_id=job_run_id)
+        if before in RUN_TERMINAL:
+            raise RunConflict(f"run {job_run_id!r} already finished: it is {before.value}")
+        self._stop_on_backend(job_run_id, run.backend)
+        return self._view(job_run_id)
+
+    def _stop_on_backend(self, job_run_id: str, backend: str) -> None:
+        plan = self.store.load_plan(job_run_id=job_run_id)
+        assert plan is not None
+        # If the backend is unreachable the run stays `cancelling`; the reconciler retries.
+        self.executors[backend].cancel(plan)
+        self.store.complete_cancel(job_run_id=job_run_id)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def get_run(self, job_run_id: str) -> RunView:
+        run = self.store.get_run(job_run_id=job_run_id)
+        if run is None:
+            raise RunNotFoundError(f"no run {job_run_id!r}")
+        return run
+
+    def _view(self, job_run_id: str) -> RunView:
+        run = self.store.get_run(job_run_id=job_run_id)
+        assert run is not None
+        return run
+
+    # -- reconciling -------------------------------------------------------------------
+
+    def reconcile_once(self) -> int:
+        """Finish interrupted cancels and settle nodes whose worker went silent.
+
+        Returns how many nodes or runs it settled.
+        """
+        settled = 0
+        for job_run_id in self.store.cancelling_runs():
+            run = self.store.get_run(job_run_id=job_run_id, with_nodes=False)
+            if run is None:
+                continue
+            try:
+                self._stop_on_backend(job_run_id, run.backend)
+                settled += 1
+            except BackendUnavailable as exc:
+                log.warning("cannot finish cancelling %s yet: %s", job_run_id, exc)
+
+        silent = timedelta(seconds=self.settings.node_silence_seconds)
+        by_run: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+        for stale in self.store.stale_nodes(silent_for=silent):
+            by_run[(stale.job_run_id, stale.backend)][stale.node_id] = stale.attempt
+        for (job_run_id, backend), running in by_run.items():
+            plan = self.store.load_plan(job_run_id=job_run_id)
+            executor = self.executors.get(backend)
+            if plan is None or executor is None:
+                continue
+            try:
+                reports = executor.reconcile(plan, running)
+            except BackendUnavailable as exc:
+                log.warning("cannot reconcile %s yet: %s", job_run_id, exc)
+                continue
+            for report in reports:
+                outcome = self.store.record_node(
+                    job_run_id=job_run_id,
+                    node_id=report.node_id,
+                    attempt=report.attempt,
+                    status=report.status,
+                    error=report.error,
+                )
+                settled += int(outcome.applied)
+                log.warning("run %s node %s: %s", job_run_id, report.node_id, report.error)
+        return settled
+
+    def abandon_lost_runs(self, reason: str) -> int:
+        """Fail every active run (the embedded backend's state died with the last process)."""
+        return self.store.abandon_active_runs(reason=reason)

@@ -1,0 +1,89 @@
+"""The composition root: builds the store, the node runtime and the executors from settings.
+
+Both ``figway serve`` and ``figway worker`` start here, so the gateway and the
+workers always agree on the database and the node types.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import fakeredis
+from redis import Redis
+from sqlalchemy import Engine
+
+from backends.base import Executor
+from backends.nodes import NodeRegistry, default_registry
+from backends.rq.embedded import EmbeddedWorkers
+from backends.rq.executor import RQExecutor
+from backends.rq.jobs import install_runtime
+from backends.runtime import NodeRuntime
+from backends.store import Store, create_database_engine, ensure_migrated
+from backends.workflow import POOLS
+from gateway.config import Settings
+
+__all__ = ["Services", "build_services"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    store: Store
+    node_types: NodeRegistry
+    runtime: NodeRuntime
+    redis: Redis
+    executors: dict[str, Executor]
+    embedded_workers: EmbeddedWorkers | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    def start_embedded_workers(self) -> None:
+        """Start in-process RQ workers (embedded default only)."""
+        if not self.settings.embedded or self.embedded_workers is not None:
+            return
+        self.embedded_workers = EmbeddedWorkers(
+            self.redis, POOLS, count=self.settings.embedded_workers
+        )
+        self.embedded_workers.start()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.embedded_workers is not None:
+            self.embedded_workers.stop()
+        install_runtime(None)
+        self.engine.dispose()
+
+
+def build_services(settings: Settings) -> Services:
+    """Connect to the database (migrating the embedded one) and wire the backends."""
+    engine = create_database_engine(settings.resolved_database_url())
+    ensure_migrated(engine, auto_migrate=settings.should_auto_migrate())
+    store = Store(engine)
+    node_types = default_registry()
+    runtime = NodeRuntime(store, node_types, heartbeat_seconds=settings.heartbeat_seconds)
+    install_runtime(runtime)
+    redis: Redis
+    if settings.redis_url:
+        redis = Redis.from_url(settings.redis_url)
+    else:
+        redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    rq_executor = RQExecutor(
+        redis,
+        job_timeout_seconds=settings.job_timeout_seconds,
+        worker_silence=timedelta(seconds=settings.rq_worker_silence_seconds),
+    )
+    return Services(
+        settings=settings,
+        engine=engine,
+        store=store,
+        node_types=node_types,
+        runtime=runtime,
+        redis=redis,
+        executors={rq_executor.name: rq_executor},
+    )

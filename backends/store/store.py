@@ -170,8 +170,10 @@ class Store:
         """
         now = utcnow()
         with self._transaction() as session:
+            # RETURNING says whether the row is new on both dialects (psycopg's rowcount is -1).
             inserted = session.execute(
-                _insert_ignoring_conflicts(session, Run).values(
+                _insert_ignoring_conflicts(session, Run)
+                .values(
                     job_run_id=plan.job_run_id,
                     workflow_id=plan.workflow_id,
                     workspace_id=plan.workspace_id,
@@ -185,8 +187,9 @@ class Store:
                     updated_at=now,
                     submit_claimed_at=now,
                 )
-            )
-            if _rowcount(inserted) != 1:
+                .returning(Run.job_run_id)
+            ).first()
+            if inserted is None:
                 return False
             session.add_all(
                 NodeRun(
@@ -588,8 +591,9 @@ def _insert_journal(
     at: datetime,
     error: str | None = None,
 ) -> bool:
-    result = session.execute(
-        _insert_ignoring_conflicts(session, Transition).values(
+    inserted = session.execute(
+        _insert_ignoring_conflicts(session, Transition)
+        .values(
             job_run_id=job_run_id,
             node_id=node_id,
             attempt=attempt,
@@ -597,8 +601,9 @@ def _insert_journal(
             at=at,
             error=error,
         )
-    )
-    return _rowcount(result) == 1
+        .returning(Transition.id)
+    ).first()
+    return inserted is not None
 
 
 def _rowcount(result: Any) -> int:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 
 from redis import Redis
 from rq import Queue, SimpleWorker
+from rq.exceptions import StopRequested
+from rq.job import Job
 from rq.scheduler import RQScheduler
 from rq.timeouts import TimerDeathPenalty
 
@@ -36,6 +39,17 @@ class ThreadWorker(SimpleWorker):
 
     def stop_soon(self) -> None:
         self._stop_requested = True
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        # RQ's dequeue loop swallows its own timeouts and never looks at the stop flag;
+        # waking every second lets `stop_soon` end an idle thread promptly.
+        while not self._stop_requested:
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=1)
+            if result is not None:
+                return result
+        raise StopRequested
 
 
 class EmbeddedWorkers:
@@ -71,12 +85,17 @@ class EmbeddedWorkers:
             thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Let running nodes finish their step and the threads end (up to ``timeout`` s each)."""
+        """Ask every thread to stop and wait up to ``timeout`` seconds in all.
+
+        A node still running after that is abandoned with the process; the next
+        start of the embedded gateway records its run as lost.
+        """
         self._stop.set()
         for worker in self._workers:
             worker.stop_soon()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _schedule(self) -> None:
         scheduler = RQScheduler(self.queue_names, connection=self.redis, interval=1)

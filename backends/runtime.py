@@ -69,7 +69,6 @@ class NodeRuntime:
         self.store = store
         self.node_types = node_types
         self.heartbeat_seconds = heartbeat_seconds
-        _install_capture()
 
     def execute(self, *, job_run_id: str, node_id: str, attempt: int) -> AttemptResult:
         """Run attempt ``attempt`` (1-based) of a node; never raises for a node's own failure."""
@@ -95,6 +94,7 @@ class NodeRuntime:
             logger=logging.getLogger(f"{NODE_LOGGER}.{spec.type}"),
         )
         sink = _LogSink(job_run_id, node_id, attempt)
+        _ensure_capture()
         output: object = None
         error: str | None = None
         with self._heartbeat(context, sink), _capturing(sink):
@@ -183,7 +183,6 @@ _current_sink: contextvars.ContextVar[_LogSink | None] = contextvars.ContextVar(
     "figway_log_sink", default=None
 )
 _install_lock = threading.Lock()
-_installed = False
 
 
 class _LogSink:
@@ -255,18 +254,24 @@ class _SinkHandler(logging.Handler):
             sink.add(record.levelname, self.format(record))
 
 
-def _install_capture() -> None:
-    global _installed
+def _ensure_capture() -> None:
+    """Put the proxies and the handler in place; cheap when they already are.
+
+    Checked on every attempt, not once: whatever replaces sys.stdout after us (a
+    test runner's capture, an embedding application) would otherwise silently
+    switch off node output capture.
+    """
     with _install_lock:
-        if _installed:
-            return
-        sys.stdout = _StreamProxy("stdout", sys.stdout)
-        sys.stderr = _StreamProxy("stderr", sys.stderr)
-        handler = _SinkHandler(level=logging.INFO)
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-        logging.getLogger().addHandler(handler)
+        if not isinstance(sys.stdout, _StreamProxy):
+            sys.stdout = _StreamProxy("stdout", sys.stdout)
+        if not isinstance(sys.stderr, _StreamProxy):
+            sys.stderr = _StreamProxy("stderr", sys.stderr)
+        root = logging.getLogger()
+        if not any(isinstance(h, _SinkHandler) for h in root.handlers):
+            handler = _SinkHandler(level=logging.INFO)
+            handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+            root.addHandler(handler)
         logging.getLogger(NODE_LOGGER).setLevel(logging.INFO)
-        _installed = True
 
 
 @contextmanager

@@ -109,8 +109,7 @@ def worker() -> None:
 @click.option("--name", default=None, help="Worker name shown by `rq info`.")
 def worker_rq(queues: tuple[str, ...], burst: bool, simple: bool, name: str | None) -> None:
     """Start RQ's own worker on figway's queues, recording into figway's database."""
-    from rq import SimpleWorker, Worker
-
+    from backends.rq.worker import build_worker
     from gateway.services import build_services
 
     settings = _settings_or_exit()
@@ -123,14 +122,7 @@ def worker_rq(queues: tuple[str, ...], burst: bool, simple: bool, name: str | No
     if unknown:
         raise click.BadParameter(f"unknown queue(s) {', '.join(unknown)}; use {', '.join(POOLS)}")
     services = _or_exit(lambda: build_services(settings))
-    worker_class = SimpleWorker if simple else Worker
-    rq_worker = worker_class(
-        list(queues),
-        connection=services.redis,
-        name=name,
-        # Heartbeat every 5 s while a job runs, so a dead worker is noticed quickly.
-        job_monitoring_interval=5,
-    )
+    rq_worker = build_worker(services.redis, queues, simple=simple, name=name)
     click.echo(f"figway RQ worker {rq_worker.name} on queues {', '.join(queues)}")
     try:
         rq_worker.work(burst=burst, with_scheduler=True, logging_level="INFO")

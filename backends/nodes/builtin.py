@@ -66,9 +66,16 @@ def run_python(config: PythonConfig, context: NodeContext) -> object:
     function = _load_callable(config.callable)
     kwargs = dict(config.kwargs)
     # A function that asks for `context` gets it; plain functions stay plain.
-    if "context" in inspect.signature(function).parameters:
+    if _accepts_context(function):
         kwargs["context"] = context
     return function(**kwargs)
+
+
+def _accepts_context(function: Callable[..., object]) -> bool:
+    try:
+        return "context" in inspect.signature(function).parameters
+    except (TypeError, ValueError):  # some builtins (dict, int) have no signature
+        return False
 
 
 def _load_callable(reference: str) -> Callable[..., object]:

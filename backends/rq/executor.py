@@ -19,7 +19,8 @@ from rq import Queue, Retry, Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Dependency, Job, JobStatus
-from rq.registry import StartedJobRegistry
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.worker import BaseWorker
 
 from backends.base import BackendHealth, NodeReport
 from backends.errors import BackendUnavailable
@@ -111,7 +112,7 @@ class RQExecutor:
     def health(self) -> BackendHealth:
         try:
             self.redis.ping()
-            workers = Worker.count(connection=self.redis)
+            workers = len([w for w in Worker.all(connection=self.redis) if self._heard_from(w)])
             queued = {pool: self.queue(pool).count for pool in POOLS}
         except RedisError as exc:
             return BackendHealth(self.name, up=False, detail=f"Redis unreachable: {exc}")
@@ -158,9 +159,13 @@ class RQExecutor:
         worker = Worker.find_by_key(
             Worker.redis_worker_namespace_prefix + name, connection=self.redis
         )
-        if worker is None or worker.last_heartbeat is None:
-            return False
+        return worker is not None and self._heard_from(worker)
+
+    def _heard_from(self, worker: BaseWorker) -> bool:
+        """Whether ``worker`` heartbeat within the silence window (RQ keeps dead ones listed)."""
         beat = worker.last_heartbeat
+        if beat is None:
+            return False
         if beat.tzinfo is None:
             beat = beat.replace(tzinfo=UTC)
         return datetime.now(UTC) - beat < self.worker_silence
@@ -169,11 +174,18 @@ class RQExecutor:
         """The worker and its horse are gone: retry the job if RQ would, else fail it."""
         queue = self.queue(job.origin)
         with self.redis.pipeline() as pipeline:
-            StartedJobRegistry(job.origin, connection=self.redis).remove(job, pipeline=pipeline)
+            # RQ 3 keys started jobs by execution; its registry's remove(job) is not implemented.
+            StartedJobRegistry(job.origin, connection=self.redis).remove_executions(
+                job, pipeline=pipeline
+            )
             if job.should_retry:
                 job.retry(queue, pipeline)
                 pipeline.execute()
                 return NodeReport(node_id, attempt, NodeStatus.RETRYING, f"{lost}; retried")
             job.set_status(JobStatus.FAILED, pipeline=pipeline)
+            # Listed with the other failures, so `rq info` and RQ's dashboards show it.
+            FailedJobRegistry(job.origin, connection=self.redis).add(
+                job, ttl=FAILURE_TTL, exc_string=lost, pipeline=pipeline
+            )
             pipeline.execute()
         return NodeReport(node_id, attempt, NodeStatus.FAILED, f"{lost}; no attempt left")

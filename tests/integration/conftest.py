@@ -1,0 +1,69 @@
+"""The production stack for integration tests: a gateway and RQ workers as real processes.
+
+Each test gets a gateway of its own on the session's PostgreSQL database
+(emptied before and after) and Redis database 9 (flushed before and after);
+it starts the workers it needs. Every process is killed at the end, whatever
+the outcome, and a failing test shows their logs.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+from figway_stack import FIGWAY, Stack, clean_env
+from sqlalchemy import Engine
+
+from backends.store import create_database_engine
+from backends.store.models import Base
+
+
+def _truncate(engine: Engine) -> None:
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+@pytest.fixture(scope="module")
+def upgraded_pg_url(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session database, brought up to date by `figway db upgrade` as an operator would."""
+    result = subprocess.run(
+        [FIGWAY, "db", "upgrade"],
+        env=clean_env({"FIGWAY_DATABASE_URL": pg_url}),
+        cwd=tmp_path_factory.mktemp("db-upgrade"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"`figway db upgrade` failed:\n{result.stdout}{result.stderr}"
+    assert "database is up to date" in result.stdout
+    return pg_url
+
+
+@pytest.fixture
+def stack(upgraded_pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """A running gateway on the real services; tests add workers with `stack.start_workers`."""
+    engine = create_database_engine(upgraded_pg_url)
+    _truncate(engine)
+    running = Stack(database_url=upgraded_pg_url, redis_url=redis_url, log_dir=tmp_path)
+    try:
+        running.start_gateway()
+        yield running
+    finally:
+        running.close()
+        _truncate(engine)
+        engine.dispose()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    running = getattr(item, "funcargs", {}).get("stack")
+    if report.failed and isinstance(running, Stack):
+        report.sections.append(("figway process logs", running.logs()))
+    return report

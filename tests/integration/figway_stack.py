@@ -1,0 +1,326 @@
+"""figway in production shape for tests: `figway serve` and `figway worker rq` processes.
+
+Every process runs in a session of its own, so a test can kill a worker's whole
+process group, and its output goes to a log file that failing tests print.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from redis import Redis
+from rq import Worker
+
+from backends.status import RUN_TERMINAL
+
+__all__ = ["FIGWAY", "Process", "Stack", "descendants", "free_port", "process_alive"]
+
+FIGWAY = str(Path(sys.executable).with_name("figway"))
+TERMINAL = {status.value for status in RUN_TERMINAL}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, read from /proc."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                kids = [int(k) for k in children.read_text().split()]
+            except OSError:
+                continue  # the thread or process ended meanwhile
+            found.extend(kids)
+            frontier.extend(kids)
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def clean_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without its FIGWAY_* settings, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIGWAY_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(settings)
+    return env
+
+
+@dataclass
+class Process:
+    """One figway process, its own session leader, logging to ``log_path``."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @classmethod
+    def start(cls, name: str, args: list[str], *, env: Mapping[str, str], log_dir: Path) -> Process:
+        log_path = log_dir / f"{name}.log"
+        with log_path.open("wb") as log:
+            popen = subprocess.Popen(
+                [FIGWAY, *args],
+                env=dict(env),
+                cwd=log_dir,  # no stray .env file is read
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return cls(name, popen, log_path)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def kill_group(self) -> None:
+        """SIGKILL the process group this process leads (a whole worker, minus its horse)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def kill_everything(self) -> None:
+        """SIGKILL the process, its group and every descendant, wherever its group is.
+
+        RQ's work horse calls setpgrp(), so killing the worker's group alone
+        would leave the horse running the node.
+        """
+        family = descendants(self.pid) if self.running() else []
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.running():
+            self.kill_group()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL whatever is left after a grace period."""
+        family = descendants(self.pid) if self.running() else []
+        if self.running():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill_group()
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class Stack:
+    """A gateway and RQ workers on the real PostgreSQL and Redis, driven over HTTP."""
+
+    database_url: str
+    redis_url: str
+    log_dir: Path
+    settings: dict[str, str] = field(default_factory=dict)
+    gateway: Process | None = None
+    workers: dict[str, Process] = field(default_factory=dict)
+    port: int = 0
+    _http: httpx.Client | None = None
+
+    # -- processes --------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        return clean_env(
+            {
+                "FIGWAY_DATABASE_URL": self.database_url,
+                "FIGWAY_REDIS_URL": self.redis_url,
+                "FIGWAY_NODE_SILENCE_SECONDS": "3",
+                "FIGWAY_RQ_WORKER_SILENCE_SECONDS": "8",
+                "FIGWAY_RECONCILE_INTERVAL_SECONDS": "1",
+                "FIGWAY_HEARTBEAT_SECONDS": "0.5",
+                **self.settings,
+            }
+        )
+
+    def start_gateway(self) -> None:
+        """Launch `figway serve`; it is waited for on first use, so workers can start meanwhile."""
+        self.port = free_port()
+        args = ["serve", "--port", str(self.port), "--ws-port", str(free_port())]
+        self.gateway = Process.start("gateway", args, env=self.env(), log_dir=self.log_dir)
+
+    def wait_for_gateway(self) -> None:
+        if self._http is not None:
+            return
+        assert self.gateway is not None, "start_gateway() first"
+        client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+        deadline = time.monotonic() + 60
+        while True:
+            if not self.gateway.running():
+                client.close()
+                raise AssertionError(f"`figway serve` exited at start:\n{self.gateway.tail()}")
+            with contextlib.suppress(httpx.TransportError):
+                if client.get("/healthz").status_code == 200:
+                    self._http = client
+                    return
+            if time.monotonic() > deadline:
+                client.close()
+                raise AssertionError(f"the gateway did not answer within 60 s\n{self.logs()}")
+            time.sleep(0.1)
+
+    def start_workers(self, *names: str) -> None:
+        """Start one `figway worker rq` per name and wait until Redis lists them all."""
+        for name in names:
+            self.workers[name] = Process.start(
+                name, ["worker", "rq", "--name", name], env=self.env(), log_dir=self.log_dir
+            )
+        self.wait_for_gateway()
+        deadline = time.monotonic() + 60
+        with Redis.from_url(self.redis_url) as redis:
+            while not set(names) <= {w.name for w in Worker.all(connection=redis)}:
+                dead = [self.workers[n] for n in names if not self.workers[n].running()]
+                if dead:
+                    raise AssertionError(f"a worker exited at start\n{self.logs()}")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"workers {names} did not register in 60 s\n{self.logs()}")
+                time.sleep(0.1)
+
+    def horse_of(self, worker: str) -> int:
+        """The pid of the work horse the worker forked for its current job."""
+        parent = self.workers[worker].pid
+        deadline = time.monotonic() + 15
+        while True:
+            # The horse leads a process group of its own; the scheduler stays in the worker's.
+            horses = [
+                pid for pid in descendants(parent) if _pgid(pid) == pid and process_alive(pid)
+            ]
+            if len(horses) == 1:
+                return horses[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no single work horse under {worker}: {horses}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+        for worker in self.workers.values():
+            worker.kill_everything()
+        if self.gateway is not None:
+            self.gateway.stop()
+
+    def logs(self) -> str:
+        processes = [p for p in (self.gateway, *self.workers.values()) if p is not None]
+        return "\n".join(f"--- {p.name} (pid {p.pid}) ---\n{p.tail()}" for p in processes)
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    @property
+    def http(self) -> httpx.Client:
+        self.wait_for_gateway()
+        assert self._http is not None
+        return self._http
+
+    def put_workflow(
+        self,
+        workflow_id: str,
+        nodes: Mapping[str, Mapping[str, Any]],
+        dependencies: Mapping[str, list[str]] | None = None,
+    ) -> None:
+        body = {
+            "workspace_id": "ws-int",
+            "folder_id": "folder-int",
+            "nodes": dict(nodes),
+            "dependencies": dict(dependencies or {}),
+        }
+        response = self.http.put(f"/workflows/{workflow_id}", json=body)
+        assert response.status_code in (200, 201), response.text
+
+    def run_body(self, workflow_id: str, job_run_id: str) -> dict[str, str]:
+        return {
+            "workspace_id": "ws-int",
+            "folder_id": "folder-int",
+            "job_id": f"job-{workflow_id}",
+            "workflow_id": workflow_id,
+            "job_run_id": job_run_id,
+        }
+
+    def start_run(self, workflow_id: str, job_run_id: str) -> dict[str, Any]:
+        response = self.http.post("/workflow_runs/", json=self.run_body(workflow_id, job_run_id))
+        assert response.status_code == 201, response.text
+        run: dict[str, Any] = response.json()
+        return run
+
+    def get_run(self, job_run_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/workflow_runs/{job_run_id}")
+        assert response.status_code == 200, response.text
+        run: dict[str, Any] = response.json()
+        return run
+
+    def explain(self, job_run_id: str) -> str:
+        try:
+            run: Any = self.get_run(job_run_id)
+        except (AssertionError, httpx.HTTPError) as exc:
+            run = f"(cannot read the run: {exc})"
+        return f"run {job_run_id}:\n{json.dumps(run, indent=2)}\n\n{self.logs()}"
+
+    def wait_for(
+        self,
+        job_run_id: str,
+        what: str,
+        condition: Callable[[dict[str, Any]], bool],
+        *,
+        timeout: float = 60,
+    ) -> dict[str, Any]:
+        """Poll the run over HTTP until ``condition`` holds; fail naming ``what`` otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.get_run(job_run_id)
+            if condition(run):
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{what} did not happen within {timeout:.0f} s\n{self.explain(job_run_id)}"
+                )
+            time.sleep(0.1)
+
+    def wait_for_end(self, job_run_id: str, *, timeout: float = 60) -> dict[str, Any]:
+        return self.wait_for(
+            job_run_id, "the run finishing", lambda run: run["status"] in TERMINAL, timeout=timeout
+        )
+
+    def wait_for_node(self, job_run_id: str, node_id: str, status: str) -> dict[str, Any]:
+        return self.wait_for(
+            job_run_id,
+            f"node {node_id!r} reaching {status!r}",
+            lambda run: run["nodes"][node_id]["status"] == status,
+        )
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None

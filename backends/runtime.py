@@ -101,7 +101,7 @@ class NodeRuntime:
             try:
                 config = node_type.config_model.model_validate(spec.config)
                 output = node_type.run(config, context)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a node calling sys.exit() fails its attempt
                 error = _describe(exc)
                 if isinstance(exc, NodeCancelled) or context.cancelled():
                     status, outcome = NodeStatus.CANCELLED, Outcome.CANCELLED
@@ -162,12 +162,17 @@ def _describe(exc: BaseException) -> str:
 
 
 def _traceback_text(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc)).rstrip()
+    try:
+        return "".join(traceback.format_exception(exc)).rstrip()
+    except SystemError:
+        # CPython 3.11 can fail formatting tracebacks in several threads at once (gh-106905).
+        return f"{type(exc).__name__}: {exc} (traceback unavailable)"
 
 
 def _jsonable(value: Any) -> Any:
+    """The output as stored: JSON as is, anything else (NaN included) as its repr."""
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
         return repr(value)
     return value

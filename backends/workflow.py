@@ -8,7 +8,9 @@ the definition changes while it runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ __all__ = [
     "NodeSpec",
     "RunPlan",
     "WorkflowDefinition",
+    "non_finite_number_at",
     "parse_definition",
 ]
 
@@ -88,6 +91,11 @@ def parse_definition(
     ...     "nodes": {"a": {"type": "noop"}}}, node_types=default_registry()).chosen_pool()
     'default'
     """
+    non_finite = non_finite_number_at(raw)
+    if non_finite is not None:
+        raise DefinitionError(
+            [DefinitionProblem(non_finite, "numbers must be finite (JSON has no NaN or Infinity)")]
+        )
     try:
         definition = WorkflowDefinition.model_validate(raw)
     except ValidationError as exc:
@@ -119,6 +127,26 @@ def parse_definition(
             ]
         )
     return definition
+
+
+def non_finite_number_at(value: Any, path: str = "") -> str | None:
+    """Where ``value`` holds NaN or an infinity (JSON has neither), or None.
+
+    >>> non_finite_number_at({"kwargs": {"x": [1, float("nan")]}})
+    'kwargs.x.1'
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "."
+    children: Iterable[tuple[Any, Any]] = ()
+    if isinstance(value, Mapping):
+        children = value.items()
+    elif isinstance(value, list | tuple):
+        children = enumerate(value)
+    for key, child in children:
+        found = non_finite_number_at(child, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def _problem_from(error: Mapping[str, Any]) -> DefinitionProblem:
@@ -173,8 +201,6 @@ def _dependency_problems(definition: WorkflowDefinition) -> list[DefinitionProbl
 
 
 def _valid_node_id(node_id: str) -> bool:
-    import re
-
     return re.fullmatch(_NODE_ID_PATTERN, node_id) is not None
 
 

@@ -204,7 +204,10 @@ def _definition_files(paths: tuple[Path, ...]) -> list[Path]:
 
 def _read_definition(path: Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
-    document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"invalid YAML: {exc}") from exc
     if not isinstance(document, dict):
         raise ValueError("a definition must be a mapping with workflow_id, nodes, dependencies")
     return document

@@ -21,7 +21,9 @@ from sqlalchemy import Engine
 from backends.store import Store, create_database_engine, upgrade
 from backends.store.models import Base
 
-PG_ADMIN_URL = os.environ.get("FIGWAY_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "FIGWAY_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_TEST_URL = os.environ.get("FIGWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 

@@ -10,6 +10,7 @@ does it for nodes whose work horse died without a word.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -34,6 +35,19 @@ __all__ = ["RQExecutor"]
 RESULT_TTL = 3_600
 #: A failed job stays in RQ's FailedJobRegistry this long, for `rq info` and debugging.
 FAILURE_TTL = 7 * 24 * 3_600
+
+
+def rq_retry_interval(delay_seconds: float) -> int:
+    """RQ's retry interval for a delay, so a retry never runs early.
+
+    RQ schedules in whole seconds and truncates the due time, which can fire a
+    retry up to a second before its interval; one more second makes the delay a
+    floor (a retry waits ``delay`` to ``delay + 2`` s).
+
+    >>> rq_retry_interval(0), rq_retry_interval(0.4), rq_retry_interval(30)
+    (0, 2, 31)
+    """
+    return math.ceil(delay_seconds) + 1 if delay_seconds > 0 else 0
 
 
 class RQExecutor:
@@ -66,8 +80,9 @@ class RQExecutor:
                 ]
                 retry = None
                 if spec.retries:
-                    # RQ counts whole seconds; a shorter delay than 1 s would need its own scheduler.
-                    retry = Retry(max=spec.retries, interval=round(spec.retry_delay_seconds))
+                    retry = Retry(
+                        max=spec.retries, interval=rq_retry_interval(spec.retry_delay_seconds)
+                    )
                 job_datas.append(
                     Queue.prepare_data(
                         run_node,

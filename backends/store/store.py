@@ -227,9 +227,11 @@ class Store:
             run = _locked_run(session, job_run_id)
             run.submitted_at = run.submitted_at or now
             run.error = None
-            if run.status != RunStatus.PENDING:
-                return RunStatus(run.status)  # already started, or killed meanwhile
-            _move_run(session, run, RunStatus.QUEUED, now)
+            if run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
+                return RunStatus(run.status)  # killed meanwhile
+            if run.status == RunStatus.PENDING:
+                _move_run(session, run, RunStatus.QUEUED, now)
+            # A worker may have started some nodes already; the others are queued now.
             nodes = session.scalars(
                 select(NodeRun).where(
                     NodeRun.job_run_id == job_run_id, NodeRun.status == NodeStatus.PENDING
@@ -238,7 +240,7 @@ class Store:
             for node in nodes:
                 node.status = NodeStatus.QUEUED
                 session.add(_journal(job_run_id, node.node_id, 0, NodeStatus.QUEUED, now))
-            return RunStatus.QUEUED
+            return RunStatus(run.status)
 
     def mark_submit_failed(self, *, job_run_id: str, error: str) -> None:
         """Submission failed: the run stays pending (not lost) with the reason, unclaimed."""

@@ -38,7 +38,14 @@ def _field(location: Sequence[Any]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        errors = [
+            # A JSON syntax error's location is a character offset, not a field.
+            {
+                "field": "body" if e["type"] == "json_invalid" else _field(e["loc"]),
+                "message": e["msg"],
+            }
+            for e in exc.errors()
+        ]
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse(
             status_code=422, content=error_body(f"invalid request: {summary}", errors)

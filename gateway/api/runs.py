@@ -49,7 +49,7 @@ async def kill_run(job_run_id: RunId, dispatcher: DispatcherDep) -> RunOut:
 async def run_logs(
     job_run_id: RunId,
     services: ServicesDep,
-    after: Annotated[int, Query(ge=0, description="Only lines after this id.")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="Only lines after this id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
 ) -> LogsOut:
     """A run's log lines in order: time, level, node, attempt, message."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from backends.store import RunView
+from backends.workflow import non_finite_number_at
 
 __all__ = ["LogLineOut", "LogsOut", "NodeOut", "RunIn", "RunOut", "StatsOut", "WorkflowOut"]
 
 _ID = Field(min_length=1, max_length=128)
+_JOB_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
 
 
 class RunIn(BaseModel):
@@ -23,9 +26,34 @@ class RunIn(BaseModel):
     folder_id: str = _ID
     job_id: str = _ID
     workflow_id: str = _ID
-    job_run_id: str | None = Field(default=None, min_length=1, max_length=128)
+    job_run_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Letters, digits and _ . : - (not `stats`); generated when absent.",
+    )
     from_job: str | None = Field(default=None, max_length=128)
     parameters: dict[str, Any] | None = None
+
+    @field_validator("job_run_id")
+    @classmethod
+    def _reachable(cls, value: str | None) -> str | None:
+        # The id becomes a URL path segment: anything else could never be read back.
+        if value is not None and not _JOB_RUN_ID.fullmatch(value):
+            raise ValueError(
+                "use letters, digits and _ . : - only, starting with a letter or digit"
+            )
+        if value == "stats":
+            raise ValueError("`stats` is reserved: GET /workflow_runs/stats is the statistics page")
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _finite(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        where = non_finite_number_at(value)
+        if where is not None:
+            raise ValueError(f"numbers must be finite (JSON has no NaN or Infinity): at {where}")
+        return value
 
 
 class NodeOut(BaseModel):

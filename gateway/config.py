@@ -6,25 +6,19 @@ With none set, figway runs on its embedded default: SQLite under
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from backends.bootstrap import RuntimeSettings
 
 __all__ = ["Settings", "get_settings"]
 
 
-class Settings(BaseSettings):
+class Settings(RuntimeSettings):
+    """Everything the gateway reads; the worker-side part is :class:`RuntimeSettings`."""
+
     model_config = SettingsConfigDict(env_prefix="FIGWAY_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(
-        default=Path(".figway"), description="Where the embedded default keeps its SQLite file."
-    )
-    database_url: str | None = Field(
-        default=None,
-        description="SQLAlchemy URL of the system of record, e.g. postgresql://user@host/db. "
-        "Unset: SQLite under data_dir.",
-    )
     redis_url: str | None = Field(
         default=None,
         description="Redis for the RQ backend, e.g. redis://127.0.0.1:6379/0. Unset: an "
@@ -39,9 +33,6 @@ class Settings(BaseSettings):
     default_backend: str = Field(default="rq", description="Backend for runs no rule routes.")
     embedded_workers: int = Field(
         default=4, ge=1, le=64, description="RQ worker threads in the embedded default."
-    )
-    heartbeat_seconds: float = Field(
-        default=1.0, gt=0, description="How often a running node reports it is alive."
     )
     node_silence_seconds: float = Field(
         default=15.0,
@@ -65,11 +56,6 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when figway runs its RQ backend in-process (no Redis configured)."""
         return self.redis_url is None
-
-    def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{(self.data_dir / 'figway.db').resolve()}"
 
     def should_auto_migrate(self) -> bool:
         if self.auto_migrate is not None:

@@ -15,10 +15,10 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from backends.base import Executor
+from backends.bootstrap import install_runtime
 from backends.nodes import NodeRegistry, default_registry
 from backends.rq.embedded import EmbeddedWorkers
 from backends.rq.executor import RQExecutor
-from backends.rq.jobs import install_runtime
 from backends.runtime import NodeRuntime
 from backends.store import Store, create_database_engine, ensure_migrated
 from backends.workflow import POOLS

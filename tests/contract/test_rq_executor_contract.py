@@ -17,10 +17,11 @@ from rq.registry import DeferredJobRegistry, ScheduledJobRegistry, StartedJobReg
 from rq_worker_processes import WorkerProcess, log_tails, start_workers, stop_workers
 from sqlalchemy import Engine
 
+from backends.bootstrap import install_runtime
 from backends.nodes import default_registry
 from backends.rq.embedded import EmbeddedWorkers
 from backends.rq.executor import RQExecutor
-from backends.rq.jobs import install_runtime, job_id_for
+from backends.rq.jobs import job_id_for
 from backends.runtime import NodeRuntime
 from backends.store import Store, create_database_engine, upgrade
 from backends.store.models import Base

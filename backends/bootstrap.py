@@ -1,0 +1,70 @@
+"""How a worker process gets its node runtime.
+
+``figway worker rq`` and the embedded gateway install one explicitly. A
+process that a backend starts on its own (a Prefect worker's flow-run
+process, or RQ's plain ``rq worker``) builds one on first use from the same
+``FIGWAY_*`` environment variables the gateway reads.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backends.nodes import default_registry
+from backends.runtime import NodeRuntime
+from backends.store import Store, create_database_engine, ensure_migrated
+
+__all__ = ["RuntimeSettings", "current_runtime", "install_runtime"]
+
+
+class RuntimeSettings(BaseSettings):
+    """The settings a worker needs: where the database is and how often to heartbeat."""
+
+    model_config = SettingsConfigDict(env_prefix="FIGWAY_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".figway"), description="Where the embedded default keeps its SQLite file."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the system of record, e.g. postgresql://user@host/db. "
+        "Unset: SQLite under data_dir.",
+    )
+    heartbeat_seconds: float = Field(
+        default=1.0, gt=0, description="How often a running node reports it is alive."
+    )
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'figway.db').resolve()}"
+
+
+_lock = threading.Lock()
+_runtime: NodeRuntime | None = None
+
+
+def install_runtime(runtime: NodeRuntime | None) -> None:
+    """Make ``runtime`` the one this process's nodes run through (None forgets it)."""
+    global _runtime
+    with _lock:
+        _runtime = runtime
+
+
+def current_runtime() -> NodeRuntime:
+    """The installed runtime, or one built from the environment on first use."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            settings = RuntimeSettings()
+            engine = create_database_engine(settings.resolved_database_url())
+            # A worker never migrates: the gateway's `figway db upgrade` owns the schema.
+            ensure_migrated(engine, auto_migrate=False)
+            _runtime = NodeRuntime(
+                Store(engine), default_registry(), heartbeat_seconds=settings.heartbeat_seconds
+            )
+        return _runtime

@@ -1,0 +1,276 @@
+"""The services a benchmark run owns: its database, its Redis db, the gateway and the workers.
+
+:class:`BenchStack` creates a PostgreSQL database of its own, flushes one Redis
+logical database, migrates with ``figway db upgrade``, serves the API with
+``figway serve`` on a free loopback port and starts ``figway worker rq``
+processes on demand. Leaving the ``with`` block (normally, on an error or on
+Ctrl-C) stops every process it started, flushes the Redis db and drops the
+database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import httpx
+import psycopg
+from redis import Redis
+from rq import Worker
+
+__all__ = ["BenchStack", "ManagedProcess", "StackConfig", "StackError", "rss_kb"]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+#: The plain table the legacy-style baseline inserts one row into per submission.
+LEGACY_TABLE_DDL = """
+CREATE TABLE legacy_runs (
+    id           bigserial PRIMARY KEY,
+    job_run_id   text NOT NULL UNIQUE,
+    workflow_id  text NOT NULL,
+    workspace_id text NOT NULL,
+    folder_id    text NOT NULL,
+    job_id       text NOT NULL,
+    status       text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+class StackError(RuntimeError):
+    """A service of the benchmark did not start or answer."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    pg_admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    redis_url: str = "redis://127.0.0.1:6379"
+    redis_db: int = 12
+    figway: Path = field(default_factory=lambda: Path(sys.executable).with_name("figway"))
+
+
+class ManagedProcess:
+    """A child process in a session of its own, with its output in a log file."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, env: dict[str, str], workdir: Path):
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self._log: IO[bytes] = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            list(argv),
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the benchmark only; it stops us in order
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (a warm shutdown for RQ workers), then SIGKILL to the group if it hangs."""
+        if self.alive:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        self._log.close()
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class BenchStack:
+    """The database, Redis db and processes of one benchmark run (a context manager)."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.database = f"figway_bench_{uuid.uuid4().hex[:8]}"
+        self.database_url = config.pg_admin_url.rsplit("/", 1)[0] + f"/{self.database}"
+        self.redis_url = f"{config.redis_url.rstrip('/')}/{config.redis_db}"
+        self.redis = Redis.from_url(self.redis_url)
+        self.workdir = Path(tempfile.mkdtemp(prefix="figway-bench-"))
+        self.api_url = ""
+        self._server: ManagedProcess | None = None
+        self._workers: list[ManagedProcess] = []
+        self._created_database = False
+        self._failed = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> BenchStack:
+        try:
+            self._start()
+        except BaseException:
+            self._failed = True
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._failed = exc_type is not None
+        self.close()
+
+    def _start(self) -> None:
+        if not self.config.figway.exists():
+            raise StackError(f"{self.config.figway} not found: run `make bench` (it installs it)")
+        with psycopg.connect(self.config.pg_admin_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{self.database}"')
+        self._created_database = True
+        with psycopg.connect(self.database_url, autocommit=True) as connection:
+            connection.execute(LEGACY_TABLE_DDL)
+        self.redis.flushdb()
+        upgrade = subprocess.run(
+            [str(self.config.figway), "db", "upgrade"],
+            cwd=self.workdir,
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if upgrade.returncode != 0:
+            raise StackError(f"`figway db upgrade` failed:\n{upgrade.stdout}{upgrade.stderr}")
+        port = _free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        self._server = ManagedProcess(
+            "serve",
+            [str(self.config.figway), "serve", "--port", str(port), "--log-level", "warning"],
+            env=self._env(),
+            workdir=self.workdir,
+        )
+        self._wait_ready(self._server)
+
+    def close(self) -> None:
+        """Stop every process, flush the Redis db, drop the database (safe to repeat)."""
+        try:
+            self.stop_workers()
+            if self._server is not None:
+                self._server.stop()
+                self._server = None
+            self.redis.flushdb()
+        finally:
+            self.redis.close()
+            if self._created_database:
+                with psycopg.connect(self.config.pg_admin_url, autocommit=True) as admin:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+                self._created_database = False
+        if self._failed:
+            print(f"process logs kept in {self.workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- workers -----------------------------------------------------------------------
+
+    def start_workers(self, count: int, *, simple: bool, timeout: float = 60.0) -> None:
+        """Start ``count`` ``figway worker rq`` processes and wait until RQ lists them all."""
+        if self._workers:
+            raise StackError("workers are already running; stop them first")
+        kind = "simple" if simple else "fork"
+        for index in range(count):
+            name = f"bench-{kind}-{index}-{uuid.uuid4().hex[:6]}"
+            argv = [str(self.config.figway), "worker", "rq", "--name", name]
+            if simple:
+                argv.append("--simple")
+            self._workers.append(
+                ManagedProcess(
+                    f"worker-{kind}-{index}", argv, env=self._env(), workdir=self.workdir
+                )
+            )
+        deadline = time.monotonic() + timeout
+        while Worker.count(connection=self.redis) < count:
+            for process in self._workers:
+                if not process.alive:
+                    raise StackError(f"{process.name} exited:\n{process.tail()}")
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"only {Worker.count(connection=self.redis)} of {count} workers came up"
+                )
+            time.sleep(0.2)
+
+    def worker_rss_kb(self) -> list[int]:
+        """Resident memory of each worker process (what a fork has to map into every work horse)."""
+        return [rss for process in self._workers if (rss := rss_kb(process.popen.pid)) is not None]
+
+    def stop_workers(self) -> None:
+        for process in self._workers:
+            if process.alive:
+                process.popen.send_signal(signal.SIGTERM)  # all at once, then wait for each
+        for process in self._workers:
+            process.stop()
+        self._workers = []
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FIGWAY_")}
+        env["FIGWAY_DATABASE_URL"] = self.database_url
+        env["FIGWAY_REDIS_URL"] = self.redis_url
+        # The workers import the baseline's job function from this checkout's `bench` package.
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])
+        )
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _wait_ready(self, server: ManagedProcess, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.api_url, timeout=5.0) as client:
+            while True:
+                if not server.alive:
+                    raise StackError(f"`figway serve` exited:\n{server.tail()}")
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"`figway serve` not ready after {timeout:.0f} s:\n{server.tail()}"
+                    )
+                time.sleep(0.2)
+
+
+def rss_kb(pid: int) -> int | None:
+    """VmRSS of a process in KiB, from /proc (None when it cannot be read)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -60,6 +60,9 @@ class WorkflowDefinition(BaseModel):
     description: str = Field(default="", max_length=2_000)
     tags: list[str] = Field(default_factory=list, max_length=32)
     pool: str | None = Field(default=None, description="Override the pool chosen from the nodes.")
+    backend: Literal["rq", "prefect"] | None = Field(
+        default=None, description="Run on this backend whatever the routing default says."
+    )
     nodes: dict[str, NodeSpec] = Field(min_length=1, max_length=1_000)
     dependencies: dict[str, list[str]] = Field(default_factory=dict)
 

@@ -131,6 +131,41 @@ def worker_rq(queues: tuple[str, ...], burst: bool, simple: bool, name: str | No
 
 
 @main.group()
+def setup() -> None:
+    """Prepare a backend's server for figway."""
+
+
+@setup.command("prefect")
+def setup_prefect() -> None:
+    """Create figway's work pools and deployments on the Prefect server (safe to repeat).
+
+    Pools: default-worker-pool (10 flow runs at once), postgres-worker-pool (5) and
+    priority-worker-pool (3), all of type process. Then start Prefect's own workers,
+    with FIGWAY_DATABASE_URL set: `prefect worker start --pool default-worker-pool`.
+    """
+    settings = _settings_or_exit()
+    if settings.prefect_api_url is None:
+        raise click.ClickException(
+            "PREFECT_API_URL is not set: the embedded default runs Prefect flows in-process "
+            "and needs no setup. Point PREFECT_API_URL at your Prefect server (for example "
+            "http://127.0.0.1:4200/api) and run this again."
+        )
+    from prefect.client.orchestration import get_client
+
+    from backends.prefect.setup import ensure_prefect_setup
+
+    try:
+        with get_client(sync_client=True) as client:
+            changes = ensure_prefect_setup(client)
+    except Exception as exc:
+        raise click.ClickException(
+            f"cannot set up Prefect at {settings.prefect_api_url}: {exc}"
+        ) from exc
+    for change in changes:
+        click.echo(str(change))
+
+
+@main.group()
 def db() -> None:
     """The database schema."""
 

@@ -6,6 +6,8 @@ With none set, figway runs on its embedded default: SQLite under
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -24,13 +26,21 @@ class Settings(RuntimeSettings):
         description="Redis for the RQ backend, e.g. redis://127.0.0.1:6379/0. Unset: an "
         "in-process stand-in with in-process workers (the embedded default).",
     )
+    prefect_api_url: str | None = Field(
+        default=None,
+        validation_alias="PREFECT_API_URL",
+        description="PREFECT_API_URL (Prefect's own variable): the Prefect server runs go to. "
+        "Unset: flows run in-process on Prefect's ephemeral API (the embedded default).",
+    )
     auto_migrate: bool | None = Field(
         default=None,
         description="Migrate the database at start-up. Unset: yes for the embedded SQLite "
         "file, no for a configured database (run `figway db upgrade`).",
     )
     max_levels: int = Field(default=20, ge=1, le=1_000, description="Deepest DAG accepted.")
-    default_backend: str = Field(default="rq", description="Backend for runs no rule routes.")
+    default_backend: Literal["rq", "prefect"] = Field(
+        default="rq", description="Backend for runs no rule routes."
+    )
     embedded_workers: int = Field(
         default=4, ge=1, le=64, description="RQ worker threads in the embedded default."
     )

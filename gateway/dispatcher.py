@@ -112,7 +112,7 @@ class Dispatcher:
             job_id=request.job_id,
             parameters=request.parameters,
         )
-        backend = self.settings.default_backend
+        backend = definition.backend or self.settings.default_backend
         if not self.store.create_run(plan=plan, backend=backend, from_job=request.from_job):
             # Another request with the same job_run_id won the race: it submits.
             run = self.store.get_run(job_run_id=job_run_id)

@@ -7,6 +7,7 @@ workers always agree on the database and the node types.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ from sqlalchemy import Engine
 from backends.base import Executor
 from backends.bootstrap import install_runtime
 from backends.nodes import NodeRegistry, default_registry
+from backends.prefect.executor import PrefectExecutor
 from backends.rq.embedded import EmbeddedWorkers
 from backends.rq.executor import RQExecutor
 from backends.runtime import NodeRuntime
@@ -73,6 +75,9 @@ def build_services(settings: Settings) -> Services:
         redis = Redis.from_url(settings.redis_url)
     else:
         redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    if settings.prefect_api_url is None:
+        _keep_ephemeral_prefect_local(settings)
+    prefect_executor = PrefectExecutor(embedded=settings.prefect_api_url is None)
     rq_executor = RQExecutor(
         redis,
         job_timeout_seconds=settings.job_timeout_seconds,
@@ -85,5 +90,17 @@ def build_services(settings: Settings) -> Services:
         node_types=node_types,
         runtime=runtime,
         redis=redis,
-        executors={rq_executor.name: rq_executor},
+        executors={rq_executor.name: rq_executor, prefect_executor.name: prefect_executor},
     )
+
+
+def _keep_ephemeral_prefect_local(settings: Settings) -> None:
+    """Point Prefect's ephemeral API at the data dir, offline, with room to start slowly.
+
+    Prefect reads these when it is first imported, which figway does only when a
+    run goes to Prefect; anything the operator set wins.
+    """
+    os.environ.setdefault("PREFECT_HOME", str((settings.data_dir / "prefect").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The first start migrates a fresh SQLite file: 14 s measured, 20 s is Prefect's default.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

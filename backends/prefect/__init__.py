@@ -1,0 +1,1 @@
+"""The Prefect 3 backend: one flow run per figway run, one task run per node attempt."""

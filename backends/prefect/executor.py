@@ -1,0 +1,198 @@
+"""The target backend: one Prefect flow run per figway run.
+
+With a Prefect server (``PREFECT_API_URL`` set), a run becomes a flow run of
+the pool's deployment, created with ``idempotency_key = job_run_id`` so a
+repeated submission never makes a second flow run, named after the run and
+tagged with its workflow, workspace and folder; Prefect workers on the pool
+pick it up. Without one (the embedded default), the flow runs in a thread of
+the gateway against Prefect's ephemeral API.
+
+Kills: a deployment's flow run is moved to Cancelling and Prefect's worker
+stops its process; an in-process flow run stops cooperatively, through the
+node runtime's heartbeat, because Prefect cannot stop a flow called directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from backends.base import BackendHealth, NodeReport
+from backends.errors import BackendRejected, BackendUnavailable
+from backends.prefect.names import FLOW_NAME, deployment_name, run_tags, work_pool_name
+from backends.status import NodeStatus
+from backends.workflow import POOLS, RunPlan
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.objects import FlowRun
+
+__all__ = ["PrefectExecutor"]
+
+log = logging.getLogger(__name__)
+
+
+class PrefectExecutor:
+    """figway's Prefect backend. ``embedded`` runs flows in-process (no server)."""
+
+    name = "prefect"
+
+    def __init__(self, *, embedded: bool) -> None:
+        self.embedded = embedded
+        self._deployment_ids: dict[str, Any] = {}
+        self._threads: dict[str, threading.Thread] = {}
+
+    # -- submit ----------------------------------------------------------------------
+
+    def submit(self, plan: RunPlan) -> None:
+        if self.embedded:
+            self._start_in_process(plan)
+            return
+        with self._client() as client:
+            deployment_id = self._deployment_id(client, plan.pool)
+            client.create_flow_run_from_deployment(
+                deployment_id,
+                parameters={"job_run_id": plan.job_run_id},
+                idempotency_key=plan.job_run_id,
+                name=plan.job_run_id,
+                tags=run_tags(plan),
+            )
+
+    def _start_in_process(self, plan: RunPlan) -> None:
+        from prefect import tags
+
+        from backends.prefect.flow import figway_run
+
+        def run() -> None:
+            try:
+                with tags(*run_tags(plan)):
+                    figway_run.with_options(flow_run_name=plan.job_run_id)(plan.job_run_id)
+            except Exception:  # the flow's outcome is in figway's database already
+                log.debug(
+                    "in-process flow run %s ended with an error", plan.job_run_id, exc_info=True
+                )
+            finally:
+                self._threads.pop(plan.job_run_id, None)
+
+        thread = threading.Thread(target=run, name=f"prefect-flow-{plan.job_run_id}", daemon=True)
+        self._threads[plan.job_run_id] = thread
+        thread.start()
+
+    def _deployment_id(self, client: SyncPrefectClient, pool: str) -> Any:
+        from prefect.exceptions import ObjectNotFound
+
+        if pool not in self._deployment_ids:
+            try:
+                deployment = client.read_deployment_by_name(f"{FLOW_NAME}/{deployment_name(pool)}")
+            except ObjectNotFound as exc:
+                raise BackendRejected(
+                    self.name,
+                    f"Prefect has no deployment {FLOW_NAME}/{deployment_name(pool)}; "
+                    "run `figway setup prefect` once",
+                ) from exc
+            self._deployment_ids[pool] = deployment.id
+        return self._deployment_ids[pool]
+
+    # -- cancel ----------------------------------------------------------------------
+
+    def cancel(self, plan: RunPlan) -> None:
+        if self.embedded:
+            return  # the in-process flow sees the kill through the node runtime
+        from prefect.states import Cancelled, Cancelling
+
+        with self._client() as client:
+            for flow_run in self._flow_runs(client, plan):
+                state = flow_run.state
+                if state is None or state.is_final():
+                    continue
+                if state.is_scheduled() or state.is_pending():
+                    # Not started: nothing to stop, so it ends at once.
+                    client.set_flow_run_state(flow_run.id, Cancelled(), force=True)
+                else:
+                    client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
+
+    def _flow_runs(self, client: SyncPrefectClient, plan: RunPlan) -> list[FlowRun]:
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterName,
+            FlowRunFilterTags,
+        )
+
+        return list(
+            client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    name=FlowRunFilterName(any_=[plan.job_run_id]),
+                    tags=FlowRunFilterTags(all_=["figway"]),
+                )
+            )
+        )
+
+    # -- health ----------------------------------------------------------------------
+
+    def health(self) -> BackendHealth:
+        if self.embedded:
+            return BackendHealth(
+                self.name, up=True, detail="in-process flows on Prefect's ephemeral API"
+            )
+        try:
+            with self._client() as client:
+                failure = client.api_healthcheck()
+                if failure is not None:
+                    return BackendHealth(self.name, up=False, detail=f"Prefect API: {failure}")
+                workers = 0
+                for pool in POOLS:
+                    workers += sum(
+                        1
+                        for worker in client.read_workers_for_work_pool(work_pool_name(pool))
+                        if str(worker.status).upper().endswith("ONLINE")
+                    )
+        except Exception as exc:  # health never raises: an unreachable API is "down"
+            return BackendHealth(self.name, up=False, detail=f"Prefect unreachable: {exc}")
+        return BackendHealth(self.name, up=True, workers=workers)
+
+    # -- reconcile -------------------------------------------------------------------
+
+    def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]:
+        """Silent nodes of a Prefect run: the flow-run process that ran them is gone.
+
+        Prefect does not re-run a crashed flow run, and its tasks run as threads of that
+        process, so a silent node failed for good; the flow run is marked Crashed so the
+        Prefect UI agrees with figway.
+        """
+        if not running:
+            return []
+        if not self.embedded:
+            from prefect.states import Crashed
+
+            with self._client() as client:
+                for flow_run in self._flow_runs(client, plan):
+                    if flow_run.state is not None and not flow_run.state.is_final():
+                        client.set_flow_run_state(
+                            flow_run.id,
+                            Crashed(message="figway: the flow-run process stopped reporting"),
+                            force=True,
+                        )
+        elif plan.job_run_id in self._threads:
+            return []  # the in-process flow is still alive; a slow node is not a lost one
+        return [
+            NodeReport(node_id, attempt, NodeStatus.FAILED, "the Prefect flow-run process was lost")
+            for node_id, attempt in running.items()
+        ]
+
+    # -- client ----------------------------------------------------------------------
+
+    @contextmanager
+    def _client(self) -> Iterator[SyncPrefectClient]:
+        """A Prefect client whose transport errors become :class:`BackendUnavailable`."""
+        import httpx
+        from prefect.client.orchestration import get_client
+        from prefect.exceptions import PrefectHTTPStatusError
+
+        try:
+            with get_client(sync_client=True) as client:
+                yield client
+        except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+            raise BackendUnavailable(self.name, f"Prefect API: {exc}") from exc

@@ -23,10 +23,11 @@ database cannot know (a worker that died mid-node). Every implementation must:
 
 ``reconcile(plan, running)``
     ``running`` are nodes the database believes are running but whose
-    heartbeat stopped. Return one :class:`NodeReport` per node whose fate the
-    backend knows (retried, failed for good, or lost); nodes it cannot judge
-    yet are left out. A backend reporting a node failed for good also drops
-    the work it still holds for that node's downstream nodes.
+    heartbeat stopped; it is empty when the run has been quiet with no node
+    running. Return one :class:`NodeReport` per node whose fate the backend
+    knows (retried, failed for good, or lost with the whole run); nodes it
+    cannot judge yet are left out. A backend reporting a node failed for good
+    also drops the work it still holds for that node's downstream nodes.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class NodeReport:
     attempt: int
     status: NodeStatus  # RETRYING (the backend will run it again) or FAILED (for good)
     error: str
+    #: The backend lost the whole run (its orchestrating process died): every
+    #: unfinished node fails, not only this one.
+    run_lost: bool = False
 
 
 @runtime_checkable

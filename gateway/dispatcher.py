@@ -200,6 +200,8 @@ class Dispatcher:
         by_run: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
         for stale in self.store.stale_nodes(silent_for=silent):
             by_run[(stale.job_run_id, stale.backend)][stale.node_id] = stale.attempt
+        for job_run_id, backend in self.store.active_runs_without_running_nodes(silent_for=silent):
+            by_run.setdefault((job_run_id, backend), {})
         for (job_run_id, backend), running in by_run.items():
             plan = self.store.load_plan(job_run_id=job_run_id)
             executor = self.executors.get(backend)
@@ -209,6 +211,12 @@ class Dispatcher:
                 reports = executor.reconcile(plan, running)
             except BackendUnavailable as exc:
                 log.warning("cannot reconcile %s yet: %s", job_run_id, exc)
+                continue
+            lost = next((r for r in reports if r.run_lost), None)
+            if lost is not None:
+                self.store.abandon_run(job_run_id=job_run_id, reason=lost.error)
+                log.warning("run %s lost on %s: %s", job_run_id, backend, lost.error)
+                settled += 1
                 continue
             for report in reports:
                 outcome = self.store.record_node(

@@ -156,31 +156,35 @@ class PrefectExecutor:
     # -- reconcile -------------------------------------------------------------------
 
     def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]:
-        """Silent nodes of a Prefect run: the flow-run process that ran them is gone.
+        """Runs whose flow-run process is gone: the whole run is lost.
 
-        Prefect does not re-run a crashed flow run, and its tasks run as threads of that
-        process, so a silent node failed for good; the flow run is marked Crashed so the
-        Prefect UI agrees with figway.
+        Prefect does not re-run a crashed flow run, and it orchestrates the nodes
+        in that one process, so nothing of the run would ever move again. Silent
+        nodes mean the process died (the flow run is marked Crashed so the Prefect
+        UI agrees); a quiet run whose flow run already ended means it died
+        between nodes.
         """
-        if not running:
-            return []
-        if not self.embedded:
-            from prefect.states import Crashed
+        if self.embedded:
+            if plan.job_run_id in self._threads:
+                return []  # the in-process flow is alive; a long node is not a lost one
+            return [_lost(running, "the in-process Prefect flow run ended before its nodes did")]
+        from prefect.states import Crashed
 
-            with self._client() as client:
-                for flow_run in self._flow_runs(client, plan):
-                    if flow_run.state is not None and not flow_run.state.is_final():
-                        client.set_flow_run_state(
-                            flow_run.id,
-                            Crashed(message="figway: the flow-run process stopped reporting"),
-                            force=True,
-                        )
-        elif plan.job_run_id in self._threads:
-            return []  # the in-process flow is still alive; a slow node is not a lost one
-        return [
-            NodeReport(node_id, attempt, NodeStatus.FAILED, "the Prefect flow-run process was lost")
-            for node_id, attempt in running.items()
-        ]
+        with self._client() as client:
+            flow_runs = self._flow_runs(client, plan)
+            state = flow_runs[0].state if flow_runs else None
+            if state is None:
+                return [_lost(running, "Prefect has no flow run for this run")]
+            if running and not state.is_final():
+                client.set_flow_run_state(
+                    flow_runs[0].id,
+                    Crashed(message="figway: the flow-run process stopped reporting"),
+                    force=True,
+                )
+                return [_lost(running, "the Prefect flow-run process was lost mid-node")]
+        if state.is_final():
+            return [_lost(running, f"the Prefect flow run ended {state.name} before its nodes did")]
+        return []  # scheduled or waiting for a worker: not lost, only slow
 
     # -- client ----------------------------------------------------------------------
 
@@ -196,3 +200,8 @@ class PrefectExecutor:
                 yield client
         except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
             raise BackendUnavailable(self.name, f"Prefect API: {exc}") from exc
+
+
+def _lost(running: Mapping[str, int], reason: str) -> NodeReport:
+    node_id, attempt = next(iter(running.items()), ("", 0))
+    return NodeReport(node_id, attempt, NodeStatus.FAILED, reason, run_lost=True)

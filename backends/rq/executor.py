@@ -136,6 +136,8 @@ class RQExecutor:
     def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]:
         reports: list[NodeReport] = []
         try:
+            if not running:
+                return self._judge_quiet_run(plan)
             for node_id, attempt in running.items():
                 report = self._judge(plan, node_id, attempt)
                 if report is None:
@@ -149,6 +151,17 @@ class RQExecutor:
         except RedisError as exc:
             raise BackendUnavailable(self.name, f"cannot reach Redis to reconcile: {exc}") from exc
         return reports
+
+    def _judge_quiet_run(self, plan: RunPlan) -> list[NodeReport]:
+        """A quiet run is lost when none of its jobs can still run (Redis lost them)."""
+        jobs = Job.fetch_many(
+            [job_id_for(plan.job_run_id, node_id) for node_id in plan.nodes], connection=self.redis
+        )
+        done = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+        if any(job is not None and job.get_status() not in done for job in jobs):
+            return []
+        reason = "RQ holds no job of this run that can still run (was Redis flushed or restarted?)"
+        return [NodeReport("", 0, NodeStatus.FAILED, reason, run_lost=True)]
 
     def _judge(self, plan: RunPlan, node_id: str, attempt: int) -> NodeReport | None:
         try:

@@ -326,6 +326,7 @@ class Store:
                     session, job_run_id, node_id, node.attempts, NodeStatus.RETRYING, now, lost
                 )
 
+            run.updated_at = now
             node.status = status
             node.attempts = max(node.attempts, attempt)
             if error is not None or status is NodeStatus.SUCCEEDED:
@@ -378,25 +379,6 @@ class Store:
             ).all()
         return [StaleNode(*row) for row in rows]
 
-    def quiet_active_runs(self, *, silent_for: timedelta, limit: int = 200) -> list[str]:
-        """Active runs nothing has touched for ``silent_for``: candidates for reconciling."""
-        cutoff = utcnow() - silent_for
-        with self._transaction() as session:
-            return list(
-                session.scalars(
-                    select(Run.job_run_id)
-                    .where(Run.status.in_([s.value for s in RUN_ACTIVE]), Run.updated_at < cutoff)
-                    .order_by(Run.updated_at)
-                    .limit(limit)
-                )
-            )
-
-    def touch_run(self, *, job_run_id: str) -> None:
-        with self._transaction() as session:
-            session.execute(
-                update(Run).where(Run.job_run_id == job_run_id).values(updated_at=utcnow())
-            )
-
     # -- cancel ----------------------------------------------------------------------
 
     def request_cancel(self, *, job_run_id: str) -> RunStatus:
@@ -443,25 +425,57 @@ class Store:
 
     def abandon_active_runs(self, *, reason: str) -> int:
         """End every unfinished run: its backend state is gone (an embedded restart)."""
-        now = utcnow()
         with self._transaction() as session:
-            runs = session.scalars(
-                select(Run).where(
+            job_run_ids = session.scalars(
+                select(Run.job_run_id).where(
                     Run.status.in_([s.value for s in (*RUN_ACTIVE, RunStatus.PENDING)])
                 )
             ).all()
-            for run in runs:
-                unfinished = session.scalars(
-                    select(NodeRun).where(
-                        NodeRun.job_run_id == run.job_run_id,
-                        NodeRun.status.not_in([s.value for s in NODE_TERMINAL]),
-                    )
-                ).all()
-                for node in unfinished:
-                    _move_node(session, node, NodeStatus.FAILED, now, error=reason)
-                _finish_run_if_done(session, run, now)
-                run.error = reason
-            return len(runs)
+        for job_run_id in job_run_ids:
+            self.abandon_run(job_run_id=job_run_id, reason=reason)
+        return len(job_run_ids)
+
+    def abandon_run(self, *, job_run_id: str, reason: str) -> RunStatus:
+        """End a run its backend lost: every unfinished node fails with ``reason``."""
+        now = utcnow()
+        with self._transaction() as session:
+            run = _locked_run(session, job_run_id)
+            if RunStatus(run.status) in RUN_TERMINAL:
+                return RunStatus(run.status)
+            unfinished = session.scalars(
+                select(NodeRun).where(
+                    NodeRun.job_run_id == job_run_id,
+                    NodeRun.status.not_in([s.value for s in NODE_TERMINAL]),
+                )
+            ).all()
+            for node in unfinished:
+                _move_node(session, node, NodeStatus.FAILED, now, error=reason)
+            _finish_run_if_done(session, run, now)
+            run.error = reason
+            return RunStatus(run.status)
+
+    def active_runs_without_running_nodes(
+        self, *, silent_for: timedelta, limit: int = 200
+    ) -> list[tuple[str, str]]:
+        """(run, backend) of active runs with no node running and no change for ``silent_for``.
+
+        A backend that lost such a run (a crashed flow-run process, a flushed queue)
+        will never report on it; the reconciler asks.
+        """
+        cutoff = utcnow() - silent_for
+        busy = select(NodeRun.job_run_id).where(NodeRun.status == NodeStatus.RUNNING)
+        with self._transaction() as session:
+            rows = session.execute(
+                select(Run.job_run_id, Run.backend)
+                .where(
+                    Run.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value]),
+                    Run.updated_at < cutoff,
+                    Run.job_run_id.not_in(busy),
+                )
+                .order_by(Run.updated_at)
+                .limit(limit)
+            ).all()
+        return [(job_run_id, backend) for job_run_id, backend in rows]
 
     def cancelling_runs(self, *, limit: int = 100) -> list[str]:
         with self._transaction() as session:

@@ -71,26 +71,22 @@ class NodeRuntime:
         self.heartbeat_seconds = heartbeat_seconds
 
     def execute(self, *, job_run_id: str, node_id: str, attempt: int) -> AttemptResult:
-        """Run attempt ``attempt`` (1-based) of a node; never raises for a node's own failure."""
-        plan = self.store.load_plan(job_run_id=job_run_id)
-        if plan is None or node_id not in plan.nodes:
-            raise FigwayError(f"no node {node_id!r} in run {job_run_id!r}")
-        spec = plan.nodes[node_id]
-        started = self.store.record_node(
-            job_run_id=job_run_id, node_id=node_id, attempt=attempt, status=NodeStatus.RUNNING
-        )
-        if not started.applied:
-            return AttemptResult(Outcome.NOT_RUN)
+        """Run attempt ``attempt`` (1-based) of a node; never raises for a node's own failure.
 
+        Two transactions: one starts the attempt (and reads its inputs), one records
+        its outcome with its log lines; the heartbeat flushes longer nodes' logs.
+        """
+        start = self.store.start_attempt(job_run_id=job_run_id, node_id=node_id, attempt=attempt)
+        if not start.outcome.applied or start.spec is None:
+            return AttemptResult(Outcome.NOT_RUN)
+        spec = start.spec
         node_type = self.node_types[spec.type]
         context = NodeContext(
             job_run_id=job_run_id,
             node_id=node_id,
             attempt=attempt,
-            parameters=plan.parameters,
-            upstream_outputs=self.store.node_outputs(
-                job_run_id=job_run_id, node_ids=plan.upstream.get(node_id, ())
-            ),
+            parameters=start.parameters,
+            upstream_outputs=start.upstream_outputs,
             logger=logging.getLogger(f"{NODE_LOGGER}.{spec.type}"),
         )
         sink = _LogSink(job_run_id, node_id, attempt)
@@ -112,8 +108,6 @@ class NodeRuntime:
                     outcome = Outcome.FAILED if final else Outcome.RETRY
             else:
                 error, status, outcome = None, NodeStatus.SUCCEEDED, Outcome.SUCCEEDED
-        self.store.append_logs(sink.drain())
-
         recorded = self.store.record_node(
             job_run_id=job_run_id,
             node_id=node_id,
@@ -121,6 +115,7 @@ class NodeRuntime:
             status=status,
             error=error,
             output=_jsonable(output) if outcome is Outcome.SUCCEEDED else None,
+            logs=sink.drain(),
         )
         if not recorded.applied and recorded.node_status is NodeStatus.CANCELLED:
             return AttemptResult(Outcome.CANCELLED, error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -109,8 +110,10 @@ def worker() -> None:
 @click.option("--name", default=None, help="Worker name shown by `rq info`.")
 def worker_rq(queues: tuple[str, ...], burst: bool, simple: bool, name: str | None) -> None:
     """Start RQ's own worker on figway's queues, recording into figway's database."""
+    from redis import Redis
+
+    from backends.bootstrap import current_runtime, install_runtime
     from backends.rq.worker import build_worker
-    from gateway.services import build_services
 
     settings = _settings_or_exit()
     if settings.redis_url is None:
@@ -121,13 +124,18 @@ def worker_rq(queues: tuple[str, ...], burst: bool, simple: bool, name: str | No
     unknown = [q for q in queues if q not in POOLS]
     if unknown:
         raise click.BadParameter(f"unknown queue(s) {', '.join(unknown)}; use {', '.join(POOLS)}")
-    services = _or_exit(lambda: build_services(settings))
-    rq_worker = build_worker(services.redis, queues, simple=simple, name=name)
+    # Only what a worker needs (no gateway services): every work horse is a fork of this process.
+    runtime = _or_exit(current_runtime)
+    rq_worker = build_worker(Redis.from_url(settings.redis_url), queues, simple=simple, name=name)
     click.echo(f"figway RQ worker {rq_worker.name} on queues {', '.join(queues)}")
+    # Objects that exist now are never collected in a horse: freezing them keeps the
+    # collector from touching (and so copying) the parent's pages after each fork.
+    gc.freeze()
     try:
         rq_worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
     finally:
-        services.close()
+        install_runtime(None)
+        runtime.store.engine.dispose()
 
 
 @main.group()

@@ -22,7 +22,7 @@ from backends.errors import BackendError, BackendUnavailable, FigwayError
 from backends.nodes import NodeRegistry
 from backends.status import RUN_TERMINAL, RunStatus
 from backends.store import RunView, Store
-from backends.workflow import RunPlan, parse_definition
+from backends.workflow import RunPlan, WorkflowDefinition, parse_definition
 from gateway.config import Settings
 
 __all__ = [
@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Parsed definitions kept in memory; the cache starts over when it is full.
+_DEFINITION_CACHE_SIZE = 1_024
 
 
 class WorkflowNotFoundError(FigwayError):
@@ -84,6 +87,8 @@ class Dispatcher:
         self.executors = executors
         self.node_types = node_types
         self.settings = settings
+        # Parsed definitions by (workflow_id, version): a version never changes.
+        self._definitions: dict[tuple[str, int], WorkflowDefinition] = {}
 
     # -- starting ----------------------------------------------------------------------
 
@@ -94,18 +99,7 @@ class Dispatcher:
         except that a run whose earlier submission failed is submitted again.
         """
         job_run_id = request.job_run_id or uuid.uuid4().hex
-        existing = self.store.get_run(job_run_id=job_run_id)
-        if existing is not None:
-            return self._repeat(existing, request), False
-
-        workflow = self.store.get_workflow(workflow_id=request.workflow_id)
-        if workflow is None:
-            raise WorkflowNotFoundError(
-                f"no workflow {request.workflow_id!r}; define it with PUT /workflows/{request.workflow_id}"
-            )
-        definition = parse_definition(
-            workflow.definition, node_types=self.node_types, max_levels=self.settings.max_levels
-        )
+        definition = self._definition(request.workflow_id)
         plan = RunPlan.from_definition(
             definition,
             job_run_id=job_run_id,
@@ -114,12 +108,29 @@ class Dispatcher:
         )
         backend = definition.backend or self.settings.default_backend
         if not self.store.create_run(plan=plan, backend=backend, from_job=request.from_job):
-            # Another request with the same job_run_id won the race: it submits.
+            # A known job_run_id (a repeat, or another request winning the race): no new run.
             run = self.store.get_run(job_run_id=job_run_id)
             assert run is not None
             return self._repeat(run, request), False
-        self._submit(plan, backend)
-        return self._view(job_run_id), True
+        return self._submit(plan, backend), True
+
+    def _definition(self, workflow_id: str) -> WorkflowDefinition:
+        """The workflow's current definition, validated once per version."""
+        workflow = self.store.get_workflow(workflow_id=workflow_id)
+        if workflow is None:
+            raise WorkflowNotFoundError(
+                f"no workflow {workflow_id!r}; define it with PUT /workflows/{workflow_id}"
+            )
+        key = (workflow_id, workflow.version)
+        definition = self._definitions.get(key)
+        if definition is None:
+            definition = parse_definition(
+                workflow.definition, node_types=self.node_types, max_levels=self.settings.max_levels
+            )
+            if len(self._definitions) >= _DEFINITION_CACHE_SIZE:
+                self._definitions.clear()
+            self._definitions[key] = definition
+        return definition
 
     def _repeat(self, run: RunView, request: RunRequest) -> RunView:
         if run.workflow_id != request.workflow_id:
@@ -133,17 +144,16 @@ class Dispatcher:
         ):
             plan = self.store.load_plan(job_run_id=run.job_run_id)
             assert plan is not None
-            self._submit(plan, run.backend)
-            return self._view(run.job_run_id)
+            return self._submit(plan, run.backend)
         return run
 
-    def _submit(self, plan: RunPlan, backend: str) -> None:
+    def _submit(self, plan: RunPlan, backend: str) -> RunView:
         try:
             self.executors[backend].submit(plan)
         except BackendError as exc:
             self.store.mark_submit_failed(job_run_id=plan.job_run_id, error=str(exc))
             raise SubmitFailed(plan.job_run_id, backend, exc.message) from exc
-        self.store.mark_submitted(job_run_id=plan.job_run_id)
+        return self.store.mark_submitted(job_run_id=plan.job_run_id)
 
     # -- killing -----------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import fakeredis
 from redis import Redis
 from sqlalchemy import Engine
 
@@ -74,6 +73,8 @@ def build_services(settings: Settings) -> Services:
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url)
     else:
+        import fakeredis  # the embedded default only
+
         redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     if settings.prefect_api_url is None:
         _keep_ephemeral_prefect_local(settings)

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from backends import dag
 from backends.errors import StoreError
 from backends.status import (
     NODE_TERMINAL,
@@ -34,6 +35,7 @@ from backends.store.models import RUN_LEVEL, LogLine, NodeRun, Run, Transition, 
 from backends.workflow import NodeSpec, RunPlan, WorkflowDefinition
 
 __all__ = [
+    "AttemptStart",
     "LogRecord",
     "NodeOutcome",
     "NodeView",
@@ -87,6 +89,16 @@ class NodeOutcome:
     node_status: NodeStatus
     run_status: RunStatus
     skipped: tuple[str, ...] = ()  # downstream nodes skipped by this failure
+
+
+@dataclass(frozen=True)
+class AttemptStart:
+    """What :meth:`Store.start_attempt` hands a starting attempt."""
+
+    outcome: NodeOutcome
+    spec: NodeSpec | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    upstream_outputs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -220,27 +232,39 @@ class Store:
             )
             return _rowcount(claimed) == 1
 
-    def mark_submitted(self, *, job_run_id: str) -> RunStatus:
-        """The backend accepted the run: run and nodes move to ``queued``."""
+    def mark_submitted(self, *, job_run_id: str) -> RunView:
+        """The backend accepted the run: run and nodes move to ``queued``; returns the run."""
         now = utcnow()
         with self._transaction() as session:
             run = _locked_run(session, job_run_id)
             run.submitted_at = run.submitted_at or now
             run.error = None
-            if run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
-                return RunStatus(run.status)  # killed meanwhile
-            if run.status == RunStatus.PENDING:
-                _move_run(session, run, RunStatus.QUEUED, now)
-            # A worker may have started some nodes already; the others are queued now.
-            nodes = session.scalars(
-                select(NodeRun).where(
-                    NodeRun.job_run_id == job_run_id, NodeRun.status == NodeStatus.PENDING
-                )
-            ).all()
-            for node in nodes:
-                node.status = NodeStatus.QUEUED
-                session.add(_journal(job_run_id, node.node_id, 0, NodeStatus.QUEUED, now))
-            return RunStatus(run.status)
+            if run.status in (RunStatus.PENDING, RunStatus.RUNNING):  # not killed meanwhile
+                if run.status == RunStatus.PENDING:
+                    _move_run(session, run, RunStatus.QUEUED, now)
+                # A worker may have started some nodes already; the others are queued now.
+                queued = session.scalars(
+                    update(NodeRun)
+                    .where(NodeRun.job_run_id == job_run_id, NodeRun.status == NodeStatus.PENDING)
+                    .values(status=NodeStatus.QUEUED)
+                    .returning(NodeRun.node_id)
+                    .execution_options(synchronize_session=False)
+                ).all()
+                if queued:
+                    session.execute(
+                        insert(Transition),
+                        [
+                            {
+                                "job_run_id": job_run_id,
+                                "node_id": node_id,
+                                "attempt": 0,
+                                "status": NodeStatus.QUEUED,
+                                "at": now,
+                            }
+                            for node_id in queued
+                        ],
+                    )
+            return _run_view(run, _node_views(session, run))
 
     def mark_submit_failed(self, *, job_run_id: str, error: str) -> None:
         """Submission failed: the run stays pending (not lost) with the reason, unclaimed."""
@@ -256,14 +280,7 @@ class Store:
             run = session.get(Run, job_run_id)
             if run is None:
                 return None
-            nodes: dict[str, NodeView] = {}
-            if with_nodes:
-                rows = session.scalars(
-                    select(NodeRun).where(NodeRun.job_run_id == job_run_id)
-                ).all()
-                order = {node_id: index for index, node_id in enumerate(run.plan["nodes"])}
-                for row in sorted(rows, key=lambda r: order.get(r.node_id, len(order))):
-                    nodes[row.node_id] = _node_view(row)
+            nodes = _node_views(session, run) if with_nodes else {}
             return _run_view(run, nodes)
 
     def load_plan(self, *, job_run_id: str) -> RunPlan | None:
@@ -299,54 +316,46 @@ class Store:
         status: NodeStatus,
         error: str | None = None,
         output: Any = None,
+        logs: Sequence[LogRecord] = (),
     ) -> NodeOutcome:
-        """Record one node transition once; see the module docstring."""
-        now = utcnow()
+        """Record one node transition once (see the module docstring), with its log lines."""
         with self._transaction() as session:
             run = _locked_run(session, job_run_id)
-            node = session.get(NodeRun, (job_run_id, node_id))
-            if node is None:
-                raise StoreError(f"run {job_run_id!r} has no node {node_id!r}")
-            current = NodeStatus(node.status)
-            refused = NodeOutcome(False, current, RunStatus(run.status))
-            if not node_transition_allowed(current, status):
-                return refused
-            # A worker may start a node before the submitter marked the run queued.
-            startable = (RunStatus.PENDING, RunStatus.QUEUED, RunStatus.RUNNING)
-            if status is NodeStatus.RUNNING and (
-                run.status not in startable or attempt < node.attempts
-            ):
-                return refused  # killed meanwhile, or a stale redelivery of an older attempt
-            if not _insert_journal(session, job_run_id, node_id, attempt, status, now, error):
-                return refused
-            if status is NodeStatus.RUNNING and current is NodeStatus.RUNNING:
-                # A new attempt while the last one never reported: its worker died.
-                lost = f"attempt {node.attempts} ended without a report (its worker was lost)"
-                _insert_journal(
-                    session, job_run_id, node_id, node.attempts, NodeStatus.RETRYING, now, lost
-                )
+            outcome = _apply_node_transition(
+                session, run, node_id, attempt, status, utcnow(), error=error, output=output
+            )
+            _insert_logs(session, logs)
+            return outcome
 
-            run.updated_at = now
-            node.status = status
-            node.attempts = max(node.attempts, attempt)
-            if error is not None or status is NodeStatus.SUCCEEDED:
-                node.error = error
-            if status is NodeStatus.RUNNING:
-                node.started_at = node.started_at or now
-                node.heartbeat_at = now
-                if run.status in (RunStatus.PENDING, RunStatus.QUEUED):
-                    _move_run(session, run, RunStatus.RUNNING, now)
-            if status is NodeStatus.SUCCEEDED:
-                node.output = output
-            if status in NODE_TERMINAL:
-                node.finished_at = now
+    def start_attempt(self, *, job_run_id: str, node_id: str, attempt: int) -> AttemptStart:
+        """Record ``running`` and hand back what the attempt needs, in one transaction.
 
-            skipped: tuple[str, ...] = ()
-            if status is NodeStatus.FAILED:
-                skipped = _skip_downstream(session, run, node_id, now)
-            if status in NODE_TERMINAL:
-                _finish_run_if_done(session, run, now)
-            return NodeOutcome(True, status, RunStatus(run.status), skipped)
+        When the start is refused (run killed, node finished, stale attempt),
+        ``outcome.applied`` is False and the node must not run.
+        """
+        with self._transaction() as session:
+            run = _locked_run(session, job_run_id)
+            outcome = _apply_node_transition(
+                session, run, node_id, attempt, NodeStatus.RUNNING, utcnow()
+            )
+            if not outcome.applied:
+                return AttemptStart(outcome)
+            document = run.plan
+            upstream = list(document["upstream"].get(node_id, ()))
+            outputs: dict[str, Any] = {}
+            if upstream:
+                rows = session.execute(
+                    select(NodeRun.node_id, NodeRun.output).where(
+                        NodeRun.job_run_id == job_run_id, NodeRun.node_id.in_(upstream)
+                    )
+                ).all()
+                outputs = {upstream_id: value for upstream_id, value in rows}
+            return AttemptStart(
+                outcome,
+                spec=NodeSpec.model_validate(document["nodes"][node_id]),
+                parameters=document.get("parameters", {}),
+                upstream_outputs=outputs,
+            )
 
     def heartbeat(self, *, job_run_id: str, node_id: str, attempt: int) -> bool:
         """Mark a running attempt alive; False when it should stop (killed or moved on)."""
@@ -491,20 +500,7 @@ class Store:
         if not records:
             return
         with self._transaction() as session:
-            session.execute(
-                insert(LogLine),
-                [
-                    {
-                        "job_run_id": r.job_run_id,
-                        "node_id": r.node_id,
-                        "attempt": r.attempt,
-                        "at": r.at,
-                        "level": r.level,
-                        "message": r.message,
-                    }
-                    for r in records
-                ],
-            )
+            _insert_logs(session, records)
 
     def logs(
         self, *, job_run_id: str, after_id: int = 0, limit: int = 1_000
@@ -635,6 +631,79 @@ def _locked_run(session: Session, job_run_id: str) -> Run:
     return run
 
 
+def _apply_node_transition(
+    session: Session,
+    run: Run,
+    node_id: str,
+    attempt: int,
+    status: NodeStatus,
+    now: datetime,
+    *,
+    error: str | None = None,
+    output: Any = None,
+) -> NodeOutcome:
+    """Move one node (its run row already locked) and whatever follows from it."""
+    job_run_id = run.job_run_id
+    node = session.get(NodeRun, (job_run_id, node_id))
+    if node is None:
+        raise StoreError(f"run {job_run_id!r} has no node {node_id!r}")
+    current = NodeStatus(node.status)
+    refused = NodeOutcome(False, current, RunStatus(run.status))
+    if not node_transition_allowed(current, status):
+        return refused
+    # A worker may start a node before the submitter marked the run queued.
+    startable = (RunStatus.PENDING, RunStatus.QUEUED, RunStatus.RUNNING)
+    if status is NodeStatus.RUNNING and (run.status not in startable or attempt < node.attempts):
+        return refused  # killed meanwhile, or a stale redelivery of an older attempt
+    if not _insert_journal(session, job_run_id, node_id, attempt, status, now, error):
+        return refused
+    if status is NodeStatus.RUNNING and current is NodeStatus.RUNNING:
+        # A new attempt while the last one never reported: its worker died.
+        lost = f"attempt {node.attempts} ended without a report (its worker was lost)"
+        _insert_journal(session, job_run_id, node_id, node.attempts, NodeStatus.RETRYING, now, lost)
+
+    run.updated_at = now
+    node.status = status
+    node.attempts = max(node.attempts, attempt)
+    if error is not None or status is NodeStatus.SUCCEEDED:
+        node.error = error
+    if status is NodeStatus.RUNNING:
+        node.started_at = node.started_at or now
+        node.heartbeat_at = now
+        if run.status in (RunStatus.PENDING, RunStatus.QUEUED):
+            _move_run(session, run, RunStatus.RUNNING, now)
+    if status is NodeStatus.SUCCEEDED:
+        node.output = output
+    if status in NODE_TERMINAL:
+        node.finished_at = now
+
+    skipped: tuple[str, ...] = ()
+    if status is NodeStatus.FAILED:
+        skipped = _skip_downstream(session, run, node_id, now)
+    if status in NODE_TERMINAL:
+        session.flush()  # the count below must see this node's new status
+        _finish_run_if_done(session, run, now)
+    return NodeOutcome(True, status, RunStatus(run.status), skipped)
+
+
+def _insert_logs(session: Session, records: Sequence[LogRecord]) -> None:
+    if records:
+        session.execute(
+            insert(LogLine),
+            [
+                {
+                    "job_run_id": r.job_run_id,
+                    "node_id": r.node_id,
+                    "attempt": r.attempt,
+                    "at": r.at,
+                    "level": r.level,
+                    "message": r.message,
+                }
+                for r in records
+            ],
+        )
+
+
 def _move_run(session: Session, run: Run, status: RunStatus, at: datetime) -> None:
     run.status = status
     run.updated_at = at
@@ -655,7 +724,7 @@ def _move_node(
 
 
 def _skip_downstream(session: Session, run: Run, failed_node: str, at: datetime) -> tuple[str, ...]:
-    downstream = plan_from_document(run.plan, run.job_run_id).downstream_of(failed_node)
+    downstream = dag.downstream_of(failed_node, run.plan["upstream"])
     if not downstream:
         return ()
     nodes = session.scalars(
@@ -676,16 +745,18 @@ def _skip_downstream(session: Session, run: Run, failed_node: str, at: datetime)
 def _finish_run_if_done(session: Session, run: Run, at: datetime) -> None:
     if RunStatus(run.status) in RUN_TERMINAL:
         return
-    statuses = session.scalars(
-        select(NodeRun.status).where(NodeRun.job_run_id == run.job_run_id)
-    ).all()
-    if any(NodeStatus(s) not in NODE_TERMINAL for s in statuses):
-        run.updated_at = at
+    counts = dict(
+        session.execute(
+            select(NodeRun.status, func.count())
+            .where(NodeRun.job_run_id == run.job_run_id)
+            .group_by(NodeRun.status)
+        ).all()
+    )
+    if any(NodeStatus(status) not in NODE_TERMINAL for status in counts):
         return
-    final = _final_run_status(RunStatus(run.status), [NodeStatus(s) for s in statuses])
-    failed = [s for s in statuses if s == NodeStatus.FAILED]
+    final = _final_run_status(RunStatus(run.status), [NodeStatus(s) for s in counts])
     if final is RunStatus.FAILED:
-        run.error = f"{len(failed)} node(s) failed"
+        run.error = f"{counts.get(NodeStatus.FAILED.value, 0)} node(s) failed"
     _move_run(session, run, final, at)
 
 
@@ -710,6 +781,16 @@ def _node_view(row: NodeRun) -> NodeView:
         started_at=row.started_at,
         finished_at=row.finished_at,
     )
+
+
+def _node_views(session: Session, run: Run) -> dict[str, NodeView]:
+    """The run's nodes in definition order."""
+    rows = session.scalars(select(NodeRun).where(NodeRun.job_run_id == run.job_run_id)).all()
+    order = {node_id: index for index, node_id in enumerate(run.plan["nodes"])}
+    return {
+        row.node_id: _node_view(row)
+        for row in sorted(rows, key=lambda r: order.get(r.node_id, len(order)))
+    }
 
 
 def _run_view(run: Run, nodes: dict[str, NodeView]) -> RunView:

@@ -55,10 +55,12 @@ def test_create_run_is_idempotent_on_job_run_id(store: Store) -> None:
 def test_mark_submitted_queues_the_run_and_its_nodes(store: Store) -> None:
     plan = make_plan({"a": "noop", "b": "noop"}, {"b": ["a"]})
     store.create_run(plan=plan, backend="rq", from_job=None)
-    assert store.mark_submitted(job_run_id=plan.job_run_id) is RunStatus.QUEUED
+    returned = store.mark_submitted(job_run_id=plan.job_run_id)
+    assert returned.status is RunStatus.QUEUED
+    assert {node.status for node in returned.nodes.values()} == {NodeStatus.QUEUED}
     run = store.get_run(job_run_id=plan.job_run_id)
     assert run is not None
-    assert run.status is RunStatus.QUEUED
+    assert run == returned
     assert run.submitted_at is not None
     assert {node.status for node in run.nodes.values()} == {NodeStatus.QUEUED}
 

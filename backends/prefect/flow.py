@@ -76,6 +76,9 @@ def figway_run(job_run_id: str) -> State[None] | None:
             continue  # only doomed nodes were ready; the sorter hands out their children next
         finished = next(as_completed(list(running)))
         node_id = running.pop(finished)
+        # as_completed can hand over a future whose cached state still reads Pending;
+        # wait() settles it, so a failed node is seen as failed.
+        finished.wait()
         if finished.state.is_failed():
             failed.append(node_id)
             doomed |= plan.downstream_of(node_id)

@@ -236,9 +236,13 @@ class Store:
         """The backend accepted the run: run and nodes move to ``queued``; returns the run."""
         now = utcnow()
         with self._transaction() as session:
-            run = _locked_run(session, job_run_id)
-            run.submitted_at = run.submitted_at or now
-            run.error = None
+            run, _ = _lock_run(session, job_run_id)
+            _execute(
+                session,
+                update(Run)
+                .where(Run.job_run_id == job_run_id)
+                .values(submitted_at=func.coalesce(Run.submitted_at, now), error=None),
+            )
             if run.status in (RunStatus.PENDING, RunStatus.RUNNING):  # not killed meanwhile
                 if run.status == RunStatus.PENDING:
                     _move_run(session, run, RunStatus.QUEUED, now)
@@ -264,7 +268,9 @@ class Store:
                             for node_id in queued
                         ],
                     )
-            return _run_view(run, _node_views(session, run))
+            row = session.get(Run, job_run_id)
+            assert row is not None
+            return _run_view(row, _node_views(session, row))
 
     def mark_submit_failed(self, *, job_run_id: str, error: str) -> None:
         """Submission failed: the run stays pending (not lost) with the reason, unclaimed."""
@@ -320,7 +326,7 @@ class Store:
     ) -> NodeOutcome:
         """Record one node transition once (see the module docstring), with its log lines."""
         with self._transaction() as session:
-            run = _locked_run(session, job_run_id)
+            run, _ = _lock_run(session, job_run_id)
             outcome = _apply_node_transition(
                 session, run, node_id, attempt, status, utcnow(), error=error, output=output
             )
@@ -334,13 +340,12 @@ class Store:
         ``outcome.applied`` is False and the node must not run.
         """
         with self._transaction() as session:
-            run = _locked_run(session, job_run_id)
+            run, document = _lock_run(session, job_run_id, with_plan=True)
             outcome = _apply_node_transition(
                 session, run, node_id, attempt, NodeStatus.RUNNING, utcnow()
             )
             if not outcome.applied:
                 return AttemptStart(outcome)
-            document = run.plan
             upstream = list(document["upstream"].get(node_id, ()))
             outputs: dict[str, Any] = {}
             if upstream:
@@ -398,39 +403,27 @@ class Store:
         """
         now = utcnow()
         with self._transaction() as session:
-            run = _locked_run(session, job_run_id)
-            before = RunStatus(run.status)
+            run, _ = _lock_run(session, job_run_id)
+            before = run.status
             if before in RUN_TERMINAL:
                 return before
             if before != RunStatus.CANCELLING:
                 _move_run(session, run, RunStatus.CANCELLING, now)
-            waiting = session.scalars(
-                select(NodeRun).where(
-                    NodeRun.job_run_id == job_run_id,
-                    NodeRun.status.in_([NodeStatus.PENDING, NodeStatus.QUEUED]),
-                )
-            ).all()
-            for node in waiting:
-                _move_node(session, node, NodeStatus.CANCELLED, now, error="run cancelled")
+            waiting = (NodeStatus.PENDING, NodeStatus.QUEUED)
+            _move_nodes(session, run, waiting, NodeStatus.CANCELLED, now, error="run cancelled")
             return before
 
     def complete_cancel(self, *, job_run_id: str) -> RunStatus:
         """After the backend stopped the run: every unfinished node and the run end ``cancelled``."""
         now = utcnow()
         with self._transaction() as session:
-            run = _locked_run(session, job_run_id)
+            run, _ = _lock_run(session, job_run_id)
             if run.status != RunStatus.CANCELLING:
-                return RunStatus(run.status)
-            unfinished = session.scalars(
-                select(NodeRun).where(
-                    NodeRun.job_run_id == job_run_id,
-                    NodeRun.status.not_in([s.value for s in NODE_TERMINAL]),
-                )
-            ).all()
-            for node in unfinished:
-                _move_node(session, node, NodeStatus.CANCELLED, now, error="run cancelled")
+                return run.status
+            unfinished = [s for s in NodeStatus if s not in NODE_TERMINAL]
+            _move_nodes(session, run, unfinished, NodeStatus.CANCELLED, now, error="run cancelled")
             _finish_run_if_done(session, run, now)
-            return RunStatus(run.status)
+            return run.status
 
     def abandon_active_runs(self, *, reason: str) -> int:
         """End every unfinished run: its backend state is gone (an embedded restart)."""
@@ -448,20 +441,14 @@ class Store:
         """End a run its backend lost: every unfinished node fails with ``reason``."""
         now = utcnow()
         with self._transaction() as session:
-            run = _locked_run(session, job_run_id)
-            if RunStatus(run.status) in RUN_TERMINAL:
-                return RunStatus(run.status)
-            unfinished = session.scalars(
-                select(NodeRun).where(
-                    NodeRun.job_run_id == job_run_id,
-                    NodeRun.status.not_in([s.value for s in NODE_TERMINAL]),
-                )
-            ).all()
-            for node in unfinished:
-                _move_node(session, node, NodeStatus.FAILED, now, error=reason)
+            run, _ = _lock_run(session, job_run_id)
+            if run.status in RUN_TERMINAL:
+                return run.status
+            unfinished = [s for s in NodeStatus if s not in NODE_TERMINAL]
+            _move_nodes(session, run, unfinished, NodeStatus.FAILED, now, error=reason)
             _finish_run_if_done(session, run, now)
-            run.error = reason
-            return RunStatus(run.status)
+            _execute(session, update(Run).where(Run.job_run_id == job_run_id).values(error=reason))
+            return run.status
 
     def active_runs_without_running_nodes(
         self, *, silent_for: timedelta, limit: int = 200
@@ -623,17 +610,31 @@ def _rowcount(result: Any) -> int:
     return rows
 
 
-def _locked_run(session: Session, job_run_id: str) -> Run:
-    # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers.
-    run = session.get(Run, job_run_id, with_for_update=True)
-    if run is None:
+@dataclass
+class _LockedRun:
+    """A run row locked for this transaction: its id and status, kept current as it moves."""
+
+    job_run_id: str
+    status: RunStatus
+
+
+def _lock_run(
+    session: Session, job_run_id: str, *, with_plan: bool = False
+) -> tuple[_LockedRun, Any]:
+    """Lock the run row (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already
+    serialises writers) and return it, with its plan document when asked."""
+    columns = (Run.status, Run.plan) if with_plan else (Run.status,)
+    row = session.execute(
+        select(*columns).where(Run.job_run_id == job_run_id).with_for_update()
+    ).first()
+    if row is None:
         raise StoreError(f"no run {job_run_id!r}")
-    return run
+    return _LockedRun(job_run_id, RunStatus(row[0])), (row[1] if with_plan else None)
 
 
 def _apply_node_transition(
     session: Session,
-    run: Run,
+    run: _LockedRun,
     node_id: str,
     attempt: int,
     status: NodeStatus,
@@ -644,46 +645,60 @@ def _apply_node_transition(
 ) -> NodeOutcome:
     """Move one node (its run row already locked) and whatever follows from it."""
     job_run_id = run.job_run_id
-    node = session.get(NodeRun, (job_run_id, node_id))
+    node = session.execute(
+        select(NodeRun.status, NodeRun.attempts).where(
+            NodeRun.job_run_id == job_run_id, NodeRun.node_id == node_id
+        )
+    ).first()
     if node is None:
         raise StoreError(f"run {job_run_id!r} has no node {node_id!r}")
-    current = NodeStatus(node.status)
-    refused = NodeOutcome(False, current, RunStatus(run.status))
+    current, attempts = NodeStatus(node.status), node.attempts
+    refused = NodeOutcome(False, current, run.status)
     if not node_transition_allowed(current, status):
         return refused
     # A worker may start a node before the submitter marked the run queued.
     startable = (RunStatus.PENDING, RunStatus.QUEUED, RunStatus.RUNNING)
-    if status is NodeStatus.RUNNING and (run.status not in startable or attempt < node.attempts):
+    if status is NodeStatus.RUNNING and (run.status not in startable or attempt < attempts):
         return refused  # killed meanwhile, or a stale redelivery of an older attempt
     if not _insert_journal(session, job_run_id, node_id, attempt, status, now, error):
         return refused
     if status is NodeStatus.RUNNING and current is NodeStatus.RUNNING:
         # A new attempt while the last one never reported: its worker died.
-        lost = f"attempt {node.attempts} ended without a report (its worker was lost)"
-        _insert_journal(session, job_run_id, node_id, node.attempts, NodeStatus.RETRYING, now, lost)
+        lost = f"attempt {attempts} ended without a report (its worker was lost)"
+        _insert_journal(session, job_run_id, node_id, attempts, NodeStatus.RETRYING, now, lost)
 
-    run.updated_at = now
-    node.status = status
-    node.attempts = max(node.attempts, attempt)
+    changes: dict[str, Any] = {"status": status, "attempts": max(attempts, attempt)}
     if error is not None or status is NodeStatus.SUCCEEDED:
-        node.error = error
+        changes["error"] = error
     if status is NodeStatus.RUNNING:
-        node.started_at = node.started_at or now
-        node.heartbeat_at = now
-        if run.status in (RunStatus.PENDING, RunStatus.QUEUED):
-            _move_run(session, run, RunStatus.RUNNING, now)
+        changes["started_at"] = func.coalesce(NodeRun.started_at, now)
+        changes["heartbeat_at"] = now
     if status is NodeStatus.SUCCEEDED:
-        node.output = output
+        changes["output"] = output
     if status in NODE_TERMINAL:
-        node.finished_at = now
+        changes["finished_at"] = now
+    _execute(
+        session,
+        update(NodeRun)
+        .where(NodeRun.job_run_id == job_run_id, NodeRun.node_id == node_id)
+        .values(**changes),
+    )
 
     skipped: tuple[str, ...] = ()
+    if status is NodeStatus.RUNNING and run.status in (RunStatus.PENDING, RunStatus.QUEUED):
+        _move_run(session, run, RunStatus.RUNNING, now)
+    else:
+        _execute(session, update(Run).where(Run.job_run_id == job_run_id).values(updated_at=now))
     if status is NodeStatus.FAILED:
         skipped = _skip_downstream(session, run, node_id, now)
     if status in NODE_TERMINAL:
-        session.flush()  # the count below must see this node's new status
         _finish_run_if_done(session, run, now)
-    return NodeOutcome(True, status, RunStatus(run.status), skipped)
+    return NodeOutcome(True, status, run.status, skipped)
+
+
+def _execute(session: Session, statement: Any) -> Any:
+    """A Core write: the ORM's identity map holds nothing of these rows to keep in step."""
+    return session.execute(statement.execution_options(synchronize_session=False))
 
 
 def _insert_logs(session: Session, records: Sequence[LogRecord]) -> None:
@@ -704,46 +719,86 @@ def _insert_logs(session: Session, records: Sequence[LogRecord]) -> None:
         )
 
 
-def _move_run(session: Session, run: Run, status: RunStatus, at: datetime) -> None:
-    run.status = status
-    run.updated_at = at
+def _move_run(
+    session: Session, run: _LockedRun, status: RunStatus, at: datetime, **extra: Any
+) -> None:
+    values: dict[str, Any] = {"status": status, "updated_at": at, **extra}
     if status is RunStatus.RUNNING:
-        run.started_at = run.started_at or at
+        values["started_at"] = func.coalesce(Run.started_at, at)
     if status in RUN_TERMINAL:
-        run.finished_at = at
+        values["finished_at"] = at
+    _execute(session, update(Run).where(Run.job_run_id == run.job_run_id).values(**values))
+    run.status = status
     _insert_journal(session, run.job_run_id, RUN_LEVEL, 0, status, at)
 
 
-def _move_node(
-    session: Session, node: NodeRun, status: NodeStatus, at: datetime, *, error: str
-) -> None:
-    if _insert_journal(session, node.job_run_id, node.node_id, node.attempts, status, at, error):
-        node.status = status
-        node.error = error
-        node.finished_at = at
+def _move_nodes(
+    session: Session,
+    run: _LockedRun,
+    statuses: Iterable[NodeStatus],
+    to: NodeStatus,
+    at: datetime,
+    *,
+    error: str,
+    only: Iterable[str] | None = None,
+) -> list[str]:
+    """Move every node of the run that is in one of ``statuses`` (and in ``only``) to ``to``.
+
+    Journals first, so a node whose row for (attempt, ``to``) exists already is left as is.
+    """
+    query = select(NodeRun.node_id, NodeRun.attempts).where(
+        NodeRun.job_run_id == run.job_run_id, NodeRun.status.in_([s.value for s in statuses])
+    )
+    if only is not None:
+        query = query.where(NodeRun.node_id.in_(sorted(only)))
+    nodes = session.execute(query).all()
+    if not nodes:
+        return []
+    journaled = session.scalars(
+        _insert_ignoring_conflicts(session, Transition)
+        .values(
+            [
+                {
+                    "job_run_id": run.job_run_id,
+                    "node_id": node_id,
+                    "attempt": attempts,
+                    "status": to,
+                    "at": at,
+                    "error": error,
+                }
+                for node_id, attempts in nodes
+            ]
+        )
+        .returning(Transition.node_id)
+    ).all()
+    if journaled:
+        _execute(
+            session,
+            update(NodeRun)
+            .where(NodeRun.job_run_id == run.job_run_id, NodeRun.node_id.in_(journaled))
+            .values(status=to, error=error, finished_at=at),
+        )
+    return sorted(journaled)
 
 
-def _skip_downstream(session: Session, run: Run, failed_node: str, at: datetime) -> tuple[str, ...]:
-    downstream = dag.downstream_of(failed_node, run.plan["upstream"])
+def _skip_downstream(
+    session: Session, run: _LockedRun, failed_node: str, at: datetime
+) -> tuple[str, ...]:
+    plan: dict[str, Any] = session.scalars(
+        select(Run.plan).where(Run.job_run_id == run.job_run_id)
+    ).one()
+    downstream = dag.downstream_of(failed_node, plan["upstream"])
     if not downstream:
         return ()
-    nodes = session.scalars(
-        select(NodeRun).where(
-            NodeRun.job_run_id == run.job_run_id, NodeRun.node_id.in_(sorted(downstream))
-        )
-    ).all()
-    skipped = []
-    for node in nodes:
-        if NodeStatus(node.status) not in NODE_TERMINAL:
-            _move_node(
-                session, node, NodeStatus.SKIPPED, at, error=f"upstream node {failed_node!r} failed"
-            )
-            skipped.append(node.node_id)
-    return tuple(sorted(skipped))
+    unfinished = [s for s in NodeStatus if s not in NODE_TERMINAL]
+    reason = f"upstream node {failed_node!r} failed"
+    return tuple(
+        _move_nodes(session, run, unfinished, NodeStatus.SKIPPED, at, error=reason, only=downstream)
+    )
 
 
-def _finish_run_if_done(session: Session, run: Run, at: datetime) -> None:
-    if RunStatus(run.status) in RUN_TERMINAL:
+def _finish_run_if_done(session: Session, run: _LockedRun, at: datetime) -> None:
+    if run.status in RUN_TERMINAL:
         return
     counts = dict(
         session.execute(
@@ -754,10 +809,11 @@ def _finish_run_if_done(session: Session, run: Run, at: datetime) -> None:
     )
     if any(NodeStatus(status) not in NODE_TERMINAL for status in counts):
         return
-    final = _final_run_status(RunStatus(run.status), [NodeStatus(s) for s in counts])
+    final = _final_run_status(run.status, [NodeStatus(s) for s in counts])
+    extra = {}
     if final is RunStatus.FAILED:
-        run.error = f"{counts.get(NodeStatus.FAILED.value, 0)} node(s) failed"
-    _move_run(session, run, final, at)
+        extra["error"] = f"{counts.get(NodeStatus.FAILED.value, 0)} node(s) failed"
+    _move_run(session, run, final, at, **extra)
 
 
 def _final_run_status(current: RunStatus, nodes: Iterable[NodeStatus]) -> RunStatus:

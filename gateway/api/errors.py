@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backends.errors import BackendUnavailable, DefinitionError, StoreError
+from backends.errors import BackendError, BackendUnavailable, DefinitionError, StoreError
 from gateway.dispatcher import RunConflict, RunNotFoundError, SubmitFailed, WorkflowNotFoundError
 
 __all__ = ["error_body", "install_error_handlers"]
@@ -76,6 +76,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             status_code=503, content=error_body(detail), headers={"Retry-After": "5"}
         )
+
+    @app.exception_handler(BackendError)
+    async def backend_refused(request: Request, exc: BackendError) -> JSONResponse:
+        # Unavailable is handled above; what is left is the backend refusing the request.
+        detail = f"backend {exc.backend!r} refused the request: {exc.message}"
+        return JSONResponse(status_code=502, content=error_body(detail))
 
     @app.exception_handler(StoreError)
     async def store_down(request: Request, exc: StoreError) -> JSONResponse:

@@ -22,7 +22,7 @@ import logging
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -33,12 +33,16 @@ from backends.nodes import NodeCancelled, NodeContext, NodeFailure, NodeRegistry
 from backends.status import NodeStatus
 from backends.store import LogRecord, Store, utcnow
 
-__all__ = ["AttemptResult", "NodeRuntime", "Outcome"]
+__all__ = ["AttemptResult", "LogMirror", "NodeRuntime", "Outcome"]
 
 log = logging.getLogger(__name__)
 
 #: Logger handed to nodes; INFO and above are captured into the run's logs.
 NODE_LOGGER = "figway.node"
+
+
+#: Receives each captured log line of a node as it is written.
+LogMirror = Callable[[LogRecord], None]
 
 
 class Outcome(StrEnum):
@@ -70,11 +74,20 @@ class NodeRuntime:
         self.node_types = node_types
         self.heartbeat_seconds = heartbeat_seconds
 
-    def execute(self, *, job_run_id: str, node_id: str, attempt: int) -> AttemptResult:
+    def execute(
+        self,
+        *,
+        job_run_id: str,
+        node_id: str,
+        attempt: int,
+        mirror: LogMirror | None = None,
+    ) -> AttemptResult:
         """Run attempt ``attempt`` (1-based) of a node; never raises for a node's own failure.
 
         Two transactions: one starts the attempt (and reads its inputs), one records
         its outcome with its log lines; the heartbeat flushes longer nodes' logs.
+        ``mirror`` also receives every captured line as it is written (the Prefect
+        backend sends them to Prefect's run logger, for the Prefect UI).
         """
         start = self.store.start_attempt(job_run_id=job_run_id, node_id=node_id, attempt=attempt)
         if not start.outcome.applied or start.spec is None:
@@ -89,7 +102,7 @@ class NodeRuntime:
             upstream_outputs=start.upstream_outputs,
             logger=logging.getLogger(f"{NODE_LOGGER}.{spec.type}"),
         )
-        sink = _LogSink(job_run_id, node_id, attempt)
+        sink = _LogSink(job_run_id, node_id, attempt, mirror)
         _ensure_capture()
         output: object = None
         error: str | None = None
@@ -186,10 +199,13 @@ _install_lock = threading.Lock()
 
 
 class _LogSink:
-    def __init__(self, job_run_id: str, node_id: str, attempt: int) -> None:
+    def __init__(
+        self, job_run_id: str, node_id: str, attempt: int, mirror: LogMirror | None = None
+    ) -> None:
         self.job_run_id = job_run_id
         self.node_id = node_id
         self.attempt = attempt
+        self.mirror = mirror
         self._lock = threading.Lock()
         self._records: list[LogRecord] = []
         self._partial = {"stdout": "", "stderr": ""}
@@ -198,6 +214,12 @@ class _LogSink:
         record = LogRecord(self.job_run_id, self.node_id, self.attempt, utcnow(), level, message)
         with self._lock:
             self._records.append(record)
+        if self.mirror is not None:
+            token = _current_sink.set(None)  # what the mirror logs is not the node's output
+            try:
+                self.mirror(record)
+            finally:
+                _current_sink.reset(token)
 
     def write_stream(self, stream: str, text: str) -> None:
         with self._lock:

@@ -6,41 +6,45 @@ level's nodes run in parallel in the flow's thread pool. Each task calls the
 shared node runtime, which records every transition in figway's database;
 Prefect's own retries (``retries``/``retry_delay_seconds`` per node) drive the
 attempts. A flow that returned normally would end Completed even when a node
-failed, so the flow raises when any node failed for good.
+failed, so the flow returns a Failed state when any node failed for good.
 """
 
 from __future__ import annotations
 
+import logging
 from graphlib import TopologicalSorter
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import task_run
-from prefect.states import Cancelled
+from prefect.states import Cancelled, Failed
 
 from backends.bootstrap import current_runtime
 from backends.errors import FigwayError
 from backends.runtime import Outcome
 from backends.status import RunStatus
+from backends.store import LogRecord
 
-__all__ = ["NodeAttemptFailed", "RunFailed", "figway_run", "run_node"]
+__all__ = ["NodeAttemptFailed", "figway_run", "run_node"]
 
 
 class NodeAttemptFailed(Exception):
     """Raised so Prefect records the task attempt as failed (and retries it if it may)."""
 
 
-class RunFailed(Exception):
-    """Raised at the end of a flow whose nodes did not all succeed, so it ends Failed."""
-
-
 @task(name="figway-node", cache_policy=NO_CACHE, persist_result=False)
 def run_node(job_run_id: str, node_id: str) -> str:
     """One attempt of one node; Prefect's run_count is the attempt number."""
+    logger = get_run_logger()
+
+    def to_prefect(record: LogRecord) -> None:
+        # The node's lines also show in the Prefect UI, under this task run.
+        logger.log(logging.getLevelNamesMapping().get(record.level, logging.INFO), record.message)
+
     result = current_runtime().execute(
-        job_run_id=job_run_id, node_id=node_id, attempt=task_run.run_count
+        job_run_id=job_run_id, node_id=node_id, attempt=task_run.run_count, mirror=to_prefect
     )
     if result.outcome in (Outcome.RETRY, Outcome.FAILED):
         raise NodeAttemptFailed(result.error)
@@ -90,5 +94,7 @@ def figway_run(job_run_id: str) -> State[None] | None:
     ):
         return Cancelled(message=f"figway run {job_run_id} was cancelled")
     if failed:
-        raise RunFailed(f"node(s) failed for good: {', '.join(sorted(failed))}")
+        # A Failed state, not an exception: the flow run ends Failed with this message and
+        # no "unexpected exception" traceback in the Prefect UI.
+        return Failed(message=f"node(s) failed for good: {', '.join(sorted(failed))}")
     return None

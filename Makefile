@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint types bench services clean
+.PHONY: run test check lint types bench bench-rq bench-prefect services clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,14 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-## bench: the benchmarks behind docs/performance.md (real PostgreSQL and Redis)
-bench: $(STAMP) services
+## bench: the benchmarks behind docs/performance.md (real PostgreSQL, Redis and Prefect server)
+bench: bench-rq bench-prefect
+
+bench-rq: $(STAMP) services
 	$(BIN)/python -m bench.rq_path
+
+bench-prefect: $(STAMP) services
+	$(BIN)/python -m bench.prefect_path
 
 ## services: start PostgreSQL and Redis on loopback when they are not answering
 services:

@@ -10,6 +10,8 @@ backend.
 from __future__ import annotations
 
 import logging
+import math
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Parsed definitions kept in memory; the cache starts over when it is full.
 _DEFINITION_CACHE_SIZE = 1_024
+#: Quiet runs remembered between reconcile rounds; the memory starts over past this.
+_QUIET_MEMORY = 10_000
 
 
 class WorkflowNotFoundError(FigwayError):
@@ -89,6 +93,8 @@ class Dispatcher:
         self.settings = settings
         # Parsed definitions by (workflow_id, version): a version never changes.
         self._definitions: dict[tuple[str, int], WorkflowDefinition] = {}
+        # When each quiet run was last asked about (monotonic seconds).
+        self._quiet_asked: dict[str, float] = {}
 
     # -- starting ----------------------------------------------------------------------
 
@@ -210,8 +216,15 @@ class Dispatcher:
         by_run: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
         for stale in self.store.stale_nodes(silent_for=silent):
             by_run[(stale.job_run_id, stale.backend)][stale.node_id] = stale.attempt
+        now = time.monotonic()
         for job_run_id, backend in self.store.active_runs_without_running_nodes(silent_for=silent):
-            by_run.setdefault((job_run_id, backend), {})
+            # A queued run waiting for a busy pool stays quiet for long: ask about it once
+            # per silence window, not every round, so a backlog does not swamp the backend.
+            if now - self._quiet_asked.get(job_run_id, -math.inf) >= silent.total_seconds():
+                self._quiet_asked[job_run_id] = now
+                by_run.setdefault((job_run_id, backend), {})
+        if len(self._quiet_asked) > _QUIET_MEMORY:
+            self._quiet_asked.clear()
         for (job_run_id, backend), running in by_run.items():
             plan = self.store.load_plan(job_run_id=job_run_id)
             executor = self.executors.get(backend)

@@ -57,6 +57,10 @@ class Services:
         self._closed = True
         if self.embedded_workers is not None:
             self.embedded_workers.stop()
+        for executor in self.executors.values():
+            close = getattr(executor, "close", None)  # optional: not every backend holds a client
+            if close is not None:
+                close()
         install_runtime(None)
         self.engine.dispose()
 

@@ -44,6 +44,8 @@ class PrefectExecutor:
         self.embedded = embedded
         self._deployment_ids: dict[str, Any] = {}
         self._threads: dict[str, threading.Thread] = {}
+        self._client_lock = threading.Lock()
+        self._open_client: SyncPrefectClient | None = None
 
     # -- submit ----------------------------------------------------------------------
 
@@ -137,21 +139,32 @@ class PrefectExecutor:
             return BackendHealth(
                 self.name, up=True, detail="in-process flows on Prefect's ephemeral API"
             )
+        from prefect.exceptions import ObjectNotFound
+
         try:
             with self._client() as client:
                 failure = client.api_healthcheck()
                 if failure is not None:
                     return BackendHealth(self.name, up=False, detail=f"Prefect API: {failure}")
-                workers = 0
+                workers, missing = 0, []
                 for pool in POOLS:
+                    try:
+                        pool_workers = client.read_workers_for_work_pool(work_pool_name(pool))
+                    except ObjectNotFound:
+                        missing.append(work_pool_name(pool))
+                        continue
                     workers += sum(
-                        1
-                        for worker in client.read_workers_for_work_pool(work_pool_name(pool))
-                        if str(worker.status).upper().endswith("ONLINE")
+                        1 for w in pool_workers if str(w.status).upper().endswith("ONLINE")
                     )
         except Exception as exc:  # health never raises: an unreachable API is "down"
             return BackendHealth(self.name, up=False, detail=f"Prefect unreachable: {exc}")
-        return BackendHealth(self.name, up=True, workers=workers)
+        # The API answers: up. Missing pools only stop Prefect runs, which say so themselves.
+        detail = (
+            f"missing work pools {', '.join(missing)}: run `figway setup prefect`"
+            if missing
+            else ""
+        )
+        return BackendHealth(self.name, up=True, detail=detail, workers=workers)
 
     # -- reconcile -------------------------------------------------------------------
 
@@ -190,16 +203,42 @@ class PrefectExecutor:
 
     @contextmanager
     def _client(self) -> Iterator[SyncPrefectClient]:
-        """A Prefect client whose transport errors become :class:`BackendUnavailable`."""
+        """The executor's Prefect client; transport errors become :class:`BackendUnavailable`.
+
+        One client is kept open and shared (its httpx pool is thread-safe): building
+        one costs about 60 ms, more than the request it would serve. After a
+        transport error it is dropped, and the next call connects afresh.
+        """
         import httpx
-        from prefect.client.orchestration import get_client
         from prefect.exceptions import PrefectHTTPStatusError
 
         try:
-            with get_client(sync_client=True) as client:
-                yield client
-        except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+            yield self._shared_client()
+        except (httpx.HTTPError, OSError) as exc:
+            self._drop_client()
             raise BackendUnavailable(self.name, f"Prefect API: {exc}") from exc
+        except PrefectHTTPStatusError as exc:
+            raise BackendUnavailable(self.name, f"Prefect API: {exc}") from exc
+
+    def _shared_client(self) -> SyncPrefectClient:
+        from prefect.client.orchestration import get_client
+
+        with self._client_lock:
+            if self._open_client is None:
+                client = get_client(sync_client=True)
+                client.__enter__()
+                self._open_client = client
+            return self._open_client
+
+    def _drop_client(self) -> None:
+        with self._client_lock:
+            client, self._open_client = self._open_client, None
+        if client is not None:
+            client.__exit__(None, None, None)
+
+    def close(self) -> None:
+        """Close the shared Prefect client (the gateway calls this on shutdown)."""
+        self._drop_client()
 
 
 def _lost(running: Mapping[str, int], reason: str) -> NodeReport:

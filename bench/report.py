@@ -13,7 +13,15 @@ from typing import Any
 import psycopg
 from redis import Redis
 
-__all__ = ["END_TO_END_TARGET", "SUBMIT_TARGET", "environment", "render_markdown"]
+__all__ = [
+    "END_TO_END_TARGET",
+    "SUBMIT_TARGET",
+    "environment",
+    "format_load",
+    "markdown_table",
+    "render_markdown",
+    "verdict",
+]
 
 #: figway's submit p50 may be at most this many times its baseline's.
 SUBMIT_TARGET = 2.0
@@ -21,7 +29,9 @@ SUBMIT_TARGET = 2.0
 END_TO_END_TARGET = 1.2
 
 
-def environment(database_url: str, redis: Redis) -> dict[str, Any]:
+def environment(
+    database_url: str, redis: Redis, *, extra_packages: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Machine, versions and the database settings that weigh on commit latency."""
     with psycopg.connect(database_url) as connection:
         pg_version = connection.execute("SHOW server_version").fetchone()
@@ -37,7 +47,16 @@ def environment(database_url: str, redis: Redis) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "packages": {
             name: version(name)
-            for name in ("rq", "redis", "httpx", "psycopg", "sqlalchemy", "fastapi", "uvicorn")
+            for name in (
+                "rq",
+                "redis",
+                "httpx",
+                "psycopg",
+                "sqlalchemy",
+                "fastapi",
+                "uvicorn",
+                *extra_packages,
+            )
         },
         "postgresql": pg_version[0] if pg_version else None,
         "postgresql_settings": {k: v[0] if v else None for k, v in pg_settings.items()},
@@ -78,11 +97,17 @@ def _git_commit() -> str | None:
     return f"{head}{' (modified)' if dirty else ''}"
 
 
-def _load(values: list[float] | tuple[float, ...] | None) -> str:
+def format_load(values: list[float] | tuple[float, ...] | None) -> str:
+    """Load averages as ``1/5/15``.
+
+    >>> format_load((2.5, 1.0, 0.25))
+    '2.50/1.00/0.25'
+    """
     return "/".join(f"{v:.2f}" for v in values) if values else "n/a"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table: the first column left-aligned, the others right-aligned."""
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
@@ -91,7 +116,12 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _verdict(ratio: float, target: float) -> str:
+def verdict(ratio: float, target: float) -> str:
+    """A ratio against its target.
+
+    >>> verdict(1.1, 1.2)
+    '1.10x (target <= 1.2x: met)'
+    """
     return f"{ratio:.2f}x (target <= {target:g}x: {'met' if ratio <= target else 'MISSED'})"
 
 
@@ -131,7 +161,7 @@ def _probe_tables(results: dict[str, Any]) -> list[str]:
                 f"{d['empty_fork_ms']['mean']:.2f}",
             ]
         )
-    parts.append(_table(["per node", "p50 ms", "mean ms"], rows))
+    parts.append(markdown_table(["per node", "p50 ms", "mean ms"], rows))
     if runtime.get("probe_process_rss_kb"):
         parts.append(
             f"(The probe forks the benchmark process, {runtime['probe_process_rss_kb'] / 1024:.0f} MiB resident.)"
@@ -157,7 +187,7 @@ def _probe_tables(results: dict[str, Any]) -> list[str]:
                 *(f"{runtime['in_process'][d]['database_work_per_node'][unit]:.1f}" for d in dags),
             ]
         )
-    parts.append(_table(["call", *dags], rows))
+    parts.append(markdown_table(["call", *dags], rows))
     return parts
 
 
@@ -171,7 +201,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"rq {env['packages']['rq']}, redis-py {env['packages']['redis']}, "
         f"PostgreSQL {env['postgresql']}, Redis {env['redis_server']}; "
         f"figway {env['figway_commit']}. Load average (1/5/15 min) at start "
-        f"{_load(env.get('load_average_at_start'))}, at end {_load(env.get('load_average_at_end'))}."
+        f"{format_load(env.get('load_average_at_start'))}, at end {format_load(env.get('load_average_at_end'))}."
     )
 
     latency = results.get("submit_latency")
@@ -191,7 +221,9 @@ def render_markdown(results: dict[str, Any]) -> str:
             ]
             for item in latency
         ]
-        parts.append(_table(["submitter", "p50 ms", "p99 ms", "mean ms", "min ms", "max ms"], rows))
+        parts.append(
+            markdown_table(["submitter", "p50 ms", "p99 ms", "mean ms", "min ms", "max ms"], rows)
+        )
         for item in latency:
             if item.get("breakdown_ms"):
                 work = item.get("database_work") or {}
@@ -201,7 +233,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                     "commits per submission):"
                 )
                 parts.append(
-                    _table(
+                    markdown_table(
                         ["call", "ms"],
                         [[key, f"{ms:.2f}"] for key, ms in item["breakdown_ms"].items()],
                     )
@@ -223,7 +255,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             for item in sustained
         ]
         parts.append(
-            _table(
+            markdown_table(
                 [
                     "submitter",
                     "clients",
@@ -259,7 +291,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 ]
             )
         parts.append(
-            _table(
+            markdown_table(
                 [
                     "workers",
                     "DAG",
@@ -293,12 +325,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         if "submit_p50_ratio" in targets:
             lines.append(
                 f"- submit p50, figway POST / baseline: "
-                f"{_verdict(targets['submit_p50_ratio'], SUBMIT_TARGET)}"
+                f"{verdict(targets['submit_p50_ratio'], SUBMIT_TARGET)}"
             )
         for item in targets.get("end_to_end", []):
             lines.append(
                 f"- end to end, {item['mode']} workers, {item['dag']}: "
-                f"{_verdict(item['ratio'], END_TO_END_TARGET)}"
+                f"{verdict(item['ratio'], END_TO_END_TARGET)}"
             )
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"

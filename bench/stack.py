@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -31,7 +31,15 @@ import psycopg
 from redis import Redis
 from rq import Worker
 
-__all__ = ["BenchStack", "ManagedProcess", "StackConfig", "StackError", "rss_kb"]
+__all__ = [
+    "BenchStack",
+    "ManagedProcess",
+    "StackConfig",
+    "StackError",
+    "descendants",
+    "free_port",
+    "rss_kb",
+]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +68,12 @@ class StackConfig:
     redis_url: str = "redis://127.0.0.1:6379"
     redis_db: int = 12
     figway: Path = field(default_factory=lambda: Path(sys.executable).with_name("figway"))
+    #: Name prefix of the database the stack creates (a random suffix follows).
+    database_prefix: str = "figway_bench_"
+    #: Variables of this process that the stack's processes do not inherit.
+    strip_env_prefixes: tuple[str, ...] = ("FIGWAY_",)
+    #: Extra variables for `figway db upgrade`, `figway serve` and the workers.
+    extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
 class ManagedProcess:
@@ -83,17 +97,35 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (a warm shutdown for RQ workers), then SIGKILL to the group if it hangs."""
+    def stop(self, timeout: float = 15.0, *, family: bool = False) -> None:
+        """SIGTERM (a warm shutdown for RQ workers), then SIGKILL to the group if it hangs.
+
+        With ``family`` the SIGTERM goes to the whole process group, and whatever
+        is left after ``timeout`` is SIGKILLed: the group and every descendant,
+        including those that lead sessions of their own (a Prefect worker's
+        flow-run processes).
+        """
         if self.alive:
-            self.popen.send_signal(signal.SIGTERM)
+            kin = descendants(self.popen.pid) if family else []
+            with contextlib.suppress(ProcessLookupError):
+                if family:
+                    os.killpg(self.popen.pid, signal.SIGTERM)
+                else:
+                    self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(5)
+            for pid in [*kin, *(descendants(self.popen.pid) if self.alive else [])]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self._log.close()
+
+    def children(self) -> list[int]:
+        """Every live process below this one (read from /proc)."""
+        return descendants(self.popen.pid) if self.alive else []
 
     def tail(self, lines: int = 25) -> str:
         try:
@@ -108,7 +140,7 @@ class BenchStack:
 
     def __init__(self, config: StackConfig) -> None:
         self.config = config
-        self.database = f"figway_bench_{uuid.uuid4().hex[:8]}"
+        self.database = f"{config.database_prefix}{uuid.uuid4().hex[:8]}"
         self.database_url = config.pg_admin_url.rsplit("/", 1)[0] + f"/{self.database}"
         self.redis_url = f"{config.redis_url.rstrip('/')}/{config.redis_db}"
         self.redis = Redis.from_url(self.redis_url)
@@ -151,19 +183,22 @@ class BenchStack:
         upgrade = subprocess.run(
             [str(self.config.figway), "db", "upgrade"],
             cwd=self.workdir,
-            env=self._env(),
+            env=self.env(),
             capture_output=True,
             text=True,
             check=False,
         )
         if upgrade.returncode != 0:
             raise StackError(f"`figway db upgrade` failed:\n{upgrade.stdout}{upgrade.stderr}")
-        port = _free_port()
+        port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
+        serve = [str(self.config.figway), "serve", "--port", str(port)]
+        # The legacy WebSocket endpoint gets a free port too: its default may be taken.
+        serve += ["--ws-port", str(free_port()), "--log-level", "warning"]
         self._server = ManagedProcess(
             "serve",
-            [str(self.config.figway), "serve", "--port", str(port), "--log-level", "warning"],
-            env=self._env(),
+            serve,
+            env=self.env(),
             workdir=self.workdir,
         )
         self._wait_ready(self._server)
@@ -200,9 +235,7 @@ class BenchStack:
             if simple:
                 argv.append("--simple")
             self._workers.append(
-                ManagedProcess(
-                    f"worker-{kind}-{index}", argv, env=self._env(), workdir=self.workdir
-                )
+                ManagedProcess(f"worker-{kind}-{index}", argv, env=self.env(), workdir=self.workdir)
             )
         deadline = time.monotonic() + timeout
         while Worker.count(connection=self.redis) < count:
@@ -229,8 +262,15 @@ class BenchStack:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FIGWAY_")}
+    def env(self) -> dict[str, str]:
+        """The environment of the stack's processes.
+
+        This process's, less the variables of ``strip_env_prefixes``, plus ``extra_env``
+        and the stack's own database, Redis db and ``PYTHONPATH``.
+        """
+        strip = self.config.strip_env_prefixes
+        env = {k: v for k, v in os.environ.items() if not k.startswith(strip)}
+        env.update(self.config.extra_env)
         env["FIGWAY_DATABASE_URL"] = self.database_url
         env["FIGWAY_REDIS_URL"] = self.redis_url
         # The workers import the baseline's job function from this checkout's `bench` package.
@@ -269,7 +309,24 @@ def rss_kb(pid: int) -> int | None:
     return None
 
 
-def _free_port() -> int:
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...), read from /proc."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                kids = [int(kid) for kid in children.read_text().split()]
+            except (OSError, ValueError):
+                continue  # the thread or process ended meanwhile
+            found.extend(kids)
+            frontier.extend(kids)
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]

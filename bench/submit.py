@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ import psycopg
 from redis import Redis
 from rq import Queue
 
+from backends.base import Executor
 from bench.native import QUEUE, enqueue_dag
 from bench.stats import Summary, summarise
 from bench.timing import PhaseTimer, StatementCounter
@@ -38,8 +39,15 @@ from gateway.config import Settings
 from gateway.dispatcher import Dispatcher, RunRequest
 
 __all__ = [
+    "LEGACY_INSERT",
+    "Baseline",
+    "FigwayHttp",
+    "FigwayInProcess",
+    "HttpFloor",
     "LatencyResult",
     "SubmitTarget",
+    "Submitter",
+    "SubmitterFactory",
     "SustainedResult",
     "measure_latency",
     "measure_sustained",
@@ -68,7 +76,8 @@ class SubmitTarget:
     dag: BenchDag
 
 
-def _run_body(dag: BenchDag) -> dict[str, Any]:
+def run_body(dag: BenchDag) -> dict[str, Any]:
+    """The body of ``POST /workflow_runs/`` for one submission of ``dag``."""
     return {
         "workspace_id": WORKSPACE_ID,
         "folder_id": FOLDER_ID,
@@ -80,7 +89,7 @@ def _run_body(dag: BenchDag) -> dict[str, Any]:
 class FigwayHttp:
     def __init__(self, target: SubmitTarget) -> None:
         self._client = httpx.Client(base_url=target.api_url, timeout=30.0)
-        self._body = _run_body(target.dag)
+        self._body = run_body(target.dag)
 
     def submit(self) -> None:
         response = self._client.post("/workflow_runs/", json=self._body)
@@ -97,11 +106,13 @@ class FigwayInProcess:
     """figway's dispatcher, wired as `figway serve` wires it, called without HTTP.
 
     Its store and executor are seen through a :class:`PhaseTimer`, so the time
-    of a submission splits into database transactions, the RQ enqueue, and the
-    rest (loading and validating the definition, building the plan).
+    of a submission splits into database transactions, the backend's submit
+    (the RQ enqueue by default), and the rest (loading and validating the
+    definition, building the plan). ``executor`` replaces the RQ executor, for
+    workflows routed to another backend.
     """
 
-    def __init__(self, target: SubmitTarget) -> None:
+    def __init__(self, target: SubmitTarget, executor: Executor | None = None) -> None:
         # Imported here: only this submitter needs figway's backends in the bench process.
         from backends.nodes import default_registry
         from backends.rq.executor import RQExecutor
@@ -112,14 +123,15 @@ class FigwayInProcess:
         self._redis = Redis.from_url(target.redis_url)
         self.timer = PhaseTimer()
         self.counter = StatementCounter(self._engine)
-        executor = RQExecutor(self._redis, job_timeout_seconds=settings.job_timeout_seconds)
+        if executor is None:
+            executor = RQExecutor(self._redis, job_timeout_seconds=settings.job_timeout_seconds)
         self._dispatcher = Dispatcher(
             store=self.timer.wrap(Store(self._engine), "store"),
-            executors={executor.name: self.timer.wrap(executor, "rq")},
+            executors={executor.name: self.timer.wrap(executor, executor.name)},
             node_types=default_registry(),
             settings=settings,
         )
-        self._request = RunRequest(**_run_body(target.dag))
+        self._request = RunRequest(**run_body(target.dag))
         self._submissions = 0
         self._total_seconds = 0.0
 
@@ -221,9 +233,13 @@ def measure_latency(
     requests: int,
     warmup: int,
     progress: Callable[[str], None],
+    factories: Mapping[str, tuple[str, SubmitterFactory]] | None = None,
 ) -> list[LatencyResult]:
-    """Sequential submissions, one of each submitter in turn; ``warmup`` rounds not kept."""
-    factories = submitter_factories()
+    """Sequential submissions, one of each submitter in turn; ``warmup`` rounds not kept.
+
+    ``factories`` (name -> (label, factory)) defaults to :func:`submitter_factories`.
+    """
+    factories = submitter_factories() if factories is None else factories
     submitters = {name: factories[name][1](target) for name in names}
     samples: dict[str, list[float]] = {name: [] for name in names}
     try:

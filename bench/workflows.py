@@ -37,9 +37,13 @@ class BenchDag:
         parents = {parent for ups in self.upstream.values() for parent in ups}
         return [node for node in self.upstream if node not in parents]
 
-    def definition(self) -> dict[str, Any]:
-        """The body of ``PUT /workflows/{workflow_id}``."""
-        return {
+    def definition(self, *, backend: str | None = None) -> dict[str, Any]:
+        """The body of ``PUT /workflows/{workflow_id}``; ``backend`` pins the run's backend.
+
+        >>> small().definition(backend="prefect")["backend"]
+        'prefect'
+        """
+        body: dict[str, Any] = {
             "workflow_id": self.workflow_id,
             "workspace_id": WORKSPACE_ID,
             "folder_id": FOLDER_ID,
@@ -48,6 +52,9 @@ class BenchDag:
             "nodes": {node: {"type": "noop"} for node in self.upstream},
             "dependencies": {node: list(ups) for node, ups in self.upstream.items()},
         }
+        if backend is not None:
+            body["backend"] = backend
+        return body
 
 
 def chain(length: int = 20) -> BenchDag:

@@ -116,6 +116,10 @@ class PrefectExecutor:
                 else:
                     client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
 
+    def _pool_has_live_worker(self, client: SyncPrefectClient, pool: str) -> bool:
+        workers = client.read_workers_for_work_pool(work_pool_name(pool))
+        return any(str(w.status).upper().endswith("ONLINE") for w in workers)
+
     def _flow_runs(self, client: SyncPrefectClient, plan: RunPlan) -> list[FlowRun]:
         from prefect.client.schemas.filters import (
             FlowRunFilter,
@@ -172,10 +176,11 @@ class PrefectExecutor:
         """Runs whose flow-run process is gone: the whole run is lost.
 
         Prefect does not re-run a crashed flow run, and it orchestrates the nodes
-        in that one process, so nothing of the run would ever move again. Silent
-        nodes mean the process died (the flow run is marked Crashed so the Prefect
-        UI agrees); a quiet run whose flow run already ended means it died
-        between nodes.
+        in that one process, so nothing of the run would ever move again. A flow
+        run that ended (Crashed, reported by its worker) before its nodes did is
+        lost. Silent nodes of a running flow run are lost only when no worker of
+        the pool is online (the machine died with its worker); the flow run is
+        then marked Crashed so the Prefect UI agrees.
         """
         if self.embedded:
             if plan.job_run_id in self._threads:
@@ -189,6 +194,11 @@ class PrefectExecutor:
             if state is None:
                 return [_lost(running, "Prefect has no flow run for this run")]
             if running and not state.is_final():
+                if self._pool_has_live_worker(client, plan.pool):
+                    # A live worker reports its own dead flow-run processes (the flow run
+                    # turns Crashed, caught below next round); a silent node alone may just
+                    # be holding the GIL.
+                    return []
                 client.set_flow_run_state(
                     flow_runs[0].id,
                     Crashed(message="figway: the flow-run process stopped reporting"),

@@ -29,6 +29,8 @@ from backends.store import LogRecord
 
 __all__ = ["NodeAttemptFailed", "figway_run", "run_node"]
 
+_KILLED = (RunStatus.CANCELLING, RunStatus.CANCELLED)
+
 
 class NodeAttemptFailed(Exception):
     """Raised so Prefect records the task attempt as failed (and retries it if it may)."""
@@ -64,7 +66,8 @@ def figway_run(job_run_id: str) -> State[None] | None:
     failed: list[str] = []
     doomed: set[str] = set()  # downstream of a failure: the store already skipped them
 
-    while order.is_active():
+    killed = False
+    while order.is_active() and not killed:
         for node_id in order.get_ready():
             if node_id in doomed:
                 order.done(node_id)
@@ -86,12 +89,14 @@ def figway_run(job_run_id: str) -> State[None] | None:
         if finished.state.is_failed():
             failed.append(node_id)
             doomed |= plan.downstream_of(node_id)
+        elif finished.result() != Outcome.SUCCEEDED:
+            # Cancelled or refused: the run was killed, so start nothing more.
+            killed = runtime.store.run_status(job_run_id=job_run_id) in _KILLED
         order.done(node_id)
+    for future in running:
+        future.wait()  # let nodes already started stop on their own before the flow ends
 
-    if runtime.store.run_status(job_run_id=job_run_id) in (
-        RunStatus.CANCELLING,
-        RunStatus.CANCELLED,
-    ):
+    if runtime.store.run_status(job_run_id=job_run_id) in _KILLED:
         return Cancelled(message=f"figway run {job_run_id} was cancelled")
     if failed:
         # A Failed state, not an exception: the flow run ends Failed with this message and

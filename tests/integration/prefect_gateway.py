@@ -1,0 +1,113 @@
+"""figway in production shape with its Prefect backend, for the integration tests.
+
+A :class:`PrefectStack` is the integration suite's :class:`~figway_stack.Stack`
+(`figway serve` on PostgreSQL and Redis, driven over HTTP) whose gateway also
+talks to the session's Prefect server, whose `prefect worker start` serves the
+default pool. The server and worker come from ``tests/contract/prefect_server.py``
+and are shared with the contract suite: one of each per test session.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# The shared Prefect server lives with the contract suite; pytest puts that folder on
+# sys.path only when it collects it, so name it here for runs of this folder alone.
+_CONTRACT_TESTS = str(Path(__file__).resolve().parents[1] / "contract")
+if _CONTRACT_TESTS not in sys.path:
+    sys.path.append(_CONTRACT_TESTS)
+
+from figway_stack import Stack  # noqa: E402
+from prefect_server import PrefectServices  # noqa: E402
+from sqlalchemy import Engine  # noqa: E402
+
+from backends.store import Store, create_database_engine  # noqa: E402
+from backends.store.models import Base  # noqa: E402
+
+__all__ = ["SETTLE_DEADLINE_SECONDS", "PrefectStack", "prefect_stack"]
+
+#: How long a finished test may wait for its flow runs to settle before the next test.
+SETTLE_DEADLINE_SECONDS = 30.0
+
+
+@dataclass
+class PrefectStack(Stack):
+    """A gateway on the real services whose Prefect backend is the session's server."""
+
+    prefect: PrefectServices | None = None
+
+    @property
+    def services(self) -> PrefectServices:
+        assert self.prefect is not None
+        return self.prefect
+
+    def put_definition(
+        self,
+        workflow_id: str,
+        nodes: Mapping[str, Mapping[str, Any]],
+        dependencies: Mapping[str, list[str]] | None = None,
+        **fields: Any,
+    ) -> None:
+        """PUT a workflow with extra top-level fields (``backend``, ``pool``, ``tags``)."""
+        body = {
+            "workspace_id": "ws-int",
+            "folder_id": "folder-int",
+            "nodes": dict(nodes),
+            "dependencies": dict(dependencies or {}),
+            **fields,
+        }
+        response = self.http.put(f"/workflows/{workflow_id}", json=body)
+        assert response.status_code in (200, 201), response.text
+
+    def explain(self, job_run_id: str) -> str:
+        return f"{super().explain(job_run_id)}\n\n{self.services.describe(job_run_id)}"
+
+    def logs(self) -> str:
+        return f"{super().logs()}\n{self.services.logs()}"
+
+
+def _truncate(engine: Engine) -> None:
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+@contextmanager
+def prefect_stack(
+    *, database_url: str, redis_url: str, log_dir: Path, services: PrefectServices
+) -> Iterator[PrefectStack]:
+    """A running gateway whose PREFECT_API_URL is the session's server; cleaned before and after.
+
+    On the way out every process of the stack is stopped, and the test's flow runs
+    must have settled (final, no flow-run process left) before the database is emptied.
+    """
+    engine = create_database_engine(database_url)
+    _truncate(engine)
+    running = PrefectStack(
+        database_url=database_url,
+        redis_url=redis_url,
+        log_dir=log_dir,
+        settings={"PREFECT_API_URL": services.api_url, "PREFECT_HOME": str(services.home)},
+        prefect=services,
+    )
+    try:
+        running.start_gateway()
+        yield running
+    finally:
+        running.close()
+        # Runs the test left unfinished (it failed half-way) are failed, which stops their
+        # nodes, so their flow runs end instead of running on into the next test.
+        Store(engine).abandon_active_runs(reason="the test ended before the run did")
+        unfinished = services.settle(SETTLE_DEADLINE_SECONDS)
+        _truncate(engine)
+        engine.dispose()
+        if unfinished:
+            raise AssertionError(
+                f"Prefect work still unfinished {SETTLE_DEADLINE_SECONDS:.0f} s after the "
+                f"test: {unfinished}\n{services.logs()}"
+            )

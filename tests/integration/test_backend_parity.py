@@ -1,0 +1,160 @@
+"""The same workflows on RQ and on Prefect, through one production-shaped gateway, end the same.
+
+Each workflow is defined twice, the two definitions differing only in ``backend``; both
+runs start together and, once both have ended, every node's status, attempts, output and
+error must be equal (the design's promise: node implementations are shared, so the same
+workflow produces the same node outputs on either backend). Each case also states the
+outcome it expects, so that two backends that are wrong in the same way still fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prefect_gateway import PrefectStack, prefect_stack
+from prefect_server import PrefectServices, shared_prefect_services
+from redis import Redis
+
+pytestmark = pytest.mark.service
+
+# The same Redis database as tests/conftest.py's `redis_url`; the gateway and RQ worker
+# here serve the whole module, so the database is flushed around the module instead.
+REDIS_URL = os.environ.get("FIGWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+RUN_TIMEOUT = 90.0
+
+
+def python(callable_: str, **kwargs: Any) -> dict[str, Any]:
+    return {"type": "python", "config": {"callable": callable_, "kwargs": kwargs}}
+
+
+CASES: dict[str, dict[str, Any]] = {
+    "retry": {
+        "nodes": {
+            "flaky": {"type": "fail", "config": {"times": 1}, "retries": 2},
+            "after_flaky": python("json:loads", s='{"after": "flaky"}'),
+        },
+        "dependencies": {"after_flaky": ["flaky"]},
+        "expected": {
+            "status": "succeeded",
+            "nodes": {
+                "flaky": ("succeeded", 2, {"succeeded_on_attempt": 2}),
+                "after_flaky": ("succeeded", 1, {"after": "flaky"}),
+            },
+        },
+    },
+    "value": {
+        "nodes": {
+            "numbers": python("json:loads", s="[1, 2]"),
+            "nap": {"type": "sleep", "config": {"seconds": 0.2}},
+            "done": {"type": "noop"},
+        },
+        "dependencies": {"done": ["numbers", "nap"]},
+        "expected": {
+            "status": "succeeded",
+            "nodes": {
+                "numbers": ("succeeded", 1, [1, 2]),
+                "nap": ("succeeded", 1, {"slept_seconds": 0.2}),
+                "done": ("succeeded", 1, None),
+            },
+        },
+    },
+    "failure": {
+        "nodes": {
+            "broken": {"type": "fail", "config": {"message": "the source is gone"}, "retries": 1},
+            "after_broken": {"type": "noop"},
+            "far_after_broken": {"type": "noop"},
+            "independent": {"type": "sleep", "config": {"seconds": 0.2}},
+            "after_independent": python("json:loads", s='{"fine": true}'),
+        },
+        "dependencies": {
+            "after_broken": ["broken"],
+            "far_after_broken": ["after_broken"],
+            "after_independent": ["independent"],
+        },
+        "expected": {
+            "status": "failed",
+            "nodes": {
+                "broken": ("failed", 2, None),
+                "after_broken": ("skipped", 0, None),
+                "far_after_broken": ("skipped", 0, None),
+                "independent": ("succeeded", 1, {"slept_seconds": 0.2}),
+                "after_independent": ("succeeded", 1, {"fine": True}),
+            },
+        },
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def prefect_services(
+    pg_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrefectServices]:
+    with shared_prefect_services(pg_url, tmp_path_factory.mktemp("prefect-services")) as services:
+        yield services
+
+
+@pytest.fixture(scope="module")
+def stack(
+    upgraded_pg_url: str,
+    prefect_services: PrefectServices,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[PrefectStack]:
+    """One gateway and one RQ worker for the module; Prefect's worker is the session's."""
+    with Redis.from_url(REDIS_URL) as redis:
+        redis.flushdb()
+    try:
+        with prefect_stack(
+            database_url=upgraded_pg_url,
+            redis_url=REDIS_URL,
+            log_dir=tmp_path_factory.mktemp("parity"),
+            services=prefect_services,
+        ) as running:
+            running.start_workers("parity-rq")
+            yield running
+    finally:
+        with Redis.from_url(REDIS_URL) as redis:
+            redis.flushdb()
+
+
+def node_facts(run: dict[str, Any]) -> dict[str, tuple[str, int, Any, str | None]]:
+    """What must not depend on the backend: (status, attempts, output, error) per node."""
+    return {
+        node_id: (view["status"], view["attempts"], view["output"], view["error"])
+        for node_id, view in run["nodes"].items()
+    }
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_workflow_ends_the_same_on_rq_and_on_prefect(stack: PrefectStack, case: str) -> None:
+    spec = CASES[case]
+    runs = {}
+    for backend in ("rq", "prefect"):
+        workflow_id = f"parity_{case}_{backend}"
+        stack.put_definition(workflow_id, spec["nodes"], spec["dependencies"], backend=backend)
+        job_run_id = f"parity-{backend}-{uuid.uuid4().hex[:10]}"
+        stack.start_run(workflow_id, job_run_id)
+        runs[backend] = job_run_id
+
+    ended = {
+        backend: stack.wait_for_end(job_run_id, timeout=RUN_TIMEOUT)
+        for backend, job_run_id in runs.items()
+    }
+
+    context = "\n\n".join(stack.explain(job_run_id) for job_run_id in runs.values())
+    assert {b: run["backend"] for b, run in ended.items()} == {"rq": "rq", "prefect": "prefect"}
+    rq, prefect = (node_facts(ended[b]) for b in ("rq", "prefect"))
+    differences = {
+        node: {"rq": rq.get(node), "prefect": prefect.get(node)}
+        for node in sorted(set(rq) | set(prefect))
+        if rq.get(node) != prefect.get(node)
+    }
+    assert not differences, f"the backends disagree on nodes: {differences}\n{context}"
+    assert ended["rq"]["status"] == ended["prefect"]["status"], context
+    # Both equal, and both right.
+    expected = spec["expected"]
+    assert ended["prefect"]["status"] == expected["status"], context
+    assert {n: facts[:3] for n, facts in prefect.items()} == expected["nodes"], context

@@ -4,9 +4,9 @@
     routed to Prefect, beside a baseline of what the gateway does on Prefect
     without figway: one INSERT into a plain table plus
     ``create_flow_run_from_deployment`` on figway's own deployment (also shown
-    without the INSERT, and on a new client per call as figway's executor
-    does). No worker runs during (a): its flow runs wait Scheduled and are
-    deleted afterwards.
+    without the INSERT, and on a new client per call, as figway's executor
+    did before it kept one open). No worker runs during (a): its flow runs
+    wait Scheduled and are deleted afterwards.
 (b) End to end: a 20-level chain and a 20x10 layered DAG (every node of a level
     waits for all 10 nodes of the level below) of noop nodes through figway on
     Prefect, and as a plain Prefect flow of trivial tasks with the same

@@ -130,7 +130,7 @@ def prefect_submitters(deployment_id: Any) -> dict[str, tuple[str, SubmitterFact
             lambda target: PrefectBaseline(target, deployment_id, insert=False),
         ),
         "baseline_new_client": (
-            "baseline: create_flow_run_from_deployment, new client per call (as figway's executor)",
+            "baseline: create_flow_run_from_deployment, new client per call",
             lambda target: PrefectBaseline(
                 target, deployment_id, insert=False, client_per_call=True
             ),

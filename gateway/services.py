@@ -82,7 +82,10 @@ def build_services(settings: Settings) -> Services:
         redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     if settings.prefect_api_url is None:
         _keep_ephemeral_prefect_local(settings)
-    prefect_executor = PrefectExecutor(embedded=settings.prefect_api_url is None)
+    prefect_executor = PrefectExecutor(
+        embedded=settings.prefect_api_url is None,
+        run_status=lambda job_run_id: store.run_status(job_run_id=job_run_id),
+    )
     rq_executor = RQExecutor(
         redis,
         job_timeout_seconds=settings.job_timeout_seconds,

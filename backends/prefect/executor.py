@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from backends.base import BackendHealth, NodeReport
 from backends.errors import BackendRejected, BackendUnavailable
 from backends.prefect.names import FLOW_NAME, deployment_name, run_tags, work_pool_name
-from backends.status import NodeStatus
+from backends.status import NodeStatus, RunStatus
 from backends.workflow import POOLS, RunPlan
 
 if TYPE_CHECKING:
@@ -34,14 +34,24 @@ __all__ = ["PrefectExecutor"]
 
 log = logging.getLogger(__name__)
 
+_FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED)
+
 
 class PrefectExecutor:
     """figway's Prefect backend. ``embedded`` runs flows in-process (no server)."""
 
     name = "prefect"
 
-    def __init__(self, *, embedded: bool) -> None:
+    def __init__(
+        self,
+        *,
+        embedded: bool,
+        run_status: Callable[[str], RunStatus | None] | None = None,
+    ) -> None:
         self.embedded = embedded
+        # figway's own record of a run. A flow run lingers a moment after its last node;
+        # a cancel arriving then must not turn a finished run's flow run Cancelled.
+        self.run_status = run_status
         self._deployment_ids: dict[str, Any] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._client_lock = threading.Lock()
@@ -103,6 +113,8 @@ class PrefectExecutor:
     def cancel(self, plan: RunPlan) -> None:
         if self.embedded:
             return  # the in-process flow sees the kill through the node runtime
+        if self.run_status is not None and self.run_status(plan.job_run_id) in _FINISHED:
+            return  # finished in figway: its flow run is only ending, leave it be
         from prefect.states import Cancelled, Cancelling
 
         with self._client() as client:

@@ -228,7 +228,10 @@ class TestPrefectOnRealServices(PrefectContract):
             # gateway does; only this test sees the real server, the embedded suite keeps
             # the ephemeral API.
             with temporary_settings(updates={PREFECT_API_URL: prefect_services.api_url}):
-                executor = PrefectExecutor(embedded=False)
+                executor = PrefectExecutor(
+                    embedded=False,
+                    run_status=lambda job_run_id: store.run_status(job_run_id=job_run_id),
+                )
                 try:
                     yield PrefectHarness(
                         executor,

@@ -294,18 +294,6 @@ class Store:
             document = session.scalar(select(Run.plan).where(Run.job_run_id == job_run_id))
         return None if document is None else plan_from_document(document, job_run_id)
 
-    def node_outputs(self, *, job_run_id: str, node_ids: Iterable[str]) -> dict[str, Any]:
-        wanted = list(node_ids)
-        if not wanted:
-            return {}
-        with self._transaction() as session:
-            rows = session.execute(
-                select(NodeRun.node_id, NodeRun.output).where(
-                    NodeRun.job_run_id == job_run_id, NodeRun.node_id.in_(wanted)
-                )
-            ).all()
-        return {node_id: output for node_id, output in rows}
-
     def run_status(self, *, job_run_id: str) -> RunStatus | None:
         with self._transaction() as session:
             status = session.scalar(select(Run.status).where(Run.job_run_id == job_run_id))

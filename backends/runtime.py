@@ -100,6 +100,7 @@ class NodeRuntime:
             attempt=attempt,
             parameters=start.parameters,
             upstream_outputs=start.upstream_outputs,
+            sandboxed=start.sandboxed,
             logger=logging.getLogger(f"{NODE_LOGGER}.{spec.type}"),
         )
         sink = _LogSink(job_run_id, node_id, attempt, mirror)

@@ -28,6 +28,7 @@ __all__ = [
     "WorkflowDefinition",
     "non_finite_number_at",
     "parse_definition",
+    "shadow_refusal",
 ]
 
 DEFAULT_MAX_LEVELS = 20
@@ -132,6 +133,31 @@ def parse_definition(
     return definition
 
 
+def shadow_refusal(definition: WorkflowDefinition, node_types: NodeRegistry) -> str | None:
+    """Why this workflow may not run as a shadow, or None when it may.
+
+    A shadow run executes every node a second time, so a node that writes
+    outside figway must be able to hold its writes back (``sandboxed``).
+
+    >>> from backends.nodes import default_registry
+    >>> raw = {"workflow_id": "w", "workspace_id": "ws", "folder_id": "f",
+    ...     "nodes": {"load": {"type": "python", "config": {"callable": "m:f"}}}}
+    >>> print(shadow_refusal(parse_definition(raw, node_types=default_registry()),
+    ...     default_registry()))
+    node 'load' (python) declares side effects `unsafe` without a safe shadow mode; a shadow run would write twice (declare `side_effects: none` or `sandboxed` if it may shadow)
+    """
+    for node_id, spec in definition.nodes.items():
+        config = node_types[spec.type].config_model.model_validate(spec.config)
+        effects = config.side_effects()
+        if effects == "unsafe":
+            return (
+                f"node {node_id!r} ({spec.type}) declares side effects `{effects}` without a "
+                "safe shadow mode; a shadow run would write twice (declare `side_effects: "
+                "none` or `sandboxed` if it may shadow)"
+            )
+    return None
+
+
 def non_finite_number_at(value: Any, path: str = "") -> str | None:
     """Where ``value`` holds NaN or an infinity (JSON has neither), or None.
 
@@ -220,6 +246,8 @@ class RunPlan:
     nodes: Mapping[str, NodeSpec]
     upstream: Mapping[str, tuple[str, ...]]
     parameters: Mapping[str, Any]
+    #: A shadow run, executed only for comparison: its nodes must write nothing outside figway.
+    sandboxed: bool = False
 
     @classmethod
     def from_definition(
@@ -229,6 +257,7 @@ class RunPlan:
         job_run_id: str,
         job_id: str,
         parameters: Mapping[str, Any] | None = None,
+        sandboxed: bool = False,
     ) -> RunPlan:
         upstream = definition.upstream()
         return cls(
@@ -241,6 +270,7 @@ class RunPlan:
             nodes=dict(definition.nodes),
             upstream={node: tuple(parents) for node, parents in upstream.items()},
             parameters=dict(parameters or {}),
+            sandboxed=sandboxed,
         )
 
     def levels(self) -> list[list[str]]:

@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway.api import health, runs, workflows
+from gateway.api import health, routing, runs, workflows
 from gateway.api.errors import install_error_handlers
+from gateway.background import Periodic
 from gateway.config import Settings, get_settings
 from gateway.dispatcher import Dispatcher
-from gateway.reconciler import Reconciler
 from gateway.services import build_services
 
 __all__ = ["create_app"]
@@ -29,20 +29,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             executors=services.executors,
             node_types=services.node_types,
             settings=settings,
+            router=services.rules.router,
         )
         if settings.embedded:
             # The in-process Redis stand-in starts empty: runs left active by the last
             # process can never finish, so they end failed instead of running forever.
             dispatcher.abandon_lost_runs("lost: the embedded gateway stopped while it ran")
             services.start_embedded_workers()
-        reconciler = Reconciler(dispatcher, interval_seconds=settings.reconcile_interval_seconds)
-        reconciler.start()
+        background = [
+            Periodic(
+                "reconciler",
+                dispatcher.reconcile_once,
+                interval_seconds=settings.reconcile_interval_seconds,
+            ),
+            Periodic(
+                "routing", services.routing_upkeep, interval_seconds=settings.routing_reload_seconds
+            ),
+            Periodic(
+                "guards", services.guards.check, interval_seconds=settings.guard_interval_seconds
+            ),
+        ]
+        for thread in background:
+            thread.start()
         app.state.services = services
         app.state.dispatcher = dispatcher
         try:
             yield
         finally:
-            reconciler.stop()
+            for thread in background:
+                thread.stop()
+            dispatcher.close()
             services.close()
 
     app = FastAPI(
@@ -54,5 +70,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(runs.router)
     app.include_router(workflows.router)
+    app.include_router(routing.router)
     app.include_router(health.router)
     return app

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import gc
 import json
-import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import yaml
@@ -17,11 +15,10 @@ from backends.errors import DefinitionError, FigwayError
 from backends.nodes import default_registry
 from backends.store import Store, create_database_engine, ensure_migrated, upgrade
 from backends.workflow import POOLS, parse_definition
-from gateway.config import Settings, get_settings
+from gateway.cli_support import configure_logging, or_exit, settings_or_exit
+from gateway.rules_cli import rules
 
 __all__ = ["main"]
-
-T = TypeVar("T")
 
 _DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -54,11 +51,11 @@ def serve(host: str, port: int, ws_port: int, log_level: str) -> None:
 
     from gateway.app import create_app
 
-    settings = _settings_or_exit()
-    _configure_logging(log_level)
+    settings = settings_or_exit()
+    configure_logging(log_level)
     # Refuse an un-migrated production database here, with the command to run, not in a traceback.
     engine = create_database_engine(settings.resolved_database_url())
-    _or_exit(lambda: ensure_migrated(engine, auto_migrate=settings.should_auto_migrate()))
+    or_exit(lambda: ensure_migrated(engine, auto_migrate=settings.should_auto_migrate()))
     engine.dispose()
     where = (
         settings.resolved_database_url()
@@ -115,7 +112,7 @@ def worker_rq(queues: tuple[str, ...], burst: bool, simple: bool, name: str | No
     from backends.bootstrap import current_runtime, install_runtime
     from backends.rq.worker import build_worker
 
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     if settings.redis_url is None:
         raise click.ClickException(
             "FIGWAY_REDIS_URL is not set: the embedded default runs its workers inside "
@@ -125,7 +122,7 @@ def worker_rq(queues: tuple[str, ...], burst: bool, simple: bool, name: str | No
     if unknown:
         raise click.BadParameter(f"unknown queue(s) {', '.join(unknown)}; use {', '.join(POOLS)}")
     # Only what a worker needs (no gateway services): every work horse is a fork of this process.
-    runtime = _or_exit(current_runtime)
+    runtime = or_exit(current_runtime)
     rq_worker = build_worker(Redis.from_url(settings.redis_url), queues, simple=simple, name=name)
     click.echo(f"figway RQ worker {rq_worker.name} on queues {', '.join(queues)}")
     # Objects that exist now are never collected in a horse: freezing them keeps the
@@ -151,7 +148,7 @@ def setup_prefect() -> None:
     priority-worker-pool (3), all of type process. Then start Prefect's own workers,
     with FIGWAY_DATABASE_URL set: `prefect worker start --pool default-worker-pool`.
     """
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     if settings.prefect_api_url is None:
         raise click.ClickException(
             "PREFECT_API_URL is not set: the embedded default runs Prefect flows in-process "
@@ -181,9 +178,9 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database to this version of figway (safe to repeat)."""
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     engine = create_database_engine(settings.resolved_database_url())
-    _or_exit(lambda: upgrade(engine))
+    or_exit(lambda: upgrade(engine))
     click.echo("database is up to date")
 
 
@@ -197,7 +194,7 @@ def workflows() -> None:
 @click.option("--check", is_flag=True, help="Only validate; store nothing.")
 def workflows_load(paths: tuple[Path, ...], check: bool) -> None:
     """Validate and store definitions from YAML/JSON files or folders of them."""
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     files = sorted(_definition_files(paths))
     if not files:
         raise click.ClickException(
@@ -206,7 +203,7 @@ def workflows_load(paths: tuple[Path, ...], check: bool) -> None:
     store: Store | None = None
     if not check:
         engine = create_database_engine(settings.resolved_database_url())
-        _or_exit(lambda: ensure_migrated(engine, auto_migrate=settings.should_auto_migrate()))
+        or_exit(lambda: ensure_migrated(engine, auto_migrate=settings.should_auto_migrate()))
         store = Store(engine)
     node_types = default_registry()
     failures = 0
@@ -256,21 +253,4 @@ def _read_definition(path: Path) -> dict[str, Any]:
     return document
 
 
-def _settings_or_exit() -> Settings:
-    try:
-        return get_settings()
-    except ValueError as exc:
-        raise click.ClickException(f"invalid FIGWAY_* setting: {exc}") from exc
-
-
-def _or_exit(action: Callable[[], T]) -> T:
-    try:
-        return action()
-    except FigwayError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+main.add_command(rules)

@@ -6,6 +6,7 @@ With none set, figway runs on its embedded default: SQLite under
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -39,7 +40,22 @@ class Settings(RuntimeSettings):
     )
     max_levels: int = Field(default=20, ge=1, le=1_000, description="Deepest DAG accepted.")
     default_backend: Literal["rq", "prefect"] = Field(
-        default="rq", description="Backend for runs no rule routes."
+        default="rq",
+        description="Backend for every run when there is no routing rules file at all.",
+    )
+    routing_rules: Path | None = Field(
+        default=None,
+        description="The routing rules file. Unset: ./routing_rules.yaml if it exists, "
+        "else every run goes to FIGWAY_DEFAULT_BACKEND.",
+    )
+    routing_reload_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the rules file is checked for changes (and guard trips and "
+        "shadow results are picked up).",
+    )
+    guard_interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often each rule's guard is evaluated."
     )
     embedded_workers: int = Field(
         default=4, ge=1, le=64, description="RQ worker threads in the embedded default."

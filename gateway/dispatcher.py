@@ -1,20 +1,24 @@
 """Accepting, killing and reconciling runs: the gateway's side of every backend.
 
-A run is recorded before it is submitted, so an accepted run is never lost:
-if the backend is unreachable the run stays ``pending`` with the reason and
-the client may repeat the same ``job_run_id`` to submit it again. A run is
-pinned to the backend recorded with it; cancel and reconcile always ask that
-backend.
+The router picks each new run's backend, and the run is recorded with that
+choice and its reason before it is submitted, so an accepted run is never
+lost: if the backend is unreachable the run goes to the rule's fallback, or
+stays ``pending`` with the reason and the client may repeat the same
+``job_run_id`` to submit it again. A run is pinned to the backend recorded
+with it; cancel and reconcile always ask that backend, whatever the rules say
+by then.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,8 +28,12 @@ from backends.errors import BackendError, BackendUnavailable, FigwayError
 from backends.nodes import NodeRegistry
 from backends.status import RUN_TERMINAL, RunStatus
 from backends.store import RunView, Store
-from backends.workflow import RunPlan, WorkflowDefinition, parse_definition
+from backends.store.models import Workflow
+from backends.store.store import Route
+from backends.workflow import RunPlan, WorkflowDefinition, parse_definition, shadow_refusal
 from gateway.config import Settings
+from gateway.routing.router import Decision, Router, RunFacts
+from gateway.routing.shadow import shadow_id
 
 __all__ = [
     "Dispatcher",
@@ -86,13 +94,19 @@ class Dispatcher:
         executors: Mapping[str, Executor],
         node_types: NodeRegistry,
         settings: Settings,
+        router: Router,
     ) -> None:
         self.store = store
         self.executors = executors
         self.node_types = node_types
         self.settings = settings
+        self.router = router
         # Parsed definitions by (workflow_id, version): a version never changes.
         self._definitions: dict[tuple[str, int], WorkflowDefinition] = {}
+        # Why a definition version may not run as a shadow (None: it may).
+        self._shadow_refusals: dict[tuple[str, int], str | None] = {}
+        # Shadow runs start off the request's path: the client waits for its own run only.
+        self._shadow_starter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="figway-shadow")
         # When each quiet run was last asked about (monotonic seconds).
         self._quiet_asked: dict[str, float] = {}
 
@@ -105,23 +119,47 @@ class Dispatcher:
         except that a run whose earlier submission failed is submitted again.
         """
         job_run_id = request.job_run_id or uuid.uuid4().hex
-        definition = self._definition(request.workflow_id)
+        workflow, definition = self._definition(request.workflow_id)
         plan = RunPlan.from_definition(
             definition,
             job_run_id=job_run_id,
             job_id=request.job_id,
             parameters=request.parameters,
         )
-        backend = definition.backend or self.settings.default_backend
-        if not self.store.create_run(plan=plan, backend=backend, from_job=request.from_job):
+        decision = self.router.decide(RunFacts.of_workflow(workflow, request.job_id))
+        route, shadow = self._route(decision, workflow, definition)
+        if not self.store.create_run(
+            plan=plan, backend=decision.backend, from_job=request.from_job, route=route
+        ):
             # A known job_run_id (a repeat, or another request winning the race): no new run.
             run = self.store.get_run(job_run_id=job_run_id)
             assert run is not None
             return self._repeat(run, request), False
-        return self._submit(plan, backend), True
+        run = self._submit(plan, decision.backend, fallback=decision.fallback, route=route)
+        if shadow is not None:
+            self._shadow_starter.submit(self._start_shadow, plan, shadow, route)
+        return run, True
 
-    def _definition(self, workflow_id: str) -> WorkflowDefinition:
-        """The workflow's current definition, validated once per version."""
+    def _route(
+        self, decision: Decision, workflow: Workflow, definition: WorkflowDefinition
+    ) -> tuple[Route, str | None]:
+        """The route to record, and the shadow backend if the workflow may be shadowed."""
+        reason = decision.reason
+        shadow = decision.shadow
+        if shadow is not None:
+            key = (workflow.workflow_id, workflow.version)
+            if key not in self._shadow_refusals:
+                self._shadow_refusals[key] = shadow_refusal(definition, self.node_types)
+            refusal = self._shadow_refusals[key]
+            if refusal is None:
+                reason = f"{reason}; shadowed on {shadow}"
+            else:
+                reason = f"{reason}; not shadowed on {shadow}: {refusal}"
+                shadow = None
+        return Route(decision.rule_id, decision.version, reason), shadow
+
+    def _definition(self, workflow_id: str) -> tuple[Workflow, WorkflowDefinition]:
+        """The workflow's record and current definition, validated once per version."""
         workflow = self.store.get_workflow(workflow_id=workflow_id)
         if workflow is None:
             raise WorkflowNotFoundError(
@@ -135,8 +173,9 @@ class Dispatcher:
             )
             if len(self._definitions) >= _DEFINITION_CACHE_SIZE:
                 self._definitions.clear()
+                self._shadow_refusals.clear()
             self._definitions[key] = definition
-        return definition
+        return workflow, definition
 
     def _repeat(self, run: RunView, request: RunRequest) -> RunView:
         if run.workflow_id != request.workflow_id:
@@ -153,13 +192,61 @@ class Dispatcher:
             return self._submit(plan, run.backend)
         return run
 
-    def _submit(self, plan: RunPlan, backend: str) -> RunView:
+    def _submit(
+        self,
+        plan: RunPlan,
+        backend: str,
+        *,
+        fallback: str | None = None,
+        route: Route | None = None,
+    ) -> RunView:
         try:
             self.executors[backend].submit(plan)
+        except BackendUnavailable as exc:
+            if fallback is not None and fallback in self.executors:
+                said = route.reason if route else f"routed to {backend}"
+                reason = (
+                    f"{said}; fell back to {fallback}: {backend} was unreachable ({exc.message})"
+                )
+                if self.store.reroute(job_run_id=plan.job_run_id, backend=fallback, reason=reason):
+                    log.warning("run %s: %s", plan.job_run_id, reason)
+                    return self._submit(plan, fallback)
+            self.store.mark_submit_failed(job_run_id=plan.job_run_id, error=str(exc))
+            raise SubmitFailed(plan.job_run_id, backend, exc.message) from exc
         except BackendError as exc:
             self.store.mark_submit_failed(job_run_id=plan.job_run_id, error=str(exc))
             raise SubmitFailed(plan.job_run_id, backend, exc.message) from exc
         return self.store.mark_submitted(job_run_id=plan.job_run_id)
+
+    def _start_shadow(self, plan: RunPlan, backend: str, route: Route) -> None:
+        """Run the plan again on ``backend``, sandboxed, for comparison only."""
+        shadow = dataclasses.replace(plan, job_run_id=shadow_id(plan.job_run_id), sandboxed=True)
+        try:
+            created = self.store.create_run(
+                plan=shadow,
+                backend=backend,
+                from_job=None,
+                route=Route(route.rule, route.version, f"shadow of {plan.job_run_id}"),
+                shadow_of=plan.job_run_id,
+            )
+            if not created:
+                return
+            try:
+                self.executors[backend].submit(shadow)
+            except BackendError as exc:
+                # Only the comparison is lost; the client's run is not touched.
+                self.store.abandon_run(
+                    job_run_id=shadow.job_run_id, reason=f"shadow not started: {exc}"
+                )
+                log.warning("shadow of run %s not started on %s: %s", plan.job_run_id, backend, exc)
+                return
+            self.store.mark_submitted(job_run_id=shadow.job_run_id)
+        except FigwayError as exc:
+            log.warning("shadow of run %s not started: %s", plan.job_run_id, exc)
+
+    def close(self) -> None:
+        """Wait for shadow runs being started (called when the gateway stops)."""
+        self._shadow_starter.shutdown(wait=True)
 
     # -- killing -----------------------------------------------------------------------
 
@@ -172,7 +259,18 @@ class Dispatcher:
         if before in RUN_TERMINAL:
             raise RunConflict(f"run {job_run_id!r} already finished: it is {before.value}")
         self._stop_on_backend(job_run_id, run.backend)
+        self._cancel_shadow(job_run_id)
         return self._view(job_run_id)
+
+    def _cancel_shadow(self, job_run_id: str) -> None:
+        shadow = self.store.get_run(job_run_id=shadow_id(job_run_id), with_nodes=False)
+        if shadow is None or shadow.status in RUN_TERMINAL:
+            return
+        if self.store.request_cancel(job_run_id=shadow.job_run_id) not in RUN_TERMINAL:
+            try:
+                self._stop_on_backend(shadow.job_run_id, shadow.backend)
+            except BackendUnavailable as exc:  # the reconciler finishes the kill
+                log.warning("cannot stop shadow %s yet: %s", shadow.job_run_id, exc)
 
     def _stop_on_backend(self, job_run_id: str, backend: str) -> None:
         plan = self.store.load_plan(job_run_id=job_run_id)

@@ -22,8 +22,12 @@ from backends.rq.embedded import EmbeddedWorkers
 from backends.rq.executor import RQExecutor
 from backends.runtime import NodeRuntime
 from backends.store import Store, create_database_engine, ensure_migrated
+from backends.store.routing import RoutingRecords
 from backends.workflow import POOLS
 from gateway.config import Settings
+from gateway.routing.guard import GuardKeeper
+from gateway.routing.shadow import ShadowComparer
+from gateway.routing.source import RulesSource
 
 __all__ = ["Services", "build_services"]
 
@@ -39,6 +43,10 @@ class Services:
     runtime: NodeRuntime
     redis: Redis
     executors: dict[str, Executor]
+    records: RoutingRecords
+    rules: RulesSource
+    guards: GuardKeeper
+    shadows: ShadowComparer
     embedded_workers: EmbeddedWorkers | None = None
     _closed: bool = field(default=False, repr=False)
 
@@ -50,6 +58,12 @@ class Services:
             self.redis, POOLS, count=self.settings.embedded_workers
         )
         self.embedded_workers.start()
+
+    def routing_upkeep(self) -> None:
+        """One round of keeping routing current: the file, trips by any gateway, shadows."""
+        self.rules.reload_if_changed()
+        self.guards.refresh()
+        self.shadows.compare_finished()
 
     def close(self) -> None:
         if self._closed:
@@ -84,6 +98,7 @@ def build_services(settings: Settings) -> Services:
         _keep_ephemeral_prefect_local(settings)
     prefect_executor = PrefectExecutor(
         embedded=settings.prefect_api_url is None,
+        api_url=settings.prefect_api_url,
         run_status=lambda job_run_id: store.run_status(job_run_id=job_run_id),
     )
     rq_executor = RQExecutor(
@@ -91,6 +106,14 @@ def build_services(settings: Settings) -> Services:
         job_timeout_seconds=settings.job_timeout_seconds,
         worker_silence=timedelta(seconds=settings.rq_worker_silence_seconds),
     )
+    records = RoutingRecords(engine)
+    rules = RulesSource.start(
+        records=records,
+        configured=settings.routing_rules,
+        default_backend=settings.default_backend,
+    )
+    guards = GuardKeeper(rules.router, records)
+    guards.refresh()
     return Services(
         settings=settings,
         engine=engine,
@@ -99,6 +122,10 @@ def build_services(settings: Settings) -> Services:
         runtime=runtime,
         redis=redis,
         executors={rq_executor.name: rq_executor, prefect_executor.name: prefect_executor},
+        records=records,
+        rules=rules,
+        guards=guards,
+        shadows=ShadowComparer(store, records),
     )
 
 

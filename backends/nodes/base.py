@@ -11,17 +11,26 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["NodeConfig", "NodeContext", "NodeType"]
+__all__ = ["NodeConfig", "NodeContext", "NodeType", "SideEffects"]
+
+#: What a node does outside figway, which decides whether a shadow run may execute it:
+#: ``none`` touches nothing; ``sandboxed`` writes, but writes nothing when
+#: ``context.sandboxed`` is set; ``unsafe`` writes and cannot be held back.
+SideEffects = Literal["none", "sandboxed", "unsafe"]
 
 
 class NodeConfig(BaseModel):
     """Base of every node type's config: unknown keys are errors, so a typo is named."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def side_effects(self) -> SideEffects:
+        """What this node does outside figway; node types that write override this."""
+        return "none"
 
 
 @dataclass
@@ -35,6 +44,8 @@ class NodeContext:
     upstream_outputs: Mapping[str, Any]
     logger: logging.Logger
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    #: A shadow run (executed only for comparison): write nothing outside figway.
+    sandboxed: bool = False
 
     def cancelled(self) -> bool:
         """True once the run has been killed; long nodes should check it and return."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
-from backends.nodes.base import NodeConfig, NodeContext, NodeType
+from backends.nodes.base import NodeConfig, NodeContext, NodeType, SideEffects
 
 __all__ = ["BUILTIN_NODE_TYPES", "NodeCancelled", "NodeFailure"]
 
@@ -60,6 +60,16 @@ class PythonConfig(NodeConfig):
         description='The function to call, as "package.module:function".',
     )
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    side_effects_: SideEffects = Field(
+        default="unsafe",
+        alias="side_effects",
+        description="What the function does outside figway. Custom code is taken to write "
+        "(`unsafe`) unless it says `none`, or `sandboxed` when it writes nothing while "
+        "`context.sandboxed` is set; only the last two may run in a shadow run.",
+    )
+
+    def side_effects(self) -> SideEffects:
+        return self.side_effects_
 
 
 def run_python(config: PythonConfig, context: NodeContext) -> object:

@@ -47,8 +47,12 @@ class PrefectExecutor:
         *,
         embedded: bool,
         run_status: Callable[[str], RunStatus | None] | None = None,
+        api_url: str | None = None,
     ) -> None:
         self.embedded = embedded
+        # The server to talk to; None: whatever Prefect's own settings say. Given
+        # explicitly, it wins over settings Prefect read when it was first imported.
+        self.api_url = api_url
         # figway's own record of a run. A flow run lingers a moment after its last node;
         # a cancel arriving then must not turn a finished run's flow run Cancelled.
         self.run_status = run_status
@@ -244,10 +248,15 @@ class PrefectExecutor:
 
     def _shared_client(self) -> SyncPrefectClient:
         from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with self._client_lock:
             if self._open_client is None:
-                client = get_client(sync_client=True)
+                if self.api_url is None:
+                    client = get_client(sync_client=True)
+                else:
+                    with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
+                        client = get_client(sync_client=True)
                 client.__enter__()
                 self._open_client = client
             return self._open_client

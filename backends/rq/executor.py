@@ -20,7 +20,12 @@ from rq import Queue, Retry, Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Dependency, Job, JobStatus
-from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.registry import (
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
 from rq.worker import BaseWorker
 
 from backends.base import BackendHealth, NodeReport
@@ -132,6 +137,28 @@ class RQExecutor:
         except RedisError as exc:
             return BackendHealth(self.name, up=False, detail=f"Redis unreachable: {exc}")
         return BackendHealth(self.name, up=True, workers=workers, queued=queued)
+
+    def holdings(self) -> dict[str, int]:
+        """Jobs RQ still holds, per queue and registry (``default.scheduled``); zeros included.
+
+        Phase 3 switches RQ off only when every figure is zero.
+        """
+        registries = {
+            "deferred": DeferredJobRegistry,
+            "scheduled": ScheduledJobRegistry,
+            "started": StartedJobRegistry,
+            "failed": FailedJobRegistry,
+        }
+        figures: dict[str, int] = {}
+        try:
+            for pool in POOLS:
+                queue = self.queue(pool)
+                figures[f"{pool}.queued"] = queue.count
+                for name, registry in registries.items():
+                    figures[f"{pool}.{name}"] = registry(queue=queue).count
+        except RedisError as exc:
+            raise BackendUnavailable(self.name, f"cannot reach Redis to count jobs: {exc}") from exc
+        return figures
 
     def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]:
         reports: list[NodeReport] = []

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     ForeignKey,
@@ -24,10 +25,23 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "LogLine", "NodeRun", "Run", "Transition", "UTCDateTime", "Workflow"]
+__all__ = [
+    "Base",
+    "GuardTrip",
+    "LogLine",
+    "NodeRun",
+    "RulesApplied",
+    "RulesVersion",
+    "Run",
+    "ShadowComparison",
+    "Transition",
+    "UTCDateTime",
+    "Workflow",
+]
 
 #: The node id used for run-level journal rows and log lines (NULL would defeat uniqueness).
 RUN_LEVEL = ""
@@ -98,6 +112,13 @@ class Run(Base):
     updated_at: Mapped[datetime]
     # Set by whoever is submitting the run, so concurrent requests never submit it twice.
     submit_claimed_at: Mapped[datetime | None]
+    # Why the run went to its backend: the rule (NULL for the default), the rules version
+    # (content hash) and a sentence a person can read.
+    route_rule: Mapped[str | None] = mapped_column(String(128))
+    route_version: Mapped[str | None] = mapped_column(String(64))
+    route_reason: Mapped[str | None] = mapped_column(Text)
+    # Set on a shadow run: the client's run it shadows. Clients never see shadow runs.
+    shadow_of: Mapped[str | None] = mapped_column(String(128), index=True)
 
 
 class NodeRun(Base):
@@ -150,3 +171,68 @@ class LogLine(Base):
     message: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (Index(None, "job_run_id", "id"),)
+
+
+class RulesVersion(Base):
+    """A routing rules file figway has applied, stored once per content."""
+
+    __tablename__ = "rules_versions"
+
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content: Mapped[str] = mapped_column(Text)
+    phase: Mapped[int] = mapped_column(Integer)
+    first_applied_at: Mapped[datetime]
+
+
+class RulesApplied(Base):
+    """Each time a gateway put a different rules version in force."""
+
+    __tablename__ = "rules_applied"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    content_hash: Mapped[str] = mapped_column(String(64), ForeignKey("rules_versions.content_hash"))
+    source: Mapped[str] = mapped_column(String(500))
+    applied_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class GuardTrip(Base):
+    """A guard that rolled its rule back; in force until a person resets it."""
+
+    __tablename__ = "guard_trips"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rule_id: Mapped[str] = mapped_column(String(128))
+    rules_version: Mapped[str] = mapped_column(String(64))
+    tripped_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    figures: Mapped[dict[str, Any]]
+    reset_at: Mapped[datetime | None]
+    reset_by: Mapped[str | None] = mapped_column(String(128))
+
+    # One trip in force per rule, however many gateways evaluate the guard at once.
+    __table_args__ = (
+        Index(
+            "uq_guard_trips_rule_in_force",
+            "rule_id",
+            unique=True,
+            postgresql_where=text("reset_at IS NULL"),
+            sqlite_where=text("reset_at IS NULL"),
+        ),
+    )
+
+
+class ShadowComparison(Base):
+    """A client's run compared node by node with its shadow run, once both finished."""
+
+    __tablename__ = "shadow_comparisons"
+
+    job_run_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("runs.job_run_id", ondelete="CASCADE"), primary_key=True
+    )
+    shadow_run_id: Mapped[str] = mapped_column(String(128))
+    workflow_id: Mapped[str] = mapped_column(String(128), index=True)
+    primary_backend: Mapped[str] = mapped_column(String(32))
+    shadow_backend: Mapped[str] = mapped_column(String(32))
+    matched: Mapped[bool] = mapped_column(Boolean)
+    mismatches: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    compared_at: Mapped[datetime] = mapped_column(index=True)

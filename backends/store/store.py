@@ -39,6 +39,7 @@ __all__ = [
     "LogRecord",
     "NodeOutcome",
     "NodeView",
+    "Route",
     "RunView",
     "StaleNode",
     "Store",
@@ -64,6 +65,15 @@ class NodeView:
 
 
 @dataclass(frozen=True)
+class Route:
+    """Why a run went to its backend: the rule (None for the default), version and reason."""
+
+    rule: str | None
+    version: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class RunView:
     job_run_id: str
     workflow_id: str
@@ -79,6 +89,8 @@ class RunView:
     started_at: datetime | None
     finished_at: datetime | None
     nodes: dict[str, NodeView] = field(default_factory=dict)
+    route: Route | None = None
+    shadow_of: str | None = None  # set on a shadow run: the client's run it shadows
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,7 @@ class AttemptStart:
     spec: NodeSpec | None = None
     parameters: Mapping[str, Any] = field(default_factory=dict)
     upstream_outputs: Mapping[str, Any] = field(default_factory=dict)
+    sandboxed: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,7 +187,15 @@ class Store:
 
     # -- runs ------------------------------------------------------------------------
 
-    def create_run(self, *, plan: RunPlan, backend: str, from_job: str | None) -> bool:
+    def create_run(
+        self,
+        *,
+        plan: RunPlan,
+        backend: str,
+        from_job: str | None,
+        route: Route | None = None,
+        shadow_of: str | None = None,
+    ) -> bool:
         """Record a new pending run, claimed for submission by the caller.
 
         Returns False, changing nothing, when ``plan.job_run_id`` exists already:
@@ -198,6 +219,10 @@ class Store:
                     created_at=now,
                     updated_at=now,
                     submit_claimed_at=now,
+                    route_rule=route.rule if route else None,
+                    route_version=route.version if route else None,
+                    route_reason=route.reason if route else None,
+                    shadow_of=shadow_of,
                 )
                 .returning(Run.job_run_id)
             ).first()
@@ -231,6 +256,20 @@ class Store:
                 .values(submit_claimed_at=now, updated_at=now)
             )
             return _rowcount(claimed) == 1
+
+    def reroute(self, *, job_run_id: str, backend: str, reason: str) -> bool:
+        """Move a run no backend has accepted yet to ``backend`` (a fallback); False if too late."""
+        with self._transaction() as session:
+            moved = session.execute(
+                update(Run)
+                .where(
+                    Run.job_run_id == job_run_id,
+                    Run.status == RunStatus.PENDING,
+                    Run.submitted_at.is_(None),
+                )
+                .values(backend=backend, route_reason=reason, updated_at=utcnow())
+            )
+            return _rowcount(moved) == 1
 
     def mark_submitted(self, *, job_run_id: str) -> RunView:
         """The backend accepted the run: run and nodes move to ``queued``; returns the run."""
@@ -348,6 +387,7 @@ class Store:
                 spec=NodeSpec.model_validate(document["nodes"][node_id]),
                 parameters=document.get("parameters", {}),
                 upstream_outputs=outputs,
+                sandboxed=document.get("sandboxed", False),
             )
 
     def heartbeat(self, *, job_run_id: str, node_id: str, attempt: int) -> bool:
@@ -493,12 +533,15 @@ class Store:
         ]
 
     def stats(self) -> dict[str, Any]:
-        """Run counts: in total, by status, by backend and by workflow (with statuses)."""
+        """Client runs counted in total, by status, by backend and by workflow (with statuses).
+
+        Shadow runs are not the client's and are left out.
+        """
         with self._transaction() as session:
             rows = session.execute(
-                select(Run.workflow_id, Run.backend, Run.status, func.count()).group_by(
-                    Run.workflow_id, Run.backend, Run.status
-                )
+                select(Run.workflow_id, Run.backend, Run.status, func.count())
+                .where(Run.shadow_of.is_(None))
+                .group_by(Run.workflow_id, Run.backend, Run.status)
             ).all()
         by_status: dict[str, int] = {status.value: 0 for status in RunStatus}
         by_backend: dict[str, int] = {}
@@ -532,6 +575,7 @@ def plan_to_document(plan: RunPlan) -> dict[str, Any]:
         "nodes": {node_id: spec.model_dump(mode="json") for node_id, spec in plan.nodes.items()},
         "upstream": {node_id: list(parents) for node_id, parents in plan.upstream.items()},
         "parameters": dict(plan.parameters),
+        "sandboxed": plan.sandboxed,
     }
 
 
@@ -546,6 +590,7 @@ def plan_from_document(document: Mapping[str, Any], job_run_id: str) -> RunPlan:
         nodes={k: NodeSpec.model_validate(v) for k, v in document["nodes"].items()},
         upstream={k: tuple(v) for k, v in document["upstream"].items()},
         parameters=document.get("parameters", {}),
+        sandboxed=document.get("sandboxed", False),
     )
 
 
@@ -853,4 +898,8 @@ def _run_view(run: Run, nodes: dict[str, NodeView]) -> RunView:
         started_at=run.started_at,
         finished_at=run.finished_at,
         nodes=nodes,
+        route=None
+        if run.route_reason is None
+        else Route(rule=run.route_rule, version=run.route_version, reason=run.route_reason),
+        shadow_of=run.shadow_of,
     )

@@ -68,6 +68,12 @@ class NodeOut(BaseModel):
     duration_seconds: float | None
 
 
+class RouteOut(BaseModel):
+    rule: str | None = Field(description="The rule that routed the run; null for the default.")
+    version: str | None = Field(description="The routing rules version in force.")
+    reason: str
+
+
 class RunOut(BaseModel):
     job_run_id: str
     workflow_id: str
@@ -84,6 +90,7 @@ class RunOut(BaseModel):
     finished_at: datetime | None
     duration_seconds: float | None
     nodes: dict[str, NodeOut]
+    routing: RouteOut | None = None
 
     @classmethod
     def from_view(cls, run: RunView) -> RunOut:
@@ -116,6 +123,9 @@ class RunOut(BaseModel):
                 )
                 for node_id, node in run.nodes.items()
             },
+            routing=None
+            if run.route is None
+            else RouteOut(rule=run.route.rule, version=run.route.version, reason=run.route.reason),
         )
 
 

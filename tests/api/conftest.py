@@ -13,8 +13,10 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -66,26 +68,28 @@ def _wait_until_healthy(base_url: str, server_thread: threading.Thread) -> None:
     pytest.fail(f"the gateway did not answer /healthz within {STARTUP_SECONDS} s")
 
 
-@pytest.fixture(scope="package")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """The gateway on its embedded default: SQLite, fakeredis and in-process RQ workers."""
+@contextmanager
+def running_gateway(data_dir: Path, **overrides: Any) -> Iterator[Gateway]:
+    """A gateway on its embedded default in ``data_dir``, with ``overrides`` on its settings."""
     with pytest.MonkeyPatch.context() as env:
         # Nothing from the developer's shell may turn this into another mode.
         for name in list(os.environ):
             if name.upper().startswith("FIGWAY_"):
                 env.delenv(name)
-        data_dir: Path = tmp_path_factory.mktemp("gateway")
         env.chdir(data_dir)
         settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            data_dir=data_dir,
-            database_url=None,
-            redis_url=None,
-            auto_migrate=None,
-            embedded_workers=EMBEDDED_WORKERS,
-            heartbeat_seconds=HEARTBEAT_SECONDS,
-            node_silence_seconds=10,
-            reconcile_interval_seconds=0.5,
+            **{
+                "_env_file": None,
+                "data_dir": data_dir,
+                "database_url": None,
+                "redis_url": None,
+                "auto_migrate": None,
+                "embedded_workers": EMBEDDED_WORKERS,
+                "heartbeat_seconds": HEARTBEAT_SECONDS,
+                "node_silence_seconds": 10,
+                "reconcile_interval_seconds": 0.5,
+                **overrides,
+            }
         )
         assert settings.embedded
         sock = _listening_socket()
@@ -110,9 +114,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                 pytest.fail("the gateway did not shut down within 60 s")
 
 
-@pytest.fixture
-def client(gateway: Gateway) -> Iterator[httpx.Client]:
-    """An HTTP client for the gateway; any 5xx it receives fails the test at teardown."""
+@pytest.fixture(scope="package")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The gateway on its embedded default: SQLite, fakeredis and in-process RQ workers."""
+    with running_gateway(tmp_path_factory.mktemp("gateway")) as running:
+        yield running
+
+
+@contextmanager
+def client_of(gateway: Gateway) -> Iterator[httpx.Client]:
+    """An HTTP client for ``gateway``; any 5xx it receives fails the test at teardown."""
     errors = ServerErrors()
     with httpx.Client(
         base_url=gateway.base_url, timeout=30, event_hooks={"response": [errors.record]}
@@ -122,3 +133,10 @@ def client(gateway: Gateway) -> Iterator[httpx.Client]:
         # pytrace=False: the server thread may still be logging its traceback, and two
         # threads rendering tracebacks at once can crash Python 3.11 (CPython gh-106905).
         pytest.fail("the gateway answered 5xx:\n" + "\n".join(errors.seen), pytrace=False)
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> Iterator[httpx.Client]:
+    """An HTTP client for the package's gateway; any 5xx it receives fails the test."""
+    with client_of(gateway) as http:
+        yield http

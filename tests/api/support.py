@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psycopg
+import psycopg.sql
 import pytest
 
+from backends.nodes import NodeContext
 from gateway.config import Settings
 
 __all__ = [
@@ -22,6 +25,7 @@ __all__ = [
     "definition",
     "error_fields",
     "get_run",
+    "load_row",
     "run_body",
     "start",
     "unique",
@@ -143,3 +147,20 @@ def error_fields(response: httpx.Response) -> set[str]:
     assert isinstance(body.get("detail"), str), body
     assert body["detail"], body
     return {error["field"] for error in body["errors"]}
+
+
+def load_row(dsn: str, table: str, value: str, context: NodeContext) -> dict[str, Any]:
+    """A load node for the shadow tests: inserts one row, except in a shadow (sandboxed) run.
+
+    It returns the same output either way, as a sandboxed load should: the
+    comparison checks what it would have written, the table what it did write.
+    """
+    if not context.sandboxed:
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute(
+                psycopg.sql.SQL("INSERT INTO {} (value) VALUES (%s)").format(
+                    psycopg.sql.Identifier(table)
+                ),
+                (value,),
+            )
+    return {"rows": 1, "value": value}

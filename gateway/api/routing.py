@@ -1,0 +1,260 @@
+"""``/routing``: the rules in force, why a run would go where, history, guards, readiness."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from backends.rq.executor import RQExecutor
+from backends.store.routing import GuardTripView
+from gateway.api.deps import ServicesDep
+from gateway.api.errors import error_body
+from gateway.dispatcher import RunNotFoundError
+from gateway.routing.loading import RulesProblem
+from gateway.routing.readiness import rq_readiness
+from gateway.routing.router import RunFacts
+from gateway.services import Services
+
+router = APIRouter(prefix="/routing", tags=["routing"])
+
+_ID = Field(min_length=1, max_length=128)
+
+
+class ProblemOut(BaseModel):
+    line: int | None
+    field: str
+    message: str
+
+    @classmethod
+    def of(cls, problem: RulesProblem) -> ProblemOut:
+        return cls(line=problem.line, field=problem.field, message=problem.message)
+
+
+class RefusalOut(BaseModel):
+    version: str
+    at: datetime
+    problems: list[ProblemOut]
+
+
+class GuardTripOut(BaseModel):
+    rule_id: str
+    rules_version: str
+    tripped_at: datetime
+    reason: str
+    figures: dict[str, Any]
+    reset_at: datetime | None
+    reset_by: str | None
+
+    @classmethod
+    def of(cls, trip: GuardTripView) -> GuardTripOut:
+        return cls(**trip.__dict__)
+
+
+class RulesOut(BaseModel):
+    version: str
+    phase: int
+    default: str
+    source: str
+    applied_at: datetime
+    backends: dict[str, bool]
+    rules: list[dict[str, Any]]
+    tripped_guards: list[GuardTripOut]
+    refused: RefusalOut | None = Field(
+        description="The last file refused since this version took effect, with every problem."
+    )
+
+
+class DecisionOut(BaseModel):
+    backend: str
+    rule_id: str | None
+    version: str
+    reason: str
+    shadow: str | None
+    fallback: str | None
+    passed_over: list[str]
+    workflow_registered: bool
+
+
+class AppliedOut(BaseModel):
+    version: str
+    phase: int
+    source: str
+    applied_at: datetime
+
+
+class ReadinessOut(BaseModel):
+    ready: bool
+    holds: list[str]
+    figures: dict[str, Any]
+
+
+class ShadowOut(BaseModel):
+    job_run_id: str
+    shadow_run_id: str
+    workflow_id: str
+    primary_backend: str
+    shadow_backend: str
+    matched: bool
+    mismatches: list[dict[str, Any]]
+    compared_at: datetime
+
+
+def _rules_out(services: Services) -> RulesOut:
+    source = services.rules
+    document = source.document
+    rules = document.rules
+    refusal = source.refusal
+    return RulesOut(
+        version=document.version,
+        phase=rules.phase,
+        default=rules.default,
+        source=document.source,
+        applied_at=source.applied_at,
+        backends={name: rules.enabled(name) for name in services.executors},
+        rules=[rule.model_dump(mode="json", exclude_defaults=True) for rule in rules.rules],
+        tripped_guards=[GuardTripOut.of(t) for t in services.records.tripped_guards().values()],
+        refused=None
+        if refusal is None
+        else RefusalOut(
+            version=refusal.version,
+            at=refusal.at,
+            problems=[ProblemOut.of(p) for p in refusal.problems],
+        ),
+    )
+
+
+@router.get("/rules", response_model=RulesOut)
+async def rules_in_force(services: ServicesDep) -> RulesOut:
+    """The rules in force: version, phase, rules, tripped guards and the last refused file."""
+    return await run_in_threadpool(_rules_out, services)
+
+
+@router.post("/reload", response_model=RulesOut, responses={422: {"description": "refused"}})
+async def reload_rules(services: ServicesDep) -> RulesOut | JSONResponse:
+    """Read the rules file now; 422 with every problem (and nothing changed) if it is bad."""
+    await run_in_threadpool(services.rules.reload)
+    refusal = services.rules.refusal
+    if refusal is not None:
+        errors = [
+            {"field": p.field, "line": p.line, "message": p.message} for p in refusal.problems
+        ]
+        detail = (
+            f"the rules file was refused ({len(errors)} problem(s)); "
+            f"version {services.rules.version} stays in force"
+        )
+        return JSONResponse(status_code=422, content=error_body(detail, errors))
+    return await run_in_threadpool(_rules_out, services)
+
+
+@router.get("/explain", response_model=DecisionOut)
+async def explain(
+    services: ServicesDep,
+    workflow_id: Annotated[str, Query(min_length=1, max_length=128)],
+    job_id: Annotated[str, Query(min_length=1, max_length=128)] = "job",
+    workspace_id: Annotated[
+        str | None, Query(max_length=128, description="For a workflow not registered yet.")
+    ] = None,
+    folder_id: Annotated[
+        str | None, Query(max_length=128, description="For a workflow not registered yet.")
+    ] = None,
+) -> DecisionOut:
+    """Where a run of this workflow and job would go now, and why."""
+    workflow = await run_in_threadpool(lambda: services.store.get_workflow(workflow_id=workflow_id))
+    if workflow is not None:
+        facts = RunFacts.of_workflow(workflow, job_id)
+    else:
+        facts = RunFacts(workflow_id, workspace_id or "", folder_id or "", job_id)
+    explanation = services.rules.router.explain(facts)
+    decision = explanation.decision
+    return DecisionOut(
+        backend=decision.backend,
+        rule_id=decision.rule_id,
+        version=decision.version,
+        reason=decision.reason,
+        shadow=decision.shadow,
+        fallback=decision.fallback,
+        passed_over=list(explanation.passed_over),
+        workflow_registered=workflow is not None,
+    )
+
+
+@router.get("/history", response_model=list[AppliedOut])
+async def history(
+    services: ServicesDep, limit: Annotated[int, Query(ge=1, le=1_000)] = 100
+) -> list[AppliedOut]:
+    """Rules versions put in force, newest first."""
+    applied = await run_in_threadpool(lambda: services.records.history(limit=limit))
+    return [AppliedOut(**a.__dict__) for a in applied]
+
+
+@router.get("/guards", response_model=list[GuardTripOut])
+async def guard_trips(
+    services: ServicesDep, limit: Annotated[int, Query(ge=1, le=1_000)] = 100
+) -> list[GuardTripOut]:
+    """Guard trips, newest first, in force (no reset_at) or reset."""
+    trips = await run_in_threadpool(lambda: services.records.guard_history(limit=limit))
+    return [GuardTripOut.of(t) for t in trips]
+
+
+@router.post("/guards/{rule_id}/reset", response_model=list[GuardTripOut])
+async def reset_guard(
+    services: ServicesDep,
+    rule_id: Annotated[str, Path(min_length=1, max_length=128)],
+    by: Annotated[str, Query(min_length=1, max_length=128, description="Who resets it.")] = "api",
+) -> list[GuardTripOut]:
+    """Put a rule whose guard tripped back in force; 404 when its guard is not tripped."""
+    if not await run_in_threadpool(lambda: services.guards.reset(rule_id, by=by)):
+        raise RunNotFoundError(f"the guard of rule {rule_id!r} is not tripped; nothing to reset")
+    trips = await run_in_threadpool(lambda: services.records.guard_history(limit=100))
+    return [GuardTripOut.of(t) for t in trips]
+
+
+@router.get("/readiness", response_model=ReadinessOut)
+async def readiness(services: ServicesDep) -> ReadinessOut:
+    """Phase 3: whether RQ can be switched off, and what still holds it."""
+    rq = services.executors["rq"]
+    assert isinstance(rq, RQExecutor)
+
+    def check() -> ReadinessOut:
+        result = rq_readiness(
+            table=services.rules.router.table,
+            workflows=services.records.workflows(),
+            records=services.records,
+            rq_holdings=rq.holdings,
+        )
+        return ReadinessOut(ready=result.ready, holds=list(result.holds), figures=result.figures)
+
+    return await run_in_threadpool(check)
+
+
+@router.get("/shadows/{job_run_id}", response_model=ShadowOut)
+async def shadow_comparison(
+    services: ServicesDep, job_run_id: Annotated[str, Path(min_length=1, max_length=128)]
+) -> ShadowOut:
+    """How a run compared with its shadow run; 404 until both finished and were compared."""
+    row = await run_in_threadpool(lambda: services.records.comparison(job_run_id=job_run_id))
+    if row is None:
+        raise RunNotFoundError(
+            f"no shadow comparison for run {job_run_id!r} (not shadowed, or not finished yet)"
+        )
+    return ShadowOut(
+        job_run_id=row.job_run_id,
+        shadow_run_id=row.shadow_run_id,
+        workflow_id=row.workflow_id,
+        primary_backend=row.primary_backend,
+        shadow_backend=row.shadow_backend,
+        matched=row.matched,
+        mismatches=row.mismatches,
+        compared_at=row.compared_at,
+    )
+
+
+@router.get("/shadows", response_model=dict[str, dict[str, int]])
+async def shadow_summary(services: ServicesDep) -> dict[str, dict[str, int]]:
+    """Per workflow: shadow comparisons made and how many mismatched."""
+    return await run_in_threadpool(services.records.shadow_summary)

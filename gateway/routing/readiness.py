@@ -1,0 +1,88 @@
+"""Phase 3 readiness: can RQ be switched off?
+
+Only when nothing can send a run to RQ any more and RQ holds nothing: no rule
+or definition routes to it, no run on it is unfinished, and its queues and
+its deferred, scheduled, started and failed registries are empty. Anything
+else is listed, so the engineer knows what to drain or change first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from backends.errors import BackendUnavailable
+from backends.store.models import Workflow
+from backends.store.routing import RoutingRecords
+from gateway.routing.loading import backend_references
+from gateway.routing.router import RoutingTable
+
+__all__ = ["Readiness", "rq_readiness"]
+
+LEGACY = "rq"
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    #: What still holds RQ, one sentence each; empty when ready.
+    holds: tuple[str, ...]
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def rq_readiness(
+    *,
+    table: RoutingTable,
+    workflows: Sequence[Workflow],
+    records: RoutingRecords,
+    rq_holdings: Callable[[], dict[str, int]],
+) -> Readiness:
+    holds: list[str] = []
+    routes = [
+        _describe(table, path)
+        for path, backend in backend_references(table.rules)
+        if backend == LEGACY
+    ]
+    if routes:
+        holds.append(f"routing rules version {table.version} still name rq at: {', '.join(routes)}")
+    pinned = sorted(w.workflow_id for w in workflows if w.definition.get("backend") == LEGACY)
+    if pinned:
+        holds.append(f"workflow definitions pinned to rq (backend: rq): {', '.join(pinned)}")
+    active, sample = records.active_runs_on(backend=LEGACY)
+    if active:
+        holds.append(
+            f"{active} run(s) on rq have not finished, e.g. {', '.join(sample[:5])}; "
+            "wait for them or kill them"
+        )
+    jobs: dict[str, int] | None
+    try:
+        jobs = rq_holdings()
+    except BackendUnavailable as exc:
+        jobs = None
+        holds.append(f"cannot count RQ's jobs: {exc.message}")
+    if jobs:
+        busy = {name: count for name, count in jobs.items() if count}
+        if busy:
+            listing = ", ".join(f"{name} {count}" for name, count in sorted(busy.items()))
+            holds.append(f"RQ still holds jobs: {listing}")
+    return Readiness(
+        ready=not holds,
+        holds=tuple(holds),
+        figures={
+            "rules_version": table.version,
+            "phase": table.rules.phase,
+            "routes_to_rq": routes,
+            "pinned_to_rq": pinned,
+            "active_rq_runs": active,
+            "rq_jobs": jobs,
+        },
+    )
+
+
+def _describe(table: RoutingTable, path: tuple[str | int, ...]) -> str:
+    """``("rules", 0, "fallback")`` -> ``rule 'pilot' fallback``."""
+    if path[0] == "rules" and isinstance(path[1], int):
+        rest = ".".join(str(part) for part in path[2:])
+        return f"rule {table.rules.rules[path[1]].id!r} {rest}"
+    return ".".join(str(part) for part in path)

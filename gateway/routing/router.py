@@ -1,0 +1,280 @@
+"""Deciding, run by run, which backend a run goes to, and saying why.
+
+A :class:`RoutingTable` is one checked rules file, compiled: glob patterns
+become one regular expression per field, and rules that name exact workflow
+ids are indexed by them. The rules that can apply to a workflow (everything
+but the job id) are worked out once per workflow and cached, so a decision
+costs a dictionary lookup, a glob on the job id at most, and a hash when the
+rule splits by percentage. The :class:`Router` swaps tables in one assignment,
+so a reload never pauses a request and a request never sees half a file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from backends.store.models import Workflow
+from gateway.routing.bucketing import bucket_of, in_rollout
+from gateway.routing.loading import RulesDocument
+from gateway.routing.rules import PATTERN_FIELDS, Rule, is_literal
+
+__all__ = ["Decision", "Explanation", "Router", "RoutingTable", "RunFacts"]
+
+#: Workflows whose candidate rules are remembered per table; past this the memory starts over.
+_CANDIDATE_CACHE_SIZE = 50_000
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What routing may look at: the run's ids and its workflow's tags, age and pin."""
+
+    workflow_id: str
+    workspace_id: str
+    folder_id: str
+    job_id: str
+    tags: frozenset[str] = frozenset()
+    registered_at: datetime | None = None  # None: the workflow is not registered
+    pinned: str | None = None  # the backend the workflow's definition insists on
+
+    @classmethod
+    def of_workflow(cls, workflow: Workflow, job_id: str) -> RunFacts:
+        """The facts of a run of a registered workflow (its definition was validated)."""
+        definition = workflow.definition
+        return cls(
+            workflow_id=workflow.workflow_id,
+            workspace_id=workflow.workspace_id,
+            folder_id=workflow.folder_id,
+            job_id=job_id,
+            tags=frozenset(definition.get("tags") or ()),
+            registered_at=workflow.registered_at,
+            pinned=definition.get("backend"),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    backend: str
+    rule_id: str | None  # None: the file's default or the definition's pin
+    version: str
+    reason: str
+    shadow: str | None = None
+    fallback: str | None = None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    decision: Decision
+    #: Why each rule before the deciding one did not apply, in file order.
+    passed_over: tuple[str, ...] = field(default=())
+
+
+class _FieldMatcher:
+    """Any of a field's patterns: exact names by set lookup, globs by one regex."""
+
+    __slots__ = ("literals", "regex", "text")
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.literals = frozenset(p for p in patterns if is_literal(p))
+        globs = [p for p in patterns if not is_literal(p)]
+        self.regex = (
+            re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs)) if globs else None
+        )
+        self.text = ", ".join(repr(p) for p in patterns)
+
+    def matches(self, value: str) -> bool:
+        return value in self.literals or (
+            self.regex is not None and self.regex.match(value) is not None
+        )
+
+
+class _CompiledRule:
+    __slots__ = ("index", "job", "line", "rule", "scope", "tags")
+
+    def __init__(self, rule: Rule, index: int, line: int) -> None:
+        self.rule = rule
+        self.index = index
+        self.line = line
+        match = rule.match
+        self.scope = tuple(
+            (name, _FieldMatcher(patterns))
+            for name in PATTERN_FIELDS
+            if name != "job_id" and (patterns := match.patterns(name)) is not None
+        )
+        job_patterns = match.patterns("job_id")
+        self.job = None if job_patterns is None else _FieldMatcher(job_patterns)
+        self.tags = frozenset(match.tags)
+
+    def scope_mismatch(self, facts: RunFacts) -> str | None:
+        """Why the rule cannot apply to this workflow (None when it can), job id aside."""
+        for name, matcher in self.scope:
+            value: str = getattr(facts, name)
+            if not matcher.matches(value):
+                return f"{name} {value!r} does not match {matcher.text}"
+        if not self.tags <= facts.tags:
+            missing = ", ".join(sorted(self.tags - facts.tags))
+            return f"the workflow lacks tag(s) {missing}"
+        after = self.rule.match.registered_after
+        if after is not None:
+            if facts.registered_at is None:
+                return "the workflow is not registered, so it has no registration time"
+            if facts.registered_at <= after:
+                return (
+                    f"the workflow was registered {facts.registered_at:%Y-%m-%d %H:%M} UTC, "
+                    f"not after {after:%Y-%m-%d %H:%M} UTC"
+                )
+        return None
+
+    def job_mismatch(self, job_id: str) -> str | None:
+        if self.job is None or self.job.matches(job_id):
+            return None
+        return f"job_id {job_id!r} does not match {self.job.text}"
+
+
+class RoutingTable:
+    """One rules file, compiled for fast decisions."""
+
+    def __init__(self, document: RulesDocument) -> None:
+        self.document = document
+        self.version = document.version
+        self.rules = document.rules
+        self.default = document.rules.default
+        self._compiled = [
+            _CompiledRule(rule, index, line)
+            for index, (rule, line) in enumerate(
+                zip(document.rules.rules, document.rule_lines, strict=True)
+            )
+        ]
+        self._by_workflow: dict[str, list[_CompiledRule]] = {}
+        self._unindexed: list[_CompiledRule] = []
+        for compiled in self._compiled:
+            workflows = compiled.rule.match.patterns("workflow_id")
+            if workflows is not None and all(is_literal(w) for w in workflows):
+                for workflow_id in workflows:
+                    self._by_workflow.setdefault(workflow_id, []).append(compiled)
+            else:
+                self._unindexed.append(compiled)
+        self._candidates: dict[tuple[object, ...], tuple[_CompiledRule, ...]] = {}
+
+    def decide(self, facts: RunFacts, tripped: Mapping[str, str]) -> Decision:
+        pinned = self._pinned(facts)
+        if pinned is not None:
+            return pinned
+        for compiled in self._candidates_for(facts):
+            if compiled.job is None or compiled.job.matches(facts.job_id):
+                return self._apply(compiled.rule, facts, tripped)
+        return self._default_decision()
+
+    def explain(self, facts: RunFacts, tripped: Mapping[str, str]) -> Explanation:
+        """The decision, with why each earlier rule did not apply (slow: for people)."""
+        pinned = self._pinned(facts)
+        if pinned is not None:
+            return Explanation(pinned)
+        passed_over: list[str] = []
+        for compiled in self._compiled:
+            why = compiled.scope_mismatch(facts) or compiled.job_mismatch(facts.job_id)
+            if why is None:
+                return Explanation(self._apply(compiled.rule, facts, tripped), tuple(passed_over))
+            passed_over.append(f"rule {compiled.rule.id!r} (line {compiled.line}): {why}")
+        return Explanation(self._default_decision(), tuple(passed_over))
+
+    def _pinned(self, facts: RunFacts) -> Decision | None:
+        if facts.pinned is None or not self.rules.enabled(facts.pinned):
+            return None
+        return Decision(
+            backend=facts.pinned,
+            rule_id=None,
+            version=self.version,
+            reason=f"pinned by the workflow definition (backend: {facts.pinned})",
+        )
+
+    def _default_decision(self) -> Decision:
+        return Decision(
+            backend=self.default,
+            rule_id=None,
+            version=self.version,
+            reason=f"no rule matched: the default, {self.default}",
+        )
+
+    def _candidates_for(self, facts: RunFacts) -> tuple[_CompiledRule, ...]:
+        key = (
+            facts.workflow_id,
+            facts.workspace_id,
+            facts.folder_id,
+            facts.tags,
+            facts.registered_at,
+        )
+        candidates = self._candidates.get(key)
+        if candidates is None:
+            indexed = self._by_workflow.get(facts.workflow_id, [])
+            merged = sorted([*indexed, *self._unindexed], key=lambda c: c.index)
+            candidates = tuple(c for c in merged if c.scope_mismatch(facts) is None)
+            if len(self._candidates) >= _CANDIDATE_CACHE_SIZE:
+                self._candidates.clear()
+            self._candidates[key] = candidates
+        return candidates
+
+    def _apply(self, rule: Rule, facts: RunFacts, tripped: Mapping[str, str]) -> Decision:
+        trip = tripped.get(rule.id) if rule.guard is not None else None
+        if trip is not None:
+            assert rule.guard is not None
+            backend = rule.guard.rollback_to
+            reason = f"rule {rule.id!r}: its guard tripped ({trip}); rolled back to {backend}"
+        elif rule.percent is not None:
+            key = rule.bucket_key
+            bucket = bucket_of(rule.bucket_salt, getattr(facts, key))
+            if in_rollout(bucket, rule.percent):
+                backend = rule.backend
+                side = "inside"
+            else:
+                backend = rule.otherwise or self.default
+                side = "outside"
+            reason = (
+                f"rule {rule.id!r}: {key} bucket {bucket / 100:.2f} is {side} the "
+                f"{rule.percent:g}% rollout: {backend}"
+            )
+        else:
+            backend = rule.backend
+            reason = f"rule {rule.id!r}: {backend}"
+        return Decision(
+            backend=backend,
+            rule_id=rule.id,
+            version=self.version,
+            reason=reason,
+            shadow=rule.shadow if rule.shadow != backend else None,
+            fallback=rule.fallback if rule.fallback != backend else None,
+        )
+
+
+class Router:
+    """The rules in force, swapped whole on reload; and the guards that have tripped."""
+
+    def __init__(self, document: RulesDocument) -> None:
+        self._table = RoutingTable(document)
+        self._tripped: Mapping[str, str] = {}
+
+    @property
+    def table(self) -> RoutingTable:
+        return self._table
+
+    @property
+    def tripped(self) -> Mapping[str, str]:
+        return self._tripped
+
+    def install(self, document: RulesDocument) -> RoutingTable:
+        table = RoutingTable(document)
+        self._table = table  # one assignment: requests see the old table or the new one
+        return table
+
+    def set_tripped(self, tripped: Mapping[str, str]) -> None:
+        """Rule ids whose guard is in force, each with a short account of why."""
+        self._tripped = dict(tripped)
+
+    def decide(self, facts: RunFacts) -> Decision:
+        return self._table.decide(facts, self._tripped)
+
+    def explain(self, facts: RunFacts) -> Explanation:
+        return self._table.explain(facts, self._tripped)

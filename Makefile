@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint types bench bench-rq bench-prefect services clean
+.PHONY: run test check lint types bench bench-rq bench-prefect bench-routing services clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,14 +32,18 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-## bench: the benchmarks behind docs/performance.md (real PostgreSQL, Redis and Prefect server)
-bench: bench-rq bench-prefect
+## bench: the benchmarks behind docs/performance.md (real PostgreSQL, Redis and Prefect server;
+## bench-routing needs none of them)
+bench: bench-rq bench-prefect bench-routing
 
 bench-rq: $(STAMP) services
 	$(BIN)/python -m bench.rq_path
 
 bench-prefect: $(STAMP) services
 	$(BIN)/python -m bench.prefect_path
+
+bench-routing: $(STAMP)
+	$(BIN)/python -m bench.routing
 
 ## services: start PostgreSQL and Redis on loopback when they are not answering
 services:

@@ -1,9 +1,12 @@
-"""figway's benchmarks on real PostgreSQL and Redis.
+"""figway's benchmarks: its two paths on real PostgreSQL and Redis, and routing in-process.
 
 - the RQ path against plain RQ: ``python -m bench.rq_path``;
 - the Prefect path against plain Prefect, on a Prefect server of its own:
-  ``python -m bench.prefect_path``.
+  ``python -m bench.prefect_path``;
+- one routing decision with 1,000 rules, in-process, against a naive
+  first-match loop: ``python -m bench.routing`` (no service needed).
 
-Results are printed as Markdown and written as JSON under ``bench/results/``;
-``docs/performance.md`` reports and reads one such run.
+Results are printed as Markdown and written as JSON under ``bench/results/``
+(the routing benchmark's where ``--json PATH`` says); ``docs/performance.md``
+reports and reads such runs.
 """

@@ -18,6 +18,7 @@ __all__ = [
     "SUBMIT_TARGET",
     "environment",
     "format_load",
+    "machine",
     "markdown_table",
     "render_markdown",
     "verdict",
@@ -41,10 +42,7 @@ def environment(
         }
     redis_info = redis.info("server")
     return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "cpus": os.cpu_count(),
+        **machine(),
         "packages": {
             name: version(name)
             for name in (
@@ -61,6 +59,16 @@ def environment(
         "postgresql": pg_version[0] if pg_version else None,
         "postgresql_settings": {k: v[0] if v else None for k, v in pg_settings.items()},
         "redis_server": redis_info.get("redis_version"),
+    }
+
+
+def machine() -> dict[str, Any]:
+    """The machine, the Python, figway's commit and the load: what any benchmark reports."""
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
         "figway_commit": _git_commit(),
         "load_average_at_start": os.getloadavg(),
     }

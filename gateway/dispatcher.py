@@ -243,6 +243,8 @@ class Dispatcher:
             self.store.mark_submitted(job_run_id=shadow.job_run_id)
         except FigwayError as exc:
             log.warning("shadow of run %s not started: %s", plan.job_run_id, exc)
+        except Exception:  # in a pool thread nobody waits on: it must at least be logged
+            log.exception("shadow of run %s not started", plan.job_run_id)
 
     def close(self) -> None:
         """Wait for shadow runs being started (called when the gateway stops)."""

@@ -12,8 +12,9 @@ so a reload never pauses a request and a request never sees half a file.
 from __future__ import annotations
 
 import fnmatch
+import heapq
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -108,6 +109,16 @@ class _CompiledRule:
         self.job = None if job_patterns is None else _FieldMatcher(job_patterns)
         self.tags = frozenset(match.tags)
 
+    def in_scope(self, facts: RunFacts) -> bool:
+        """Whether the rule can apply to this workflow, job id aside (the fast yes or no)."""
+        for name, matcher in self.scope:
+            if not matcher.matches(getattr(facts, name)):
+                return False
+        if not self.tags <= facts.tags:
+            return False
+        after = self.rule.match.registered_after
+        return after is None or (facts.registered_at is not None and facts.registered_at > after)
+
     def scope_mismatch(self, facts: RunFacts) -> str | None:
         """Why the rule cannot apply to this workflow (None when it can), job id aside."""
         for name, matcher in self.scope:
@@ -134,6 +145,37 @@ class _CompiledRule:
         return f"job_id {job_id!r} does not match {self.job.text}"
 
 
+class _Candidates:
+    """The rules that can apply to one workflow, in file order, with a quick job id test.
+
+    ``any_job`` matches a job id that some job-constrained candidate accepts; when
+    it does not match, the first candidate with no job constraint decides at once,
+    however many job globs come before it.
+    """
+
+    __slots__ = ("any_job", "first_unconstrained", "rules")
+
+    def __init__(self, rules: tuple[_CompiledRule, ...]) -> None:
+        self.rules = rules
+        self.first_unconstrained = next((r for r in rules if r.job is None), None)
+        patterns = [
+            p for r in rules if r.job is not None for p in r.rule.match.patterns("job_id") or ()
+        ]
+        self.any_job = (
+            re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+            if patterns
+            else None
+        )
+
+    def first_for(self, job_id: str) -> _CompiledRule | None:
+        if self.any_job is None or self.any_job.match(job_id) is None:
+            return self.first_unconstrained
+        for compiled in self.rules:
+            if compiled.job is None or compiled.job.matches(job_id):
+                return compiled
+        return None
+
+
 class RoutingTable:
     """One rules file, compiled for fast decisions."""
 
@@ -157,16 +199,18 @@ class RoutingTable:
                     self._by_workflow.setdefault(workflow_id, []).append(compiled)
             else:
                 self._unindexed.append(compiled)
-        self._candidates: dict[tuple[object, ...], tuple[_CompiledRule, ...]] = {}
+        self._candidates: dict[tuple[object, ...], _Candidates] = {}
+        # Many workflows share one candidate list (the glob rules): compile its job test once.
+        self._candidate_lists: dict[tuple[int, ...], _Candidates] = {}
 
     def decide(self, facts: RunFacts, tripped: Mapping[str, str]) -> Decision:
         pinned = self._pinned(facts)
         if pinned is not None:
             return pinned
-        for compiled in self._candidates_for(facts):
-            if compiled.job is None or compiled.job.matches(facts.job_id):
-                return self._apply(compiled.rule, facts, tripped)
-        return self._default_decision()
+        compiled = self._candidates_for(facts).first_for(facts.job_id)
+        if compiled is None:
+            return self._default_decision()
+        return self._apply(compiled.rule, facts, tripped)
 
     def explain(self, facts: RunFacts, tripped: Mapping[str, str]) -> Explanation:
         """The decision, with why each earlier rule did not apply (slow: for people)."""
@@ -199,7 +243,7 @@ class RoutingTable:
             reason=f"no rule matched: the default, {self.default}",
         )
 
-    def _candidates_for(self, facts: RunFacts) -> tuple[_CompiledRule, ...]:
+    def _candidates_for(self, facts: RunFacts) -> _Candidates:
         key = (
             facts.workflow_id,
             facts.workspace_id,
@@ -209,11 +253,20 @@ class RoutingTable:
         )
         candidates = self._candidates.get(key)
         if candidates is None:
-            indexed = self._by_workflow.get(facts.workflow_id, [])
-            merged = sorted([*indexed, *self._unindexed], key=lambda c: c.index)
-            candidates = tuple(c for c in merged if c.scope_mismatch(facts) is None)
+            indexed = self._by_workflow.get(facts.workflow_id)
+            # Both lists are in file order already: merge them only when both have rules.
+            merged: Iterable[_CompiledRule] = (
+                heapq.merge(indexed, self._unindexed, key=lambda c: c.index)
+                if indexed
+                else self._unindexed
+            )
+            rules = tuple(c for c in merged if c.in_scope(facts))
+            shape = tuple(c.index for c in rules)
+            candidates = self._candidate_lists.get(shape) or _Candidates(rules)
             if len(self._candidates) >= _CANDIDATE_CACHE_SIZE:
                 self._candidates.clear()
+                self._candidate_lists.clear()
+            self._candidate_lists[shape] = candidates
             self._candidates[key] = candidates
         return candidates
 

@@ -79,7 +79,12 @@ def _truncate(engine: Engine) -> None:
 
 @contextmanager
 def prefect_stack(
-    *, database_url: str, redis_url: str, log_dir: Path, services: PrefectServices
+    *,
+    database_url: str,
+    redis_url: str,
+    log_dir: Path,
+    services: PrefectServices,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[PrefectStack]:
     """A running gateway whose PREFECT_API_URL is the session's server; cleaned before and after.
 
@@ -92,7 +97,11 @@ def prefect_stack(
         database_url=database_url,
         redis_url=redis_url,
         log_dir=log_dir,
-        settings={"PREFECT_API_URL": services.api_url, "PREFECT_HOME": str(services.home)},
+        settings={
+            "PREFECT_API_URL": services.api_url,
+            "PREFECT_HOME": str(services.home),
+            **(settings or {}),
+        },
         prefect=services,
     )
     try:

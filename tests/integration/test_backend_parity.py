@@ -10,6 +10,7 @@ outcome it expects, so that two backends that are wrong in the same way still fa
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -89,6 +90,18 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
+# Runs of `shadow_*` workflows go to RQ and run again on Prefect, sandboxed, for comparison.
+SHADOW_RULES = """\
+phase: 1
+default: rq
+rules:
+  - id: shadow-on-prefect
+    match: {workflow_id: "shadow_*"}
+    backend: rq
+    shadow: prefect
+"""
+
+
 @pytest.fixture(scope="session")
 def prefect_services(
     pg_url: str, tmp_path_factory: pytest.TempPathFactory
@@ -106,12 +119,16 @@ def stack(
     """One gateway and one RQ worker for the module; Prefect's worker is the session's."""
     with Redis.from_url(REDIS_URL) as redis:
         redis.flushdb()
+    log_dir = tmp_path_factory.mktemp("parity")
+    rules = log_dir / "routing_rules.yaml"
+    rules.write_text(SHADOW_RULES)
     try:
         with prefect_stack(
             database_url=upgraded_pg_url,
             redis_url=REDIS_URL,
-            log_dir=tmp_path_factory.mktemp("parity"),
+            log_dir=log_dir,
             services=prefect_services,
+            settings={"FIGWAY_ROUTING_RULES": str(rules)},
         ) as running:
             running.start_workers("parity-rq")
             yield running
@@ -158,3 +175,37 @@ def test_a_workflow_ends_the_same_on_rq_and_on_prefect(stack: PrefectStack, case
     expected = spec["expected"]
     assert ended["prefect"]["status"] == expected["status"], context
     assert {n: facts[:3] for n, facts in prefect.items()} == expected["nodes"], context
+
+
+@pytest.mark.parametrize("case", ["retry", "failure"])
+def test_a_shadow_run_on_prefect_matches_its_run_on_rq(stack: PrefectStack, case: str) -> None:
+    """The routing path of the same promise: one run on RQ, its shadow on Prefect, compared."""
+    spec = CASES[case]
+    workflow_id = f"shadow_{case}"
+    # json.loads writes nothing: declaring so is what lets the workflow be shadowed.
+    nodes = {
+        node_id: {**node, "config": {**node["config"], "side_effects": "none"}}
+        if node["type"] == "python"
+        else node
+        for node_id, node in spec["nodes"].items()
+    }
+    stack.put_definition(workflow_id, nodes, spec["dependencies"])
+    job_run_id = f"shadowed-{uuid.uuid4().hex[:10]}"
+    started = stack.start_run(workflow_id, job_run_id)
+    assert started["backend"] == "rq"
+    assert started["routing"]["rule"] == "shadow-on-prefect"
+    assert started["routing"]["reason"].endswith("shadowed on prefect")
+
+    ended = stack.wait_for_end(job_run_id, timeout=RUN_TIMEOUT)
+    context = stack.explain(job_run_id)
+    shadow = stack.wait_for_end(f"{job_run_id}~shadow", timeout=RUN_TIMEOUT)
+    assert ended["status"] == spec["expected"]["status"], context
+    assert (shadow["backend"], shadow["status"]) == ("prefect", ended["status"]), context
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while (found := stack.http.get(f"/routing/shadows/{job_run_id}")).status_code == 404:
+        assert time.monotonic() < deadline, f"no shadow comparison within {RUN_TIMEOUT} s"
+        time.sleep(0.2)
+    comparison = found.json()
+    assert comparison["matched"] is True, (comparison["mismatches"], context)
+    stats = stack.http.get("/workflow_runs/stats").json()
+    assert stats["by_workflow"][workflow_id]["total"] == 1, "the shadow is not the client's run"

@@ -285,6 +285,17 @@ def test_explain_says_which_rule_and_why_the_others_were_passed_over(
     assert (unknown["rule_id"], unknown["workflow_registered"]) == (None, False)
 
 
+def test_readiness_lists_what_still_holds_rq(client: httpx.Client) -> None:
+    readiness = client.get("/routing/readiness").json()
+    assert readiness["ready"] is False
+    # Runs of earlier tests may still be in flight and held too; the rules always are.
+    assert readiness["holds"][0] == (
+        f"routing rules version {rules_version(RULES)} still name rq at: default, "
+        "rule 'shadowed' backend"
+    )
+    assert set(readiness["figures"]["rq_jobs"]) >= {"default.queued", "default.failed"}
+
+
 def test_a_guard_reset_of_an_untripped_rule_is_404(client: httpx.Client) -> None:
     response = client.post("/routing/guards/to-prefect/reset")
     assert response.status_code == 404

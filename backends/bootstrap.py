@@ -48,11 +48,15 @@ _lock = threading.Lock()
 _runtime: NodeRuntime | None = None
 
 
-def install_runtime(runtime: NodeRuntime | None) -> None:
-    """Make ``runtime`` the one this process's nodes run through (None forgets it)."""
+def install_runtime(runtime: NodeRuntime | None) -> NodeRuntime | None:
+    """Make ``runtime`` the one this process's nodes run through (None forgets it).
+
+    Returns the runtime it replaced, so whoever installed one can put the old one back.
+    """
     global _runtime
     with _lock:
-        _runtime = runtime
+        previous, _runtime = _runtime, runtime
+        return previous
 
 
 def current_runtime() -> NodeRuntime:

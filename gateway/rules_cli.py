@@ -164,12 +164,12 @@ def rules_readiness(as_json: bool) -> None:
     from backends.rq.executor import RQExecutor
 
     settings = settings_or_exit()
-    records = _records(settings)
     if settings.redis_url is None:
         raise click.ClickException(
             "the embedded default keeps RQ's queues inside the gateway process; "
             "ask the gateway: GET /routing/readiness"
         )
+    records = _records(settings)
     rq = RQExecutor(Redis.from_url(settings.redis_url))
     result = or_exit(
         lambda: rq_readiness(
@@ -196,7 +196,10 @@ def rules_readiness(as_json: bool) -> None:
 def rules_history(limit: int) -> None:
     """Rules versions the gateways put in force, newest first."""
     records = _records(settings_or_exit())
-    for applied in or_exit(lambda: records.history(limit=limit)):
+    history = or_exit(lambda: records.history(limit=limit))
+    if not history:
+        click.echo("no rules version has been applied yet (a gateway records one as it starts)")
+    for applied in history:
         click.echo(
             f"{applied.applied_at:%Y-%m-%d %H:%M:%S} UTC  version {applied.version}  "
             f"phase {applied.phase}  from {applied.source}"

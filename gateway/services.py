@@ -48,6 +48,8 @@ class Services:
     guards: GuardKeeper
     shadows: ShadowComparer
     embedded_workers: EmbeddedWorkers | None = None
+    # The runtime installed before this one (another gateway in the same process, in tests).
+    previous_runtime: NodeRuntime | None = None
     _closed: bool = field(default=False, repr=False)
 
     def start_embedded_workers(self) -> None:
@@ -75,7 +77,7 @@ class Services:
             close = getattr(executor, "close", None)  # optional: not every backend holds a client
             if close is not None:
                 close()
-        install_runtime(None)
+        install_runtime(self.previous_runtime)
         self.engine.dispose()
 
 
@@ -86,7 +88,7 @@ def build_services(settings: Settings) -> Services:
     store = Store(engine)
     node_types = default_registry()
     runtime = NodeRuntime(store, node_types, heartbeat_seconds=settings.heartbeat_seconds)
-    install_runtime(runtime)
+    previous_runtime = install_runtime(runtime)
     redis: Redis
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url)
@@ -126,6 +128,7 @@ def build_services(settings: Settings) -> Services:
         rules=rules,
         guards=guards,
         shadows=ShadowComparer(store, records),
+        previous_runtime=previous_runtime,
     )
 
 

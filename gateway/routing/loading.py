@@ -88,6 +88,7 @@ def parse_rules(
     """
     try:
         root = yaml.compose(content, Loader=_Loader)
+        raw = yaml.load(content, Loader=_Loader)  # a safe loader, C or Python
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -100,10 +101,9 @@ def parse_rules(
             source, [RulesProblem(1, "file", "expected a mapping with phase, default and rules")]
         )
     lines = _LineFinder(root)
-    raw = yaml.load(content, Loader=_Loader)  # a safe loader, C or Python
     problems = list(_duplicate_keys(root))
     # Each rule is checked on its own, so one bad rule does not hide the others' problems.
-    raw_rules = raw.get("rules", [])
+    raw_rules = raw.get("rules") or []  # `rules:` with every rule commented out is no rules
     top: RulesFile | None = None
     try:
         top = RulesFile.model_validate({**raw, "rules": []})

@@ -7,8 +7,6 @@ backends, the phase, rules no run can reach) is checked in
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 
@@ -75,16 +73,6 @@ class Match(_Strict):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-    @field_validator(*PATTERN_FIELDS)
-    @classmethod
-    def _valid_globs(cls, value: str | list[str] | None) -> str | list[str] | None:
-        for pattern in [value] if isinstance(value, str) else value or []:
-            try:
-                re.compile(fnmatch.translate(pattern))
-            except re.error as exc:  # e.g. an unclosed character class
-                raise ValueError(f"bad glob pattern {pattern!r}: {exc}") from None
-        return value
 
     def patterns(self, field: str) -> tuple[str, ...] | None:
         """The patterns of one field as a tuple (any may match), None when unconstrained."""

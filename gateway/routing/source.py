@@ -113,6 +113,13 @@ class RulesSource:
         source = cls(router=Router(document), records=records, path=path)
         source._seen = _stat(path)
         source._record(document)
+        log.info(
+            "routing rules version %s in force (phase %d, %d rules) from %s",
+            document.version,
+            document.rules.phase,
+            len(document.rules.rules),
+            path,
+        )
         return source
 
     def reload_if_changed(self) -> bool:

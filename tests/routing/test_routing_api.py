@@ -16,11 +16,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-
-from gateway.routing.loading import rules_version
-
-from .conftest import client_of, running_gateway
-from .support import (
+from api.running import client_of, running_gateway
+from api.support import (
     Gateway,
     define,
     definition,
@@ -30,6 +27,8 @@ from .support import (
     wait_for,
     wait_for_run,
 )
+
+from gateway.routing.loading import rules_version
 
 pytestmark = pytest.mark.service
 
@@ -156,6 +155,21 @@ def test_a_workflow_with_an_unguarded_side_effect_is_not_shadowed(client: httpx.
     assert "node 'write' (python)" in reason
     assert wait_for_run(client, run["job_run_id"])["status"] == "succeeded"
     assert client.get(f"/workflow_runs/{run['job_run_id']}~shadow").status_code == 404
+
+
+def test_killing_a_shadowed_run_kills_its_shadow_too(client: httpx.Client) -> None:
+    nap = {"type": "sleep", "config": {"seconds": 120}}
+    run = start(client, define(client, {"nap": nap}, prefix="shadow"))
+    shadow_id = f"{run['job_run_id']}~shadow"
+    wait_for(
+        lambda: client.get(f"/workflow_runs/{shadow_id}").json().get("status"),
+        lambda status: status in ("queued", "running"),
+        "the shadow run starting",
+        timeout=PREFECT_START_SECONDS,
+    )
+    assert client.delete(f"/workflow_runs/{run['job_run_id']}").status_code == 200
+    assert wait_for_run(client, run["job_run_id"])["status"] == "cancelled"
+    assert wait_for_run(client, shadow_id)["status"] == "cancelled"
 
 
 def test_a_run_stays_on_its_backend_after_the_rules_change(

@@ -14,8 +14,10 @@ import yaml
 from backends.errors import DefinitionError, FigwayError
 from backends.nodes import default_registry
 from backends.store import Store, create_database_engine, ensure_migrated, upgrade
+from backends.store.routing import RoutingRecords
 from backends.workflow import POOLS, parse_definition
 from gateway.cli_support import configure_logging, or_exit, settings_or_exit
+from gateway.routing.source import RulesSource
 from gateway.rules_cli import rules
 
 __all__ = ["main"]
@@ -56,6 +58,14 @@ def serve(host: str, port: int, ws_port: int, log_level: str) -> None:
     # Refuse an un-migrated production database here, with the command to run, not in a traceback.
     engine = create_database_engine(settings.resolved_database_url())
     or_exit(lambda: ensure_migrated(engine, auto_migrate=settings.should_auto_migrate()))
+    # The same for routing rules: no good version to serve is a listing of the file's problems.
+    rules = or_exit(
+        lambda: RulesSource.start(
+            records=RoutingRecords(engine),
+            configured=settings.routing_rules,
+            default_backend=settings.default_backend,
+        )
+    )
     engine.dispose()
     where = (
         settings.resolved_database_url()
@@ -68,6 +78,12 @@ def serve(host: str, port: int, ws_port: int, log_level: str) -> None:
         mode = "production: RQ workers run separately (`figway worker rq`)"
     click.echo(f"figway API on http://{host}:{port}  ({mode})")
     click.echo(f"API docs:   http://{host}:{port}/docs")
+    document = rules.document
+    click.echo(
+        f"routing:    rules version {document.version}, phase {document.rules.phase}, "
+        f"{len(document.rules.rules)} rule(s), default {document.rules.default} "
+        f"(from {document.source})"
+    )
     # The WebSocket listener on ws_port arrives with live status updates; the option is
     # accepted now so deployment scripts need not change later.
     del ws_port

@@ -33,7 +33,7 @@ from backends.store.store import Route
 from backends.workflow import RunPlan, WorkflowDefinition, parse_definition, shadow_refusal
 from gateway.config import Settings
 from gateway.routing.router import Decision, Router, RunFacts
-from gateway.routing.shadow import shadow_id
+from gateway.routing.shadow import shadow_id, with_shadow
 
 __all__ = [
     "Dispatcher",
@@ -144,18 +144,13 @@ class Dispatcher:
         self, decision: Decision, workflow: Workflow, definition: WorkflowDefinition
     ) -> tuple[Route, str | None]:
         """The route to record, and the shadow backend if the workflow may be shadowed."""
-        reason = decision.reason
-        shadow = decision.shadow
-        if shadow is not None:
+        refusal = None
+        if decision.shadow is not None:
             key = (workflow.workflow_id, workflow.version)
             if key not in self._shadow_refusals:
                 self._shadow_refusals[key] = shadow_refusal(definition, self.node_types)
             refusal = self._shadow_refusals[key]
-            if refusal is None:
-                reason = f"{reason}; shadowed on {shadow}"
-            else:
-                reason = f"{reason}; not shadowed on {shadow}: {refusal}"
-                shadow = None
+        reason, shadow = with_shadow(decision.reason, decision.shadow, refusal)
         return Route(decision.rule_id, decision.version, reason), shadow
 
     def _definition(self, workflow_id: str) -> tuple[Workflow, WorkflowDefinition]:
@@ -189,8 +184,18 @@ class Dispatcher:
         ):
             plan = self.store.load_plan(job_run_id=run.job_run_id)
             assert plan is not None
-            return self._submit(plan, run.backend)
+            return self._submit(
+                plan, run.backend, fallback=self._fallback_for(run), route=run.route
+            )
         return run
+
+    def _fallback_for(self, run: RunView) -> str | None:
+        """The fallback the rules in force give a run that no backend has accepted yet."""
+        workflow = self.store.get_workflow(workflow_id=run.workflow_id)
+        if workflow is None:
+            return None
+        fallback = self.router.decide(RunFacts.of_workflow(workflow, run.job_id)).fallback
+        return fallback if fallback != run.backend else None
 
     def _submit(
         self,
@@ -260,7 +265,7 @@ class Dispatcher:
         before = self.store.request_cancel(job_run_id=job_run_id)
         if before in RUN_TERMINAL:
             raise RunConflict(f"run {job_run_id!r} already finished: it is {before.value}")
-        self._stop_on_backend(job_run_id, run.backend)
+        self._stop_on_backend(run)
         self._cancel_shadow(job_run_id)
         return self._view(job_run_id)
 
@@ -270,16 +275,19 @@ class Dispatcher:
             return
         if self.store.request_cancel(job_run_id=shadow.job_run_id) not in RUN_TERMINAL:
             try:
-                self._stop_on_backend(shadow.job_run_id, shadow.backend)
+                self._stop_on_backend(shadow)
             except BackendUnavailable as exc:  # the reconciler finishes the kill
                 log.warning("cannot stop shadow %s yet: %s", shadow.job_run_id, exc)
 
-    def _stop_on_backend(self, job_run_id: str, backend: str) -> None:
-        plan = self.store.load_plan(job_run_id=job_run_id)
-        assert plan is not None
-        # If the backend is unreachable the run stays `cancelling`; the reconciler retries.
-        self.executors[backend].cancel(plan)
-        self.store.complete_cancel(job_run_id=job_run_id)
+    def _stop_on_backend(self, run: RunView) -> None:
+        # A run no backend accepted has nothing to stop there: had a submission raced this
+        # kill, its nodes would be refused at start, for the run is cancelling now.
+        if run.submitted_at is not None:
+            plan = self.store.load_plan(job_run_id=run.job_run_id)
+            assert plan is not None
+            # If the backend is unreachable the run stays `cancelling`; the reconciler retries.
+            self.executors[run.backend].cancel(plan)
+        self.store.complete_cancel(job_run_id=run.job_run_id)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -307,7 +315,7 @@ class Dispatcher:
             if run is None:
                 continue
             try:
-                self._stop_on_backend(job_run_id, run.backend)
+                self._stop_on_backend(run)
                 settled += 1
             except BackendUnavailable as exc:
                 log.warning("cannot finish cancelling %s yet: %s", job_run_id, exc)

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import click
 from redis import Redis
 
+from backends.nodes import default_registry
 from backends.store import Store, create_database_engine, ensure_migrated
 from backends.store.routing import RoutingRecords
+from backends.workflow import parse_definition, shadow_refusal
 from gateway.cli_support import or_exit, settings_or_exit
 from gateway.config import Settings
 from gateway.routing.diff import diff_rules, rule_changes
 from gateway.routing.loading import RulesDocument, RulesInvalid, parse_rules
 from gateway.routing.readiness import rq_readiness
 from gateway.routing.router import Router, RoutingTable, RunFacts
+from gateway.routing.shadow import with_shadow
 from gateway.routing.source import DEFAULT_RULES_FILE, builtin_rules
 
 __all__ = ["rules"]
@@ -81,15 +84,20 @@ def rules_explain(
     records = _records(settings)
     router = Router(_configured_rules(settings, rules_file))
     workflow = or_exit(lambda: Store(records.engine).get_workflow(workflow_id=workflow_id))
+    refusal = None
     if workflow is not None:
         facts = RunFacts.of_workflow(workflow, job_id)
+        node_types = default_registry()
+        definition = parse_definition(workflow.definition, node_types=node_types)
+        refusal = shadow_refusal(definition, node_types)
     else:
         facts = RunFacts(
             workflow_id, workspace_id or "", folder_id or "", job_id, tags=frozenset(tags)
         )
     router.set_tripped(_trip_texts(records))
     explanation = router.explain(facts)
-    decision = explanation.decision
+    reason, shadow = with_shadow(explanation.decision.reason, explanation.decision.shadow, refusal)
+    decision = replace(explanation.decision, reason=reason, shadow=shadow)
     if as_json:
         click.echo(json.dumps({**asdict(decision), "passed_over": explanation.passed_over}))
         return
@@ -120,13 +128,17 @@ def rules_diff(old: Path, new: Path, only: tuple[str, ...]) -> None:
     before, after = (RoutingTable(_parse_or_exit(path)) for path in (old, new))
     changes = rule_changes(before, after)
     click.echo(f"rules {before.version} -> {after.version}")
-    for label, ids in (
-        ("added", changes.added),
-        ("removed", changes.removed),
-        ("changed", changes.changed),
-    ):
-        if ids:
-            click.echo(f"  {label}: {', '.join(ids)}")
+    if changes.phase is not None:
+        click.echo(f"  phase: {changes.phase[0]} -> {changes.phase[1]}")
+    if changes.added:
+        click.echo(f"  added: {', '.join(changes.added)}")
+    if changes.removed:
+        click.echo(f"  removed: {', '.join(changes.removed)}")
+    if changes.changed:
+        listing = ", ".join(
+            f"{rule_id} ({', '.join(keys)})" for rule_id, keys in changes.changed.items()
+        )
+        click.echo(f"  changed: {listing}")
     if changes.reordered:
         click.echo("  rules kept are in a different order (first match wins)")
     if before.default != after.default:
@@ -204,6 +216,19 @@ def rules_history(limit: int) -> None:
             f"{applied.applied_at:%Y-%m-%d %H:%M:%S} UTC  version {applied.version}  "
             f"phase {applied.phase}  from {applied.source}"
         )
+
+
+@rules.command("show")
+@click.argument("version")
+def rules_show(version: str) -> None:
+    """Print an applied version's exact content (restore it with `> routing_rules.yaml`)."""
+    records = _records(settings_or_exit())
+    row = or_exit(lambda: records.rules_content(version=version))
+    if row is None:
+        raise click.ClickException(
+            f"no rules version {version!r} was ever applied; `figway rules history` lists them"
+        )
+    click.echo(row.content, nl=False)
 
 
 @rules.command("guards")

@@ -137,6 +137,11 @@ class RoutingRecords:
             ).first()
         return None if row is None else (row[0], row[1])
 
+    def rules_content(self, *, version: str) -> RulesVersion | None:
+        """A version's exact content, to read it back or restore it."""
+        with self._transaction() as session:
+            return session.get(RulesVersion, version)
+
     # -- guards ----------------------------------------------------------------------
 
     def trip_guard(
@@ -269,6 +274,18 @@ class RoutingRecords:
     def comparison(self, *, job_run_id: str) -> ShadowComparison | None:
         with self._transaction() as session:
             return session.get(ShadowComparison, job_run_id)
+
+    def mismatched_shadows(self, *, limit: int = 100) -> list[ShadowComparison]:
+        """The latest comparisons that found a difference, newest first."""
+        with self._transaction() as session:
+            return list(
+                session.scalars(
+                    select(ShadowComparison)
+                    .where(ShadowComparison.matched.is_(False))
+                    .order_by(ShadowComparison.compared_at.desc())
+                    .limit(limit)
+                ).all()
+            )
 
     def shadow_summary(self) -> dict[str, dict[str, int]]:
         """Per workflow: shadow comparisons made and how many mismatched."""

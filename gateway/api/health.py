@@ -22,14 +22,22 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """The database and every backend answer; 503 naming what does not."""
+    """The database and every backend the rules enable answer; 503 naming what does not.
+
+    A backend switched off under ``backends:`` in the rules is not waited for: in
+    phase 3 RQ may be gone.
+    """
     checks: dict[str, Any] = {}
     try:
         await run_in_threadpool(services.store.ping)
         checks["database"] = {"up": True}
     except StoreError as exc:
         checks["database"] = {"up": False, "detail": str(exc)}
+    rules = services.rules.document.rules
     for name, executor in services.executors.items():
+        if not rules.enabled(name):
+            checks[name] = {"up": True, "detail": "switched off in the routing rules"}
+            continue
         health = await run_in_threadpool(executor.health)
         checks[name] = {"up": health.up, "detail": health.detail, "workers": health.workers}
     ready = all(check["up"] for check in checks.values())

@@ -11,13 +11,16 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from backends.rq.executor import RQExecutor
+from backends.store.models import ShadowComparison
 from backends.store.routing import GuardTripView
+from backends.workflow import parse_definition, shadow_refusal
 from gateway.api.deps import ServicesDep
 from gateway.api.errors import error_body
 from gateway.dispatcher import RunNotFoundError
 from gateway.routing.loading import RulesProblem
 from gateway.routing.readiness import rq_readiness
 from gateway.routing.router import RunFacts
+from gateway.routing.shadow import with_shadow
 from gateway.services import Services
 
 router = APIRouter(prefix="/routing", tags=["routing"])
@@ -85,6 +88,21 @@ class AppliedOut(BaseModel):
     phase: int
     source: str
     applied_at: datetime
+
+
+class VersionOut(BaseModel):
+    version: str
+    phase: int
+    first_applied_at: datetime
+    content: str
+
+
+class GuardStatusOut(BaseModel):
+    rule_id: str
+    tripped: GuardTripOut | None
+    would_trip: bool = Field(description="What the figures say now (a tripped guard stays).")
+    reason: str
+    figures: dict[str, Any]
 
 
 class ReadinessOut(BaseModel):
@@ -162,21 +180,31 @@ async def explain(
     folder_id: Annotated[
         str | None, Query(max_length=128, description="For a workflow not registered yet.")
     ] = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(max_length=32, description="For a workflow not registered yet (repeatable)."),
+    ] = None,
 ) -> DecisionOut:
     """Where a run of this workflow and job would go now, and why."""
     workflow = await run_in_threadpool(lambda: services.store.get_workflow(workflow_id=workflow_id))
+    refusal = None
     if workflow is not None:
         facts = RunFacts.of_workflow(workflow, job_id)
+        definition = parse_definition(workflow.definition, node_types=services.node_types)
+        refusal = shadow_refusal(definition, services.node_types)
     else:
-        facts = RunFacts(workflow_id, workspace_id or "", folder_id or "", job_id)
+        facts = RunFacts(
+            workflow_id, workspace_id or "", folder_id or "", job_id, tags=frozenset(tag or ())
+        )
     explanation = services.rules.router.explain(facts)
     decision = explanation.decision
+    reason, shadow = with_shadow(decision.reason, decision.shadow, refusal)
     return DecisionOut(
         backend=decision.backend,
         rule_id=decision.rule_id,
         version=decision.version,
-        reason=decision.reason,
-        shadow=decision.shadow,
+        reason=reason,
+        shadow=shadow,
         fallback=decision.fallback,
         passed_over=list(explanation.passed_over),
         workflow_registered=workflow is not None,
@@ -190,6 +218,42 @@ async def history(
     """Rules versions put in force, newest first."""
     applied = await run_in_threadpool(lambda: services.records.history(limit=limit))
     return [AppliedOut(**a.__dict__) for a in applied]
+
+
+@router.get("/history/{version}", response_model=VersionOut)
+async def version_content(
+    services: ServicesDep, version: Annotated[str, Path(min_length=1, max_length=64)]
+) -> VersionOut:
+    """A version's exact content, to read it back or to restore it."""
+    row = await run_in_threadpool(lambda: services.records.rules_content(version=version))
+    if row is None:
+        raise RunNotFoundError(f"no rules version {version!r} was ever applied")
+    return VersionOut(
+        version=row.content_hash,
+        phase=row.phase,
+        first_applied_at=row.first_applied_at,
+        content=row.content,
+    )
+
+
+@router.get("/guards/status", response_model=list[GuardStatusOut])
+async def guard_status(services: ServicesDep) -> list[GuardStatusOut]:
+    """Every guard of the rules in force with the figures it judges on now."""
+
+    def current() -> list[GuardStatusOut]:
+        trips = services.records.tripped_guards()
+        return [
+            GuardStatusOut(
+                rule_id=rule.id,
+                tripped=GuardTripOut.of(trips[rule.id]) if rule.id in trips else None,
+                would_trip=verdict.trip,
+                reason=verdict.reason,
+                figures=verdict.figures(),
+            )
+            for rule, verdict in services.guards.status()
+        ]
+
+    return await run_in_threadpool(current)
 
 
 @router.get("/guards", response_model=list[GuardTripOut])
@@ -232,6 +296,15 @@ async def readiness(services: ServicesDep) -> ReadinessOut:
     return await run_in_threadpool(check)
 
 
+@router.get("/shadow-mismatches", response_model=list[ShadowOut])
+async def shadow_mismatches(
+    services: ServicesDep, limit: Annotated[int, Query(ge=1, le=1_000)] = 100
+) -> list[ShadowOut]:
+    """The latest runs whose shadow ended differently, newest first, with the differences."""
+    rows = await run_in_threadpool(lambda: services.records.mismatched_shadows(limit=limit))
+    return [_shadow_out(row) for row in rows]
+
+
 @router.get("/shadows/{job_run_id}", response_model=ShadowOut)
 async def shadow_comparison(
     services: ServicesDep, job_run_id: Annotated[str, Path(min_length=1, max_length=128)]
@@ -242,6 +315,10 @@ async def shadow_comparison(
         raise RunNotFoundError(
             f"no shadow comparison for run {job_run_id!r} (not shadowed, or not finished yet)"
         )
+    return _shadow_out(row)
+
+
+def _shadow_out(row: ShadowComparison) -> ShadowOut:
     return ShadowOut(
         job_run_id=row.job_run_id,
         shadow_run_id=row.shadow_run_id,

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.routing.router import RoutingTable, RunFacts
+from gateway.routing.rules import Rule
 
 __all__ = ["RuleChanges", "WorkflowMoves", "diff_rules", "rule_changes"]
 
@@ -40,8 +41,9 @@ class WorkflowMoves:
 class RuleChanges:
     added: tuple[str, ...]
     removed: tuple[str, ...]
-    changed: tuple[str, ...]
+    changed: dict[str, tuple[str, ...]]  # rule id -> the keys that differ
     reordered: bool
+    phase: tuple[int, int] | None = None  # (old, new) when the phase changes
 
 
 def rule_changes(old: RoutingTable, new: RoutingTable) -> RuleChanges:
@@ -52,9 +54,17 @@ def rule_changes(old: RoutingTable, new: RoutingTable) -> RuleChanges:
     return RuleChanges(
         added=tuple(rule_id for rule_id in after if rule_id not in before),
         removed=tuple(rule_id for rule_id in before if rule_id not in after),
-        changed=tuple(r for r in kept_after if before[r] != after[r]),
+        changed={
+            r: _changed_keys(before[r], after[r]) for r in kept_after if before[r] != after[r]
+        },
         reordered=kept_before != kept_after,
+        phase=None if old.rules.phase == new.rules.phase else (old.rules.phase, new.rules.phase),
     )
+
+
+def _changed_keys(before: Rule, after: Rule) -> tuple[str, ...]:
+    old, new = before.model_dump(), after.model_dump()
+    return tuple(key for key in new if old.get(key) != new[key])
 
 
 def diff_rules(

@@ -11,6 +11,7 @@ that finish later count, so old evidence cannot trip it again at once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from backends.status import RunStatus
 from backends.store import utcnow
 from backends.store.routing import FinishedRun, GuardTripView, RoutingRecords
 from gateway.routing.router import Router
-from gateway.routing.rules import Guard
+from gateway.routing.rules import Guard, Rule
 
 __all__ = ["BackendFigures", "GuardKeeper", "GuardVerdict", "judge", "percentile"]
 
@@ -81,11 +82,14 @@ class GuardVerdict:
     baseline: BackendFigures
     thresholds: dict[str, Any] = field(default_factory=dict)
 
+    since: datetime | None = None  # the oldest finish that counted
+
     def figures(self) -> dict[str, Any]:
         return {
             "guarded": self.guarded.as_dict(),
             "baseline": self.baseline.as_dict(),
             "thresholds": self.thresholds,
+            "since": None if self.since is None else self.since.isoformat(),
         }
 
 
@@ -135,6 +139,24 @@ class GuardKeeper:
         self.router = router
         self.records = records
 
+    def judge_rule(self, rule: Rule, *, now: datetime | None = None) -> GuardVerdict:
+        """The guard's verdict on the runs it would read now (trips nothing)."""
+        assert rule.guard is not None
+        now = now or utcnow()
+        since = now - timedelta(hours=rule.guard.window_hours)
+        last_reset = self.records.last_reset(rule_id=rule.id)
+        if last_reset is not None and last_reset > since:
+            since = last_reset
+        runs = self.records.finished_runs_of_rule(rule_id=rule.id, since=since)
+        verdict = judge(rule.guard, guarded_backend=rule.backend, runs=runs)
+        return dataclasses.replace(verdict, since=since)
+
+    def status(self) -> list[tuple[Rule, GuardVerdict]]:
+        """Every guard of the rules in force with its current figures: is it armed, how close."""
+        return [
+            (rule, self.judge_rule(rule)) for rule in self.router.table.rules.rules if rule.guard
+        ]
+
     def check(self, *, now: datetime | None = None) -> list[str]:
         """Evaluate each untripped guard; returns the rule ids that tripped in this round."""
         now = now or utcnow()
@@ -144,15 +166,10 @@ class GuardKeeper:
             guard = rule.guard
             if guard is None or rule.id in self.router.tripped:
                 continue
-            since = now - timedelta(hours=guard.window_hours)
-            last_reset = self.records.last_reset(rule_id=rule.id)
-            if last_reset is not None and last_reset > since:
-                since = last_reset
-            runs = self.records.finished_runs_of_rule(rule_id=rule.id, since=since)
-            verdict = judge(guard, guarded_backend=rule.backend, runs=runs)
+            verdict = self.judge_rule(rule, now=now)
             if not verdict.trip:
                 continue
-            figures = {**verdict.figures(), "since": since.isoformat()}
+            figures = verdict.figures()
             if self.records.trip_guard(
                 rule_id=rule.id, rules_version=table.version, reason=verdict.reason, figures=figures
             ):

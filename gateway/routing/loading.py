@@ -16,7 +16,15 @@ import yaml
 from pydantic import ValidationError
 
 from backends.errors import FigwayError
-from gateway.routing.rules import PATTERN_FIELDS, Match, Rule, RulesFile, is_literal
+from gateway.routing.rules import (
+    PATTERN_FIELDS,
+    BackendSwitch,
+    Guard,
+    Match,
+    Rule,
+    RulesFile,
+    is_literal,
+)
 
 __all__ = [
     "KNOWN_BACKENDS",
@@ -70,7 +78,7 @@ def rules_version(content: str) -> str:
     """The version figway records for a rules file: a hash of its exact content.
 
     >>> rules_version("phase: 1\\ndefault: rq\\n")
-    '7e3a1c7b5b37'
+    '453e3998d4a6'
     """
     return hashlib.sha256(content.encode()).hexdigest()[:12]
 
@@ -154,7 +162,37 @@ def _schema_problems(
         if tags and error["type"] in ("string_type", "list_type"):
             continue
         path = (*prefix, *(part for part in error["loc"] if not _is_union_tag(part)))
-        yield RulesProblem(lines.line_of(path), _field(path, raw), error["msg"])
+        yield RulesProblem(lines.line_of(path), _field(path, raw), _message(error, path))
+
+
+def _message(error: Any, path: Path) -> str:
+    """pydantic's message, said for a rules file: the keys allowed, no "Value error, "."""
+    if error["type"] == "extra_forbidden":
+        allowed = _ALLOWED_KEYS.get(_model_at(path[:-1]))
+        listing = f"; allowed here: {', '.join(allowed)}" if allowed else ""
+        return f"unknown key {path[-1]!r}{listing}"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _model_at(path: Path) -> str:
+    """Which part of the file a path is in: top, rule, match, guard or backend switch."""
+    names = [part for part in path if isinstance(part, str)]
+    if names[-1:] in (["match"], ["guard"]):
+        return names[-1]
+    if names == ["rules"]:
+        return "rule"
+    if names[:1] == ["backends"]:
+        return "backend"
+    return "top" if not names else ""
+
+
+_ALLOWED_KEYS = {
+    "top": tuple(RulesFile.model_fields),
+    "rule": tuple(Rule.model_fields),
+    "match": tuple(Match.model_fields),
+    "guard": tuple(Guard.model_fields),
+    "backend": tuple(BackendSwitch.model_fields),
+}
 
 
 def _is_union_tag(part: object) -> bool:
@@ -195,7 +233,16 @@ def _whole_file_problems(
         elif not rules.enabled(backend):
             yield path, f"backend {backend!r} is disabled under `backends`"
         elif rules.phase == 3 and backend == "rq":
-            yield path, "phase 3 (full migration) routes nothing to rq"
+            if path[-1] == "rollback_to":
+                yield (
+                    path,
+                    (
+                        "phase 3 (full migration) routes nothing to rq, and a guard rolls back "
+                        "to rq unless `rollback_to` says otherwise: drop the guard"
+                    ),
+                )
+            else:
+                yield path, "phase 3 (full migration) routes nothing to rq"
     if rules.phase == 1 and rules.default in known_backends and rules.default != "rq":
         yield (
             ("default",),

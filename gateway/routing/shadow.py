@@ -17,7 +17,14 @@ from typing import Any
 from backends.store import RunView, Store
 from backends.store.routing import RoutingRecords
 
-__all__ = ["SHADOW_SUFFIX", "ShadowComparer", "compare_runs", "output_fingerprint", "shadow_id"]
+__all__ = [
+    "SHADOW_SUFFIX",
+    "ShadowComparer",
+    "compare_runs",
+    "output_fingerprint",
+    "shadow_id",
+    "with_shadow",
+]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +34,21 @@ SHADOW_SUFFIX = "~shadow"
 
 def shadow_id(job_run_id: str) -> str:
     return f"{job_run_id}{SHADOW_SUFFIX}"
+
+
+def with_shadow(reason: str, shadow: str | None, refusal: str | None) -> tuple[str, str | None]:
+    """The route's reason saying what became of the rule's shadow, and the shadow to start.
+
+    >>> with_shadow("rule 'r': rq", "prefect", None)
+    ("rule 'r': rq; shadowed on prefect", 'prefect')
+    >>> with_shadow("rule 'r': rq", "prefect", "node 'load' writes")
+    ("rule 'r': rq; not shadowed on prefect: node 'load' writes", None)
+    """
+    if shadow is None:
+        return reason, None
+    if refusal is not None:
+        return f"{reason}; not shadowed on {shadow}: {refusal}", None
+    return f"{reason}; shadowed on {shadow}", shadow
 
 
 def output_fingerprint(output: Any) -> str:

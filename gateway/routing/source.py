@@ -100,10 +100,10 @@ class RulesSource:
             latest = records.latest_applied()
             if latest is None:
                 raise
-            version, content = latest
+            version, last_good = latest
             log.error("%s\nserving the rules last applied, version %s", refused, version)
             source = cls(
-                router=Router(parse_rules(content, source=f"{path} (version {version})")),
+                router=Router(parse_rules(last_good, source=f"{path} (version {version})")),
                 records=records,
                 path=path,
             )

@@ -136,6 +136,8 @@ def test_a_shadowed_workflow_with_a_load_node_writes_once(
     ).json()
     assert comparison["shadow_backend"] == "prefect"
     assert comparison["matched"] is True, comparison["mismatches"]
+    mismatched = client.get("/routing/shadow-mismatches").json()
+    assert run["job_run_id"] not in {m["job_run_id"] for m in mismatched}
     shadow = get_run(client, f"{run['job_run_id']}~shadow")
     assert (shadow["backend"], shadow["status"]) == ("prefect", "succeeded")
     assert shadow["nodes"]["load"]["output"] == {"rows": 1, "value": "v1"}
@@ -297,6 +299,26 @@ def test_explain_says_which_rule_and_why_the_others_were_passed_over(
     ]
     unknown = client.get("/routing/explain", params={"workflow_id": "nobody"}).json()
     assert (unknown["rule_id"], unknown["workflow_registered"]) == (None, False)
+
+
+def test_explain_says_when_a_workflow_cannot_be_shadowed(client: httpx.Client) -> None:
+    writer = {"type": "python", "config": {"callable": "builtins:print"}}
+    workflow_id = define(client, {"write": writer}, prefix="shadow")
+    explained = client.get("/routing/explain", params={"workflow_id": workflow_id}).json()
+    assert explained["shadow"] is None
+    assert "not shadowed on prefect: node 'write' (python)" in explained["reason"]
+    tagged = client.get(
+        "/routing/explain",
+        params={"workflow_id": "shadow-new", "tag": ["a", "b"], "workspace_id": "ws1"},
+    ).json()
+    assert (tagged["rule_id"], tagged["shadow"]) == ("shadowed", "prefect")
+
+
+def test_applied_versions_can_be_read_back(client: httpx.Client) -> None:
+    version = client.get("/routing/rules").json()["version"]
+    stored = client.get(f"/routing/history/{version}").json()
+    assert (stored["version"], stored["content"]) == (version, RULES)
+    assert client.get("/routing/history/000000000000").status_code == 404
 
 
 def test_readiness_lists_what_still_holds_rq(client: httpx.Client) -> None:

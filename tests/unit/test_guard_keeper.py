@@ -178,3 +178,16 @@ def test_two_gateways_record_one_trip_and_both_route_around_it(
     assert len(keeper.records.guard_history()) == 1
     other.refresh()
     assert routed_backends(other.router) == {"rq"}
+
+
+def test_status_shows_each_guards_figures_before_it_trips(
+    store: Store, keeper: GuardKeeper
+) -> None:
+    record_runs(store, backend="rq", count=12)
+    record_runs(store, backend="prefect", count=4, failed=4)
+    ((rule, verdict),) = keeper.status()
+    assert rule.id == "canary"
+    assert not verdict.trip
+    assert verdict.reason.startswith("not enough data: 4 finished run(s) on prefect and 12 on rq")
+    assert verdict.figures()["guarded"]["failure_rate"] == 1.0
+    assert keeper.records.tripped_guards() == {}, "asking trips nothing"

@@ -85,7 +85,7 @@ SCHEMA_CASES = [
         fallback: prefect  # <--
         """,
         "fallback",
-        "Extra inputs are not permitted",
+        "unknown key 'fallback'; allowed here: phase, default, backends, rules",
         id="extra-top-level-key",
     ),
     pytest.param(
@@ -98,7 +98,7 @@ SCHEMA_CASES = [
             backend: prefect
         """,
         "rules[0] (a).backnd",
-        "Extra inputs are not permitted",
+        "unknown key 'backnd'; allowed here: id, description, match, backend,",
         id="extra-rule-key",
     ),
     pytest.param(
@@ -112,7 +112,7 @@ SCHEMA_CASES = [
             backend: prefect
         """,
         "rules[0] (a).match.workflow",
-        "Extra inputs are not permitted",
+        "unknown key 'workflow'; allowed here: workflow_id, workspace_id,",
         id="extra-match-key",
     ),
     pytest.param(
@@ -127,7 +127,7 @@ SCHEMA_CASES = [
               rollback: rq  # <--
         """,
         "rules[0] (a).guard.rollback",
-        "Extra inputs are not permitted",
+        "allowed here: min_runs, window_hours, max_failure_rate_increase, max_p95_ratio, rollback_to",
         id="extra-guard-key",
     ),
     pytest.param(
@@ -139,7 +139,7 @@ SCHEMA_CASES = [
             enabeld: false  # <--
         """,
         "backends.rq.enabeld",
-        "Extra inputs are not permitted",
+        "unknown key 'enabeld'; allowed here: enabled",
         id="extra-backend-switch-key",
     ),
     pytest.param(

@@ -34,7 +34,16 @@ from gateway.cli import main
 from gateway.routing.bucketing import bucket_of
 
 REPO_RULES = Path(__file__).resolve().parents[2] / "routing_rules.yaml"
-SUBCOMMANDS = ("check", "explain", "diff", "readiness", "history", "guards", "guard-reset")
+SUBCOMMANDS = (
+    "check",
+    "explain",
+    "diff",
+    "readiness",
+    "history",
+    "show",
+    "guards",
+    "guard-reset",
+)
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -390,7 +399,7 @@ def test_explain_an_unregistered_workflow_with_the_ids_given(
         f"workflow {workflow_id} (not registered; ids as given), job job-1",
         "  backend: rq",
         f"  rule:    tagged-shadow  (rules version {version_of(rules)})",
-        "  why:     rule 'tagged-shadow': rq",
+        "  why:     rule 'tagged-shadow': rq; shadowed on prefect",
         "  shadow:  also runs on prefect for comparison",
         f"  passed over: rule 'other-workspace' (line {rule_line(rules, 'other-workspace')}): "
         "workspace_id 'ws1' does not match 'ws9'",
@@ -578,7 +587,7 @@ def test_diff_names_added_removed_and_changed_rules_and_the_default(
         f"rules {version_of(old)} -> {version_of(new)}",
         "  added: d",
         "  removed: b",
-        "  changed: a",
+        "  changed: a (backend)",
         "  rules kept are in a different order (first match wins)",
         "  default: rq -> prefect",
         "no registered workflows to measure (load some with `figway workflows load`)",
@@ -718,6 +727,26 @@ def test_history_lists_applied_versions_newest_first(engine: Engine) -> None:
         (second, "replica-2"),
         (first, "/etc/figway/a.yaml"),
     ]
+
+
+def test_show_prints_an_applied_version_exactly(engine: Engine) -> None:
+    content = "# kept as written\nphase: 1\ndefault: rq\n"
+    version = hashlib.sha256(uuid.uuid4().bytes).hexdigest()[:12]
+    RoutingRecords(engine).record_applied(version=version, content=content, phase=1, source="x")
+    shown = figway("rules", "show", version)
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout == content
+    missing = figway("rules", "show", "000000000000")
+    assert missing.exit_code == 1
+    assert "was ever applied" in missing.stderr
+
+
+def test_diff_names_a_phase_change(engine: Engine, tmp_path: Path) -> None:
+    old = write_rules(tmp_path, "old.yaml", "phase: 1\ndefault: rq\n")
+    new = write_rules(tmp_path, "new.yaml", "phase: 2\ndefault: rq\n")
+    result = figway("rules", "diff", str(old), str(new))
+    assert result.exit_code == 0, result.output
+    assert "  phase: 1 -> 2" in result.stdout.splitlines()
 
 
 def test_history_limit_must_be_positive(engine: Engine) -> None:

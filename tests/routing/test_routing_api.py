@@ -355,9 +355,15 @@ rules:
 
 
 @pytest.fixture(scope="module")
-def prefect_down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def down_rules(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rules = tmp_path_factory.mktemp("down-rules") / "rules.yaml"
     rules.write_text(DOWN_RULES)
+    return rules
+
+
+@pytest.fixture(scope="module")
+def prefect_down(tmp_path_factory: pytest.TempPathFactory, down_rules: Path) -> Iterator[Gateway]:
+    rules = down_rules
     # Nothing listens on the discard port: every Prefect call is refused at once. Prefect's
     # client reads the variable itself, as in production, so it is set, not just passed.
     with pytest.MonkeyPatch.context() as env:
@@ -404,3 +410,24 @@ def test_without_a_fallback_the_client_gets_503_and_the_run_is_kept(
         assert kept["routing"]["rule"] == "no-fallback"
         stats = client.get("/workflow_runs/stats").json()
         assert stats["by_workflow"]["nofb-etl"] == {"total": 1, "pending": 1}
+
+
+def test_readiness_waits_only_for_the_backends_the_rules_enable(
+    prefect_down: Gateway, down_rules: Path
+) -> None:
+    # A plain client: the first 503 is the answer under test.
+    with httpx.Client(base_url=prefect_down.base_url, timeout=30) as client:
+        down = client.get("/readyz")
+        assert down.status_code == 503
+        assert down.json()["checks"]["prefect"]["up"] is False
+        try:
+            apply_rules(
+                client, down_rules, "phase: 1\ndefault: rq\nbackends: {prefect: {enabled: false}}\n"
+            )
+            ready = client.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert (
+                ready.json()["checks"]["prefect"]["detail"] == "switched off in the routing rules"
+            )
+        finally:
+            apply_rules(client, down_rules, DOWN_RULES)

@@ -6,17 +6,14 @@ queries join them (a guard reads finished runs; a comparison reads both runs).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select, update
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.orm import aliased
 
-from backends.errors import StoreError
 from backends.status import RUN_TERMINAL, RunStatus
 from backends.store.models import (
     GuardTrip,
@@ -27,6 +24,7 @@ from backends.store.models import (
     Workflow,
 )
 from backends.store.store import _insert_ignoring_conflicts, utcnow
+from backends.store.transactions import Transactions
 
 __all__ = [
     "AppliedVersion",
@@ -77,21 +75,7 @@ class ShadowPair:
     shadow_run_id: str
 
 
-class RoutingRecords:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Session]:
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        except OperationalError as exc:
-            raise StoreError(f"database unavailable: {exc.orig}") from exc
-
-    # -- rules versions --------------------------------------------------------------
-
+class RoutingRecords(Transactions):
     def record_applied(self, *, version: str, content: str, phase: int, source: str) -> bool:
         """Store a version put in force; False when it is already the latest one applied.
 

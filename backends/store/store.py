@@ -10,16 +10,14 @@ were the last.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, Insert, func, insert, select, update
+from sqlalchemy import CursorResult, Insert, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from backends import dag
 from backends.errors import StoreError
@@ -32,6 +30,7 @@ from backends.status import (
     node_transition_allowed,
 )
 from backends.store.models import RUN_LEVEL, LogLine, NodeRun, Run, Transition, Workflow
+from backends.store.transactions import Transactions
 from backends.workflow import NodeSpec, RunPlan, WorkflowDefinition
 
 __all__ = [
@@ -132,20 +131,8 @@ class StaleNode:
     backend: str
 
 
-class Store:
+class Store(Transactions):
     """figway's database: workflows, runs, nodes, the transition journal and logs."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Session]:
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        except OperationalError as exc:
-            raise StoreError(f"database error: {exc.orig}") from exc
 
     def ping(self) -> None:
         """Raise :class:`StoreError` unless the database answers."""

@@ -210,6 +210,7 @@ def test_the_verdict_reports_its_figures_and_thresholds() -> None:
             "max_failure_rate_increase": 0.3,
             "max_p95_ratio": None,
         },
+        "since": None,  # judge() alone has no window; the keeper sets it
     }
 
 

@@ -10,8 +10,9 @@ database cannot know (a worker that died mid-node). Every implementation must:
     a node starts only after all of its upstream nodes succeeded. Node
     attempts go through :class:`backends.runtime.NodeRuntime`, which records
     every transition. Raises :class:`~backends.errors.BackendUnavailable`
-    when the backend cannot be reached (nothing was started) and
-    :class:`~backends.errors.BackendRejected` when it refuses the plan.
+    when the backend cannot be reached, with ``may_have_started=False`` only
+    if the request certainly never arrived (the run may then go elsewhere),
+    and :class:`~backends.errors.BackendRejected` when it refuses the plan.
 
 ``cancel(plan)``
     Make sure no node of the run starts from now on and stop the nodes that

@@ -44,7 +44,16 @@ class BackendError(FigwayError):
 
 
 class BackendUnavailable(BackendError):
-    """The backend cannot be reached; the same request may succeed later."""
+    """The backend cannot be reached; the same request may succeed later.
+
+    ``may_have_started`` is False only when the request certainly never reached
+    the backend (the connection was refused): only then may the run be sent to
+    another backend without risk of running on both.
+    """
+
+    def __init__(self, backend: str, message: str, *, may_have_started: bool = True) -> None:
+        super().__init__(backend, message)
+        self.may_have_started = may_have_started
 
 
 class BackendRejected(BackendError):

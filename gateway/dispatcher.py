@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -37,6 +38,7 @@ from gateway.routing.shadow import shadow_id, with_shadow
 
 __all__ = [
     "Dispatcher",
+    "NotFoundError",
     "RunConflict",
     "RunNotFoundError",
     "RunRequest",
@@ -50,13 +52,22 @@ log = logging.getLogger(__name__)
 _DEFINITION_CACHE_SIZE = 1_024
 #: Quiet runs remembered between reconcile rounds; the memory starts over past this.
 _QUIET_MEMORY = 10_000
+#: Shadow starts waiting at most; past this a shadow is dropped (only a comparison is lost).
+_SHADOW_QUEUE = 100
+#: The longest run id the database holds (``runs.job_run_id``).
+MAX_RUN_ID_LENGTH = 128
+_KILLED = (RunStatus.CANCELLING, RunStatus.CANCELLED)
 
 
-class WorkflowNotFoundError(FigwayError):
+class NotFoundError(FigwayError):
+    """What was asked for does not exist (the API answers 404)."""
+
+
+class WorkflowNotFoundError(NotFoundError):
     pass
 
 
-class RunNotFoundError(FigwayError):
+class RunNotFoundError(NotFoundError):
     pass
 
 
@@ -107,6 +118,7 @@ class Dispatcher:
         self._shadow_refusals: dict[tuple[str, int], str | None] = {}
         # Shadow runs start off the request's path: the client waits for its own run only.
         self._shadow_starter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="figway-shadow")
+        self._shadow_slots = threading.BoundedSemaphore(_SHADOW_QUEUE)
         # When each quiet run was last asked about (monotonic seconds).
         self._quiet_asked: dict[str, float] = {}
 
@@ -116,7 +128,8 @@ class Dispatcher:
         """Record and submit a run; returns the run and whether this call created it.
 
         Repeating a ``job_run_id`` returns the recorded run and starts nothing,
-        except that a run whose earlier submission failed is submitted again.
+        except that a run whose earlier submission failed is submitted again, to
+        the backend it was routed to.
         """
         job_run_id = request.job_run_id or uuid.uuid4().hex
         workflow, definition = self._definition(request.workflow_id)
@@ -127,7 +140,7 @@ class Dispatcher:
             parameters=request.parameters,
         )
         decision = self.router.decide(RunFacts.of_workflow(workflow, request.job_id))
-        route, shadow = self._route(decision, workflow, definition)
+        route, shadow = self._route(decision, workflow, definition, job_run_id)
         if not self.store.create_run(
             plan=plan, backend=decision.backend, from_job=request.from_job, route=route
         ):
@@ -135,21 +148,32 @@ class Dispatcher:
             run = self.store.get_run(job_run_id=job_run_id)
             assert run is not None
             return self._repeat(run, request), False
-        run = self._submit(plan, decision.backend, fallback=decision.fallback, route=route)
-        if shadow is not None:
-            self._shadow_starter.submit(self._start_shadow, plan, shadow, route)
+        run = self._submit(
+            plan, decision.backend, fallback=decision.fallback, route=route, shadow=shadow
+        )
+        if shadow is not None and shadow != run.backend:
+            self._queue_shadow(plan, shadow, route)
         return run, True
 
     def _route(
-        self, decision: Decision, workflow: Workflow, definition: WorkflowDefinition
+        self,
+        decision: Decision,
+        workflow: Workflow,
+        definition: WorkflowDefinition,
+        job_run_id: str,
     ) -> tuple[Route, str | None]:
-        """The route to record, and the shadow backend if the workflow may be shadowed."""
+        """The route to record, and the shadow backend if the run may be shadowed."""
         refusal = None
         if decision.shadow is not None:
             key = (workflow.workflow_id, workflow.version)
             if key not in self._shadow_refusals:
                 self._shadow_refusals[key] = shadow_refusal(definition, self.node_types)
             refusal = self._shadow_refusals[key]
+            if refusal is None and len(shadow_id(job_run_id)) > MAX_RUN_ID_LENGTH:
+                refusal = (
+                    f"the job_run_id is too long to name a shadow run (at most "
+                    f"{MAX_RUN_ID_LENGTH - len(shadow_id(''))} characters)"
+                )
         reason, shadow = with_shadow(decision.reason, decision.shadow, refusal)
         return Route(decision.rule_id, decision.version, reason), shadow
 
@@ -184,18 +208,10 @@ class Dispatcher:
         ):
             plan = self.store.load_plan(job_run_id=run.job_run_id)
             assert plan is not None
-            return self._submit(
-                plan, run.backend, fallback=self._fallback_for(run), route=run.route
-            )
+            # The backend it was routed to, never a fallback: a run is moved only by the
+            # request that routed it, so a rules change cannot move an accepted run.
+            return self._submit(plan, run.backend)
         return run
-
-    def _fallback_for(self, run: RunView) -> str | None:
-        """The fallback the rules in force give a run that no backend has accepted yet."""
-        workflow = self.store.get_workflow(workflow_id=run.workflow_id)
-        if workflow is None:
-            return None
-        fallback = self.router.decide(RunFacts.of_workflow(workflow, run.job_id)).fallback
-        return fallback if fallback != run.backend else None
 
     def _submit(
         self,
@@ -204,15 +220,20 @@ class Dispatcher:
         *,
         fallback: str | None = None,
         route: Route | None = None,
+        shadow: str | None = None,
     ) -> RunView:
         try:
             self.executors[backend].submit(plan)
         except BackendUnavailable as exc:
-            if fallback is not None and fallback in self.executors:
+            # Only a request that certainly never reached the backend may go elsewhere:
+            # one that may have arrived could run on both.
+            if fallback is not None and fallback in self.executors and not exc.may_have_started:
                 said = route.reason if route else f"routed to {backend}"
                 reason = (
                     f"{said}; fell back to {fallback}: {backend} was unreachable ({exc.message})"
                 )
+                if shadow == fallback:
+                    reason += f"; so not shadowed, the run itself is on {fallback}"
                 if self.store.reroute(job_run_id=plan.job_run_id, backend=fallback, reason=reason):
                     log.warning("run %s: %s", plan.job_run_id, reason)
                     return self._submit(plan, fallback)
@@ -222,6 +243,29 @@ class Dispatcher:
             self.store.mark_submit_failed(job_run_id=plan.job_run_id, error=str(exc))
             raise SubmitFailed(plan.job_run_id, backend, exc.message) from exc
         return self.store.mark_submitted(job_run_id=plan.job_run_id)
+
+    # -- shadows -----------------------------------------------------------------------
+
+    def _queue_shadow(self, plan: RunPlan, backend: str, route: Route) -> None:
+        """Start the shadow off the request's path; drop it when too many are waiting."""
+        if not self._shadow_slots.acquire(blocking=False):
+            log.warning(
+                "shadow of run %s dropped: %d shadow starts are waiting already",
+                plan.job_run_id,
+                _SHADOW_QUEUE,
+            )
+            return
+
+        def start() -> None:
+            try:
+                self._start_shadow(plan, backend, route)
+            finally:
+                self._shadow_slots.release()
+
+        try:
+            self._shadow_starter.submit(start)
+        except RuntimeError:  # the gateway is stopping: only the comparison is lost
+            self._shadow_slots.release()
 
     def _start_shadow(self, plan: RunPlan, backend: str, route: Route) -> None:
         """Run the plan again on ``backend``, sandboxed, for comparison only."""
@@ -235,6 +279,11 @@ class Dispatcher:
                 shadow_of=plan.job_run_id,
             )
             if not created:
+                return
+            # A kill of the client's run looks for its shadow after marking the run; the
+            # shadow looks at the run after being recorded: one of the two sees the other.
+            if self.store.run_status(job_run_id=plan.job_run_id) in _KILLED:
+                self._cancel_shadow(plan.job_run_id)
                 return
             try:
                 self.executors[backend].submit(shadow)
@@ -252,21 +301,24 @@ class Dispatcher:
             log.exception("shadow of run %s not started", plan.job_run_id)
 
     def close(self) -> None:
-        """Wait for shadow runs being started (called when the gateway stops)."""
-        self._shadow_starter.shutdown(wait=True)
+        """Stop starting shadows (called when the gateway stops); queued ones are dropped."""
+        self._shadow_starter.shutdown(wait=True, cancel_futures=True)
 
     # -- killing -----------------------------------------------------------------------
 
     def cancel_run(self, job_run_id: str) -> RunView:
         """Kill a run on the backend that owns it; 409-worthy if it already ended."""
-        run = self.store.get_run(job_run_id=job_run_id, with_nodes=False)
-        if run is None:
+        if self.store.run_status(job_run_id=job_run_id) is None:
             raise RunNotFoundError(f"no run {job_run_id!r}")
         before = self.store.request_cancel(job_run_id=job_run_id)
         if before in RUN_TERMINAL:
             raise RunConflict(f"run {job_run_id!r} already finished: it is {before.value}")
-        self._stop_on_backend(run)
+        # The shadow first: its backend may answer when the run's own does not.
         self._cancel_shadow(job_run_id)
+        # Read after marking it: a submission that finished meanwhile is seen here.
+        run = self.store.get_run(job_run_id=job_run_id, with_nodes=False)
+        assert run is not None
+        self._stop_on_backend(run)
         return self._view(job_run_id)
 
     def _cancel_shadow(self, job_run_id: str) -> None:
@@ -274,6 +326,8 @@ class Dispatcher:
         if shadow is None or shadow.status in RUN_TERMINAL:
             return
         if self.store.request_cancel(job_run_id=shadow.job_run_id) not in RUN_TERMINAL:
+            shadow = self.store.get_run(job_run_id=shadow.job_run_id, with_nodes=False)
+            assert shadow is not None
             try:
                 self._stop_on_backend(shadow)
             except BackendUnavailable as exc:  # the reconciler finishes the kill
@@ -310,6 +364,13 @@ class Dispatcher:
         Returns how many nodes or runs it settled.
         """
         settled = 0
+        # A shadow's gateway stops between recording and submitting it: nobody else will.
+        claim = timedelta(seconds=self.settings.submit_claim_seconds)
+        for job_run_id in self.store.unstarted_shadows(older_than=2 * claim):
+            self.store.abandon_run(
+                job_run_id=job_run_id, reason="shadow not started: its gateway stopped first"
+            )
+            settled += 1
         for job_run_id in self.store.cancelling_runs():
             run = self.store.get_run(job_run_id=job_run_id, with_nodes=False)
             if run is None:

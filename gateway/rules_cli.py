@@ -17,7 +17,7 @@ from backends.workflow import parse_definition, shadow_refusal
 from gateway.cli_support import or_exit, settings_or_exit
 from gateway.config import Settings
 from gateway.routing.diff import diff_rules, rule_changes
-from gateway.routing.loading import RulesDocument, RulesInvalid, parse_rules
+from gateway.routing.loading import RulesDocument, RulesInvalid, read_rules
 from gateway.routing.readiness import rq_readiness
 from gateway.routing.router import Router, RoutingTable, RunFacts
 from gateway.routing.shadow import with_shadow
@@ -40,7 +40,7 @@ def rules_check(files: tuple[Path, ...]) -> None:
     refused = 0
     for path in files:
         try:
-            document = _parse(path)
+            document = read_rules(path)
         except RulesInvalid as exc:
             refused += 1
             click.echo(f"{path}: refused, {len(exc.problems)} problem(s)", err=True)
@@ -88,7 +88,11 @@ def rules_explain(
     if workflow is not None:
         facts = RunFacts.of_workflow(workflow, job_id)
         node_types = default_registry()
-        definition = parse_definition(workflow.definition, node_types=node_types)
+        definition = or_exit(
+            lambda: parse_definition(
+                workflow.definition, node_types=node_types, max_levels=settings.max_levels
+            )
+        )
         refusal = shadow_refusal(definition, node_types)
     else:
         facts = RunFacts(
@@ -264,13 +268,9 @@ def rules_guard_reset(rule_id: str, by: str) -> None:
 # -- helpers --------------------------------------------------------------------------
 
 
-def _parse(path: Path) -> RulesDocument:
-    return parse_rules(path.read_text(encoding="utf-8"), source=str(path))
-
-
 def _parse_or_exit(path: Path) -> RulesDocument:
     try:
-        return _parse(path)
+        return read_rules(path)
     except RulesInvalid as exc:
         raise click.ClickException(str(exc)) from exc
 

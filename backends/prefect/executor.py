@@ -240,6 +240,12 @@ class PrefectExecutor:
 
         try:
             yield self._shared_client()
+        except (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError) as exc:
+            # The request never left: nothing was created on the server.
+            self._drop_client()
+            raise BackendUnavailable(
+                self.name, f"Prefect API: {exc}", may_have_started=False
+            ) from exc
         except (httpx.HTTPError, OSError) as exc:
             self._drop_client()
             raise BackendUnavailable(self.name, f"Prefect API: {exc}") from exc

@@ -102,6 +102,14 @@ class RQExecutor:
                     )
                 )
         try:
+            # A ping first tells "Redis is down, nothing written" (safe to send the run
+            # elsewhere) from a failure part-way through writing the jobs (not safe).
+            self.redis.ping()
+        except RedisError as exc:
+            raise BackendUnavailable(
+                self.name, f"Redis is unreachable: {exc}", may_have_started=False
+            ) from exc
+        try:
             # No pipeline of our own: given one, RQ checks dependencies against jobs not yet
             # written and starts a multi-parent node at once. Without one it saves every job
             # first, then registers each dependent under WATCH.

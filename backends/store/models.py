@@ -120,6 +120,12 @@ class Run(Base):
     # Set on a shadow run: the client's run it shadows. Clients never see shadow runs.
     shadow_of: Mapped[str | None] = mapped_column(String(128), index=True)
 
+    __table_args__ = (
+        # What a guard reads every round: the runs its rule routed, then their workflows'.
+        Index(None, "route_rule", "created_at"),
+        Index(None, "workflow_id", "finished_at"),
+    )
+
 
 class NodeRun(Base):
     __tablename__ = "node_runs"

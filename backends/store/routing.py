@@ -23,8 +23,8 @@ from backends.store.models import (
     ShadowComparison,
     Workflow,
 )
-from backends.store.store import _insert_ignoring_conflicts, utcnow
-from backends.store.transactions import Transactions
+from backends.store.store import utcnow
+from backends.store.transactions import Transactions, insert_ignoring_conflicts
 
 __all__ = [
     "AppliedVersion",
@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 _TERMINAL = [status.value for status in RUN_TERMINAL]
+_RESULTS = [RunStatus.SUCCEEDED.value, RunStatus.FAILED.value]
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class RoutingRecords(Transactions):
         now = utcnow()
         with self._transaction() as session:
             session.execute(
-                _insert_ignoring_conflicts(session, RulesVersion).values(
+                insert_ignoring_conflicts(session, RulesVersion).values(
                     content_hash=version, content=content, phase=phase, first_applied_at=now
                 )
             )
@@ -134,7 +135,7 @@ class RoutingRecords(Transactions):
         """Record a trip; False when the rule's guard is tripped already (by any gateway)."""
         with self._transaction() as session:
             inserted = session.execute(
-                _insert_ignoring_conflicts(session, GuardTrip)
+                insert_ignoring_conflicts(session, GuardTrip)
                 .values(
                     rule_id=rule_id,
                     rules_version=rules_version,
@@ -210,7 +211,7 @@ class RoutingRecords(Transactions):
     # -- shadows ---------------------------------------------------------------------
 
     def shadows_to_compare(self, *, limit: int = 200) -> list[ShadowPair]:
-        """Finished shadow runs whose client run finished too and that are not compared yet."""
+        """Shadow runs that succeeded or failed, whose client run did too, not compared yet."""
         primary = aliased(Run)
         with self._transaction() as session:
             rows = session.execute(
@@ -220,8 +221,9 @@ class RoutingRecords(Transactions):
                 .where(
                     Run.shadow_of.is_not(None),
                     Run.submitted_at.is_not(None),  # a shadow never started has nothing to say
-                    Run.status.in_(_TERMINAL),
-                    primary.status.in_(_TERMINAL),
+                    # A kill is not a result: a killed run or shadow is not compared.
+                    Run.status.in_(_RESULTS),
+                    primary.status.in_(_RESULTS),
                     ShadowComparison.job_run_id.is_(None),
                 )
                 .limit(limit)
@@ -240,7 +242,7 @@ class RoutingRecords(Transactions):
         """Store a comparison once; False when another gateway stored it first."""
         with self._transaction() as session:
             inserted = session.execute(
-                _insert_ignoring_conflicts(session, ShadowComparison)
+                insert_ignoring_conflicts(session, ShadowComparison)
                 .values(
                     job_run_id=pair.job_run_id,
                     shadow_run_id=pair.shadow_run_id,

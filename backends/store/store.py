@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Insert, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import CursorResult, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from backends import dag
@@ -30,7 +29,7 @@ from backends.status import (
     node_transition_allowed,
 )
 from backends.store.models import RUN_LEVEL, LogLine, NodeRun, Run, Transition, Workflow
-from backends.store.transactions import Transactions
+from backends.store.transactions import Transactions, insert_ignoring_conflicts
 from backends.workflow import NodeSpec, RunPlan, WorkflowDefinition
 
 __all__ = [
@@ -192,7 +191,7 @@ class Store(Transactions):
         with self._transaction() as session:
             # RETURNING says whether the row is new on both dialects (psycopg's rowcount is -1).
             inserted = session.execute(
-                _insert_ignoring_conflicts(session, Run)
+                insert_ignoring_conflicts(session, Run)
                 .values(
                     job_run_id=plan.job_run_id,
                     workflow_id=plan.workflow_id,
@@ -496,6 +495,22 @@ class Store(Transactions):
                 )
             )
 
+    def unstarted_shadows(self, *, older_than: timedelta, limit: int = 100) -> list[str]:
+        """Shadow runs recorded but never submitted: their gateway stopped in between."""
+        with self._transaction() as session:
+            return list(
+                session.scalars(
+                    select(Run.job_run_id)
+                    .where(
+                        Run.shadow_of.is_not(None),
+                        Run.status == RunStatus.PENDING,
+                        Run.submitted_at.is_(None),
+                        Run.created_at < utcnow() - older_than,
+                    )
+                    .limit(limit)
+                )
+            )
+
     # -- logs and stats --------------------------------------------------------------
 
     def append_logs(self, records: Sequence[LogRecord]) -> None:
@@ -584,19 +599,6 @@ def plan_from_document(document: Mapping[str, Any], job_run_id: str) -> RunPlan:
 # -- transaction helpers -----------------------------------------------------------------
 
 
-def _insert_ignoring_conflicts(session: Session, model: type[Any]) -> Any:
-    """``INSERT ... ON CONFLICT DO NOTHING`` for the session's dialect."""
-    dialect = session.get_bind().dialect.name
-    statement: Insert
-    if dialect == "postgresql":
-        statement = postgresql.insert(model).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        statement = sqlite.insert(model).on_conflict_do_nothing()
-    else:  # pragma: no cover - figway supports the two above
-        raise StoreError(f"unsupported database dialect {dialect!r}")
-    return statement
-
-
 def _journal(job_run_id: str, node_id: str, attempt: int, status: str, at: datetime) -> Transition:
     return Transition(job_run_id=job_run_id, node_id=node_id, attempt=attempt, status=status, at=at)
 
@@ -611,7 +613,7 @@ def _insert_journal(
     error: str | None = None,
 ) -> bool:
     inserted = session.execute(
-        _insert_ignoring_conflicts(session, Transition)
+        insert_ignoring_conflicts(session, Transition)
         .values(
             job_run_id=job_run_id,
             node_id=node_id,
@@ -775,7 +777,7 @@ def _move_nodes(
     if not nodes:
         return []
     journaled = session.scalars(
-        _insert_ignoring_conflicts(session, Transition)
+        insert_ignoring_conflicts(session, Transition)
         .values(
             [
                 {

@@ -1,17 +1,19 @@
-"""One transaction per call, with a database that is down reported as :class:`StoreError`."""
+"""Transactions for the classes that hold figway's SQL, and the one dialect-specific insert."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backends.errors import StoreError
 
-__all__ = ["Transactions"]
+__all__ = ["Transactions", "insert_ignoring_conflicts"]
 
 
 class Transactions:
@@ -28,3 +30,16 @@ class Transactions:
                 yield session
         except OperationalError as exc:
             raise StoreError(f"database error: {exc.orig}") from exc
+
+
+def insert_ignoring_conflicts(session: Session, model: type[Any]) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for the session's dialect."""
+    dialect = session.get_bind().dialect.name
+    statement: Insert
+    if dialect == "postgresql":
+        statement = postgresql.insert(model).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(model).on_conflict_do_nothing()
+    else:  # pragma: no cover - figway supports the two above
+        raise StoreError(f"unsupported database dialect {dialect!r}")
+    return statement

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backends.errors import BackendError, BackendUnavailable, DefinitionError, StoreError
-from gateway.dispatcher import RunConflict, RunNotFoundError, SubmitFailed, WorkflowNotFoundError
+from gateway.dispatcher import NotFoundError, RunConflict, SubmitFailed
 
 __all__ = ["error_body", "install_error_handlers"]
 
@@ -56,8 +56,7 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = [{"field": p.location, "message": p.message} for p in exc.problems]
         return JSONResponse(status_code=422, content=error_body(f"invalid workflow: {exc}", errors))
 
-    @app.exception_handler(WorkflowNotFoundError)
-    @app.exception_handler(RunNotFoundError)
+    @app.exception_handler(NotFoundError)
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=404, content=error_body(str(exc)))
 

@@ -16,7 +16,7 @@ from backends.store.routing import GuardTripView
 from backends.workflow import parse_definition, shadow_refusal
 from gateway.api.deps import ServicesDep
 from gateway.api.errors import error_body
-from gateway.dispatcher import RunNotFoundError
+from gateway.dispatcher import NotFoundError
 from gateway.routing.loading import RulesProblem
 from gateway.routing.readiness import rq_readiness
 from gateway.routing.router import RunFacts
@@ -24,8 +24,6 @@ from gateway.routing.shadow import with_shadow
 from gateway.services import Services
 
 router = APIRouter(prefix="/routing", tags=["routing"])
-
-_ID = Field(min_length=1, max_length=128)
 
 
 class ProblemOut(BaseModel):
@@ -39,7 +37,7 @@ class ProblemOut(BaseModel):
 
 
 class RefusalOut(BaseModel):
-    version: str
+    version: str | None = Field(description="The refused content's version; null if unreadable.")
     at: datetime
     problems: list[ProblemOut]
 
@@ -190,7 +188,11 @@ async def explain(
     refusal = None
     if workflow is not None:
         facts = RunFacts.of_workflow(workflow, job_id)
-        definition = parse_definition(workflow.definition, node_types=services.node_types)
+        definition = parse_definition(
+            workflow.definition,
+            node_types=services.node_types,
+            max_levels=services.settings.max_levels,
+        )
         refusal = shadow_refusal(definition, services.node_types)
     else:
         facts = RunFacts(
@@ -227,7 +229,7 @@ async def version_content(
     """A version's exact content, to read it back or to restore it."""
     row = await run_in_threadpool(lambda: services.records.rules_content(version=version))
     if row is None:
-        raise RunNotFoundError(f"no rules version {version!r} was ever applied")
+        raise NotFoundError(f"no rules version {version!r} was ever applied")
     return VersionOut(
         version=row.content_hash,
         phase=row.phase,
@@ -273,7 +275,7 @@ async def reset_guard(
 ) -> list[GuardTripOut]:
     """Put a rule whose guard tripped back in force; 404 when its guard is not tripped."""
     if not await run_in_threadpool(lambda: services.guards.reset(rule_id, by=by)):
-        raise RunNotFoundError(f"the guard of rule {rule_id!r} is not tripped; nothing to reset")
+        raise NotFoundError(f"the guard of rule {rule_id!r} is not tripped; nothing to reset")
     trips = await run_in_threadpool(lambda: services.records.guard_history(limit=100))
     return [GuardTripOut.of(t) for t in trips]
 
@@ -312,7 +314,7 @@ async def shadow_comparison(
     """How a run compared with its shadow run; 404 until both finished and were compared."""
     row = await run_in_threadpool(lambda: services.records.comparison(job_run_id=job_run_id))
     if row is None:
-        raise RunNotFoundError(
+        raise NotFoundError(
             f"no shadow comparison for run {job_run_id!r} (not shadowed, or not finished yet)"
         )
     return _shadow_out(row)

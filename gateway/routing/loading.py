@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import pathlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from os import PathLike as _PathLike
 from typing import Any
 
 import yaml
@@ -33,10 +35,13 @@ __all__ = [
     "RulesProblem",
     "backend_references",
     "parse_rules",
+    "read_rules",
     "rules_version",
 ]
 
 KNOWN_BACKENDS = ("prefect", "rq")
+
+PathLike = str | _PathLike[str]
 
 # libyaml's loader when PyYAML was built with it: ten times faster on a long file.
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -56,9 +61,12 @@ class RulesProblem:
 class RulesInvalid(FigwayError):
     """The rules file has problems; nothing of it took effect."""
 
-    def __init__(self, source: str, problems: Sequence[RulesProblem]) -> None:
+    def __init__(
+        self, source: str, problems: Sequence[RulesProblem], *, version: str | None = None
+    ) -> None:
         self.source = source
         self.problems = tuple(problems)
+        self.version = version  # of the refused content; None when it could not be read
         listing = "\n".join(f"  {problem}" for problem in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s), nothing applied:\n{listing}")
 
@@ -83,6 +91,19 @@ def rules_version(content: str) -> str:
     return hashlib.sha256(content.encode()).hexdigest()[:12]
 
 
+def read_rules(path: PathLike, *, known_backends: Sequence[str] = KNOWN_BACKENDS) -> RulesDocument:
+    """Read and check a rules file; an unreadable file is refused like a bad one."""
+    try:
+        content = pathlib.Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        problem = RulesProblem(None, "file", f"cannot read it: {exc.strerror or exc}")
+        raise RulesInvalid(str(path), [problem]) from None
+    except UnicodeDecodeError as exc:
+        problem = RulesProblem(None, "file", f"not UTF-8 text (byte {exc.start} of the file)")
+        raise RulesInvalid(str(path), [problem]) from None
+    return parse_rules(content, source=str(path), known_backends=known_backends)
+
+
 def parse_rules(
     content: str, *, source: str, known_backends: Sequence[str] = KNOWN_BACKENDS
 ) -> RulesDocument:
@@ -94,6 +115,14 @@ def parse_rules(
     gateway.routing.loading.RulesInvalid: example: 1 problem(s), nothing applied:
       line 2: default: phase 3 (full migration) routes nothing to rq
     """
+    try:
+        return _parse(content, source, known_backends)
+    except RulesInvalid as refused:
+        refused.version = rules_version(content)
+        raise
+
+
+def _parse(content: str, source: str, known_backends: Sequence[str]) -> RulesDocument:
     try:
         root = yaml.compose(content, Loader=_Loader)
         raw = yaml.load(content, Loader=_Loader)  # a safe loader, C or Python

@@ -226,7 +226,12 @@ class RoutingTable:
         return Explanation(self._default_decision(), tuple(passed_over))
 
     def _pinned(self, facts: RunFacts) -> Decision | None:
-        if facts.pinned is None or not self.rules.enabled(facts.pinned):
+        # A pin to a switched-off backend, or to RQ in phase 3, yields to the rules.
+        if (
+            facts.pinned is None
+            or not self.rules.enabled(facts.pinned)
+            or (self.rules.phase == 3 and facts.pinned == "rq")
+        ):
             return None
         return Decision(
             backend=facts.pinned,

@@ -1,7 +1,7 @@
 """Where the rules in force come from, and putting a changed file in force while serving.
 
-The file is polled (size and modification time, then a content hash), so an
-edit, a ``mv`` over it or a ConfigMap update is picked up within
+The file is read and hashed every poll (it is small), so an edit, a ``mv``
+over it or a ConfigMap update is picked up within
 ``FIGWAY_ROUTING_RELOAD_SECONDS`` with no signal and no restart. A file that
 fails its checks is refused whole; the version in force stays and the refusal
 is shown on ``GET /routing/rules`` and in the log.
@@ -23,7 +23,7 @@ from gateway.routing.loading import (
     RulesInvalid,
     RulesProblem,
     parse_rules,
-    rules_version,
+    read_rules,
 )
 from gateway.routing.router import Router
 
@@ -46,7 +46,7 @@ def builtin_rules(default_backend: str) -> RulesDocument:
 class RulesRefusal:
     """The last file refused: which version, when, and every problem in it."""
 
-    version: str
+    version: str | None  # None: the file could not be read
     at: datetime
     problems: tuple[RulesProblem, ...]
 
@@ -66,7 +66,7 @@ class RulesSource:
         self.path = path
         self.applied_at: datetime = utcnow()
         self.refusal: RulesRefusal | None = None
-        self._seen: tuple[int, int] | None = None  # (mtime_ns, size) of the file last read
+        self._seen: str | None = None  # the version of the content last read
         self._lock = threading.Lock()  # one reload at a time (the poller and POST /reload)
 
     @classmethod
@@ -93,9 +93,8 @@ class RulesSource:
             source = cls(router=Router(document), records=records, path=None)
             source._record(document)
             return source
-        content = path.read_text()
         try:
-            document = parse_rules(content, source=str(path))
+            document = read_rules(path)
         except RulesInvalid as refused:
             latest = records.latest_applied()
             if latest is None:
@@ -107,68 +106,61 @@ class RulesSource:
                 records=records,
                 path=path,
             )
-            source.refusal = RulesRefusal(rules_version(content), utcnow(), refused.problems)
-            source._seen = _stat(path)
+            source._seen = refused.version
+            source._refuse(refused)
             return source
         source = cls(router=Router(document), records=records, path=path)
-        source._seen = _stat(path)
+        source._seen = document.version
         source._record(document)
-        log.info(
-            "routing rules version %s in force (phase %d, %d rules) from %s",
-            document.version,
-            document.rules.phase,
-            len(document.rules.rules),
-            path,
-        )
+        source._log_applied(document)
         return source
 
     def reload_if_changed(self) -> bool:
-        """Read the file again if it changed; True when a new version went into force."""
+        """Read the file; put it in force if its content changed. True when it did.
+
+        The file is small, so it is read and hashed every time: an edit that keeps
+        its size and modification time (within the clock's resolution) is still seen.
+        """
+        return self._reload(only_if_changed=True)
+
+    def reload(self) -> bool:
+        """Read the file now, changed or not (``POST /routing/reload``)."""
+        return self._reload(only_if_changed=False)
+
+    def _reload(self, *, only_if_changed: bool) -> bool:
         if self.path is None:
             return False
         with self._lock:
             try:
-                seen = _stat(self.path)
-            except OSError as exc:
-                # Mid-rename, or removed by mistake: keep serving what is in force.
-                log.warning("cannot read routing rules %s: %s", self.path, exc)
+                document = read_rules(self.path)
+            except RulesInvalid as refused:
+                if only_if_changed and self.refusal is not None and refused.version == self._seen:
+                    return False  # the same bad file, or still unreadable: said already
+                self._seen = refused.version
+                self._refuse(refused)
                 return False
-            if seen == self._seen:
+            self._seen = document.version
+            self.refusal = None
+            if document.version == self.version:
                 return False
-            self._seen = seen
-            return self._reload()
+            self.router.install(document)
+            self.applied_at = utcnow()
+            self._record(document)
+            self._log_applied(document)
+            return True
 
-    def reload(self) -> bool:
-        """Read the file now, changed or not (``POST /routing/reload``)."""
-        if self.path is None:
-            return False
-        with self._lock:
-            self._seen = _stat(self.path)
-            return self._reload()
+    def _refuse(self, refused: RulesInvalid) -> None:
+        self.refusal = RulesRefusal(refused.version, utcnow(), refused.problems)
+        log.error("%s\nthe rules in force stay at version %s", refused, self.version)
 
-    def _reload(self) -> bool:
-        assert self.path is not None
-        content = self.path.read_text()
-        try:
-            document = parse_rules(content, source=str(self.path))
-        except RulesInvalid as refused:
-            self.refusal = RulesRefusal(rules_version(content), utcnow(), refused.problems)
-            log.error("%s\nthe rules in force stay at version %s", refused, self.version)
-            return False
-        self.refusal = None
-        if document.version == self.version:
-            return False
-        self.router.install(document)
-        self.applied_at = utcnow()
-        self._record(document)
+    def _log_applied(self, document: RulesDocument) -> None:
         log.info(
             "routing rules version %s in force (phase %d, %d rules) from %s",
             document.version,
             document.rules.phase,
             len(document.rules.rules),
-            self.path,
+            document.source,
         )
-        return True
 
     @property
     def version(self) -> str:
@@ -188,8 +180,3 @@ class RulesSource:
             )
         except FigwayError as exc:  # the rules are in force; only the history misses this one
             log.warning("could not record rules version %s: %s", document.version, exc)
-
-
-def _stat(path: Path) -> tuple[int, int]:
-    status = path.stat()
-    return status.st_mtime_ns, status.st_size

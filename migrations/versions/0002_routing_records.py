@@ -110,10 +110,20 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("route_reason", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("shadow_of", sa.String(length=128), nullable=True))
         batch_op.create_index(batch_op.f("ix_runs_shadow_of"), ["shadow_of"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_runs_route_rule_created_at"), ["route_rule", "created_at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_runs_workflow_id_finished_at"),
+            ["workflow_id", "finished_at"],
+            unique=False,
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_runs_workflow_id_finished_at"))
+        batch_op.drop_index(batch_op.f("ix_runs_route_rule_created_at"))
         batch_op.drop_index(batch_op.f("ix_runs_shadow_of"))
         batch_op.drop_column("shadow_of")
         batch_op.drop_column("route_reason")

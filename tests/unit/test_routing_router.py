@@ -636,3 +636,12 @@ def test_the_cache_does_not_mix_workflows_that_share_a_job_id() -> None:
             "exact-list-with-jobs" if job.startswith("nightly") else None
         )
         assert router.decide(facts(workflow_id="wf-1", job_id=job)).rule_id == "exact-one"
+
+
+def test_in_phase_3_a_pin_to_rq_yields_to_the_rules() -> None:
+    """Phase 3 routes nothing to RQ, a definition's own `backend: rq` included."""
+    router = Router(parse_rules("phase: 3\ndefault: prefect\n", source="test"))
+    decision = router.decide(RunFacts("etl", "ws", "f", "job", pinned="rq"))
+    assert (decision.backend, decision.rule_id) == ("prefect", None)
+    phase_2 = Router(parse_rules("phase: 2\ndefault: prefect\n", source="test"))
+    assert phase_2.decide(RunFacts("etl", "ws", "f", "job", pinned="rq")).backend == "rq"

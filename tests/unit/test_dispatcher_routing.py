@@ -1,0 +1,215 @@
+"""The dispatcher's routing edges, with backends that fail on cue: fallbacks only when a
+submission certainly never arrived, repeats that stay put, shadows that follow a kill.
+
+The store is real (SQLite and PostgreSQL); the executors are stand-ins that record
+what they were asked, so each edge can be forced exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from backends.base import BackendHealth, NodeReport
+from backends.errors import BackendUnavailable
+from backends.nodes import default_registry
+from backends.status import RunStatus
+from backends.store import Store
+from backends.store.models import Workflow
+from backends.store.store import Route
+from backends.workflow import RunPlan, parse_definition
+from gateway.config import Settings
+from gateway.dispatcher import Dispatcher, RunRequest, SubmitFailed
+from gateway.routing.loading import parse_rules
+from gateway.routing.router import Router
+
+
+@dataclass
+class StandIn:
+    """An executor that records submits and cancels, and fails when told to."""
+
+    name: str
+    failure: BackendUnavailable | None = None
+    submitted: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+
+    def submit(self, plan: RunPlan) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self.submitted.append(plan.job_run_id)
+
+    def cancel(self, plan: RunPlan) -> None:
+        self.cancelled.append(plan.job_run_id)
+
+    def health(self) -> BackendHealth:
+        return BackendHealth(self.name, up=True)
+
+    def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]:
+        return []
+
+
+RULES = """\
+phase: 2
+default: rq
+rules:
+  - id: pilot
+    match: {workflow_id: pilot}
+    backend: prefect
+    fallback: rq
+  - id: shadowed
+    match: {workflow_id: shadowed}
+    backend: rq
+    shadow: prefect
+  - id: both
+    match: {workflow_id: both}
+    backend: prefect
+    shadow: rq
+    fallback: rq
+"""
+
+
+@pytest.fixture
+def backends() -> dict[str, StandIn]:
+    return {"rq": StandIn("rq"), "prefect": StandIn("prefect")}
+
+
+@pytest.fixture
+def dispatcher(store: Store, backends: dict[str, StandIn]) -> Iterator[Dispatcher]:
+    for workflow_id in ("pilot", "shadowed", "both"):
+        definition = parse_definition(
+            {
+                "workflow_id": workflow_id,
+                "workspace_id": "ws",
+                "folder_id": "f",
+                "nodes": {"a": {"type": "noop"}},
+            },
+            node_types=default_registry(),
+        )
+        store.put_workflow(definition=definition)
+    running = Dispatcher(
+        store=store,
+        executors=backends,  # type: ignore[arg-type]
+        node_types=default_registry(),
+        settings=Settings(_env_file=None),  # type: ignore[call-arg]
+        router=Router(parse_rules(RULES, source="test")),
+    )
+    yield running
+    running.close()
+
+
+def request(workflow_id: str, job_run_id: str) -> RunRequest:
+    return RunRequest("ws", "f", "job", workflow_id, job_run_id=job_run_id)
+
+
+def refused(*, may_have_started: bool) -> BackendUnavailable:
+    return BackendUnavailable("prefect", "down", may_have_started=may_have_started)
+
+
+def test_a_submission_that_never_arrived_goes_to_the_fallback(
+    dispatcher: Dispatcher, backends: dict[str, StandIn]
+) -> None:
+    backends["prefect"].failure = refused(may_have_started=False)
+    run, created = dispatcher.start_run(request("pilot", "r1"))
+    assert created
+    assert (run.backend, run.status) == ("rq", RunStatus.QUEUED)
+    assert backends["rq"].submitted == ["r1"]
+    assert run.route is not None
+    assert "fell back to rq: prefect was unreachable" in run.route.reason
+
+
+def test_a_submission_that_may_have_arrived_is_not_sent_elsewhere(
+    dispatcher: Dispatcher, backends: dict[str, StandIn]
+) -> None:
+    """A timeout after the request left could mean the run exists there: two backends
+    must never both run it, so the client gets 503 and retries the same backend."""
+    backends["prefect"].failure = refused(may_have_started=True)
+    with pytest.raises(SubmitFailed):
+        dispatcher.start_run(request("pilot", "r2"))
+    assert backends["rq"].submitted == []
+    run = dispatcher.get_run("r2")
+    assert (run.backend, run.status) == ("prefect", RunStatus.PENDING)
+
+
+def test_a_repeated_request_retries_the_backend_it_was_routed_to(
+    dispatcher: Dispatcher, backends: dict[str, StandIn], store: Store
+) -> None:
+    backends["prefect"].failure = refused(may_have_started=True)
+    with pytest.raises(SubmitFailed):
+        dispatcher.start_run(request("pilot", "r3"))
+    backends["prefect"].failure = refused(may_have_started=False)  # now certainly down
+    with pytest.raises(SubmitFailed):
+        dispatcher.start_run(request("pilot", "r3"))
+    assert backends["rq"].submitted == [], "a repeat never falls back"
+    backends["prefect"].failure = None
+    run, created = dispatcher.start_run(request("pilot", "r3"))
+    assert not created
+    assert (run.backend, run.status) == ("prefect", RunStatus.QUEUED)
+
+
+def test_no_shadow_on_the_backend_the_run_fell_back_to(
+    dispatcher: Dispatcher, backends: dict[str, StandIn]
+) -> None:
+    backends["prefect"].failure = refused(may_have_started=False)
+    run, _ = dispatcher.start_run(request("both", "r4"))
+    dispatcher.close()  # waits for any shadow start
+    assert backends["rq"].submitted == ["r4"]
+    assert dispatcher.store.get_run(job_run_id="r4~shadow") is None
+    assert run.route is not None
+    assert run.route.reason.endswith("so not shadowed, the run itself is on rq")
+
+
+def test_killing_a_shadowed_run_kills_its_shadow_on_its_backend(
+    dispatcher: Dispatcher, backends: dict[str, StandIn], store: Store
+) -> None:
+    dispatcher.start_run(request("shadowed", "r5"))
+    dispatcher.close()  # waits for the shadow to start
+    assert backends["prefect"].submitted == ["r5~shadow"]
+    dispatcher.cancel_run("r5")
+    assert backends["prefect"].cancelled == ["r5~shadow"]
+    assert store.run_status(job_run_id="r5~shadow") is RunStatus.CANCELLED
+
+
+def test_a_run_killed_before_its_shadow_starts_gets_no_shadow_run(
+    dispatcher: Dispatcher,
+    backends: dict[str, StandIn],
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kill lands between the run's submission and its shadow's start."""
+    queued: list[tuple[RunPlan, str, Route]] = []
+    monkeypatch.setattr(dispatcher, "_queue_shadow", lambda *args: queued.append(args))
+    dispatcher.start_run(request("shadowed", "r6"))
+    dispatcher.cancel_run("r6")
+    ((plan, backend, route),) = queued
+    dispatcher._start_shadow(plan, backend, route)
+    assert backends["prefect"].submitted == []
+    assert store.run_status(job_run_id="r6~shadow") is RunStatus.CANCELLED
+
+
+def test_a_job_run_id_too_long_for_a_shadow_id_is_not_shadowed(
+    dispatcher: Dispatcher, backends: dict[str, StandIn]
+) -> None:
+    long_id = "x" * 125
+    run, _ = dispatcher.start_run(request("shadowed", long_id))
+    assert run.route is not None
+    assert "not shadowed on prefect: the job_run_id is too long" in run.route.reason
+    dispatcher.close()
+    assert backends["prefect"].submitted == []
+
+
+def test_a_shadow_left_unsubmitted_by_a_stopped_gateway_is_ended(
+    dispatcher: Dispatcher, store: Store
+) -> None:
+    workflow = store.get_workflow(workflow_id="shadowed")
+    assert isinstance(workflow, Workflow)
+    definition = parse_definition(workflow.definition, node_types=default_registry())
+    primary = RunPlan.from_definition(definition, job_run_id="r7", job_id="job")
+    shadow = RunPlan.from_definition(definition, job_run_id="r7~shadow", job_id="job")
+    assert store.create_run(plan=primary, backend="rq", from_job=None)
+    assert store.create_run(plan=shadow, backend="prefect", from_job=None, shadow_of="r7")
+    dispatcher.settings = Settings(_env_file=None, submit_claim_seconds=0.001)  # type: ignore[call-arg]
+    dispatcher.reconcile_once()
+    assert store.run_status(job_run_id="r7~shadow") is RunStatus.FAILED
+    assert store.run_status(job_run_id="r7") is RunStatus.PENDING, "the client's run is not touched"

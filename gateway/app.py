@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway.api import health, routing, runs, workflows
+from gateway.api import health, metrics, routing, runs, workflows
 from gateway.api.errors import install_error_handlers
 from gateway.background import Periodic
 from gateway.config import Settings, get_settings
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             node_types=services.node_types,
             settings=settings,
             router=services.rules.router,
+            metrics=services.metrics,
         )
         if settings.embedded:
             # The in-process Redis stand-in starts empty: runs left active by the last
@@ -47,6 +48,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             Periodic(
                 "guards", services.guards.check, interval_seconds=settings.guard_interval_seconds
+            ),
+            Periodic(
+                "metrics", services.metrics_round, interval_seconds=settings.metrics_fold_seconds
+            ),
+            Periodic(
+                "backend-checks",
+                services.check_backends,
+                interval_seconds=settings.backend_check_seconds,
             ),
         ]
         for thread in background:
@@ -72,4 +81,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(workflows.router)
     app.include_router(routing.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     return app

@@ -57,6 +57,23 @@ class Settings(RuntimeSettings):
     guard_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often each rule's guard is evaluated."
     )
+    metrics_fold_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the gateway holding the metrics lease adds finished runs to "
+        "the totals /metrics exports.",
+    )
+    metrics_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long the metrics lease lasts unrenewed: another gateway takes over "
+        "the ledger this long after its holder stopped.",
+    )
+    backend_check_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often each backend's health is checked for figway_backend_up.",
+    )
     embedded_workers: int = Field(
         default=4, ge=1, le=64, description="RQ worker threads in the embedded default."
     )

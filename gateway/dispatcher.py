@@ -33,6 +33,7 @@ from backends.store.models import Workflow
 from backends.store.store import Route
 from backends.workflow import RunPlan, WorkflowDefinition, parse_definition, shadow_refusal
 from gateway.config import Settings
+from gateway.metrics.process import GatewayMetrics
 from gateway.routing.router import Decision, Router, RunFacts
 from gateway.routing.shadow import shadow_id, with_shadow
 
@@ -106,12 +107,14 @@ class Dispatcher:
         node_types: NodeRegistry,
         settings: Settings,
         router: Router,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.store = store
         self.executors = executors
         self.node_types = node_types
         self.settings = settings
         self.router = router
+        self.metrics = metrics
         # Parsed definitions by (workflow_id, version): a version never changes.
         self._definitions: dict[tuple[str, int], WorkflowDefinition] = {}
         # Why a definition version may not run as a shadow (None: it may).
@@ -131,6 +134,7 @@ class Dispatcher:
         except that a run whose earlier submission failed is submitted again, to
         the backend it was routed to.
         """
+        asked_at = time.perf_counter()
         job_run_id = request.job_run_id or uuid.uuid4().hex
         workflow, definition = self._definition(request.workflow_id)
         plan = RunPlan.from_definition(
@@ -148,9 +152,15 @@ class Dispatcher:
             run = self.store.get_run(job_run_id=job_run_id)
             assert run is not None
             return self._repeat(run, request), False
+        if self.metrics is not None:
+            self.metrics.decided(
+                backend=decision.backend, rule=decision.rule_id, pinned=decision.pinned
+            )
         run = self._submit(
             plan, decision.backend, fallback=decision.fallback, route=route, shadow=shadow
         )
+        if self.metrics is not None:
+            self.metrics.submitted(backend=run.backend, seconds=time.perf_counter() - asked_at)
         if shadow is not None and shadow != run.backend:
             self._queue_shadow(plan, shadow, route)
         return run, True
@@ -236,6 +246,8 @@ class Dispatcher:
                     reason += f"; so not shadowed, the run itself is on {fallback}"
                 if self.store.reroute(job_run_id=plan.job_run_id, backend=fallback, reason=reason):
                     log.warning("run %s: %s", plan.job_run_id, reason)
+                    if self.metrics is not None:
+                        self.metrics.fell_back(from_backend=backend, to_backend=fallback)
                     return self._submit(plan, fallback)
             self.store.mark_submit_failed(job_run_id=plan.job_run_id, error=str(exc))
             raise SubmitFailed(plan.job_run_id, backend, exc.message) from exc

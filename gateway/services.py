@@ -11,20 +11,25 @@ import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from prometheus_client import CollectorRegistry
 from redis import Redis
 from sqlalchemy import Engine
 
 from backends.base import Executor
 from backends.bootstrap import install_runtime
+from backends.errors import FigwayError
 from backends.nodes import NodeRegistry, default_registry
 from backends.prefect.executor import PrefectExecutor
 from backends.rq.embedded import EmbeddedWorkers
 from backends.rq.executor import RQExecutor
 from backends.runtime import NodeRuntime
 from backends.store import Store, create_database_engine, ensure_migrated
+from backends.store.metrics import MetricRecords
 from backends.store.routing import RoutingRecords
 from backends.workflow import POOLS
 from gateway.config import Settings
+from gateway.metrics.ledger import LedgerCollector, MetricsLedger
+from gateway.metrics.process import GatewayMetrics
 from gateway.routing.guard import GuardKeeper
 from gateway.routing.shadow import ShadowComparer
 from gateway.routing.source import RulesSource
@@ -47,6 +52,9 @@ class Services:
     rules: RulesSource
     guards: GuardKeeper
     shadows: ShadowComparer
+    metrics: GatewayMetrics
+    ledger: MetricsLedger
+    registry: CollectorRegistry
     embedded_workers: EmbeddedWorkers | None = None
     # The runtime installed before this one (another gateway in the same process, in tests).
     previous_runtime: NodeRuntime | None = None
@@ -67,6 +75,18 @@ class Services:
         self.guards.refresh()
         self.shadows.compare_finished()
 
+    def metrics_round(self) -> None:
+        """One round of the metrics ledger (fold finished runs if this gateway leads)."""
+        self.ledger.round()
+        self.metrics.leader.set(1 if self.ledger.leader else 0)
+
+    def check_backends(self) -> None:
+        """figway_backend_up, from each enabled backend's own health check."""
+        rules = self.rules.document.rules
+        for name, executor in self.executors.items():
+            if rules.enabled(name):
+                self.metrics.backend_up.labels(backend=name).set(1 if executor.health().up else 0)
+
     def close(self) -> None:
         if self._closed:
             return
@@ -77,6 +97,10 @@ class Services:
             close = getattr(executor, "close", None)  # optional: not every backend holds a client
             if close is not None:
                 close()
+        try:
+            self.ledger.release()  # another gateway takes the ledger over at once
+        except FigwayError as exc:
+            log.warning("could not release the metrics lease: %s", exc)
         install_runtime(self.previous_runtime)
         self.engine.dispose()
 
@@ -109,11 +133,18 @@ def build_services(settings: Settings) -> Services:
         worker_silence=timedelta(seconds=settings.rq_worker_silence_seconds),
     )
     records = RoutingRecords(engine)
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
     rules = RulesSource.start(
         records=records,
         configured=settings.routing_rules,
         default_backend=settings.default_backend,
+        on_reload=lambda applied: metrics.reloaded(applied=applied),
     )
+    ledger = MetricsLedger(
+        MetricRecords(engine), records, lease_seconds=settings.metrics_lease_seconds
+    )
+    registry.register(LedgerCollector(ledger))
     guards = GuardKeeper(rules.router, records)
     guards.refresh()
     return Services(
@@ -128,6 +159,9 @@ def build_services(settings: Settings) -> Services:
         rules=rules,
         guards=guards,
         shadows=ShadowComparer(store, records),
+        metrics=metrics,
+        ledger=ledger,
+        registry=registry,
         previous_runtime=previous_runtime,
     )
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -32,7 +33,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "Base",
     "GuardTrip",
+    "Lease",
     "LogLine",
+    "MetricTotal",
     "NodeRun",
     "RulesApplied",
     "RulesVersion",
@@ -119,6 +122,9 @@ class Run(Base):
     route_reason: Mapped[str | None] = mapped_column(Text)
     # Set on a shadow run: the client's run it shadows. Clients never see shadow runs.
     shadow_of: Mapped[str | None] = mapped_column(String(128), index=True)
+    # How far the metrics ledger has counted this run: 0 not yet, 1 its submission,
+    # 2 its end too. Set in the transaction that adds the run to `metric_totals`.
+    metrics_stage: Mapped[int] = mapped_column(Integer, default=0, server_default="0", index=True)
 
     __table_args__ = (
         # What a guard reads every round: the runs its rule routed, then their workflows'.
@@ -242,3 +248,28 @@ class ShadowComparison(Base):
     matched: Mapped[bool] = mapped_column(Boolean)
     mismatches: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     compared_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class MetricTotal(Base):
+    """A running total behind a Prometheus series: a counter, or one histogram bucket.
+
+    ``labels`` is the series' labels as canonical JSON. Totals only grow, and a
+    run is added once (``runs.metrics_stage``), so every gateway that exports
+    them agrees and a restart continues where the last one stopped.
+    """
+
+    __tablename__ = "metric_totals"
+
+    family: Mapped[str] = mapped_column(String(96), primary_key=True)
+    labels: Mapped[str] = mapped_column(String(512), primary_key=True)
+    value: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Lease(Base):
+    """A role one gateway holds at a time (the metrics ledger), renewed before it expires."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime]

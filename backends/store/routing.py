@@ -273,6 +273,27 @@ class RoutingRecords(Transactions):
                 ).all()
             )
 
+    def shadow_counts(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(compared, mismatched) per (workflow, shadow backend), for the metrics."""
+        with self._transaction() as session:
+            rows = session.execute(
+                select(
+                    ShadowComparison.workflow_id,
+                    ShadowComparison.shadow_backend,
+                    func.count(),
+                    func.count().filter(ShadowComparison.matched.is_(False)),
+                ).group_by(ShadowComparison.workflow_id, ShadowComparison.shadow_backend)
+            ).all()
+        return {(w, b): (compared, mismatched) for w, b, compared, mismatched in rows}
+
+    def guard_trip_counts(self) -> dict[str, int]:
+        """Trips ever recorded per rule, reset or not, for the metrics."""
+        with self._transaction() as session:
+            rows = session.execute(
+                select(GuardTrip.rule_id, func.count()).group_by(GuardTrip.rule_id)
+            ).all()
+        return {rule_id: count for rule_id, count in rows}
+
     def shadow_summary(self) -> dict[str, dict[str, int]]:
         """Per workflow: shadow comparisons made and how many mismatched."""
         with self._transaction() as session:

@@ -64,6 +64,7 @@ class Decision:
     reason: str
     shadow: str | None = None
     fallback: str | None = None
+    pinned: bool = False  # the workflow's definition chose the backend
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,7 @@ class RoutingTable:
             rule_id=None,
             version=self.version,
             reason=f"pinned by the workflow definition (backend: {facts.pinned})",
+            pinned=True,
         )
 
     def _default_decision(self) -> Decision:

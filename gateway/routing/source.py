@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -60,10 +61,13 @@ class RulesSource:
         router: Router,
         records: RoutingRecords,
         path: Path | None,
+        on_reload: Callable[[bool], object] | None = None,
     ) -> None:
         self.router = router
         self.records = records
         self.path = path
+        # Told of each file read while serving: True applied, False refused.
+        self.on_reload = on_reload
         self.applied_at: datetime = utcnow()
         self.refusal: RulesRefusal | None = None
         self._seen: str | None = None  # the version of the content last read
@@ -76,6 +80,7 @@ class RulesSource:
         records: RoutingRecords,
         configured: Path | None,
         default_backend: str,
+        on_reload: Callable[[bool], object] | None = None,
     ) -> RulesSource:
         """Load the rules at start-up; raises when there is no good version to serve.
 
@@ -90,7 +95,7 @@ class RulesSource:
         path = configured or (DEFAULT_RULES_FILE if DEFAULT_RULES_FILE.is_file() else None)
         if path is None:
             document = builtin_rules(default_backend)
-            source = cls(router=Router(document), records=records, path=None)
+            source = cls(router=Router(document), records=records, path=None, on_reload=on_reload)
             source._record(document)
             return source
         try:
@@ -105,11 +110,12 @@ class RulesSource:
                 router=Router(parse_rules(last_good, source=f"{path} (version {version})")),
                 records=records,
                 path=path,
+                on_reload=on_reload,
             )
             source._seen = refused.version
             source._refuse(refused)
             return source
-        source = cls(router=Router(document), records=records, path=path)
+        source = cls(router=Router(document), records=records, path=path, on_reload=on_reload)
         source._seen = document.version
         source._record(document)
         source._log_applied(document)
@@ -138,6 +144,7 @@ class RulesSource:
                     return False  # the same bad file, or still unreadable: said already
                 self._seen = refused.version
                 self._refuse(refused)
+                self._tell(applied=False)
                 return False
             self._seen = document.version
             self.refusal = None
@@ -147,7 +154,12 @@ class RulesSource:
             self.applied_at = utcnow()
             self._record(document)
             self._log_applied(document)
+            self._tell(applied=True)
             return True
+
+    def _tell(self, *, applied: bool) -> None:
+        if self.on_reload is not None:
+            self.on_reload(applied)
 
     def _refuse(self, refused: RulesInvalid) -> None:
         self.refusal = RulesRefusal(refused.version, utcnow(), refused.problems)

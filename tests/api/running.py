@@ -89,6 +89,8 @@ def running_gateway(data_dir: Path, **overrides: Any) -> Iterator[Gateway]:
                 "heartbeat_seconds": HEARTBEAT_SECONDS,
                 "node_silence_seconds": 10,
                 "reconcile_interval_seconds": 0.5,
+                "metrics_fold_seconds": 0.3,
+                "backend_check_seconds": 0.5,
                 **overrides,
             }
         )

@@ -1,0 +1,86 @@
+"""What each gateway measures itself: its requests, its routing, its checks of the backends.
+
+Each request is handled by one gateway, so these are summed over gateways
+as they are; they start from zero when a gateway restarts, which Prometheus'
+``rate()`` and ``increase()`` expect of counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+from gateway.metrics.families import BUCKETS, PROCESS
+
+# `*_created` series double what a scrape carries and no figway panel reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+__all__ = ["GatewayMetrics"]
+
+
+class GatewayMetrics:
+    """The gateway's own series, in a registry of its own (one per app, not the global one)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def labels(name: str) -> tuple[str, ...]:
+            return PROCESS[name].labels
+
+        def doc(name: str) -> str:
+            return PROCESS[name].help
+
+        self.submit_seconds = Histogram(
+            "figway_submit_seconds",
+            doc("figway_submit_seconds"),
+            labels("figway_submit_seconds"),
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.routing_decisions = Counter(
+            "figway_routing_decisions",
+            doc("figway_routing_decisions_total"),
+            labels("figway_routing_decisions_total"),
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "figway_fallbacks",
+            doc("figway_fallbacks_total"),
+            labels("figway_fallbacks_total"),
+            registry=registry,
+        )
+        self.rules_reloads = Counter(
+            "figway_rules_reloads",
+            doc("figway_rules_reloads_total"),
+            labels("figway_rules_reloads_total"),
+            registry=registry,
+        )
+        self.backend_up = Gauge(
+            "figway_backend_up",
+            doc("figway_backend_up"),
+            labels("figway_backend_up"),
+            registry=registry,
+        )
+        self.leader = Gauge(
+            "figway_metrics_leader", doc("figway_metrics_leader"), registry=registry
+        )
+        for result in ("applied", "refused"):
+            self.rules_reloads.labels(result=result)  # exported at 0 from the start
+
+    def decided(self, *, backend: str, rule: str | None, pinned: bool) -> None:
+        """A new run routed (before it is submitted: a 503 was routed too)."""
+        label = rule or ("pinned" if pinned else "default")
+        self.routing_decisions.labels(backend=backend, rule=label).inc()
+
+    def submitted(self, *, backend: str, seconds: float) -> None:
+        """A new run accepted by ``backend``, ``seconds`` after the request asked for it."""
+        self.submit_seconds.labels(backend=backend).observe(seconds)
+
+    def fell_back(self, *, from_backend: str, to_backend: str) -> None:
+        self.fallbacks.labels(from_backend=from_backend, to_backend=to_backend).inc()
+
+    def reloaded(self, *, applied: bool) -> None:
+        self.rules_reloads.labels(result="applied" if applied else "refused").inc()

@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint types bench bench-rq bench-prefect bench-routing services clean
+.PHONY: run test check lint types bench bench-rq bench-prefect bench-routing bench-metrics services tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/figway serve
 
 ## test: the whole suite, unit tests and integration tests on the real PostgreSQL and Redis
-test: $(STAMP) services
+test: $(STAMP) services tools
 	$(BIN)/pytest
 
 ## check: lint and types (ruff, mypy strict on gateway/ and backends/)
@@ -34,7 +34,7 @@ types: $(STAMP)
 
 ## bench: the benchmarks behind docs/performance.md (real PostgreSQL, Redis and Prefect server;
 ## bench-routing needs none of them)
-bench: bench-rq bench-prefect bench-routing
+bench: bench-rq bench-prefect bench-routing bench-metrics
 
 bench-rq: $(STAMP) services
 	$(BIN)/python -m bench.rq_path
@@ -45,9 +45,16 @@ bench-prefect: $(STAMP) services
 bench-routing: $(STAMP)
 	$(BIN)/python -m bench.routing
 
+bench-metrics: $(STAMP)
+	$(BIN)/python -m bench.metrics
+
 ## services: start PostgreSQL and Redis on loopback when they are not answering
 services:
 	@bash scripts/ensure-services
+
+## tools: install Prometheus and promtool (for the dashboard and alert tests) when missing
+tools:
+	@bash scripts/ensure-tools
 
 clean:
 	rm -rf $(VENV) .figway .pytest_cache .mypy_cache .ruff_cache

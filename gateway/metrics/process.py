@@ -7,6 +7,8 @@ as they are; they start from zero when a gateway restarts, which Prometheus'
 
 from __future__ import annotations
 
+import itertools
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -16,6 +18,7 @@ from prometheus_client import (
 )
 
 from gateway.metrics.families import BUCKETS, PROCESS
+from gateway.routing.loading import KNOWN_BACKENDS
 
 # `*_created` series double what a scrape carries and no figway panel reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -67,8 +70,11 @@ class GatewayMetrics:
         self.leader = Gauge(
             "figway_metrics_leader", doc("figway_metrics_leader"), registry=registry
         )
+        # Exported at 0 from the start, so a panel or alert has a series before the first event.
         for result in ("applied", "refused"):
-            self.rules_reloads.labels(result=result)  # exported at 0 from the start
+            self.rules_reloads.labels(result=result)
+        for origin, fallback in itertools.permutations(KNOWN_BACKENDS, 2):
+            self.fallbacks.labels(from_backend=origin, to_backend=fallback)
 
     def decided(self, *, backend: str, rule: str | None, pinned: bool) -> None:
         """A new run routed (before it is submitted: a 503 was routed too)."""

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway.api import health, metrics, routing, runs, workflows
+from gateway.api import compare, health, metrics, routing, runs, workflows
 from gateway.api.errors import install_error_handlers
 from gateway.background import Periodic
 from gateway.config import Settings, get_settings
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(workflows.router)
     app.include_router(routing.router)
+    app.include_router(compare.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     return app

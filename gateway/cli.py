@@ -17,6 +17,7 @@ from backends.store import Store, create_database_engine, ensure_migrated, upgra
 from backends.store.routing import RoutingRecords
 from backends.workflow import POOLS, parse_definition
 from gateway.cli_support import configure_logging, or_exit, settings_or_exit
+from gateway.compare_cli import compare
 from gateway.routing.source import RulesSource
 from gateway.rules_cli import rules
 
@@ -270,3 +271,4 @@ def _read_definition(path: Path) -> dict[str, Any]:
 
 
 main.add_command(rules)
+main.add_command(compare)

@@ -1,0 +1,90 @@
+"""``GET /routing/compare``: RQ against Prefect per workflow, from figway's own records."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
+from pydantic import StringConstraints
+from starlette.concurrency import run_in_threadpool
+
+from backends.store import utcnow
+from backends.store.reports import Reports
+from gateway.api.deps import ServicesDep
+from gateway.compare import (
+    DEFAULT_SINCE,
+    ComparisonReport,
+    Thresholds,
+    comparison_report,
+    parse_since,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/routing", tags=["routing"])
+
+_DEFAULTS = Thresholds()
+_FIELDS = Thresholds.model_fields
+
+
+@router.get(
+    "/compare",
+    response_model=ComparisonReport,
+    responses={422: {"description": "a parameter is invalid; the error names it"}},
+)
+async def compare(
+    services: ServicesDep,
+    since: Annotated[
+        str,
+        Query(
+            max_length=64,
+            description="Runs that finished since: an ISO time (UTC unless it has a zone) or a "
+            "duration back from now (30m, 24h, 7d, 2w, 1d12h).",
+        ),
+    ] = DEFAULT_SINCE,
+    workflow: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] | None,
+        Query(max_length=500, description="Only this workflow (repeatable, up to 500)."),
+    ] = None,
+    min_runs: Annotated[
+        int, Query(ge=1, le=1_000_000, description=_FIELDS["min_runs"].description)
+    ] = _DEFAULTS.min_runs,
+    failure_margin: Annotated[
+        float,
+        Query(ge=0, le=100, description=_FIELDS["failure_margin_points"].description),
+    ] = _DEFAULTS.failure_margin_points,
+    p95_ratio: Annotated[
+        float, Query(ge=1, le=1_000, description=_FIELDS["p95_ratio"].description)
+    ] = _DEFAULTS.p95_ratio,
+) -> ComparisonReport:
+    """RQ against Prefect per workflow: runs, failure rate, timings, retries, shadows, verdict.
+
+    Only client runs that finished in the window count. runs = succeeded +
+    failed (cancelled runs are counted, not judged); failure rate = failed /
+    runs; queue wait = submitted to first node running (0 when a node started
+    before the submission was recorded); duration = first node running to
+    finished; percentiles are nearest-rank over judged runs that started;
+    retries per run = sum over nodes of max(attempts - 1, 0) / runs; shadow
+    mismatch rate = mismatched / compared shadow comparisons made in the window,
+    on the shadow's backend. Verdict: not_enough_data while either backend has
+    fewer than min_runs runs; worse when Prefect's failure rate is more than
+    failure_margin points above RQ's or its p95 duration more than p95_ratio
+    times RQ's; otherwise better.
+    """
+    now = utcnow()
+    try:
+        start = parse_since(since, now=now)
+    except ValueError as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query", "since"), "msg": str(exc), "input": since}]
+        ) from exc
+    thresholds = Thresholds(
+        min_runs=min_runs, failure_margin_points=failure_margin, p95_ratio=p95_ratio
+    )
+    reports = Reports(services.engine)
+    return await run_in_threadpool(
+        lambda: comparison_report(
+            reports, since=start, now=now, thresholds=thresholds, workflows=workflow or ()
+        )
+    )

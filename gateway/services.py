@@ -6,6 +6,7 @@ workers always agree on the database and the node types.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -86,6 +87,9 @@ class Services:
         for name, executor in self.executors.items():
             if rules.enabled(name):
                 self.metrics.backend_up.labels(backend=name).set(1 if executor.health().up else 0)
+            else:  # switched off: no series, rather than a stale 0 that keeps alerting
+                with contextlib.suppress(KeyError):
+                    self.metrics.backend_up.remove(name)
 
     def close(self) -> None:
         if self._closed:

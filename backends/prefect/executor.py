@@ -59,6 +59,8 @@ class PrefectExecutor:
         self._deployment_ids: dict[str, Any] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._client_lock = threading.Lock()
+        self._ephemeral_lock = threading.Lock()
+        self._ephemeral_ready = False
         self._open_client: SyncPrefectClient | None = None
 
     # -- submit ----------------------------------------------------------------------
@@ -84,6 +86,7 @@ class PrefectExecutor:
 
         def run() -> None:
             try:
+                self._ensure_ephemeral_api()
                 with tags(*run_tags(plan)):
                     figway_run.with_options(flow_run_name=plan.job_run_id)(plan.job_run_id)
             except Exception:  # the flow's outcome is in figway's database already
@@ -96,6 +99,23 @@ class PrefectExecutor:
         thread = threading.Thread(target=run, name=f"prefect-flow-{plan.job_run_id}", daemon=True)
         self._threads[plan.job_run_id] = thread
         thread.start()
+
+    def _ensure_ephemeral_api(self) -> None:
+        """Start Prefect's ephemeral API once, before any flow of this process runs.
+
+        Flows started together would each start it, and the servers race on
+        migrating the same SQLite file ("duplicate column", failed start-up).
+        """
+        with self._ephemeral_lock:
+            if self._ephemeral_ready:
+                return
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                failure = client.api_healthcheck()
+            if failure is not None:
+                raise BackendUnavailable(self.name, f"Prefect's ephemeral API: {failure}")
+            self._ephemeral_ready = True
 
     def _deployment_id(self, client: SyncPrefectClient, pool: str) -> Any:
         from prefect.exceptions import ObjectNotFound

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from backends.errors import FigwayError
 from backends.store.metrics import FoldedRun, MetricRecords, labels_key
 from backends.store.routing import RoutingRecords
 from gateway.metrics.families import BUCKETS, LEDGER
@@ -103,7 +104,13 @@ class MetricsLedger:
     def round(self) -> int:
         """One round: keep or take the lease; if held, fold every run waiting. Returns how many."""
         was_leader = self.leader
-        self.leader = self.records.hold_lease(name=LEASE, holder=self.holder, ttl=self.lease)
+        try:
+            self.leader = self.records.hold_lease(name=LEASE, holder=self.holder, ttl=self.lease)
+        except FigwayError:
+            # Unable to renew, it may have lapsed: exporting on could count runs twice.
+            self.leader = False
+            self._snapshot = []
+            raise
         if self.leader != was_leader:
             log.info("metrics ledger %s by %s", "held" if self.leader else "lost", self.holder)
         if not self.leader:

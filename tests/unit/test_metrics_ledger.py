@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
+from backends.errors import StoreError
 from backends.nodes import default_registry
 from backends.status import RunStatus
 from backends.store import Store
@@ -169,3 +170,23 @@ def test_gateways_folding_at_once_never_count_a_run_twice(store: Store) -> None:
     assert (
         totals[("figway_runs_submitted_total", (("backend", "rq"), ("workflow_id", "etl")))] == 400
     )
+
+
+def test_a_ledger_that_cannot_renew_its_lease_stops_exporting(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease that may have lapsed could be another gateway's by now: two exporters
+    would count every run twice."""
+    record_runs(store, count=2, status=RunStatus.SUCCEEDED)
+    ledger = ledger_of(store, "gw-1")
+    ledger.round()
+    assert exported(ledger)[FINISHED_OK] == 2
+
+    def unreachable(**_: object) -> bool:
+        raise StoreError("database error: connection refused")
+
+    monkeypatch.setattr(ledger.records, "hold_lease", unreachable)
+    with pytest.raises(StoreError):
+        ledger.round()
+    assert not ledger.leader
+    assert exported(ledger) == {}

@@ -80,7 +80,7 @@ def figway_registry(database: Path, runs: list[FoldedRun]) -> tuple[CollectorReg
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
     for run in runs[:400]:
-        metrics.decided(backend=run.backend, rule=None, pinned=False)
+        metrics.decided(backend=run.backend, rule=None, reason="default")
         metrics.submitted(backend=run.backend, seconds=0.03)
     registry.register(LedgerCollector(ledger))
     return registry, len(ledger.snapshot())
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = GatewayMetrics(CollectorRegistry())
 
     def record() -> None:
-        metrics.decided(backend="rq", rule="canary", pinned=False)
+        metrics.decided(backend="rq", rule="canary", reason="rollout")
         metrics.submitted(backend="rq", seconds=0.034)
 
     print(f"timing {args.calls:,} submit-path recordings ...", flush=True)

@@ -154,7 +154,7 @@ class Dispatcher:
             return self._repeat(run, request), False
         if self.metrics is not None:
             self.metrics.decided(
-                backend=decision.backend, rule=decision.rule_id, pinned=decision.pinned
+                backend=decision.backend, rule=decision.rule_id, reason=decision.kind
             )
         run = self._submit(
             plan, decision.backend, fallback=decision.fallback, route=route, shadow=shadow

@@ -117,9 +117,11 @@ PROCESS = {
         _family(
             "figway_routing_decisions_total",
             "counter",
-            "New runs routed, by rule (`default` when none matched, `pinned` by definition).",
+            "New runs routed, by rule (`default` when none matched, `pinned` by definition) "
+            "and reason (pinned, default, rule, rollout, rollout_rest, guard).",
             "backend",
             "rule",
+            "reason",
         ),
         _family(
             "figway_fallbacks_total",

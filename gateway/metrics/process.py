@@ -76,10 +76,10 @@ class GatewayMetrics:
         for origin, fallback in itertools.permutations(KNOWN_BACKENDS, 2):
             self.fallbacks.labels(from_backend=origin, to_backend=fallback)
 
-    def decided(self, *, backend: str, rule: str | None, pinned: bool) -> None:
+    def decided(self, *, backend: str, rule: str | None, reason: str) -> None:
         """A new run routed (before it is submitted: a 503 was routed too)."""
-        label = rule or ("pinned" if pinned else "default")
-        self.routing_decisions.labels(backend=backend, rule=label).inc()
+        label = rule or reason  # `default` or `pinned` when no rule decided
+        self.routing_decisions.labels(backend=backend, rule=label, reason=reason).inc()
 
     def submitted(self, *, backend: str, seconds: float) -> None:
         """A new run accepted by ``backend``, ``seconds`` after the request asked for it."""

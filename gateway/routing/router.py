@@ -17,13 +17,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from backends.store.models import Workflow
 from gateway.routing.bucketing import bucket_of, in_rollout
 from gateway.routing.loading import RulesDocument
 from gateway.routing.rules import PATTERN_FIELDS, Rule, is_literal
 
-__all__ = ["Decision", "Explanation", "Router", "RoutingTable", "RunFacts"]
+__all__ = ["Decision", "DecisionKind", "Explanation", "Router", "RoutingTable", "RunFacts"]
+
+DecisionKind = Literal["pinned", "default", "rule", "rollout", "rollout_rest", "guard"]
 
 #: Workflows whose candidate rules are remembered per table; past this the memory starts over.
 _CANDIDATE_CACHE_SIZE = 50_000
@@ -64,7 +67,13 @@ class Decision:
     reason: str
     shadow: str | None = None
     fallback: str | None = None
-    pinned: bool = False  # the workflow's definition chose the backend
+    #: Why, in one word (a bounded metric label): pinned (by the definition), default (no
+    #: rule matched), rule, rollout (inside a percentage), rollout_rest (outside it), guard.
+    kind: DecisionKind = "rule"
+
+    @property
+    def pinned(self) -> bool:
+        return self.kind == "pinned"
 
 
 @dataclass(frozen=True)
@@ -239,7 +248,7 @@ class RoutingTable:
             rule_id=None,
             version=self.version,
             reason=f"pinned by the workflow definition (backend: {facts.pinned})",
-            pinned=True,
+            kind="pinned",
         )
 
     def _default_decision(self) -> Decision:
@@ -248,6 +257,7 @@ class RoutingTable:
             rule_id=None,
             version=self.version,
             reason=f"no rule matched: the default, {self.default}",
+            kind="default",
         )
 
     def _candidates_for(self, facts: RunFacts) -> _Candidates:
@@ -279,7 +289,9 @@ class RoutingTable:
 
     def _apply(self, rule: Rule, facts: RunFacts, tripped: Mapping[str, str]) -> Decision:
         trip = tripped.get(rule.id) if rule.guard is not None else None
+        kind: DecisionKind = "rule"
         if trip is not None:
+            kind = "guard"
             assert rule.guard is not None
             backend = rule.guard.rollback_to
             reason = f"rule {rule.id!r}: its guard tripped ({trip}); rolled back to {backend}"
@@ -287,11 +299,9 @@ class RoutingTable:
             key = rule.bucket_key
             bucket = bucket_of(rule.bucket_salt, getattr(facts, key))
             if in_rollout(bucket, rule.percent):
-                backend = rule.backend
-                side = "inside"
+                backend, side, kind = rule.backend, "inside", "rollout"
             else:
-                backend = rule.otherwise or self.default
-                side = "outside"
+                backend, side, kind = rule.otherwise or self.default, "outside", "rollout_rest"
             reason = (
                 f"rule {rule.id!r}: {key} bucket {bucket / 100:.2f} is {side} the "
                 f"{rule.percent:g}% rollout: {backend}"
@@ -306,6 +316,7 @@ class RoutingTable:
             reason=reason,
             shadow=rule.shadow if rule.shadow != backend else None,
             fallback=rule.fallback if rule.fallback != backend else None,
+            kind=kind,
         )
 
 

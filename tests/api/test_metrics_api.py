@@ -51,7 +51,7 @@ def test_finished_runs_appear_once_with_their_outcome_and_timings(client: httpx.
     assert found[("figway_node_retries_total", series)] == 3, "one retry of `flaky` per run"
     assert found[("figway_metrics_leader", frozenset())] == 1
     # The gateway's own series: each POST routed and accepted on RQ.
-    assert found[("figway_routing_decisions_total", frozenset({("backend", "rq"), ("rule", "default")}))] >= 4  # fmt: skip
+    assert found[("figway_routing_decisions_total", frozenset({("backend", "rq"), ("rule", "default"), ("reason", "default")}))] >= 4  # fmt: skip
     assert found[("figway_submit_seconds_count", frozenset({("backend", "rq")}))] >= 4
     wait_for(
         lambda: samples(client).get(("figway_backend_up", frozenset({("backend", "rq")}))),

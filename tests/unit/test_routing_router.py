@@ -208,6 +208,7 @@ def test_a_run_no_rule_matches_goes_to_the_default() -> None:
         rule_id=None,
         version=document.version,
         reason="no rule matched: the default, rq",
+        kind="default",
     )
 
 
@@ -645,3 +646,16 @@ def test_in_phase_3_a_pin_to_rq_yields_to_the_rules() -> None:
     assert (decision.backend, decision.rule_id) == ("prefect", None)
     phase_2 = Router(parse_rules("phase: 2\ndefault: prefect\n", source="test"))
     assert phase_2.decide(RunFacts("etl", "ws", "f", "job", pinned="rq")).backend == "rq"
+
+
+@pytest.mark.parametrize(
+    ("rule", "job_id", "kind"),
+    [
+        pytest.param("backend: prefect", "j", "rule", id="rule"),
+        pytest.param("backend: prefect\n    percent: 100", "j", "rollout", id="inside"),
+        pytest.param("backend: prefect\n    percent: 0", "j", "rollout_rest", id="outside"),
+    ],
+)
+def test_a_decision_says_in_one_word_why(rule: str, job_id: str, kind: str) -> None:
+    document = rules(f"phase: 2\ndefault: rq\nrules:\n  - id: r\n    {rule}\n")
+    assert Router(document).decide(facts(job_id=job_id)).kind == kind

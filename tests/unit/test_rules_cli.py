@@ -488,7 +488,7 @@ def test_explain_json_matches_the_text(engine: Engine, tmp_path: Path) -> None:
         "reason": "rule 'new-non-critical': prefect",
         "shadow": None,
         "fallback": "rq",
-        "pinned": False,
+        "kind": "rule",
         "passed_over": [
             f"rule 'other-workspace' (line {rule_line(rules, 'other-workspace')}): "
             "workspace_id 'ws1' does not match 'ws9'",

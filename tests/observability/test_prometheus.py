@@ -36,6 +36,9 @@ DASHBOARDS = sorted((COMPOSE / "grafana" / "dashboards").glob("*.json"))
 #: Grafana's variables, as a person picking "All" and the default interval would have them.
 VARIABLES = {"$workflow": ".*", "${workflow}": ".*", "$__rate_interval": "1m"}
 
+#: The rule the history's guard trip is recorded for (no rule of any test's rules file).
+TRIPPED_RULE = "prometheus-test-guard"
+
 RULES = """\
 phase: 2
 default: rq
@@ -96,7 +99,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[G
     ) as running:
         with client_of(running) as client:
             make_history(client, pg_url)
-        yield running
+        try:
+            yield running
+        finally:
+            engine = create_database_engine(pg_url)
+            RoutingRecords(engine).reset_guard(rule_id=TRIPPED_RULE, by="test")
+            engine.dispose()
 
 
 def make_history(client: httpx.Client, pg_url: str) -> None:
@@ -122,11 +130,11 @@ def make_history(client: httpx.Client, pg_url: str) -> None:
         "the shadow comparison",
         timeout=120,
     )
-    # A guard trip, as a guard records one: the metric reads the trips recorded.
+    # A guard trip, as a guard records one: the metric reads the trips recorded. The
+    # database is the session's: a rule id of its own, reset after, touches no other test.
     engine = create_database_engine(pg_url)
-    RoutingRecords(engine).trip_guard(
-        rule_id="to-prefect", rules_version="test", reason="test", figures={}
-    )
+    records = RoutingRecords(engine)
+    records.trip_guard(rule_id=TRIPPED_RULE, rules_version="test", reason="test", figures={})
     engine.dispose()
 
 

@@ -13,10 +13,10 @@ import yaml
 
 from backends.errors import DefinitionError, FigwayError
 from backends.nodes import default_registry
-from backends.store import Store, create_database_engine, ensure_migrated, upgrade
+from backends.store import Store, create_database_engine, upgrade
 from backends.store.routing import RoutingRecords
 from backends.workflow import POOLS, parse_definition
-from gateway.cli_support import configure_logging, or_exit, settings_or_exit
+from gateway.cli_support import configure_logging, migrated_engine, or_exit, settings_or_exit
 from gateway.compare_cli import compare
 from gateway.routing.source import RulesSource
 from gateway.rules_cli import rules
@@ -57,8 +57,7 @@ def serve(host: str, port: int, ws_port: int, log_level: str) -> None:
     settings = settings_or_exit()
     configure_logging(log_level)
     # Refuse an un-migrated production database here, with the command to run, not in a traceback.
-    engine = create_database_engine(settings.resolved_database_url())
-    or_exit(lambda: ensure_migrated(engine, auto_migrate=settings.should_auto_migrate()))
+    engine = migrated_engine(settings)
     # The same for routing rules: no good version to serve is a listing of the file's problems.
     rules = or_exit(
         lambda: RulesSource.start(
@@ -219,9 +218,7 @@ def workflows_load(paths: tuple[Path, ...], check: bool) -> None:
         )
     store: Store | None = None
     if not check:
-        engine = create_database_engine(settings.resolved_database_url())
-        or_exit(lambda: ensure_migrated(engine, auto_migrate=settings.should_auto_migrate()))
-        store = Store(engine)
+        store = Store(migrated_engine(settings))
     node_types = default_registry()
     failures = 0
     for path in files:

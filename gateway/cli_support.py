@@ -7,11 +7,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import click
+from sqlalchemy import Engine
 
 from backends.errors import FigwayError
+from backends.store import create_database_engine, ensure_migrated
 from gateway.config import Settings, get_settings
 
-__all__ = ["configure_logging", "or_exit", "settings_or_exit"]
+__all__ = ["configure_logging", "migrated_engine", "or_exit", "settings_or_exit"]
 
 T = TypeVar("T")
 
@@ -34,3 +36,11 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+def migrated_engine(settings: Settings) -> Engine:
+    """The configured database, migrated if it is the embedded one; a message if it is
+    out of date or unreachable, naming what to run."""
+    engine = create_database_engine(settings.resolved_database_url())
+    or_exit(lambda: ensure_migrated(engine, auto_migrate=settings.should_auto_migrate()))
+    return engine

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import click
 
-from backends.store import create_database_engine, ensure_migrated, utcnow
+from backends.store import utcnow
 from backends.store.reports import Reports
-from gateway.cli_support import or_exit, settings_or_exit
+from gateway.cli_support import migrated_engine, or_exit, settings_or_exit
 from gateway.compare import (
     BASELINE,
     CANDIDATE,
@@ -119,9 +119,8 @@ def compare(
     thresholds = Thresholds(
         min_runs=min_runs, failure_margin_points=failure_margin, p95_ratio=p95_ratio
     )
-    engine = create_database_engine(settings.resolved_database_url())
+    engine = migrated_engine(settings)
     try:
-        or_exit(lambda: ensure_migrated(engine, auto_migrate=settings.should_auto_migrate()))
         reports = Reports(engine)
         report = or_exit(
             lambda: comparison_report(

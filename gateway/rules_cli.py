@@ -11,10 +11,10 @@ import click
 from redis import Redis
 
 from backends.nodes import default_registry
-from backends.store import Store, create_database_engine, ensure_migrated
+from backends.store import Store
 from backends.store.routing import RoutingRecords
 from backends.workflow import parse_definition, shadow_refusal
-from gateway.cli_support import or_exit, settings_or_exit
+from gateway.cli_support import migrated_engine, or_exit, settings_or_exit
 from gateway.config import Settings
 from gateway.routing.diff import diff_rules, rule_changes
 from gateway.routing.loading import RulesDocument, RulesInvalid, read_rules
@@ -285,9 +285,7 @@ def _configured_rules(settings: Settings, override: Path | None) -> RulesDocumen
 
 
 def _records(settings: Settings) -> RoutingRecords:
-    engine = create_database_engine(settings.resolved_database_url())
-    or_exit(lambda: ensure_migrated(engine, auto_migrate=settings.should_auto_migrate()))
-    return RoutingRecords(engine)
+    return RoutingRecords(migrated_engine(settings))
 
 
 def _trip_texts(records: RoutingRecords) -> dict[str, Any]:

@@ -14,16 +14,14 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from backends.status import RUN_TERMINAL
 from backends.store.models import Lease, MetricTotal, NodeRun, Run
 from backends.store.store import utcnow
-from backends.store.transactions import Transactions
+from backends.store.transactions import Transactions, dialect_insert
 
 __all__ = ["FoldedNode", "FoldedRun", "MetricRecords", "labels_key"]
 
@@ -79,7 +77,7 @@ class MetricRecords(Transactions):
             lease = session.scalar(select(Lease).where(Lease.name == name).with_for_update())
             if lease is None:
                 inserted = session.execute(
-                    _insert(session, Lease)
+                    dialect_insert(session, Lease)
                     .values(name=name, holder=holder, expires_at=now + ttl)
                     .on_conflict_do_nothing()
                     .returning(Lease.name)
@@ -166,12 +164,6 @@ class MetricRecords(Transactions):
         return [(family, json.loads(labels), value) for family, labels, value in rows]
 
 
-def _insert(session: Session, model: type[Any]) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model)
-    return sqlite.insert(model)
-
-
 def _add(session: Session, amounts: Mapping[tuple[str, str], float]) -> None:
     """``total += amount`` for each series, creating the ones not seen before."""
     merged: dict[tuple[str, str], float] = defaultdict(float)
@@ -179,7 +171,7 @@ def _add(session: Session, amounts: Mapping[tuple[str, str], float]) -> None:
         merged[key] += amount
     if not merged:
         return
-    statement = _insert(session, MetricTotal).values(
+    statement = dialect_insert(session, MetricTotal).values(
         [
             {"family": family, "labels": labels, "value": amount}
             for (family, labels), amount in sorted(merged.items())  # a stable lock order

@@ -6,14 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, Insert
+from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backends.errors import StoreError
 
-__all__ = ["Transactions", "insert_ignoring_conflicts"]
+__all__ = ["Transactions", "dialect_insert", "insert_ignoring_conflicts"]
 
 
 class Transactions:
@@ -32,14 +32,16 @@ class Transactions:
             raise StoreError(f"database error: {exc.orig}") from exc
 
 
+def dialect_insert(session: Session, model: type[Any]) -> Any:
+    """The session's dialect's ``INSERT``, which has ``ON CONFLICT`` clauses."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(model)
+    if dialect == "sqlite":
+        return sqlite.insert(model)
+    raise StoreError(f"unsupported database dialect {dialect!r}")  # pragma: no cover
+
+
 def insert_ignoring_conflicts(session: Session, model: type[Any]) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING`` for the session's dialect."""
-    dialect = session.get_bind().dialect.name
-    statement: Insert
-    if dialect == "postgresql":
-        statement = postgresql.insert(model).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        statement = sqlite.insert(model).on_conflict_do_nothing()
-    else:  # pragma: no cover - figway supports the two above
-        raise StoreError(f"unsupported database dialect {dialect!r}")
-    return statement
+    return dialect_insert(session, model).on_conflict_do_nothing()

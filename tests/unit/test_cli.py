@@ -41,17 +41,9 @@ nodes:
 
 
 @pytest.fixture
-def data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def data_dir(cli_env: Path, tmp_path: Path) -> Path:
     """Only FIGWAY_DATA_DIR is set; no other FIGWAY_* variable or .env file is seen."""
-    for name in list(os.environ):
-        if name.upper().startswith("FIGWAY_"):
-            monkeypatch.delenv(name)
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    monkeypatch.chdir(workdir)
-    data = tmp_path / "data"
-    monkeypatch.setenv("FIGWAY_DATA_DIR", str(data))
-    return data
+    return tmp_path / "data"
 
 
 @pytest.fixture

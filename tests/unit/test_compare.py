@@ -10,7 +10,6 @@ on PostgreSQL; the verdict tests use fixed records and no database.
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 from collections.abc import Iterator, Sequence
@@ -578,18 +577,6 @@ def test_since_refuses_what_it_cannot_read(text: str, message: str) -> None:
 
 def figway(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No FIGWAY_* variable or .env file; an empty working directory; a private data dir."""
-    for name in list(os.environ):
-        if name.upper().startswith("FIGWAY_"):
-            monkeypatch.delenv(name)
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("FIGWAY_DATA_DIR", str(tmp_path / "data"))
 
 
 @pytest.fixture

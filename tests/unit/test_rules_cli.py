@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import textwrap
 import uuid
@@ -114,19 +113,6 @@ def record_run(
 
 
 # -- fixtures --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No FIGWAY_* variable or .env file; an empty working directory; a private data dir."""
-    for name in list(os.environ):
-        if name.upper().startswith("FIGWAY_"):
-            monkeypatch.delenv(name)
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("FIGWAY_DATA_DIR", str(tmp_path / "data"))
-    return workdir
 
 
 @pytest.fixture

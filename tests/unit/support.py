@@ -10,9 +10,9 @@ from sqlalchemy import select
 from backends.nodes import default_registry
 from backends.store import Store
 from backends.store.models import Transition
-from backends.workflow import RunPlan, parse_definition
+from backends.workflow import RunPlan, WorkflowDefinition, parse_definition
 
-__all__ = ["journal", "make_plan", "start_run"]
+__all__ = ["journal", "make_plan", "one_node_workflow", "start_run"]
 
 
 def make_plan(
@@ -43,6 +43,19 @@ def make_plan(
         job_run_id=job_run_id or f"run-{uuid.uuid4().hex[:12]}",
         job_id="job1",
         parameters=parameters,
+    )
+
+
+def one_node_workflow(workflow_id: str) -> WorkflowDefinition:
+    """A valid definition of one `noop` node, in workspace `ws`, folder `f`."""
+    return parse_definition(
+        {
+            "workflow_id": workflow_id,
+            "workspace_id": "ws",
+            "folder_id": "f",
+            "nodes": {"a": {"type": "noop"}},
+        },
+        node_types=default_registry(),
     )
 
 

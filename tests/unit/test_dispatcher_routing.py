@@ -25,6 +25,8 @@ from gateway.dispatcher import Dispatcher, RunRequest, SubmitFailed
 from gateway.routing.loading import parse_rules
 from gateway.routing.router import Router
 
+from .support import one_node_workflow
+
 
 @dataclass
 class StandIn:
@@ -78,16 +80,7 @@ def backends() -> dict[str, StandIn]:
 @pytest.fixture
 def dispatcher(store: Store, backends: dict[str, StandIn]) -> Iterator[Dispatcher]:
     for workflow_id in ("pilot", "shadowed", "both"):
-        definition = parse_definition(
-            {
-                "workflow_id": workflow_id,
-                "workspace_id": "ws",
-                "folder_id": "f",
-                "nodes": {"a": {"type": "noop"}},
-            },
-            node_types=default_registry(),
-        )
-        store.put_workflow(definition=definition)
+        store.put_workflow(definition=one_node_workflow(workflow_id))
     running = Dispatcher(
         store=store,
         executors=backends,  # type: ignore[arg-type]

@@ -13,16 +13,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
-from backends.nodes import default_registry
 from backends.status import RunStatus
 from backends.store import Store
 from backends.store.models import Run
 from backends.store.routing import RoutingRecords
 from backends.store.store import Route
-from backends.workflow import RunPlan, parse_definition
+from backends.workflow import RunPlan
 from gateway.routing.guard import GuardKeeper
 from gateway.routing.loading import parse_rules
 from gateway.routing.router import Router, RunFacts
+
+from .support import one_node_workflow
 
 RULES = """\
 phase: 2
@@ -55,15 +56,7 @@ def record_runs(
     workflow_id: str = "etl",
 ) -> None:
     """``count`` finished runs of the workflow on ``backend``, ``failed`` of them failed."""
-    definition = parse_definition(
-        {
-            "workflow_id": workflow_id,
-            "workspace_id": "ws",
-            "folder_id": "f",
-            "nodes": {"a": {"type": "noop"}},
-        },
-        node_types=default_registry(),
-    )
+    definition = one_node_workflow(workflow_id)
     for index in range(count):
         job_run_id = f"guard-{next(_ids)}"
         plan = RunPlan.from_definition(definition, job_run_id=job_run_id, job_id=job_run_id)

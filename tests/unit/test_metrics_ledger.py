@@ -13,14 +13,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from backends.errors import StoreError
-from backends.nodes import default_registry
 from backends.status import RunStatus
 from backends.store import Store
 from backends.store.metrics import FoldedNode, FoldedRun, MetricRecords
 from backends.store.models import NodeRun, Run
 from backends.store.routing import RoutingRecords
-from backends.workflow import RunPlan, parse_definition
+from backends.workflow import RunPlan
 from gateway.metrics.ledger import LedgerCollector, MetricsLedger, increments
+
+from .support import one_node_workflow
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 _ids = itertools.count()
@@ -64,15 +65,7 @@ def test_increments_count_runs_and_fill_the_right_buckets() -> None:
 
 
 def record_runs(store: Store, *, count: int, backend: str = "rq", status: RunStatus) -> None:
-    definition = parse_definition(
-        {
-            "workflow_id": "etl",
-            "workspace_id": "ws",
-            "folder_id": "f",
-            "nodes": {"a": {"type": "noop"}},
-        },
-        node_types=default_registry(),
-    )
+    definition = one_node_workflow("etl")
     for _ in range(count):
         job_run_id = f"m-{next(_ids)}"
         plan = RunPlan.from_definition(definition, job_run_id=job_run_id, job_id=job_run_id)

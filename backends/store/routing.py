@@ -296,18 +296,12 @@ class RoutingRecords(Transactions):
 
     def shadow_summary(self) -> dict[str, dict[str, int]]:
         """Per workflow: shadow comparisons made and how many mismatched."""
-        with self._transaction() as session:
-            rows = session.execute(
-                select(
-                    ShadowComparison.workflow_id,
-                    func.count(),
-                    func.count().filter(ShadowComparison.matched.is_(False)),
-                ).group_by(ShadowComparison.workflow_id)
-            ).all()
-        return {
-            workflow_id: {"compared": compared, "mismatched": mismatched}
-            for workflow_id, compared, mismatched in rows
-        }
+        summary: dict[str, dict[str, int]] = {}
+        for (workflow_id, _), (compared, mismatched) in self.shadow_counts().items():
+            totals = summary.setdefault(workflow_id, {"compared": 0, "mismatched": 0})
+            totals["compared"] += compared
+            totals["mismatched"] += mismatched
+        return summary
 
     # -- what still holds a backend --------------------------------------------------
 

@@ -136,6 +136,8 @@ def test_a_shadowed_workflow_with_a_load_node_writes_once(
     ).json()
     assert comparison["shadow_backend"] == "prefect"
     assert comparison["matched"] is True, comparison["mismatches"]
+    summary = client.get("/routing/shadows").json()
+    assert summary[workflow_id] == {"compared": 1, "mismatched": 0}
     mismatched = client.get("/routing/shadow-mismatches").json()
     assert run["job_run_id"] not in {m["job_run_id"] for m in mismatched}
     shadow = get_run(client, f"{run['job_run_id']}~shadow")

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from backends.artifacts import ArtifactStore
 from backends.nodes import default_registry
 from backends.runtime import NodeRuntime
 from backends.store import Store, create_database_engine, ensure_migrated
@@ -37,6 +38,25 @@ class RuntimeSettings(BaseSettings):
     heartbeat_seconds: float = Field(
         default=1.0, gt=0, description="How often a running node reports it is alive."
     )
+    artifact_url: str | None = Field(
+        default=None,
+        description="Where node outputs (Parquet tables) are stored: a directory, or an "
+        "fsspec URL such as gs://bucket/figway (extra `gcs`) or s3://bucket/figway (extra "
+        "`s3`). Every worker must reach it. Unset: data_dir/artifacts.",
+    )
+    gcs_credentials_path: Path | None = Field(
+        default=None,
+        validation_alias="GCS_CREDENTIALS_PATH",
+        description="GCS_CREDENTIALS_PATH: the service-account key file for a gs:// "
+        "artifact store. Unset: Google's application default credentials.",
+    )
+
+    def artifact_store(self) -> ArtifactStore:
+        return ArtifactStore.from_settings(
+            url=self.artifact_url,
+            data_dir=self.data_dir,
+            gcs_credentials_path=self.gcs_credentials_path,
+        )
 
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -69,6 +89,9 @@ def current_runtime() -> NodeRuntime:
             # A worker never migrates: the gateway's `figway db upgrade` owns the schema.
             ensure_migrated(engine, auto_migrate=False)
             _runtime = NodeRuntime(
-                Store(engine), default_registry(), heartbeat_seconds=settings.heartbeat_seconds
+                Store(engine),
+                default_registry(),
+                heartbeat_seconds=settings.heartbeat_seconds,
+                artifacts=settings.artifact_store(),
             )
         return _runtime

@@ -28,8 +28,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TextIO
 
+from backends.artifacts import ArtifactStore
 from backends.errors import FigwayError
 from backends.nodes import NodeCancelled, NodeContext, NodeFailure, NodeRegistry
+from backends.secrets import (
+    EnvironmentSecrets,
+    Redactor,
+    SecretMissing,
+    SecretResolver,
+    SecretSource,
+)
 from backends.status import NodeStatus
 from backends.store import LogRecord, Store, utcnow
 
@@ -69,10 +77,14 @@ class NodeRuntime:
         node_types: NodeRegistry,
         *,
         heartbeat_seconds: float = 1.0,
+        artifacts: ArtifactStore | None = None,
+        secrets: SecretSource | None = None,
     ) -> None:
         self.store = store
         self.node_types = node_types
         self.heartbeat_seconds = heartbeat_seconds
+        self.artifacts = artifacts
+        self.secrets: SecretSource = secrets or EnvironmentSecrets()
 
     def execute(
         self,
@@ -81,19 +93,24 @@ class NodeRuntime:
         node_id: str,
         attempt: int,
         mirror: LogMirror | None = None,
+        secrets: SecretSource | None = None,
     ) -> AttemptResult:
         """Run attempt ``attempt`` (1-based) of a node; never raises for a node's own failure.
 
         Two transactions: one starts the attempt (and reads its inputs), one records
         its outcome with its log lines; the heartbeat flushes longer nodes' logs.
         ``mirror`` also receives every captured line as it is written (the Prefect
-        backend sends them to Prefect's run logger, for the Prefect UI).
+        backend sends them to Prefect's run logger, for the Prefect UI). ``secrets``
+        replaces the runtime's secret source for this attempt (the Prefect backend
+        adds its Secret blocks). Every secret the node reveals is masked in what
+        this attempt records: log lines, the error and the output.
         """
         start = self.store.start_attempt(job_run_id=job_run_id, node_id=node_id, attempt=attempt)
         if not start.outcome.applied or start.spec is None:
             return AttemptResult(Outcome.NOT_RUN)
         spec = start.spec
         node_type = self.node_types[spec.type]
+        redactor = Redactor()
         context = NodeContext(
             job_run_id=job_run_id,
             node_id=node_id,
@@ -102,8 +119,14 @@ class NodeRuntime:
             upstream_outputs=start.upstream_outputs,
             sandboxed=start.sandboxed,
             logger=logging.getLogger(f"{NODE_LOGGER}.{spec.type}"),
+            artifacts=None
+            if self.artifacts is None
+            else self.artifacts.for_attempt(
+                job_run_id=job_run_id, node_id=node_id, attempt=attempt, sandboxed=start.sandboxed
+            ),
+            secrets=SecretResolver(secrets or self.secrets, redactor),
         )
-        sink = _LogSink(job_run_id, node_id, attempt, mirror)
+        sink = _LogSink(job_run_id, node_id, attempt, mirror, redactor)
         _ensure_capture()
         output: object = None
         error: str | None = None
@@ -112,7 +135,7 @@ class NodeRuntime:
                 config = node_type.config_model.model_validate(spec.config)
                 output = node_type.run(config, context)
             except (Exception, SystemExit) as exc:  # a node calling sys.exit() fails its attempt
-                error = _describe(exc)
+                error = redactor.redact(_describe(exc))
                 if isinstance(exc, NodeCancelled) or context.cancelled():
                     status, outcome = NodeStatus.CANCELLED, Outcome.CANCELLED
                 else:
@@ -128,7 +151,7 @@ class NodeRuntime:
             attempt=attempt,
             status=status,
             error=error,
-            output=_jsonable(output) if outcome is Outcome.SUCCEEDED else None,
+            output=_redacted(_jsonable(output), redactor) if outcome is Outcome.SUCCEEDED else None,
             logs=sink.drain(),
         )
         if not recorded.applied and recorded.node_status is NodeStatus.CANCELLED:
@@ -165,7 +188,7 @@ class NodeRuntime:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, NodeFailure | NodeCancelled):
+    if isinstance(exc, NodeFailure | NodeCancelled | SecretMissing):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
@@ -176,6 +199,19 @@ def _traceback_text(exc: BaseException) -> str:
     except SystemError:
         # CPython 3.11 can fail formatting tracebacks in several threads at once (gh-106905).
         return f"{type(exc).__name__}: {exc} (traceback unavailable)"
+
+
+def _redacted(output: Any, redactor: Redactor) -> Any:
+    """The output with every revealed secret masked in its strings (a node may return what
+    it read). String by string, not on the JSON text: a secret like ``2024`` must not
+    break the JSON, and one with a quote must not hide behind its escaping."""
+    if isinstance(output, str):
+        return redactor.redact(output)
+    if isinstance(output, dict):
+        return {redactor.redact(str(k)): _redacted(v, redactor) for k, v in output.items()}
+    if isinstance(output, list):
+        return [_redacted(item, redactor) for item in output]
+    return output
 
 
 def _jsonable(value: Any) -> Any:
@@ -201,17 +237,24 @@ _install_lock = threading.Lock()
 
 class _LogSink:
     def __init__(
-        self, job_run_id: str, node_id: str, attempt: int, mirror: LogMirror | None = None
+        self,
+        job_run_id: str,
+        node_id: str,
+        attempt: int,
+        mirror: LogMirror | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.job_run_id = job_run_id
         self.node_id = node_id
         self.attempt = attempt
         self.mirror = mirror
+        self.redactor = redactor or Redactor()
         self._lock = threading.Lock()
         self._records: list[LogRecord] = []
         self._partial = {"stdout": "", "stderr": ""}
 
     def add(self, level: str, message: str) -> None:
+        message = self.redactor.redact(message)
         record = LogRecord(self.job_run_id, self.node_id, self.attempt, utcnow(), level, message)
         with self._lock:
             self._records.append(record)
@@ -237,7 +280,12 @@ class _LogSink:
                     level = "INFO" if stream == "stdout" else "WARNING"
                     self._records.append(
                         LogRecord(
-                            self.job_run_id, self.node_id, self.attempt, utcnow(), level, rest
+                            self.job_run_id,
+                            self.node_id,
+                            self.attempt,
+                            utcnow(),
+                            level,
+                            self.redactor.redact(rest),
                         )
                     )
                     self._partial[stream] = ""

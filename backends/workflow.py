@@ -202,8 +202,12 @@ def _node_problems(
                 )
             )
             continue
+        missing = node_type.unavailable()
+        if missing is not None:
+            problems.append(DefinitionProblem(f"{where}.type", missing))
+            continue
         try:
-            node_type.config_model.model_validate(spec.config)
+            config = node_type.config_model.model_validate(spec.config)
         except ValidationError as exc:
             problems.extend(
                 DefinitionProblem(
@@ -211,6 +215,10 @@ def _node_problems(
                 )
                 for e in exc.errors()
             )
+            continue
+        inputs_problem = config.inputs_problem(definition.dependencies.get(node_id, []))
+        if inputs_problem is not None:
+            problems.append(DefinitionProblem(f"{where}.config", inputs_problem))
     return problems
 
 

@@ -57,6 +57,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 services.check_backends,
                 interval_seconds=settings.backend_check_seconds,
             ),
+            Periodic(
+                "artifacts",
+                services.janitor.purge_expired,
+                interval_seconds=settings.artifact_cleanup_seconds,
+            ),
         ]
         for thread in background:
             thread.start()

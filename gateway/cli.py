@@ -13,9 +13,11 @@ import yaml
 
 from backends.errors import DefinitionError, FigwayError
 from backends.nodes import default_registry
+from backends.secrets import names_in_environment
 from backends.store import Store, create_database_engine, upgrade
 from backends.store.routing import RoutingRecords
 from backends.workflow import POOLS, parse_definition
+from gateway.artifacts_cli import artifacts
 from gateway.cli_support import configure_logging, migrated_engine, or_exit, settings_or_exit
 from gateway.compare_cli import compare
 from gateway.routing.source import RulesSource
@@ -157,7 +159,13 @@ def setup() -> None:
 
 
 @setup.command("prefect")
-def setup_prefect() -> None:
+@click.option(
+    "--secrets-from-env",
+    is_flag=True,
+    help="Also store every FIGWAY_SECRET_<NAME> variable of this shell as the Prefect "
+    "Secret block figway-<name>, where nodes running on Prefect find them.",
+)
+def setup_prefect(secrets_from_env: bool) -> None:
     """Create figway's work pools and deployments on the Prefect server (safe to repeat).
 
     Pools: default-worker-pool (10 flow runs at once), postgres-worker-pool (5) and
@@ -175,9 +183,19 @@ def setup_prefect() -> None:
 
     from backends.prefect.setup import ensure_prefect_setup
 
+    secrets = names_in_environment() if secrets_from_env else {}
+    if secrets_from_env and not secrets:
+        raise click.ClickException(
+            "--secrets-from-env found no FIGWAY_SECRET_<NAME> variable in this shell; "
+            "export the secrets to store (e.g. FIGWAY_SECRET_PG_SALES=postgresql://…) first"
+        )
     try:
         with get_client(sync_client=True) as client:
             changes = ensure_prefect_setup(client)
+        if secrets:
+            from backends.prefect.secrets import store_secret_blocks
+
+            changes += store_secret_blocks(secrets)
     except Exception as exc:
         raise click.ClickException(
             f"cannot set up Prefect at {settings.prefect_api_url}: {exc}"
@@ -269,3 +287,4 @@ def _read_definition(path: Path) -> dict[str, Any]:
 
 main.add_command(rules)
 main.add_command(compare)
+main.add_command(artifacts)

@@ -94,6 +94,15 @@ class Settings(RuntimeSettings):
     job_timeout_seconds: int = Field(
         default=6 * 3_600, gt=0, description="RQ kills a node attempt running longer than this."
     )
+    artifact_retention_hours: float = Field(
+        default=7 * 24,
+        gt=0,
+        description="Node outputs (tables) of a run are removed from the artifact store this "
+        "long after the run finished.",
+    )
+    artifact_cleanup_seconds: float = Field(
+        default=600.0, gt=0, description="How often expired node outputs are looked for."
+    )
 
     @property
     def embedded(self) -> bool:

@@ -26,8 +26,10 @@ from backends.rq.executor import RQExecutor
 from backends.runtime import NodeRuntime
 from backends.store import Store, create_database_engine, ensure_migrated
 from backends.store.metrics import MetricRecords
+from backends.store.retention import ArtifactRecords
 from backends.store.routing import RoutingRecords
 from backends.workflow import POOLS
+from gateway.artifact_retention import ArtifactJanitor
 from gateway.config import Settings
 from gateway.metrics.ledger import LedgerCollector, MetricsLedger
 from gateway.metrics.process import GatewayMetrics
@@ -56,6 +58,7 @@ class Services:
     metrics: GatewayMetrics
     ledger: MetricsLedger
     registry: CollectorRegistry
+    janitor: ArtifactJanitor
     embedded_workers: EmbeddedWorkers | None = None
     # The runtime installed before this one (another gateway in the same process, in tests).
     previous_runtime: NodeRuntime | None = None
@@ -115,7 +118,10 @@ def build_services(settings: Settings) -> Services:
     ensure_migrated(engine, auto_migrate=settings.should_auto_migrate())
     store = Store(engine)
     node_types = default_registry()
-    runtime = NodeRuntime(store, node_types, heartbeat_seconds=settings.heartbeat_seconds)
+    artifacts = settings.artifact_store()
+    runtime = NodeRuntime(
+        store, node_types, heartbeat_seconds=settings.heartbeat_seconds, artifacts=artifacts
+    )
     previous_runtime = install_runtime(runtime)
     redis: Redis
     if settings.redis_url:
@@ -166,6 +172,11 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         ledger=ledger,
         registry=registry,
+        janitor=ArtifactJanitor(
+            ArtifactRecords(engine),
+            artifacts,
+            retention=timedelta(hours=settings.artifact_retention_hours),
+        ),
         previous_runtime=previous_runtime,
     )
 

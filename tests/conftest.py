@@ -1,19 +1,26 @@
 """Fixtures shared by every test folder: real PostgreSQL and Redis, cleaned around each use.
 
-The service tests need PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379
-(``make services`` starts them). Each test session works in a database of its
-own, created here and dropped at the end; Redis tests use one logical database
-that is flushed before and after every test.
+The service tests need PostgreSQL on 127.0.0.1:5432, Redis on 127.0.0.1:6379 and
+MariaDB on 127.0.0.1:3306 (``make services`` starts them). Each test session works
+in a database of its own, created here and dropped at the end; Redis tests use one
+logical database that is flushed before and after every test.
+
+Every figway process a test session starts (gateways, RQ workers, the Prefect
+worker's flow runs) shares one artifact store, as a deployment's workers share a
+bucket: ``SESSION_ARTIFACTS``, removed when the session ends.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pymysql
 import pytest
 import redis
 from sqlalchemy import Engine
@@ -25,6 +32,27 @@ PG_ADMIN_URL = os.environ.get(
     "FIGWAY_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_TEST_URL = os.environ.get("FIGWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+MYSQL_TEST_URL = os.environ.get("FIGWAY_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+
+#: The artifact store of every figway process this session starts (see the module docstring).
+SESSION_ARTIFACTS = Path(tempfile.mkdtemp(prefix="figway-test-artifacts-"))
+os.environ["FIGWAY_TEST_ARTIFACT_URL"] = str(SESSION_ARTIFACTS)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_artifacts() -> Iterator[Path]:
+    yield SESSION_ARTIFACTS
+    shutil.rmtree(SESSION_ARTIFACTS, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    """MariaDB's ``test`` database; tests name their tables uniquely and drop them."""
+    try:
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", database="test").close()
+    except pymysql.MySQLError as exc:
+        pytest.fail(f"MariaDB is not reachable at {MYSQL_TEST_URL} ({exc}); run `make services`")
+    return MYSQL_TEST_URL
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 
-from backends.nodes.base import NodeConfig, NodeContext, NodeType
-from backends.nodes.builtin import BUILTIN_NODE_TYPES, NodeCancelled, NodeFailure
+from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure, NodeType
+from backends.nodes.bigquery import BIGQUERY_EXTRACT
+from backends.nodes.builtin import BUILTIN_NODE_TYPES
+from backends.nodes.http import HTTP_REQUEST
+from backends.nodes.mysql import MYSQL_EXTRACT
+from backends.nodes.postgres import POSTGRES_EXTRACT, POSTGRES_LOAD
+from backends.nodes.transform import SQL_TRANSFORM
 
 __all__ = [
     "NodeCancelled",
@@ -36,4 +41,14 @@ class NodeRegistry(Mapping[str, NodeType]):
 
 def default_registry() -> NodeRegistry:
     """The node types shipped with figway."""
-    return NodeRegistry(BUILTIN_NODE_TYPES)
+    return NodeRegistry(
+        [
+            *BUILTIN_NODE_TYPES,
+            POSTGRES_EXTRACT,
+            MYSQL_EXTRACT,
+            BIGQUERY_EXTRACT,
+            SQL_TRANSFORM,
+            POSTGRES_LOAD,
+            HTTP_REQUEST,
+        ]
+    )

@@ -9,18 +9,36 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["NodeConfig", "NodeContext", "NodeType", "SideEffects"]
+from backends.artifacts import ArtifactRef, RunArtifacts
+from backends.secrets import EnvironmentSecrets, SecretResolver
+
+__all__ = [
+    "NodeCancelled",
+    "NodeConfig",
+    "NodeContext",
+    "NodeFailure",
+    "NodeType",
+    "SideEffects",
+]
 
 #: What a node does outside figway, which decides whether a shadow run may execute it:
 #: ``none`` touches nothing; ``sandboxed`` writes, but writes nothing when
 #: ``context.sandboxed`` is set; ``unsafe`` writes and cannot be held back.
 SideEffects = Literal["none", "sandboxed", "unsafe"]
+
+
+class NodeFailure(Exception):
+    """Raised by a node to fail its attempt with a message meant for people."""
+
+
+class NodeCancelled(Exception):
+    """Raised by a node that stopped because its run was killed."""
 
 
 class NodeConfig(BaseModel):
@@ -31,6 +49,14 @@ class NodeConfig(BaseModel):
     def side_effects(self) -> SideEffects:
         """What this node does outside figway; node types that write override this."""
         return "none"
+
+    def inputs_problem(self, upstream: Sequence[str]) -> str | None:
+        """What is wrong with this node's inputs given its upstream nodes, or None.
+
+        Checked when the workflow is defined, so a load that names a node it does
+        not depend on is refused then, not when it runs.
+        """
+        return None
 
 
 @dataclass
@@ -46,6 +72,26 @@ class NodeContext:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     #: A shadow run (executed only for comparison): write nothing outside figway.
     sandboxed: bool = False
+    #: Where this attempt writes its table outputs (None: nowhere, tables are refused).
+    artifacts: RunArtifacts | None = None
+    #: Turns ``secret:NAME`` into its value, and masks that value in logs and errors.
+    secrets: SecretResolver = field(default_factory=lambda: SecretResolver(EnvironmentSecrets()))
+
+    def reveal(self, value: str) -> str:
+        """``value`` itself, or the secret it names (``secret:NAME``)."""
+        return self.secrets.reveal(value)
+
+    def table_store(self) -> RunArtifacts:
+        if self.artifacts is None:
+            raise NodeFailure("this node runtime has no artifact store; table outputs need one")
+        return self.artifacts
+
+    def upstream_table(self, node_id: str) -> ArtifactRef:
+        """The table an upstream node produced; fails the node clearly when it made none."""
+        reference = ArtifactRef.from_output(self.upstream_outputs.get(node_id))
+        if reference is None:
+            raise NodeFailure(f"upstream node {node_id!r} produced no table")
+        return reference
 
     def cancelled(self) -> bool:
         """True once the run has been killed; long nodes should check it and return."""
@@ -68,3 +114,6 @@ class NodeType:
     config_model: type[NodeConfig]
     run: Callable[[Any, NodeContext], object]
     description: str = ""
+    #: Why this type cannot run on this install (an optional extra is missing), or None.
+    #: Checked when a workflow is defined, so the workflow is refused with the fix.
+    unavailable: Callable[[], str | None] = lambda: None

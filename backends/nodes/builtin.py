@@ -9,17 +9,16 @@ from typing import Any
 
 from pydantic import Field
 
-from backends.nodes.base import NodeConfig, NodeContext, NodeType, SideEffects
+from backends.nodes.base import (
+    NodeCancelled,
+    NodeConfig,
+    NodeContext,
+    NodeFailure,
+    NodeType,
+    SideEffects,
+)
 
 __all__ = ["BUILTIN_NODE_TYPES", "NodeCancelled", "NodeFailure"]
-
-
-class NodeFailure(Exception):
-    """Raised by a node to fail its attempt with a message meant for people."""
-
-
-class NodeCancelled(Exception):
-    """Raised by a node that stopped because its run was killed."""
 
 
 class NoopConfig(NodeConfig):

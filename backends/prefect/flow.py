@@ -23,6 +23,7 @@ from prefect.states import Cancelled, Failed
 
 from backends.bootstrap import current_runtime
 from backends.errors import FigwayError
+from backends.prefect.secrets import prefect_secrets
 from backends.runtime import Outcome
 from backends.status import RunStatus
 from backends.store import LogRecord
@@ -46,7 +47,11 @@ def run_node(job_run_id: str, node_id: str) -> str:
         logger.log(logging.getLevelNamesMapping().get(record.level, logging.INFO), record.message)
 
     result = current_runtime().execute(
-        job_run_id=job_run_id, node_id=node_id, attempt=task_run.run_count, mirror=to_prefect
+        job_run_id=job_run_id,
+        node_id=node_id,
+        attempt=task_run.run_count,
+        mirror=to_prefect,
+        secrets=prefect_secrets(),
     )
     if result.outcome in (Outcome.RETRY, Outcome.FAILED):
         raise NodeAttemptFailed(result.error)

@@ -125,11 +125,15 @@ class Run(Base):
     # How far the metrics ledger has counted this run: 0 not yet, 1 its submission,
     # 2 its end too. Set in the transaction that adds the run to `metric_totals`.
     metrics_stage: Mapped[int] = mapped_column(Integer, default=0, server_default="0", index=True)
+    # When the run's table outputs were removed from the artifact store (retention).
+    artifacts_purged_at: Mapped[datetime | None]
 
     __table_args__ = (
         # What a guard reads every round: the runs its rule routed, then their workflows'.
         Index(None, "route_rule", "created_at"),
         Index(None, "workflow_id", "finished_at"),
+        # What the artifact janitor reads: finished runs whose files are still there.
+        Index(None, "artifacts_purged_at", "finished_at"),
     )
 
 

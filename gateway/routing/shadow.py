@@ -14,6 +14,7 @@ import json
 import logging
 from typing import Any
 
+from backends.artifacts import comparable_output
 from backends.store import RunView, Store
 from backends.store.routing import RoutingRecords
 
@@ -57,6 +58,9 @@ def output_fingerprint(output: Any) -> str:
     >>> output_fingerprint({"a": 1, "b": [2]}) == output_fingerprint({"b": [2], "a": 1})
     True
     """
+    # A table output is compared by its content (rows, columns, fingerprint), not by
+    # where each run stored it.
+    output = comparable_output(output)
     canonical = json.dumps(output, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -107,6 +107,8 @@ def service_env(settings: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FIGWAY_", "PREFECT_"))}
     env["PYTHONUNBUFFERED"] = "1"
     env["COLUMNS"] = "200"  # Prefect's CLI draws tables as wide as the terminal says
+    # The session's shared artifact store (tests/conftest.py), as every worker's would be.
+    env["FIGWAY_ARTIFACT_URL"] = os.environ["FIGWAY_TEST_ARTIFACT_URL"]
     env.update(settings)
     return env
 

@@ -67,6 +67,8 @@ def clean_env(settings: Mapping[str, str]) -> dict[str, str]:
     """This process's environment without its FIGWAY_* settings, plus ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIGWAY_")}
     env["PYTHONUNBUFFERED"] = "1"
+    # The session's shared artifact store (tests/conftest.py), as every worker's would be.
+    env["FIGWAY_ARTIFACT_URL"] = os.environ["FIGWAY_TEST_ARTIFACT_URL"]
     env.update(settings)
     return env
 

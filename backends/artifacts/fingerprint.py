@@ -1,0 +1,80 @@
+"""Fingerprints: equal for equal tables, whatever their row order or file layout.
+
+A table's fingerprint hashes its columns (names and types), its row count and
+the sum, modulo 2**64, of DuckDB's hash of every row. A sum does not depend
+on order, so a transform whose engine returns rows in a different order on
+another run (DuckDB's parallel aggregates do) still matches, and a table
+written in batches of any size hashes the same as the whole. Duplicated rows
+still count: the sum of two equal hashes is not zero, unlike an exclusive or.
+
+The row hash is DuckDB's, so fingerprints compare between processes running
+the same DuckDB version, which every worker of one figway install does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["Fingerprinter", "columns_of", "fingerprint_file"]
+
+_MODULUS = 2**64
+_ROWS_AND_HASHES = "SELECT count(*), coalesce(sum(hash(t)), 0) FROM {source} t"
+
+
+def columns_of(schema: pa.Schema) -> tuple[tuple[str, str], ...]:
+    """A schema as (name, Arrow type) pairs, as references and fingerprints record it."""
+    return tuple((field.name, str(field.type)) for field in schema)
+
+
+def _digest(columns: Sequence[tuple[str, str]], rows: int, hash_sum: int) -> str:
+    described = ";".join(f"{name}:{kind}" for name, kind in columns)
+    text = f"{described}|{rows}|{hash_sum % _MODULUS}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class Fingerprinter:
+    """Adds up a table's fingerprint batch by batch, as the table is written."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.rows = 0
+        self._hash_sum = 0
+        self._connection = duckdb.connect(config={"threads": 1})
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        self._connection.register("figway_batch", batch)
+        try:
+            (row,) = self._connection.execute(
+                _ROWS_AND_HASHES.format(source="figway_batch")
+            ).fetchall()  # an aggregate: one row; fetchall() also completes the result
+        finally:
+            self._connection.unregister("figway_batch")
+        self.rows += int(row[0])
+        self._hash_sum = (self._hash_sum + int(row[1])) % _MODULUS
+
+    def fingerprint(self) -> str:
+        return _digest(columns_of(self.schema), self.rows, self._hash_sum)
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def fingerprint_file(path: Path, connection: duckdb.DuckDBPyConnection) -> tuple[int, str]:
+    """Row count and fingerprint of a local Parquet file, read by ``connection``."""
+    source = f"read_parquet('{_sql_string(str(path))}')"
+    schema = pq.read_schema(path)
+    (row,) = connection.execute(_ROWS_AND_HASHES.format(source=source)).fetchall()
+    rows = int(row[0])
+    return rows, _digest(columns_of(schema), rows, int(row[1]))
+
+
+def _sql_string(text: str) -> str:
+    return text.replace("'", "''")

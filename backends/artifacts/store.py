@@ -1,0 +1,207 @@
+"""The artifact store: where table outputs live, by run, node and attempt.
+
+A local directory by default (``FIGWAY_DATA_DIR/artifacts``); any fsspec URL
+otherwise (``gs://bucket/figway`` with the ``gcs`` extra, ``s3://…`` with the
+``s3`` extra). Every worker of both backends must reach the same store: on one
+machine that is the shared directory, in a cluster a bucket or shared volume.
+
+Layout: ``runs/<job_run_id>/<node_id>/attempt-<n>-<name>.parquet``, and
+``shadow/…`` for shadow runs, so what a shadow run writes is kept apart and
+can be removed on its own. A file is complete or absent: a local file is
+written under a temporary name and renamed; object stores publish an object
+only when it is closed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from backends.artifacts.fingerprint import Fingerprinter, columns_of, fingerprint_file
+from backends.artifacts.reference import ArtifactRef
+
+__all__ = ["ArtifactStore", "RunArtifacts", "TableWriter"]
+
+
+class ArtifactStore:
+    """One artifact store, shared by the gateway and every worker."""
+
+    def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        self.root = self.root.rstrip("/")
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        if self.is_local:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_settings(
+        cls, *, url: str | None, data_dir: Path, gcs_credentials_path: Path | None = None
+    ) -> ArtifactStore:
+        """The store figway's settings name: ``url``, else ``data_dir/artifacts``."""
+        if not url:
+            return cls(str((data_dir / "artifacts").resolve()))
+        options: dict[str, Any] = {}
+        if url.startswith(("gs://", "gcs://")) and gcs_credentials_path is not None:
+            options["token"] = str(gcs_credentials_path)
+        return cls(url, storage_options=options)
+
+    def run_path(self, job_run_id: str, *, sandboxed: bool) -> str:
+        area = "shadow" if sandboxed else "runs"
+        return f"{self.root}/{area}/{quote(job_run_id, safe='')}"
+
+    def for_attempt(
+        self, *, job_run_id: str, node_id: str, attempt: int, sandboxed: bool
+    ) -> RunArtifacts:
+        return RunArtifacts(
+            self, f"{self.run_path(job_run_id, sandboxed=sandboxed)}/{node_id}/attempt-{attempt}"
+        )
+
+    def uri(self, path: str) -> str:
+        return str(self.fs.unstrip_protocol(path))
+
+    def path_of(self, reference: ArtifactRef) -> str:
+        return str(self.fs._strip_protocol(reference.uri))
+
+    def local_path(self, reference: ArtifactRef) -> Path | None:
+        """The file on this machine, when the store is a local directory."""
+        return Path(self.path_of(reference)) if self.is_local else None
+
+    def open_table(self, reference: ArtifactRef) -> pq.ParquetFile:
+        """A table output, for reading batch by batch. Raises FileNotFoundError when purged."""
+        return pq.ParquetFile(self.fs.open(self.path_of(reference), "rb"))
+
+    def purge_run(self, job_run_id: str) -> int:
+        """Remove every file a run (or its shadow area) wrote; returns how many."""
+        removed = 0
+        for sandboxed in (False, True):
+            path = self.run_path(job_run_id, sandboxed=sandboxed)
+            if self.fs.exists(path):
+                removed += len(self.fs.find(path))
+                self.fs.rm(path, recursive=True)
+        return removed
+
+
+class RunArtifacts:
+    """The artifact store as one node attempt sees it: its own place to write."""
+
+    def __init__(self, store: ArtifactStore, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix
+
+    def new_table(self, schema: pa.Schema, name: str = "output") -> TableWriter:
+        """A writer for one table output of this attempt."""
+        return TableWriter(self.store, f"{self.prefix}-{name}.parquet", schema)
+
+    def adopt_file(self, local_file: Path, name: str = "output") -> ArtifactRef:
+        """Publish a Parquet file another engine wrote (DuckDB's COPY) as a table output."""
+        connection = _duckdb_connection()
+        try:
+            rows, fingerprint = fingerprint_file(local_file, connection)
+        finally:
+            connection.close()
+        schema = pq.read_schema(local_file)
+        path = f"{self.prefix}-{name}.parquet"
+        if self.store.is_local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(local_file, path)
+        else:
+            self.store.fs.put_file(str(local_file), path)
+        return ArtifactRef(
+            uri=self.store.uri(path),
+            rows=rows,
+            fingerprint=fingerprint,
+            columns=columns_of(schema),
+            bytes=int(self.store.fs.size(path)),
+        )
+
+    def open_table(self, reference: ArtifactRef) -> pq.ParquetFile:
+        return self.store.open_table(reference)
+
+
+class TableWriter:
+    """Writes one table as Parquet, batch by batch, and fingerprints it on the way.
+
+    Use it as a context manager: leaving the block with an exception removes
+    the partial file. :meth:`finish` returns the reference to store as output.
+    """
+
+    def __init__(self, store: ArtifactStore, path: str, schema: pa.Schema) -> None:
+        self.store = store
+        self.path = path
+        self.schema = schema
+        self._target = f"{path}.{uuid.uuid4().hex[:8]}.partial" if store.is_local else path
+        if store.is_local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._file = store.fs.open(self._target, "wb")
+        try:
+            self._writer = pq.ParquetWriter(self._file, schema, compression="zstd")
+        except BaseException:
+            self._file.close()
+            raise
+        self._fingerprinter = Fingerprinter(schema)
+        self._closed = False
+        self._finished = False
+
+    @property
+    def rows(self) -> int:
+        return self._fingerprinter.rows
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.schema != self.schema:
+            batch = batch.cast(self.schema)
+        self._fingerprinter.add(batch)
+        self._writer.write_batch(batch)
+
+    def finish(self) -> ArtifactRef:
+        self._close()
+        self._finished = True
+        if self.store.is_local:
+            os.replace(self._target, self.path)
+        return ArtifactRef(
+            uri=self.store.uri(self.path),
+            rows=self._fingerprinter.rows,
+            fingerprint=self._fingerprinter.fingerprint(),
+            columns=columns_of(self.schema),
+            bytes=int(self.store.fs.size(self.path)),
+        )
+
+    def abort(self) -> None:
+        self._close()
+        if self.store.fs.exists(self._target):
+            self.store.fs.rm(self._target)
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._writer.close()
+            self._file.close()
+            self._fingerprinter.close()
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self._finished:  # an error, or a writer left without finish(): no output
+            self.abort()
+
+
+def _duckdb_connection() -> Any:
+    import duckdb
+
+    return duckdb.connect(config={"threads": 1})

@@ -1,0 +1,204 @@
+"""Database connections for node types: URLs, a pool per worker process, and errors people read.
+
+A connection is a URL (``postgresql://user@host:5432/db``, ``mysql://…``),
+written in the definition or, when it carries a password, kept in a secret
+(``connection: secret:pg-sales``) and resolved on the worker. A URL with a
+password in the definition is refused: the definition is stored in figway's
+database and shown by its API.
+
+Connections are pooled per worker process and per URL: a node takes one,
+returns it when it succeeds, and closes it when anything failed (a connection
+that saw an error is never handed to the next node). A forked RQ work horse
+starts with no pool: sockets inherited across a fork must not be shared.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from backends.secrets import secret_name, valid_secret_name
+
+__all__ = [
+    "ConnectionPool",
+    "DatabaseUrl",
+    "check_connection_setting",
+    "close_all_pools",
+    "pool_for",
+]
+
+C = TypeVar("C")
+
+#: Idle connections kept per URL and process; more are opened (and closed) as needed.
+MAX_IDLE = 4
+#: A connection idle this long is checked before it is handed out (the server may have gone).
+CHECK_AFTER_IDLE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class DatabaseUrl:
+    """A connection URL taken apart; :meth:`describe` is safe to print."""
+
+    scheme: str
+    host: str
+    port: int | None
+    user: str | None
+    password: str | None
+    database: str | None
+    options: dict[str, str]
+
+    @classmethod
+    def parse(cls, text: str, *, schemes: tuple[str, ...]) -> DatabaseUrl:
+        """Raises ValueError naming what is wrong (never quoting the password).
+
+        >>> DatabaseUrl.parse("postgresql://etl:pw@db:5433/sales", schemes=("postgresql",)).describe()
+        'postgresql://etl@db:5433/sales'
+        """
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError:
+            raise ValueError("not a valid connection URL") from None
+        scheme = parts.scheme.split("+", 1)[0]
+        if scheme not in schemes:
+            raise ValueError(
+                f"the URL scheme must be {' or '.join(s + '://' for s in schemes)}, "
+                f"not {parts.scheme + '://' if parts.scheme else 'missing'}"
+            )
+        if not parts.hostname:
+            raise ValueError("the URL names no host")
+        options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        return cls(
+            scheme=scheme,
+            host=parts.hostname,
+            port=port,
+            user=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            database=parts.path.lstrip("/") or None,
+            options=options,
+        )
+
+    def describe(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"{self.scheme}://{user}{self.host}{port}/{self.database or ''}"
+
+
+def check_connection_setting(value: str, *, schemes: tuple[str, ...]) -> str:
+    """The check every ``connection`` field makes when a workflow is defined.
+
+    >>> check_connection_setting("secret:pg-sales", schemes=("postgresql",))
+    'secret:pg-sales'
+    """
+    name = secret_name(value)
+    if name is not None:
+        if not valid_secret_name(name):
+            raise ValueError(f"secret name {name!r}: use letters, digits and dashes (at most 63)")
+        return value
+    url = DatabaseUrl.parse(value, schemes=schemes)
+    if url.password is not None:
+        raise ValueError(
+            "the URL holds a password, and definitions are stored and shown in clear: "
+            "keep the URL in a secret (connection: secret:NAME, with FIGWAY_SECRET_NAME "
+            "set on the workers)"
+        )
+    return value
+
+
+class ConnectionPool(Generic[C]):
+    """Idle connections to one database, reused by the nodes of one process."""
+
+    def __init__(
+        self,
+        connect: Callable[[], C],
+        *,
+        close: Callable[[C], None],
+        alive: Callable[[C], bool],
+        max_idle: int = MAX_IDLE,
+    ) -> None:
+        self._connect = connect
+        self._close = close
+        self._alive = alive
+        self._max_idle = max_idle
+        self._idle: list[tuple[C, float]] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[C]:
+        """A connection for one node; closed instead of kept if the block raises."""
+        connection = self._take()
+        try:
+            yield connection
+        except BaseException:
+            self._discard(connection)
+            raise
+        self._give_back(connection)
+
+    def close_all(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection, _ in idle:
+            self._discard(connection)
+
+    def _take(self) -> C:
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
+                connection, since = self._idle.pop()
+            if time.monotonic() - since < CHECK_AFTER_IDLE_SECONDS or self._alive(connection):
+                return connection
+            self._discard(connection)
+        return self._connect()
+
+    def _give_back(self, connection: C) -> None:
+        with self._lock:
+            if len(self._idle) < self._max_idle:
+                self._idle.append((connection, time.monotonic()))
+                return
+        self._discard(connection)
+
+    def _discard(self, connection: C) -> None:
+        # Closing a broken connection may fail too; it is gone either way.
+        with contextlib.suppress(Exception):
+            self._close(connection)
+
+
+_pools: dict[tuple[str, str], ConnectionPool[object]] = {}
+_pools_pid = os.getpid()
+_pools_lock = threading.Lock()
+
+
+def close_all_pools() -> None:
+    """Close every idle connection this process holds (at exit, and between tests)."""
+    with _pools_lock:
+        pools = list(_pools.values()) if os.getpid() == _pools_pid else []
+        _pools.clear()
+    for pool in pools:
+        pool.close_all()
+
+
+atexit.register(close_all_pools)
+
+
+def pool_for(kind: str, url: str, make: Callable[[], ConnectionPool[C]]) -> ConnectionPool[C]:
+    """This process's pool for ``url`` (made by ``make`` on first use)."""
+    global _pools_pid
+    with _pools_lock:
+        if os.getpid() != _pools_pid:
+            # A forked child: the parent's connections are the parent's. Forget, never close.
+            _pools.clear()
+            _pools_pid = os.getpid()
+        pool = _pools.get((kind, url))
+        if pool is None:
+            pool = make()  # type: ignore[assignment]
+            _pools[(kind, url)] = pool  # type: ignore[assignment]
+        return pool  # type: ignore[return-value]

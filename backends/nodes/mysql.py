@@ -1,0 +1,228 @@
+"""``mysql_extract``: a query on MySQL or MariaDB into a table output.
+
+Rows are read unbuffered (PyMySQL's ``SSCursor``: the server streams them and
+the client holds one batch), ``batch_size`` at a time, inside a read-only
+transaction, and written to the artifact store batch by batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import pyarrow as pa
+import pymysql
+import pymysql.cursors
+from pydantic import Field, field_validator
+from pymysql.constants import FIELD_TYPE
+
+from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure, NodeType
+from backends.nodes.connections import (
+    ConnectionPool,
+    DatabaseUrl,
+    check_connection_setting,
+    pool_for,
+)
+from backends.nodes.tables import (
+    Converter,
+    Progress,
+    ScalarParameter,
+    bind_parameters,
+    rows_to_batch,
+)
+
+__all__ = ["MYSQL_EXTRACT", "MysqlExtractConfig"]
+
+_SCHEMES = ("mysql", "mariadb")
+#: The character set number MySQL reports for binary strings and BLOBs.
+_BINARY_CHARSET = 63
+
+
+class MysqlExtractConfig(NodeConfig):
+    connection: str = Field(
+        max_length=4_096,
+        description="mysql:// (or mariadb://) URL without a password, or secret:NAME "
+        "holding the URL.",
+    )
+    query: str = Field(
+        min_length=1,
+        max_length=1_000_000,
+        description="One SELECT; named parameters are written %(name)s.",
+    )
+    parameters: dict[str, ScalarParameter] = Field(
+        default_factory=dict,
+        max_length=100,
+        description='Values bound to the query; "param:NAME" takes the run parameter NAME.',
+    )
+    batch_size: int = Field(
+        default=50_000, ge=1, le=1_000_000, description="Rows fetched (and written) at a time."
+    )
+    connect_timeout_seconds: float = Field(
+        default=10, gt=0, le=300, description="Give up connecting after this long."
+    )
+    read_timeout_seconds: float = Field(
+        default=3_600, gt=0, le=86_400, description="Give up when the server is silent this long."
+    )
+
+    @field_validator("connection")
+    @classmethod
+    def _connection(cls, value: str) -> str:
+        return check_connection_setting(value, schemes=_SCHEMES)
+
+
+def _alive(connection: pymysql.connections.Connection[Any]) -> bool:
+    try:
+        connection.ping(reconnect=False)
+    except pymysql.MySQLError:
+        return False
+    return True
+
+
+@contextmanager
+def _connection(
+    url: str, config: MysqlExtractConfig
+) -> Iterator[pymysql.connections.Connection[Any]]:
+    parsed = DatabaseUrl.parse(url, schemes=_SCHEMES)
+    described = parsed.describe()
+
+    def connect() -> pymysql.connections.Connection[Any]:
+        try:
+            return pymysql.connect(
+                host=parsed.host,
+                port=parsed.port or 3306,
+                user=parsed.user or "",
+                password=parsed.password or "",
+                database=parsed.database,
+                charset=parsed.options.get("charset", "utf8mb4"),
+                connect_timeout=max(1, round(config.connect_timeout_seconds)),
+                read_timeout=round(config.read_timeout_seconds),
+                cursorclass=pymysql.cursors.SSCursor,
+            )
+        except pymysql.MySQLError as exc:
+            raise NodeFailure(f"cannot connect to MySQL at {described}: {_message(exc)}") from None
+
+    pool = pool_for(
+        "mysql", url, lambda: ConnectionPool(connect, close=lambda c: c.close(), alive=_alive)
+    )
+    try:
+        with pool.connection() as connection:
+            yield connection
+    except pymysql.OperationalError as exc:
+        raise NodeFailure(f"lost the connection to MySQL at {described}: {_message(exc)}") from None
+    except pymysql.MySQLError as exc:
+        raise NodeFailure(f"MySQL at {described} refused it: {_message(exc)}") from None
+
+
+def _message(exc: pymysql.MySQLError) -> str:
+    # PyMySQL errors are (code, message) pairs.
+    if len(exc.args) >= 2:
+        return f"{exc.args[1]} (error {exc.args[0]})"
+    return str(exc) or type(exc).__name__
+
+
+def _as_text(values: Sequence[Any]) -> list[Any]:
+    return [None if v is None else str(v) for v in values]
+
+
+def _as_json_text(values: Sequence[Any]) -> list[Any]:
+    return [None if v is None or isinstance(v, str) else json.dumps(v) for v in values]
+
+
+_INTEGERS = {
+    FIELD_TYPE.TINY,
+    FIELD_TYPE.SHORT,
+    FIELD_TYPE.LONG,
+    FIELD_TYPE.INT24,
+    FIELD_TYPE.LONGLONG,
+    FIELD_TYPE.YEAR,
+}
+_STRINGS = {
+    FIELD_TYPE.VARCHAR,
+    FIELD_TYPE.VAR_STRING,
+    FIELD_TYPE.STRING,
+    FIELD_TYPE.TINY_BLOB,
+    FIELD_TYPE.MEDIUM_BLOB,
+    FIELD_TYPE.LONG_BLOB,
+    FIELD_TYPE.BLOB,
+    FIELD_TYPE.ENUM,
+    FIELD_TYPE.SET,
+}
+
+
+def _column_type(
+    column: Sequence[Any], charset: int | None
+) -> tuple[pa.DataType, Converter | None]:
+    code, precision, scale = column[1], column[4], column[5]
+    if code in _INTEGERS:
+        return pa.int64(), None
+    if code == FIELD_TYPE.FLOAT:
+        return pa.float32(), None
+    if code == FIELD_TYPE.DOUBLE:
+        return pa.float64(), None
+    if code in (FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL):
+        # MySQL reports the display width (digits, sign and point): an upper bound.
+        return pa.decimal128(min(precision or 38, 38), scale or 0), None
+    if code in (FIELD_TYPE.DATE, FIELD_TYPE.NEWDATE):
+        return pa.date32(), None
+    if code in (FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP):
+        return pa.timestamp("us"), None
+    if code == FIELD_TYPE.JSON:
+        return pa.string(), _as_json_text
+    if code in _STRINGS and charset == _BINARY_CHARSET:
+        return pa.binary(), None
+    if code == FIELD_TYPE.BIT:
+        return pa.binary(), None
+    return pa.string(), _as_text  # strings, TIME (a timedelta), and anything newer
+
+
+def _schema_of(cursor: pymysql.cursors.SSCursor) -> tuple[pa.Schema, list[Converter | None]]:
+    # The description does not tell binary strings from text; the result's fields do.
+    fields_info = getattr(getattr(cursor, "_result", None), "fields", None) or []
+    charsets = [getattr(f, "charsetnr", None) for f in fields_info]
+    fields, converters = [], []
+    for index, column in enumerate(cursor.description or ()):
+        kind, convert = _column_type(column, charsets[index] if index < len(charsets) else None)
+        fields.append(pa.field(column[0], kind))
+        converters.append(convert)
+    return pa.schema(fields), converters
+
+
+def run_mysql_extract(config: MysqlExtractConfig, context: NodeContext) -> object:
+    url = context.reveal(config.connection)
+    parameters = bind_parameters(config.parameters, context.parameters)
+    artifacts = context.table_store()
+    progress = Progress(context, "extracted")
+    with _connection(url, config) as connection:
+        cursor = connection.cursor()
+        try:
+            cursor.execute("START TRANSACTION READ ONLY")  # an extract never writes
+            cursor.execute(config.query, parameters)
+            if not cursor.description:
+                raise NodeFailure("the query returns no rows to extract (is it a SELECT?)")
+            schema, converters = _schema_of(cursor)
+            with artifacts.new_table(schema) as table:
+                while rows := cursor.fetchmany(config.batch_size):
+                    table.write(rows_to_batch(rows, schema, converters))
+                    progress.add(len(rows))
+                    if context.cancelled():
+                        raise NodeCancelled("extract stopped: the run was cancelled")
+                reference = table.finish()
+        except BaseException:
+            # Closing an unbuffered cursor reads every row left; closing the connection
+            # (which the pool then drops) abandons them at once.
+            connection.close()
+            raise
+        cursor.close()
+        connection.rollback()
+    progress.done("from MySQL")
+    return reference.to_output()
+
+
+MYSQL_EXTRACT = NodeType(
+    "mysql_extract",
+    MysqlExtractConfig,
+    run_mysql_extract,
+    "Runs `query` on MySQL or MariaDB and outputs the rows as a table, in batches.",
+)

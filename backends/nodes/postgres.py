@@ -1,0 +1,392 @@
+"""PostgreSQL node types: ``postgres_extract`` (a query into a table output) and
+``postgres_load`` (a table output into a PostgreSQL table).
+
+The extract reads through a server-side cursor, ``batch_size`` rows at a
+time, in a read-only transaction, and writes each batch to the artifact store
+as it arrives: a worker holds one batch, never the whole result. The load
+streams the table back with ``COPY … FROM STDIN`` in one transaction, so a
+failed attempt leaves the target as it was.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from psycopg import sql
+from pydantic import Field, field_validator
+
+from backends.artifacts import ArtifactRef
+from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure, NodeType
+from backends.nodes.connections import (
+    ConnectionPool,
+    DatabaseUrl,
+    check_connection_setting,
+    pool_for,
+)
+from backends.nodes.tables import (
+    Converter,
+    Progress,
+    ScalarParameter,
+    bind_parameters,
+    rows_to_batch,
+)
+
+__all__ = ["POSTGRES_EXTRACT", "POSTGRES_LOAD", "PostgresExtractConfig", "PostgresLoadConfig"]
+
+_SCHEMES = ("postgresql", "postgres")
+_TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
+
+
+class _PostgresConnection(NodeConfig):
+    connection: str = Field(
+        max_length=4_096,
+        description="postgresql:// URL without a password, or secret:NAME holding the URL.",
+    )
+    connect_timeout_seconds: float = Field(
+        default=10, gt=0, le=300, description="Give up connecting after this long."
+    )
+
+    @field_validator("connection")
+    @classmethod
+    def _connection(cls, value: str) -> str:
+        return check_connection_setting(value, schemes=_SCHEMES)
+
+
+class PostgresExtractConfig(_PostgresConnection):
+    query: str = Field(
+        min_length=1,
+        max_length=1_000_000,
+        description="One SELECT; named parameters are written %(name)s.",
+    )
+    parameters: dict[str, ScalarParameter] = Field(
+        default_factory=dict,
+        max_length=100,
+        description='Values bound to the query; "param:NAME" takes the run parameter NAME.',
+    )
+    batch_size: int = Field(
+        default=50_000, ge=1, le=1_000_000, description="Rows fetched (and written) at a time."
+    )
+    statement_timeout_seconds: float | None = Field(
+        default=None, gt=0, le=86_400, description="Cancel the query after this long."
+    )
+
+
+class PostgresLoadConfig(_PostgresConnection):
+    table: str = Field(pattern=_TABLE_PATTERN, description='Target table, "name" or "schema.name".')
+    mode: Literal["create", "append", "replace"] = Field(
+        default="append",
+        description="create: a new table (fails if it exists); append: add rows (creating "
+        "the table if missing); replace: drop and recreate it. Each in one transaction.",
+    )
+    input: str | None = Field(
+        default=None,
+        max_length=128,
+        description="The upstream node whose table to load; needed when there are several.",
+    )
+    batch_size: int = Field(
+        default=50_000, ge=1, le=1_000_000, description="Rows sent to COPY at a time."
+    )
+
+    def side_effects(self) -> Literal["sandboxed"]:
+        # A shadow run loads nothing: it reports what it would have written.
+        return "sandboxed"
+
+    def inputs_problem(self, upstream: Sequence[str]) -> str | None:
+        if self.input is not None:
+            if self.input not in upstream:
+                listed = ", ".join(upstream) or "none"
+                return f"input {self.input!r} is not one of this node's dependencies ({listed})"
+            return None
+        if len(upstream) != 1:
+            return f"this node depends on {len(upstream)} nodes; name the one to load with `input`"
+        return None
+
+
+# -- connections -----------------------------------------------------------------------
+
+
+def _alive(connection: psycopg.Connection[Any]) -> bool:
+    if connection.closed:
+        return False
+    try:
+        connection.execute("SELECT 1")
+        connection.rollback()
+    except psycopg.Error:
+        return False
+    return True
+
+
+@contextmanager
+def _connection(url: str, timeout: float) -> Iterator[psycopg.Connection[Any]]:
+    described = DatabaseUrl.parse(url, schemes=_SCHEMES).describe()
+
+    # libpq knows postgresql:// and postgres://, not SQLAlchemy's postgresql+psycopg://.
+    libpq_url = "postgresql://" + url.split("://", 1)[1]
+
+    def connect() -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(libpq_url, connect_timeout=max(1, round(timeout)))
+        except psycopg.Error as exc:
+            raise NodeFailure(
+                f"cannot connect to PostgreSQL at {described}: {_first_line(exc)}"
+            ) from None
+
+    pool = pool_for(
+        "postgresql",
+        url,
+        lambda: ConnectionPool(connect, close=lambda c: c.close(), alive=_alive),
+    )
+    try:
+        with pool.connection() as connection:
+            yield connection
+            connection.rollback()  # hand it back idle, whatever the node left open
+    except psycopg.OperationalError as exc:
+        raise NodeFailure(
+            f"lost the connection to PostgreSQL at {described}: {_first_line(exc)}"
+        ) from None
+    except psycopg.Error as exc:
+        raise NodeFailure(f"PostgreSQL at {described} refused it: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# -- postgres_extract ------------------------------------------------------------------
+
+# Type OIDs (pg_type) and the Arrow type each is read as. Anything else is read as text.
+_ARROW_BY_OID: dict[int, pa.DataType] = {
+    16: pa.bool_(),
+    17: pa.binary(),
+    20: pa.int64(),
+    21: pa.int16(),
+    23: pa.int32(),
+    26: pa.int64(),
+    700: pa.float32(),
+    701: pa.float64(),
+    1082: pa.date32(),
+    1083: pa.time64("us"),
+    1114: pa.timestamp("us"),
+    1184: pa.timestamp("us", tz="UTC"),
+    1186: pa.duration("us"),
+}
+_JSON_OIDS = {114, 3802}
+_NUMERIC_OID = 1700
+
+
+def _column_type(column: Any) -> tuple[pa.DataType, Converter | None]:
+    oid = column.type_code
+    if oid in _ARROW_BY_OID:
+        return _ARROW_BY_OID[oid], None
+    if oid == _NUMERIC_OID:
+        precision, scale = column.precision, column.scale
+        if precision is None:
+            # numeric without a declared scale has no Arrow decimal that always fits.
+            return pa.float64(), lambda values: [None if v is None else float(v) for v in values]
+        decimal = pa.decimal128 if precision <= 38 else pa.decimal256
+        return decimal(min(precision, 76), scale or 0), None
+    if oid in _JSON_OIDS:
+        return pa.string(), lambda values: [None if v is None else json.dumps(v) for v in values]
+    return pa.string(), lambda values: [None if v is None else str(v) for v in values]
+
+
+def _schema_of(description: Sequence[Any]) -> tuple[pa.Schema, list[Converter | None]]:
+    fields, converters = [], []
+    for column in description:
+        kind, convert = _column_type(column)
+        fields.append(pa.field(column.name, kind))
+        converters.append(convert)
+    return pa.schema(fields), converters
+
+
+def run_postgres_extract(config: PostgresExtractConfig, context: NodeContext) -> object:
+    url = context.reveal(config.connection)
+    parameters = bind_parameters(config.parameters, context.parameters)
+    artifacts = context.table_store()
+    progress = Progress(context, "extracted")
+    with (
+        _connection(url, config.connect_timeout_seconds) as connection,
+        connection.transaction(),
+    ):
+        connection.execute("SET TRANSACTION READ ONLY")  # an extract never writes
+        if config.statement_timeout_seconds is not None:
+            milliseconds = round(config.statement_timeout_seconds * 1000)
+            connection.execute(
+                sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(milliseconds))
+            )
+        with connection.cursor(name=f"figway_{uuid.uuid4().hex[:12]}") as cursor:
+            cursor.itersize = config.batch_size
+            cursor.execute(config.query, parameters)
+            if cursor.description is None:
+                raise NodeFailure("the query returns no rows to extract (is it a SELECT?)")
+            schema, converters = _schema_of(cursor.description)
+            with artifacts.new_table(schema) as table:
+                while rows := cursor.fetchmany(config.batch_size):
+                    table.write(rows_to_batch(rows, schema, converters))
+                    progress.add(len(rows))
+                    if context.cancelled():
+                        raise NodeCancelled("extract stopped: the run was cancelled")
+                reference = table.finish()
+    progress.done("from PostgreSQL")
+    return reference.to_output()
+
+
+# -- postgres_load ---------------------------------------------------------------------
+
+
+def _postgres_type(kind: pa.DataType) -> str:
+    if pa.types.is_boolean(kind):
+        return "boolean"
+    if pa.types.is_int8(kind) or pa.types.is_int16(kind) or pa.types.is_uint8(kind):
+        return "smallint"
+    if pa.types.is_int32(kind) or pa.types.is_uint16(kind):
+        return "integer"
+    if pa.types.is_integer(kind):
+        return "bigint" if not pa.types.is_uint64(kind) else "numeric(20,0)"
+    if pa.types.is_float16(kind) or pa.types.is_float32(kind):
+        return "real"
+    if pa.types.is_floating(kind):
+        return "double precision"
+    if pa.types.is_decimal(kind):
+        return f"numeric({kind.precision},{kind.scale})"
+    if pa.types.is_date(kind):
+        return "date"
+    if pa.types.is_time(kind):
+        return "time"
+    if pa.types.is_timestamp(kind):
+        return "timestamptz" if kind.tz else "timestamp"
+    if pa.types.is_duration(kind):
+        return "interval"
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return "bytea"
+    if pa.types.is_nested(kind):
+        return "jsonb"
+    return "text"
+
+
+def _csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with every column in a form PostgreSQL's CSV COPY reads back exactly."""
+    arrays = []
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        kind = field.type
+        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            column = pa.array(
+                [None if v is None else "\\x" + v.hex() for v in column.to_pylist()], pa.string()
+            )
+        elif pa.types.is_nested(kind):
+            column = pa.array(
+                [None if v is None else json.dumps(v, default=str) for v in column.to_pylist()],
+                pa.string(),
+            )
+        elif pa.types.is_duration(kind):
+            microseconds = pc.cast(column.cast(pa.duration("us")), pa.int64())
+            column = pc.binary_join_element_wise(
+                pc.cast(microseconds, pa.string()), " microseconds", ""
+            )
+        elif pa.types.is_string_view(kind):
+            column = column.cast(pa.string())
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _csv_bytes(batch: pa.RecordBatch) -> bytes:
+    buffer = io.BytesIO()
+    # Strings are always quoted, so an empty string stays '' and an empty field is NULL.
+    pa_csv.write_csv(_csv_ready(batch), buffer, pa_csv.WriteOptions(include_header=False))
+    return buffer.getvalue()
+
+
+def _single_input(config: PostgresLoadConfig, context: NodeContext) -> str:
+    if config.input is not None:
+        return config.input
+    if len(context.upstream_outputs) != 1:
+        raise NodeFailure("this node depends on several nodes; name the one to load with `input`")
+    return next(iter(context.upstream_outputs))
+
+
+def _table_name(table: str) -> sql.Composable:
+    return sql.Identifier(*table.split("."))
+
+
+def run_postgres_load(config: PostgresLoadConfig, context: NodeContext) -> object:
+    source: ArtifactRef = context.upstream_table(_single_input(config, context))
+    # The output is the same whether or not rows were written, so a shadow run that
+    # loads nothing still matches its primary run.
+    output = {
+        "table": config.table,
+        "mode": config.mode,
+        "rows": source.rows,
+        "fingerprint": source.fingerprint,
+    }
+    if context.sandboxed:
+        context.logger.info(
+            "shadow run: wrote nothing to %s (%d rows would be loaded, mode %s)",
+            config.table,
+            source.rows,
+            config.mode,
+        )
+        return output
+    url = context.reveal(config.connection)
+    try:
+        parquet = context.table_store().open_table(source)
+    except FileNotFoundError:
+        raise NodeFailure(
+            f"the table of upstream node {config.input or source.uri!r} is gone from the "
+            "artifact store (purged, or this worker reaches another store)"
+        ) from None
+    schema = parquet.schema_arrow
+    table = _table_name(config.table)
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(_postgres_type(f.type)))
+        for f in schema
+    )
+    progress = Progress(context, "loaded")
+    with (
+        _connection(url, config.connect_timeout_seconds) as connection,
+        connection.transaction(),
+    ):
+        if config.mode == "replace":
+            connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+        create = "CREATE TABLE IF NOT EXISTS" if config.mode == "append" else "CREATE TABLE"
+        try:
+            connection.execute(sql.SQL(create + " {} ({})").format(table, columns))
+        except psycopg.errors.DuplicateTable:
+            raise NodeFailure(
+                f"table {config.table} already exists; mode create makes a new table "
+                "(use append or replace)"
+            ) from None
+        copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+            table, sql.SQL(", ").join(sql.Identifier(name) for name in schema.names)
+        )
+        with connection.cursor() as cursor, cursor.copy(copy) as stream:
+            for batch in parquet.iter_batches(batch_size=config.batch_size):
+                stream.write(_csv_bytes(batch))
+                progress.add(batch.num_rows)
+                if context.cancelled():
+                    raise NodeCancelled("load stopped: the run was cancelled (nothing written)")
+    progress.done(f"into {config.table}")
+    return output
+
+
+POSTGRES_EXTRACT = NodeType(
+    "postgres_extract",
+    PostgresExtractConfig,
+    run_postgres_extract,
+    "Runs `query` on PostgreSQL and outputs the rows as a table, in batches.",
+)
+POSTGRES_LOAD = NodeType(
+    "postgres_load",
+    PostgresLoadConfig,
+    run_postgres_load,
+    "Writes an upstream table into a PostgreSQL `table` (create, append or replace).",
+)

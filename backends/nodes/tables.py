@@ -1,0 +1,99 @@
+"""What the extract nodes share: query parameters, rows into Arrow batches, progress lines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from backends.nodes.base import NodeContext, NodeFailure
+
+__all__ = [
+    "PARAMETER_PREFIX",
+    "Converter",
+    "Progress",
+    "ScalarParameter",
+    "bind_parameters",
+    "rows_to_batch",
+]
+
+#: A query parameter written ``param:NAME`` takes the run's parameter NAME.
+PARAMETER_PREFIX = "param:"
+
+ScalarParameter = str | int | float | bool | None
+
+#: Turns one column's values (as the driver returns them) into what Arrow takes.
+Converter = Callable[[Sequence[Any]], Sequence[Any]]
+
+
+def bind_parameters(
+    parameters: Mapping[str, ScalarParameter], run_parameters: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The values to bind: literals as written, ``param:NAME`` from the run's parameters.
+
+    None when there are none, so the driver leaves a ``%`` in the query alone.
+
+    >>> bind_parameters({"day": "param:day", "limit": 10}, {"day": "2026-11-28"})
+    {'day': '2026-11-28', 'limit': 10}
+    """
+    if not parameters:
+        return None
+    bound: dict[str, Any] = {}
+    for name, value in parameters.items():
+        if isinstance(value, str) and value.startswith(PARAMETER_PREFIX):
+            key = value[len(PARAMETER_PREFIX) :]
+            if key not in run_parameters:
+                raise NodeFailure(
+                    f"query parameter {name!r} takes the run parameter {key!r}, which this run "
+                    f"was not given (it has: {', '.join(sorted(run_parameters)) or 'none'})"
+                )
+            bound[name] = run_parameters[key]
+        else:
+            bound[name] = value
+    return bound
+
+
+def rows_to_batch(
+    rows: Sequence[Sequence[Any]],
+    schema: pa.Schema,
+    converters: Sequence[Converter | None],
+) -> pa.RecordBatch:
+    """Driver rows (tuples) as one Arrow batch of ``schema``; fails naming the column."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    arrays = []
+    for field, values, convert in zip(schema, columns, converters, strict=True):
+        try:
+            arrays.append(pa.array(convert(values) if convert else values, type=field.type))
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+            raise NodeFailure(
+                f"column {field.name!r} does not fit {field.type}: {exc}; cast it in the query"
+            ) from None
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+class Progress:
+    """Logs how far a long extract or load has got, at most every ``every`` seconds."""
+
+    def __init__(self, context: NodeContext, verb: str, every: float = 10.0) -> None:
+        self.context = context
+        self.verb = verb
+        self.every = every
+        self.rows = 0
+        self.started = time.monotonic()
+        self._last = self.started
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            self.context.logger.info("%s %d rows so far", self.verb, self.rows)
+
+    def done(self, where: str) -> None:
+        seconds = time.monotonic() - self.started
+        rate = self.rows / seconds if seconds > 0 else float(self.rows)
+        self.context.logger.info(
+            "%s %d rows %s in %.1f s (%.0f rows/s)", self.verb, self.rows, where, seconds, rate
+        )

@@ -1,0 +1,158 @@
+"""``sql_transform``: SQL (DuckDB's dialect) over the tables of upstream nodes.
+
+Each upstream table is visible under its node's id (quote ids that are not
+plain identifiers: ``"extract-pg"``). An upstream output that is a JSON list
+of objects (an ``http_request``, a ``python`` node) is visible as a table too.
+
+DuckDB scans the upstream Parquet files through Arrow datasets and hands the
+result back in record batches, which are written as they come: with
+``memory_limit_mb`` bounding DuckDB (it spills to a scratch directory beyond
+it), a transform's memory does not grow with its input. The query cannot read
+or write files of its own: external access is switched off and locked before
+it runs, so a definition cannot reach into the worker's disk.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+from pyarrow.fs import FSSpecHandler, PyFileSystem
+from pydantic import Field, field_validator
+
+from backends.artifacts import ArtifactRef, RunArtifacts
+from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure, NodeType
+from backends.nodes.tables import Progress
+
+__all__ = ["SQL_TRANSFORM", "SqlTransformConfig"]
+
+#: Rows handed over by DuckDB (and written) at a time.
+BATCH_ROWS = 65_536
+
+
+class SqlTransformConfig(NodeConfig):
+    query: str = Field(
+        min_length=1,
+        max_length=1_000_000,
+        description="One SELECT over the upstream nodes' tables, each named after its node.",
+    )
+    memory_limit_mb: int = Field(
+        default=256, ge=16, le=1_048_576, description="DuckDB's memory limit; it spills beyond."
+    )
+    threads: int = Field(default=2, ge=1, le=256, description="DuckDB's worker threads.")
+
+    @field_validator("query")
+    @classmethod
+    def _one_statement(cls, query: str) -> str:
+        # Parsing only when a ";" is inside: DuckDB refuses anything else wrong at run time.
+        if ";" in query.strip().rstrip(";") and _statement_count(query) > 1:
+            raise ValueError("one SELECT only: the query holds several statements")
+        return query
+
+
+def _statement_count(query: str) -> int:
+    try:
+        return len(duckdb.extract_statements(query))
+    except duckdb.Error:
+        return 1  # a syntax error: reported with DuckDB's message when it runs
+
+
+def _dataset(artifacts: RunArtifacts, reference: ArtifactRef) -> ds.Dataset:
+    store = artifacts.store
+    if store.is_local:
+        return ds.dataset(store.path_of(reference), format="parquet")
+    filesystem = PyFileSystem(FSSpecHandler(store.fs))
+    return ds.dataset(store.path_of(reference), format="parquet", filesystem=filesystem)
+
+
+def _register_inputs(
+    connection: duckdb.DuckDBPyConnection, context: NodeContext, artifacts: RunArtifacts
+) -> list[str]:
+    names = []
+    for node_id, output in context.upstream_outputs.items():
+        reference = ArtifactRef.from_output(output)
+        table: Any
+        if reference is not None:
+            try:
+                table = _dataset(artifacts, reference)
+            except (FileNotFoundError, pa.ArrowException) as exc:
+                raise NodeFailure(
+                    f"the table of upstream node {node_id!r} cannot be read from the artifact "
+                    f"store ({exc}); it may have been purged"
+                ) from None
+        elif isinstance(output, list) and output and all(isinstance(r, dict) for r in output):
+            table = pa.Table.from_pylist(output)
+        else:
+            continue  # not a table; the query cannot refer to it
+        connection.register(node_id, table)
+        names.append(node_id)
+    return names
+
+
+def run_sql_transform(config: SqlTransformConfig, context: NodeContext) -> object:
+    artifacts = context.table_store()
+    progress = Progress(context, "transformed")
+    with tempfile.TemporaryDirectory(prefix="figway-transform-") as scratch:
+        connection = duckdb.connect(
+            config={
+                "threads": config.threads,
+                "memory_limit": f"{config.memory_limit_mb}MB",
+                "temp_directory": scratch,
+                # Row order is not part of a table's fingerprint; not keeping it saves memory.
+                "preserve_insertion_order": False,
+            }
+        )
+        try:
+            names = _register_inputs(connection, context, artifacts)
+            connection.execute("SET enable_external_access = false")
+            connection.execute("SET lock_configuration = true")
+            try:
+                reader = connection.sql(config.query.strip().rstrip(";")).to_arrow_reader(
+                    BATCH_ROWS
+                )
+            except duckdb.Error as exc:
+                raise NodeFailure(
+                    f"DuckDB refused the query: {_first_line(exc)} (tables: "
+                    f"{', '.join(names) or 'none'})"
+                ) from None
+            schema = _plain_schema(reader.schema)
+            with artifacts.new_table(schema) as table:
+                try:
+                    for batch in reader:
+                        table.write(batch.cast(schema))
+                        progress.add(batch.num_rows)
+                        if context.cancelled():
+                            raise NodeCancelled("transform stopped: the run was cancelled")
+                except duckdb.Error as exc:
+                    raise NodeFailure(
+                        f"DuckDB failed running the query: {_first_line(exc)}"
+                    ) from None
+                reference = table.finish()
+        finally:
+            connection.close()
+    progress.done("with DuckDB")
+    return reference.to_output()
+
+
+def _plain_schema(schema: pa.Schema) -> pa.Schema:
+    """DuckDB may hand over string views; tables keep plain strings, readable everywhere."""
+    return pa.schema(
+        pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else f.type) for f in schema
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = re.sub(r"\s+", " ", str(exc)).strip()
+    return text[:2_000] or type(exc).__name__
+
+
+SQL_TRANSFORM = NodeType(
+    "sql_transform",
+    SqlTransformConfig,
+    run_sql_transform,
+    "Runs SQL (DuckDB) over the upstream nodes' tables; outputs the result as a table.",
+)

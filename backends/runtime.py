@@ -166,7 +166,8 @@ class NodeRuntime:
         def beat() -> None:
             while not stop.wait(self.heartbeat_seconds):
                 try:
-                    self.store.append_logs(sink.drain())
+                    # Complete lines only: a line half printed is masked whole at the end.
+                    self.store.append_logs(sink.drain(partial=False))
                     alive = self.store.heartbeat(
                         job_run_id=context.job_run_id,
                         node_id=context.node_id,
@@ -273,10 +274,11 @@ class _LogSink:
         for line in lines:
             self.add(level, line)
 
-    def drain(self) -> list[LogRecord]:
+    def drain(self, *, partial: bool = True) -> list[LogRecord]:
+        """The lines captured so far; ``partial`` also takes lines not ended yet."""
         with self._lock:
             for stream, rest in self._partial.items():
-                if rest:
+                if rest and partial:
                     level = "INFO" if stream == "stdout" else "WARNING"
                     self._records.append(
                         LogRecord(

@@ -50,10 +50,10 @@ _ENV_PREFIX = "FIGWAY_SECRET_"
 def secret_name(value: str) -> str | None:
     """The secret a config value refers to (normalised), or None for a plain value.
 
-    >>> secret_name("secret:PG_sales"), secret_name("postgresql://host/db")
-    ('pg-sales', None)
+    >>> secret_name("secret:PG_sales"), secret_name("SECRET:pg"), secret_name("postgresql://h/db")
+    ('pg-sales', 'pg', None)
     """
-    if not value.startswith(SECRET_PREFIX):
+    if value[: len(SECRET_PREFIX)].lower() != SECRET_PREFIX:
         return None
     return value[len(SECRET_PREFIX) :].strip().lower().replace("_", "-")
 
@@ -149,6 +149,9 @@ class Redactor:
             password = None
         if password:
             candidates |= {password, unquote(password)}
+        # Output is masked line by line (a node's stdout is split into lines), so a value
+        # spanning lines (a private key) is also masked one line at a time.
+        candidates |= {line.strip() for c in list(candidates) for line in c.splitlines()}
         with self._lock:
             for candidate in candidates:
                 if len(candidate) >= MIN_MASKED_LENGTH and candidate not in self._values:

@@ -26,11 +26,15 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from backends.artifacts.fingerprint import Fingerprinter, columns_of, fingerprint_file
 from backends.artifacts.reference import ArtifactRef
 
 __all__ = ["ArtifactStore", "RunArtifacts", "TableWriter"]
+
+#: The figway extra that brings the filesystem library of each object store.
+_EXTRA_BY_PROTOCOL = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}
 
 
 class ArtifactStore:
@@ -38,7 +42,12 @@ class ArtifactStore:
 
     def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None) -> None:
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        except ImportError as exc:
+            extra = _EXTRA_BY_PROTOCOL.get(url.split("://", 1)[0], "")
+            hint = f": pip install 'figway[{extra}]'" if extra else ""
+            raise ValueError(f"the artifact store {url!r} needs a library{hint} ({exc})") from None
         self.root = self.root.rstrip("/")
         self.is_local = isinstance(self.fs, LocalFileSystem)
         if self.is_local:
@@ -78,8 +87,16 @@ class ArtifactStore:
         return Path(self.path_of(reference)) if self.is_local else None
 
     def open_table(self, reference: ArtifactRef) -> pq.ParquetFile:
-        """A table output, for reading batch by batch. Raises FileNotFoundError when purged."""
-        return pq.ParquetFile(self.fs.open(self.path_of(reference), "rb"))
+        """A table output, for reading batch by batch (close it, or use it in ``with``).
+
+        Raises FileNotFoundError when the file is gone (purged).
+        """
+        path = self.path_of(reference)
+        if self.is_local:
+            return pq.ParquetFile(path)
+        if not self.fs.exists(path):
+            raise FileNotFoundError(path)
+        return pq.ParquetFile(path, filesystem=PyFileSystem(FSSpecHandler(self.fs)))
 
     def purge_run(self, job_run_id: str) -> int:
         """Remove every file a run (or its shadow area) wrote; returns how many."""

@@ -44,7 +44,9 @@ class FailConfig(NodeConfig):
     times: int | None = Field(
         default=None, ge=1, description="Fail the first N attempts; every attempt when absent."
     )
-    message: str = Field(default="node failed on purpose", max_length=2_000)
+    message: str = Field(
+        default="node failed on purpose", max_length=2_000, description="The error to fail with."
+    )
 
 
 def run_fail(config: FailConfig, context: NodeContext) -> dict[str, int]:
@@ -58,7 +60,9 @@ class PythonConfig(NodeConfig):
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
         description='The function to call, as "package.module:function".',
     )
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments the function is called with."
+    )
     side_effects_: SideEffects = Field(
         default="unsafe",
         alias="side_effects",

@@ -8,7 +8,9 @@ database and shown by its API.
 
 Connections are pooled per worker process and per URL: a node takes one,
 returns it when it succeeds, and closes it when anything failed (a connection
-that saw an error is never handed to the next node). A forked RQ work horse
+that saw an error is never handed to the next node). An idle connection is
+checked with one round trip before it is handed out, so one the server closed
+meanwhile (a restart, an idle timeout) is replaced instead of failing a node. A forked RQ work horse
 starts with no pool: sockets inherited across a fork must not be shared.
 """
 
@@ -18,7 +20,6 @@ import atexit
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,8 +40,6 @@ C = TypeVar("C")
 
 #: Idle connections kept per URL and process; more are opened (and closed) as needed.
 MAX_IDLE = 4
-#: A connection idle this long is checked before it is handed out (the server may have gone).
-CHECK_AFTER_IDLE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ def check_connection_setting(value: str, *, schemes: tuple[str, ...]) -> str:
             raise ValueError(f"secret name {name!r}: use letters, digits and dashes (at most 63)")
         return value
     url = DatabaseUrl.parse(value, schemes=schemes)
-    if url.password is not None:
+    if url.password is not None or "password" in url.options:
         raise ValueError(
             "the URL holds a password, and definitions are stored and shown in clear: "
             "keep the URL in a secret (connection: secret:NAME, with FIGWAY_SECRET_NAME "
@@ -128,7 +127,7 @@ class ConnectionPool(Generic[C]):
         self._close = close
         self._alive = alive
         self._max_idle = max_idle
-        self._idle: list[tuple[C, float]] = []
+        self._idle: list[C] = []
         self._lock = threading.Lock()
 
     @contextmanager
@@ -145,7 +144,7 @@ class ConnectionPool(Generic[C]):
     def close_all(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-        for connection, _ in idle:
+        for connection in idle:
             self._discard(connection)
 
     def _take(self) -> C:
@@ -153,8 +152,8 @@ class ConnectionPool(Generic[C]):
             with self._lock:
                 if not self._idle:
                     break
-                connection, since = self._idle.pop()
-            if time.monotonic() - since < CHECK_AFTER_IDLE_SECONDS or self._alive(connection):
+                connection = self._idle.pop()
+            if self._alive(connection):
                 return connection
             self._discard(connection)
         return self._connect()
@@ -162,7 +161,7 @@ class ConnectionPool(Generic[C]):
     def _give_back(self, connection: C) -> None:
         with self._lock:
             if len(self._idle) < self._max_idle:
-                self._idle.append((connection, time.monotonic()))
+                self._idle.append(connection)
                 return
         self._discard(connection)
 

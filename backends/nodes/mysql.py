@@ -7,6 +7,7 @@ transaction, and written to the artifact store batch by batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from backends.nodes.tables import (
     Progress,
     ScalarParameter,
     bind_parameters,
+    require_unique_names,
     rows_to_batch,
 )
 
@@ -109,10 +111,24 @@ def _connection(
     try:
         with pool.connection() as connection:
             yield connection
-    except pymysql.OperationalError as exc:
-        raise NodeFailure(f"lost the connection to MySQL at {described}: {_message(exc)}") from None
     except pymysql.MySQLError as exc:
+        if _connection_lost(exc):
+            raise NodeFailure(
+                f"lost the connection to MySQL at {described}: {_message(exc)}"
+            ) from None
         raise NodeFailure(f"MySQL at {described} refused it: {_message(exc)}") from None
+
+
+def _connection_lost(exc: pymysql.MySQLError) -> bool:
+    """Client errors (codes 2000-2999: server gone, lost, closed) are the connection's.
+
+    PyMySQL raises OperationalError for many plain server refusals too, so the class
+    alone does not tell.
+    """
+    if isinstance(exc, pymysql.err.InterfaceError):
+        return True
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    return code is not None and 2000 <= code < 3000
 
 
 def _message(exc: pymysql.MySQLError) -> str:
@@ -189,6 +205,18 @@ def _schema_of(cursor: pymysql.cursors.SSCursor) -> tuple[pa.Schema, list[Conver
     return pa.schema(fields), converters
 
 
+def _abandon(cursor: pymysql.cursors.SSCursor, connection: Any) -> None:
+    """Drop a half-read result at once: closing an unbuffered cursor would read every row
+    left. The connection is closed (and the pool drops it); the result is marked finished
+    so PyMySQL's finalizers do not try to read the rest from the closed socket."""
+    result = getattr(cursor, "_result", None)
+    if result is not None:
+        result.unbuffered_active = False
+    cursor._result = None
+    with contextlib.suppress(pymysql.MySQLError):
+        connection.close()
+
+
 def run_mysql_extract(config: MysqlExtractConfig, context: NodeContext) -> object:
     url = context.reveal(config.connection)
     parameters = bind_parameters(config.parameters, context.parameters)
@@ -198,10 +226,15 @@ def run_mysql_extract(config: MysqlExtractConfig, context: NodeContext) -> objec
         cursor = connection.cursor()
         try:
             cursor.execute("START TRANSACTION READ ONLY")  # an extract never writes
-            cursor.execute(config.query, parameters)
+            try:
+                cursor.execute(config.query, parameters)
+            except (KeyError, TypeError) as exc:
+                # PyMySQL formats parameters itself: a placeholder without a value is a KeyError.
+                raise NodeFailure(f"query parameter missing or unusable: {exc}") from None
             if not cursor.description:
                 raise NodeFailure("the query returns no rows to extract (is it a SELECT?)")
             schema, converters = _schema_of(cursor)
+            require_unique_names(schema, "the query")
             with artifacts.new_table(schema) as table:
                 while rows := cursor.fetchmany(config.batch_size):
                     table.write(rows_to_batch(rows, schema, converters))
@@ -210,9 +243,7 @@ def run_mysql_extract(config: MysqlExtractConfig, context: NodeContext) -> objec
                         raise NodeCancelled("extract stopped: the run was cancelled")
                 reference = table.finish()
         except BaseException:
-            # Closing an unbuffered cursor reads every row left; closing the connection
-            # (which the pool then drops) abandons them at once.
-            connection.close()
+            _abandon(cursor, connection)
             raise
         cursor.close()
         connection.rollback()

@@ -37,6 +37,7 @@ from backends.nodes.tables import (
     Progress,
     ScalarParameter,
     bind_parameters,
+    require_unique_names,
     rows_to_batch,
 )
 
@@ -106,6 +107,8 @@ class PostgresLoadConfig(_PostgresConnection):
                 listed = ", ".join(upstream) or "none"
                 return f"input {self.input!r} is not one of this node's dependencies ({listed})"
             return None
+        if not upstream:
+            return "a load writes an upstream node's table, and this node has no dependencies"
         if len(upstream) != 1:
             return f"this node depends on {len(upstream)} nodes; name the one to load with `input`"
         return None
@@ -145,16 +148,24 @@ def _connection(url: str, timeout: float) -> Iterator[psycopg.Connection[Any]]:
         url,
         lambda: ConnectionPool(connect, close=lambda c: c.close(), alive=_alive),
     )
-    try:
-        with pool.connection() as connection:
+    with pool.connection() as connection:
+        try:
             yield connection
             connection.rollback()  # hand it back idle, whatever the node left open
-    except psycopg.OperationalError as exc:
-        raise NodeFailure(
-            f"lost the connection to PostgreSQL at {described}: {_first_line(exc)}"
-        ) from None
-    except psycopg.Error as exc:
-        raise NodeFailure(f"PostgreSQL at {described} refused it: {_first_line(exc)}") from None
+        except psycopg.Error as exc:
+            raise _node_failure(exc, connection, described) from None
+
+
+def _node_failure(
+    exc: psycopg.Error, connection: psycopg.Connection[Any], described: str
+) -> NodeFailure:
+    """A driver error as people read it: the connection lost, the query cancelled, or refused."""
+    message = _first_line(exc)
+    if connection.broken or connection.closed:
+        return NodeFailure(f"lost the connection to PostgreSQL at {described}: {message}")
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return NodeFailure(f"PostgreSQL at {described} cancelled the query: {message}")
+    return NodeFailure(f"PostgreSQL at {described} refused it: {message}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -230,6 +241,7 @@ def run_postgres_extract(config: PostgresExtractConfig, context: NodeContext) ->
             if cursor.description is None:
                 raise NodeFailure("the query returns no rows to extract (is it a SELECT?)")
             schema, converters = _schema_of(cursor.description)
+            require_unique_names(schema, "the query")
             with artifacts.new_table(schema) as table:
                 while rows := cursor.fetchmany(config.batch_size):
                     table.write(rows_to_batch(rows, schema, converters))
@@ -352,6 +364,7 @@ def run_postgres_load(config: PostgresLoadConfig, context: NodeContext) -> objec
     )
     progress = Progress(context, "loaded")
     with (
+        parquet,
         _connection(url, config.connect_timeout_seconds) as connection,
         connection.transaction(),
     ):

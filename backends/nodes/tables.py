@@ -16,6 +16,8 @@ __all__ = [
     "Progress",
     "ScalarParameter",
     "bind_parameters",
+    "json_rows_table",
+    "require_unique_names",
     "rows_to_batch",
 ]
 
@@ -53,6 +55,34 @@ def bind_parameters(
         else:
             bound[name] = value
     return bound
+
+
+def require_unique_names(schema: pa.Schema, what: str) -> None:
+    """Fail when two columns share a name: no downstream node could tell them apart.
+
+    >>> require_unique_names(pa.schema([("id", pa.int64()), ("id", pa.int64())]), "the query")
+    Traceback (most recent call last):
+    ...
+    backends.nodes.base.NodeFailure: the query returns two columns named 'id'; name each one (... AS name)
+    """
+    seen: set[str] = set()
+    for name in schema.names:
+        if name in seen:
+            raise NodeFailure(
+                f"{what} returns two columns named {name!r}; name each one (... AS name)"
+            )
+        seen.add(name)
+
+
+def json_rows_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """A JSON list of objects as a table: one column per key any object has, in order of
+    appearance, null where an object lacks it (Arrow's from_pylist looks at the first only).
+
+    >>> json_rows_table([{"id": 1}, {"id": 2, "note": "x"}]).column_names
+    ['id', 'note']
+    """
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    return pa.Table.from_pydict({key: [row.get(key) for row in rows] for key in keys})
 
 
 def rows_to_batch(

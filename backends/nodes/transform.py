@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 
 from backends.artifacts import ArtifactRef, RunArtifacts
 from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure, NodeType
-from backends.nodes.tables import Progress
+from backends.nodes.tables import Progress, json_rows_table, require_unique_names
 
 __all__ = ["SQL_TRANSFORM", "SqlTransformConfig"]
 
@@ -85,7 +85,12 @@ def _register_inputs(
                     f"store ({exc}); it may have been purged"
                 ) from None
         elif isinstance(output, list) and output and all(isinstance(r, dict) for r in output):
-            table = pa.Table.from_pylist(output)
+            try:
+                table = json_rows_table(output)
+            except (pa.ArrowException, TypeError, ValueError) as exc:
+                raise NodeFailure(
+                    f"the JSON output of upstream node {node_id!r} is not a table: {exc}"
+                ) from None
         else:
             continue  # not a table; the query cannot refer to it
         connection.register(node_id, table)
@@ -108,6 +113,9 @@ def run_sql_transform(config: SqlTransformConfig, context: NodeContext) -> objec
         )
         try:
             names = _register_inputs(connection, context, artifacts)
+            # Timestamps with a time zone come back in UTC, as extracts write them, whatever
+            # the worker's zone: otherwise two workers would fingerprint one table differently.
+            connection.execute("SET TimeZone = 'UTC'")
             connection.execute("SET enable_external_access = false")
             connection.execute("SET lock_configuration = true")
             try:
@@ -120,6 +128,7 @@ def run_sql_transform(config: SqlTransformConfig, context: NodeContext) -> objec
                     f"{', '.join(names) or 'none'})"
                 ) from None
             schema = _plain_schema(reader.schema)
+            require_unique_names(schema, "the query")
             with artifacts.new_table(schema) as table:
                 try:
                     for batch in reader:

@@ -60,6 +60,9 @@ def figway(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
+EXAMPLE_IDS = ("hello", "always_fails", "sales_daily", "sales_etl")
+
+
 def stored_workflow_ids(data_dir: Path) -> set[str]:
     engine = create_database_engine(f"sqlite:///{data_dir / 'figway.db'}")
     try:
@@ -67,7 +70,7 @@ def stored_workflow_ids(data_dir: Path) -> set[str]:
         store = Store(engine)
         return {
             workflow_id
-            for workflow_id in ("hello", "always_fails", "sales_daily", "good_one", "bad_one")
+            for workflow_id in (*EXAMPLE_IDS, "good_one", "bad_one")
             if store.get_workflow(workflow_id=workflow_id) is not None
         }
     finally:
@@ -77,9 +80,9 @@ def stored_workflow_ids(data_dir: Path) -> set[str]:
 def test_load_stores_the_example_workflows(data_dir: Path) -> None:
     result = figway("workflows", "load", str(EXAMPLES))
     assert result.exit_code == 0, result.output
-    for name in ("hello", "always_fails", "sales_daily"):
+    for name in EXAMPLE_IDS:
         assert f"{name} created" in result.stdout
-    assert stored_workflow_ids(data_dir) == {"hello", "always_fails", "sales_daily"}
+    assert stored_workflow_ids(data_dir) == set(EXAMPLE_IDS)
 
     again = figway("workflows", "load", str(EXAMPLES / "hello.yaml"))
     assert again.exit_code == 0, again.output

@@ -23,12 +23,16 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from pydantic import Field, field_validator
+
+from backends.nodes.base import NodeConfig
 from backends.secrets import secret_name, valid_secret_name
 
 __all__ = [
+    "ConnectionConfig",
     "ConnectionPool",
     "DatabaseUrl",
     "check_connection_setting",
@@ -110,6 +114,26 @@ def check_connection_setting(value: str, *, schemes: tuple[str, ...]) -> str:
             "set on the workers)"
         )
     return value
+
+
+class ConnectionConfig(NodeConfig):
+    """The fields of every node that talks to a database; subclasses name their URL schemes."""
+
+    SCHEMES: ClassVar[tuple[str, ...]] = ()
+
+    connection: str = Field(
+        max_length=4_096,
+        description="The database's URL without a password (postgresql://…, mysql://…), or "
+        "secret:NAME holding the URL.",
+    )
+    connect_timeout_seconds: float = Field(
+        default=10, gt=0, le=300, description="Give up connecting after this long."
+    )
+
+    @field_validator("connection")
+    @classmethod
+    def _connection(cls, value: str) -> str:
+        return check_connection_setting(value, schemes=cls.SCHEMES)
 
 
 class ConnectionPool(Generic[C]):

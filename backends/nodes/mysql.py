@@ -16,23 +16,17 @@ from typing import Any
 import pyarrow as pa
 import pymysql
 import pymysql.cursors
-from pydantic import Field, field_validator
+from pydantic import Field
 from pymysql.constants import FIELD_TYPE
 
-from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure, NodeType
-from backends.nodes.connections import (
-    ConnectionPool,
-    DatabaseUrl,
-    check_connection_setting,
-    pool_for,
-)
+from backends.nodes.base import NodeContext, NodeFailure, NodeType
+from backends.nodes.connections import ConnectionConfig, ConnectionPool, DatabaseUrl, pool_for
 from backends.nodes.tables import (
     Converter,
     Progress,
-    ScalarParameter,
+    QueryConfig,
     bind_parameters,
-    require_unique_names,
-    rows_to_batch,
+    write_query_result,
 )
 
 __all__ = ["MYSQL_EXTRACT", "MysqlExtractConfig"]
@@ -42,36 +36,12 @@ _SCHEMES = ("mysql", "mariadb")
 _BINARY_CHARSET = 63
 
 
-class MysqlExtractConfig(NodeConfig):
-    connection: str = Field(
-        max_length=4_096,
-        description="mysql:// (or mariadb://) URL without a password, or secret:NAME "
-        "holding the URL.",
-    )
-    query: str = Field(
-        min_length=1,
-        max_length=1_000_000,
-        description="One SELECT; named parameters are written %(name)s.",
-    )
-    parameters: dict[str, ScalarParameter] = Field(
-        default_factory=dict,
-        max_length=100,
-        description='Values bound to the query; "param:NAME" takes the run parameter NAME.',
-    )
-    batch_size: int = Field(
-        default=50_000, ge=1, le=1_000_000, description="Rows fetched (and written) at a time."
-    )
-    connect_timeout_seconds: float = Field(
-        default=10, gt=0, le=300, description="Give up connecting after this long."
-    )
+class MysqlExtractConfig(ConnectionConfig, QueryConfig):
+    SCHEMES = _SCHEMES
+
     read_timeout_seconds: float = Field(
         default=3_600, gt=0, le=86_400, description="Give up when the server is silent this long."
     )
-
-    @field_validator("connection")
-    @classmethod
-    def _connection(cls, value: str) -> str:
-        return check_connection_setting(value, schemes=_SCHEMES)
 
 
 def _alive(connection: pymysql.connections.Connection[Any]) -> bool:
@@ -220,7 +190,6 @@ def _abandon(cursor: pymysql.cursors.SSCursor, connection: Any) -> None:
 def run_mysql_extract(config: MysqlExtractConfig, context: NodeContext) -> object:
     url = context.reveal(config.connection)
     parameters = bind_parameters(config.parameters, context.parameters)
-    artifacts = context.table_store()
     progress = Progress(context, "extracted")
     with _connection(url, config) as connection:
         cursor = connection.cursor()
@@ -234,14 +203,9 @@ def run_mysql_extract(config: MysqlExtractConfig, context: NodeContext) -> objec
             if not cursor.description:
                 raise NodeFailure("the query returns no rows to extract (is it a SELECT?)")
             schema, converters = _schema_of(cursor)
-            require_unique_names(schema, "the query")
-            with artifacts.new_table(schema) as table:
-                while rows := cursor.fetchmany(config.batch_size):
-                    table.write(rows_to_batch(rows, schema, converters))
-                    progress.add(len(rows))
-                    if context.cancelled():
-                        raise NodeCancelled("extract stopped: the run was cancelled")
-                reference = table.finish()
+            reference = write_query_result(
+                context, schema, converters, lambda: cursor.fetchmany(config.batch_size), progress
+            )
         except BaseException:
             _abandon(cursor, connection)
             raise

@@ -22,23 +22,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from psycopg import sql
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from backends.artifacts import ArtifactRef
-from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure, NodeType
-from backends.nodes.connections import (
-    ConnectionPool,
-    DatabaseUrl,
-    check_connection_setting,
-    pool_for,
-)
+from backends.nodes.base import NodeCancelled, NodeContext, NodeFailure, NodeType
+from backends.nodes.connections import ConnectionConfig, ConnectionPool, DatabaseUrl, pool_for
 from backends.nodes.tables import (
     Converter,
     Progress,
-    ScalarParameter,
+    QueryConfig,
     bind_parameters,
-    require_unique_names,
-    rows_to_batch,
+    write_query_result,
 )
 
 __all__ = ["POSTGRES_EXTRACT", "POSTGRES_LOAD", "PostgresExtractConfig", "PostgresLoadConfig"]
@@ -47,35 +41,11 @@ _SCHEMES = ("postgresql", "postgres")
 _TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
 
 
-class _PostgresConnection(NodeConfig):
-    connection: str = Field(
-        max_length=4_096,
-        description="postgresql:// URL without a password, or secret:NAME holding the URL.",
-    )
-    connect_timeout_seconds: float = Field(
-        default=10, gt=0, le=300, description="Give up connecting after this long."
-    )
-
-    @field_validator("connection")
-    @classmethod
-    def _connection(cls, value: str) -> str:
-        return check_connection_setting(value, schemes=_SCHEMES)
+class _PostgresConnection(ConnectionConfig):
+    SCHEMES = _SCHEMES
 
 
-class PostgresExtractConfig(_PostgresConnection):
-    query: str = Field(
-        min_length=1,
-        max_length=1_000_000,
-        description="One SELECT; named parameters are written %(name)s.",
-    )
-    parameters: dict[str, ScalarParameter] = Field(
-        default_factory=dict,
-        max_length=100,
-        description='Values bound to the query; "param:NAME" takes the run parameter NAME.',
-    )
-    batch_size: int = Field(
-        default=50_000, ge=1, le=1_000_000, description="Rows fetched (and written) at a time."
-    )
+class PostgresExtractConfig(_PostgresConnection, QueryConfig):
     statement_timeout_seconds: float | None = Field(
         default=None, gt=0, le=86_400, description="Cancel the query after this long."
     )
@@ -223,7 +193,6 @@ def _schema_of(description: Sequence[Any]) -> tuple[pa.Schema, list[Converter | 
 def run_postgres_extract(config: PostgresExtractConfig, context: NodeContext) -> object:
     url = context.reveal(config.connection)
     parameters = bind_parameters(config.parameters, context.parameters)
-    artifacts = context.table_store()
     progress = Progress(context, "extracted")
     with (
         _connection(url, config.connect_timeout_seconds) as connection,
@@ -241,14 +210,9 @@ def run_postgres_extract(config: PostgresExtractConfig, context: NodeContext) ->
             if cursor.description is None:
                 raise NodeFailure("the query returns no rows to extract (is it a SELECT?)")
             schema, converters = _schema_of(cursor.description)
-            require_unique_names(schema, "the query")
-            with artifacts.new_table(schema) as table:
-                while rows := cursor.fetchmany(config.batch_size):
-                    table.write(rows_to_batch(rows, schema, converters))
-                    progress.add(len(rows))
-                    if context.cancelled():
-                        raise NodeCancelled("extract stopped: the run was cancelled")
-                reference = table.finish()
+            reference = write_query_result(
+                context, schema, converters, lambda: cursor.fetchmany(config.batch_size), progress
+            )
     progress.done("from PostgreSQL")
     return reference.to_output()
 

@@ -7,18 +7,22 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
+from pydantic import Field
 
-from backends.nodes.base import NodeContext, NodeFailure
+from backends.artifacts import ArtifactRef
+from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure
 
 __all__ = [
     "PARAMETER_PREFIX",
     "Converter",
     "Progress",
+    "QueryConfig",
     "ScalarParameter",
     "bind_parameters",
     "json_rows_table",
     "require_unique_names",
     "rows_to_batch",
+    "write_query_result",
 ]
 
 #: A query parameter written ``param:NAME`` takes the run's parameter NAME.
@@ -28,6 +32,42 @@ ScalarParameter = str | int | float | bool | None
 
 #: Turns one column's values (as the driver returns them) into what Arrow takes.
 Converter = Callable[[Sequence[Any]], Sequence[Any]]
+
+
+class QueryConfig(NodeConfig):
+    """The fields of every node that runs a query on a database and outputs its rows."""
+
+    query: str = Field(
+        min_length=1,
+        max_length=1_000_000,
+        description="One SELECT; named parameters are written %(name)s.",
+    )
+    parameters: dict[str, ScalarParameter] = Field(
+        default_factory=dict,
+        max_length=100,
+        description='Values bound to the query; "param:NAME" takes the run parameter NAME.',
+    )
+    batch_size: int = Field(
+        default=50_000, ge=1, le=1_000_000, description="Rows fetched (and written) at a time."
+    )
+
+
+def write_query_result(
+    context: NodeContext,
+    schema: pa.Schema,
+    converters: Sequence[Converter | None],
+    fetch: Callable[[], Sequence[Sequence[Any]]],
+    progress: Progress,
+) -> ArtifactRef:
+    """Write what ``fetch`` returns, batch after batch until an empty one, as a table."""
+    require_unique_names(schema, "the query")
+    with context.table_store().new_table(schema) as table:
+        while rows := fetch():
+            table.write(rows_to_batch(rows, schema, converters))
+            progress.add(len(rows))
+            if context.cancelled():
+                raise NodeCancelled("extract stopped: the run was cancelled")
+        return table.finish()
 
 
 def bind_parameters(

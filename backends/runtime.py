@@ -339,12 +339,44 @@ def _ensure_capture() -> None:
             sys.stdout = _StreamProxy("stdout", sys.stdout)
         if not isinstance(sys.stderr, _StreamProxy):
             sys.stderr = _StreamProxy("stderr", sys.stderr)
+        if not getattr(logging.getLogRecordFactory(), "figway_masks", False):
+            logging.setLogRecordFactory(_masking_factory(logging.getLogRecordFactory()))
         root = logging.getLogger()
         if not any(isinstance(h, _SinkHandler) for h in root.handlers):
             handler = _SinkHandler(level=logging.INFO)
             handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
             root.addHandler(handler)
         logging.getLogger(NODE_LOGGER).setLevel(logging.INFO)
+
+
+def _masking_factory(
+    make: Callable[..., logging.LogRecord],
+) -> Callable[..., logging.LogRecord]:
+    """Log records made while a node runs carry its secrets masked, for every handler.
+
+    The sink masks what it stores, but a record also goes to the process's other
+    handlers (the console of `figway serve`, Prefect's): the record itself must hold
+    no secret. Records made outside a node are left alone.
+    """
+
+    def masked(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        sink = _current_sink.get()
+        if sink is None or not sink.redactor.active():
+            return record
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: logging reports it later, as usual
+            return record
+        record.msg, record.args = sink.redactor.redact(message), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = sink.redactor.redact(
+                "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            )
+        return record
+
+    masked.figway_masks = True  # type: ignore[attr-defined]
+    return masked
 
 
 @contextmanager

@@ -23,7 +23,7 @@ import re
 import threading
 from collections.abc import Iterable
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = [
     "MIN_MASKED_LENGTH",
@@ -45,6 +45,8 @@ SECRET_PREFIX = "secret:"
 MIN_MASKED_LENGTH = 4
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _ENV_PREFIX = "FIGWAY_SECRET_"
+#: Authorization schemes whose token is masked on its own too.
+_AUTH_SCHEMES = {"bearer", "basic", "token", "apikey", "key"}
 
 
 def secret_name(value: str) -> str | None:
@@ -144,11 +146,19 @@ class Redactor:
         # A connection URL's password also appears on its own (and percent-decoded) in
         # driver errors and in what a node might print.
         try:
-            password = urlsplit(value).password
+            parts = urlsplit(value)
+            password = parts.password
+            query_values = [v for values in parse_qs(parts.query).values() for v in values]
         except ValueError:
-            password = None
+            password, query_values = None, []
         if password:
             candidates |= {password, unquote(password)}
+        # An API key in a URL's query string, or the token of "Bearer <token>", is what a
+        # server echoes back in an error.
+        candidates |= set(query_values)
+        words = value.split()
+        if len(words) == 2 and words[0].lower() in _AUTH_SCHEMES:
+            candidates.add(words[1])
         # Output is masked line by line (a node's stdout is split into lines), so a value
         # spanning lines (a private key) is also masked one line at a time.
         candidates |= {line.strip() for c in list(candidates) for line in c.splitlines()}
@@ -157,6 +167,11 @@ class Redactor:
                 if len(candidate) >= MIN_MASKED_LENGTH and candidate not in self._values:
                     self._values.append(candidate)
             self._values.sort(key=len, reverse=True)  # longest first: no partial leftovers
+
+    def active(self) -> bool:
+        """True once a value was revealed: before that there is nothing to mask."""
+        with self._lock:
+            return bool(self._values)
 
     def redact(self, text: str) -> str:
         """``text`` with every revealed value masked.

@@ -157,6 +157,12 @@ class TableWriter:
         self.store = store
         self.path = path
         self.schema = schema
+        unsupported = unsupported_columns(schema)
+        if unsupported:
+            raise TypeError(
+                f"{'; '.join(unsupported)}: a table output cannot hold it; cast the column "
+                "in the query (to VARCHAR, for instance)"
+            )
         self._target = f"{path}.{uuid.uuid4().hex[:8]}.partial" if store.is_local else path
         if store.is_local:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +171,7 @@ class TableWriter:
             self._writer = pq.ParquetWriter(self._file, schema, compression="zstd")
         except BaseException:
             self._file.close()
+            self.store.fs.rm(self._target)
             raise
         self._fingerprinter = Fingerprinter(schema)
         self._closed = False
@@ -216,6 +223,28 @@ class TableWriter:
     ) -> None:
         if not self._finished:  # an error, or a writer left without finish(): no output
             self.abort()
+
+
+def unsupported_columns(schema: pa.Schema) -> list[str]:
+    """Columns whose type Parquet or the fingerprint cannot take, each described.
+
+    >>> unsupported_columns(pa.schema([("gap", pa.month_day_nano_interval())]))
+    ["column 'gap' is month_day_nano_interval"]
+    """
+    return [
+        f"column {field.name!r} is {field.type}" for field in schema if not _storable(field.type)
+    ]
+
+
+def _storable(kind: pa.DataType) -> bool:
+    # Parquet has no month-day-nano interval; DuckDB (the fingerprint) no decimal256.
+    if pa.types.is_interval(kind) or pa.types.is_decimal256(kind):
+        return False
+    if pa.types.is_struct(kind):
+        return kind.num_fields > 0 and all(_storable(f.type) for f in kind)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _storable(kind.value_type)
+    return True
 
 
 def _duckdb_connection() -> Any:

@@ -37,6 +37,7 @@ __all__ = [
     "DatabaseUrl",
     "check_connection_setting",
     "close_all_pools",
+    "in_forked_child",
     "pool_for",
 ]
 
@@ -195,8 +196,17 @@ class ConnectionPool(Generic[C]):
             self._close(connection)
 
 
-_pools: dict[tuple[str, str], ConnectionPool[object]] = {}
+_pools: dict[tuple[object, ...], ConnectionPool[object]] = {}
 _pools_pid = os.getpid()
+#: The process that imported this module: a worker whose forks (RQ's work horses) run nodes.
+_imported_pid = os.getpid()
+
+
+def in_forked_child() -> bool:
+    """True in a process forked after figway's nodes were imported (an RQ work horse)."""
+    return os.getpid() != _imported_pid
+
+
 _pools_lock = threading.Lock()
 
 
@@ -212,16 +222,20 @@ def close_all_pools() -> None:
 atexit.register(close_all_pools)
 
 
-def pool_for(kind: str, url: str, make: Callable[[], ConnectionPool[C]]) -> ConnectionPool[C]:
-    """This process's pool for ``url`` (made by ``make`` on first use)."""
+def pool_for(
+    kind: str, url: str, make: Callable[[], ConnectionPool[C]], *options: object
+) -> ConnectionPool[C]:
+    """This process's pool for ``url`` and connection ``options`` (made by ``make`` on first
+    use): nodes asking for other timeouts get connections opened with theirs."""
     global _pools_pid
     with _pools_lock:
         if os.getpid() != _pools_pid:
             # A forked child: the parent's connections are the parent's. Forget, never close.
             _pools.clear()
             _pools_pid = os.getpid()
-        pool = _pools.get((kind, url))
+        key = (kind, url, *options)
+        pool = _pools.get(key)
         if pool is None:
             pool = make()  # type: ignore[assignment]
-            _pools[(kind, url)] = pool  # type: ignore[assignment]
+            _pools[key] = pool  # type: ignore[assignment]
         return pool  # type: ignore[return-value]

@@ -55,7 +55,11 @@ from backends.nodes.base import (
     NodeType,
     SideEffects,
 )
-from backends.secrets import MIN_MASKED_LENGTH, SECRET_PREFIX, secret_name, valid_secret_name
+from backends.secrets import (
+    Redactor,
+    secret_name,
+    valid_secret_name,
+)
 
 __all__ = ["HTTP_REQUEST", "HttpRequestConfig", "run_http_request"]
 
@@ -102,7 +106,7 @@ def _check_secret_reference(value: str) -> str:
 
 
 def _check_header_value(value: str) -> str:
-    if value.startswith(SECRET_PREFIX):
+    if secret_name(value) is not None:
         return _check_secret_reference(value)
     if _HEADER_VALUE.fullmatch(value) is None:
         raise ValueError("a header value is printable ASCII, without line breaks")
@@ -206,7 +210,7 @@ class HttpRequestConfig(NodeConfig):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        if value.startswith(SECRET_PREFIX):
+        if secret_name(value) is not None:
             return _check_secret_reference(value)
         problem = _url_problem(value)
         if problem is not None:
@@ -365,7 +369,7 @@ def run_http_request(config: HttpRequestConfig, context: NodeContext) -> object:
 
 def _target(url: str) -> str:
     """The URL as messages name it: without query and fragment, or the secret's reference."""
-    if url.startswith(SECRET_PREFIX):
+    if secret_name(url) is not None:
         return url
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
@@ -374,7 +378,7 @@ def _target(url: str) -> str:
 def _resolve(config: HttpRequestConfig, context: NodeContext) -> _Request:
     revealed: list[str] = []
     url = context.reveal(config.url)
-    if config.url.startswith(SECRET_PREFIX):
+    if secret_name(config.url) is not None:
         revealed.append(url)
         problem = _url_problem(url, secret=True)
         if problem is not None:
@@ -383,7 +387,7 @@ def _resolve(config: HttpRequestConfig, context: NodeContext) -> _Request:
     secret_headers: set[str] = set()
     for name, value in config.headers.items():
         resolved = context.reveal(value)
-        if value.startswith(SECRET_PREFIX):
+        if secret_name(value) is not None:
             revealed.append(resolved)
             secret_headers.add(name)
             # httpx and h11 quote a bad value in their errors; say what is wrong without it.
@@ -509,12 +513,13 @@ def _beginning(response: httpx.Response) -> str:
 
 
 def _scrub(text: str, revealed: Sequence[str]) -> str:
-    # The runtime masks revealed values too; a server echoing a token back (httpbin and
-    # many error pages do) must not depend on it.
-    for value in sorted(revealed, key=len, reverse=True):
-        if len(value) >= MIN_MASKED_LENGTH:
-            text = text.replace(value, "***")
-    return text
+    # The runtime masks revealed values too (and their parts: a URL's query values, a
+    # bearer token); a server echoing a token back (httpbin and many error pages do)
+    # must not depend on it.
+    redactor = Redactor()
+    for value in revealed:
+        redactor.add(value)
+    return redactor.redact(text)
 
 
 def _read(
@@ -630,7 +635,7 @@ def _table(rows: Sequence[Mapping[str, Any]], request_line: str) -> Any:
     names = list(dict.fromkeys(key for row in rows for key in row))
     try:
         return pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in names})
-    except pa.ArrowException as exc:
+    except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
         raise NodeFailure(f"{request_line} answered rows that do not make a table: {exc}") from exc
 
 

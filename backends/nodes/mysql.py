@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -76,7 +77,11 @@ def _connection(
             raise NodeFailure(f"cannot connect to MySQL at {described}: {_message(exc)}") from None
 
     pool = pool_for(
-        "mysql", url, lambda: ConnectionPool(connect, close=lambda c: c.close(), alive=_alive)
+        "mysql",
+        url,
+        lambda: ConnectionPool(connect, close=lambda c: c.close(), alive=_alive),
+        config.connect_timeout_seconds,
+        config.read_timeout_seconds,
     )
     try:
         with pool.connection() as connection:
@@ -110,6 +115,26 @@ def _message(exc: pymysql.MySQLError) -> str:
 
 def _as_text(values: Sequence[Any]) -> list[Any]:
     return [None if v is None else str(v) for v in values]
+
+
+def _as_time_text(values: Sequence[Any]) -> list[Any]:
+    """MySQL TIME values (PyMySQL gives timedeltas, up to ±838 hours) as MySQL writes them.
+
+    >>> _as_time_text([timedelta(hours=-1, seconds=1), timedelta(hours=30, microseconds=5)])
+    ['-00:59:59', '30:00:00.000005']
+    """
+    texts: list[Any] = []
+    for value in values:
+        if not isinstance(value, timedelta):
+            texts.append(None if value is None else str(value))
+            continue
+        sign = "-" if value < timedelta(0) else ""
+        micros = abs(value) // timedelta(microseconds=1)
+        seconds, micro = divmod(micros, 1_000_000)
+        hours, rest = divmod(seconds, 3_600)
+        text = f"{sign}{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+        texts.append(f"{text}.{micro:06d}" if micro else text)
+    return texts
 
 
 def _as_json_text(values: Sequence[Any]) -> list[Any]:
@@ -154,13 +179,15 @@ def _column_type(
         return pa.date32(), None
     if code in (FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP):
         return pa.timestamp("us"), None
+    if code == FIELD_TYPE.TIME:
+        return pa.string(), _as_time_text
     if code == FIELD_TYPE.JSON:
         return pa.string(), _as_json_text
     if code in _STRINGS and charset == _BINARY_CHARSET:
         return pa.binary(), None
     if code == FIELD_TYPE.BIT:
         return pa.binary(), None
-    return pa.string(), _as_text  # strings, TIME (a timedelta), and anything newer
+    return pa.string(), _as_text  # strings, and anything newer
 
 
 def _schema_of(cursor: pymysql.cursors.SSCursor) -> tuple[pa.Schema, list[Converter | None]]:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from backends.nodes.tables import (
     Progress,
     QueryConfig,
     bind_parameters,
+    interrupt_on_cancel,
     write_query_result,
 )
 
@@ -117,6 +119,7 @@ def _connection(url: str, timeout: float) -> Iterator[psycopg.Connection[Any]]:
         "postgresql",
         url,
         lambda: ConnectionPool(connect, close=lambda c: c.close(), alive=_alive),
+        timeout,
     )
     with pool.connection() as connection:
         try:
@@ -174,8 +177,10 @@ def _column_type(column: Any) -> tuple[pa.DataType, Converter | None]:
         if precision is None:
             # numeric without a declared scale has no Arrow decimal that always fits.
             return pa.float64(), lambda values: [None if v is None else float(v) for v in values]
-        decimal = pa.decimal128 if precision <= 38 else pa.decimal256
-        return decimal(min(precision, 76), scale or 0), None
+        if precision > 38:
+            # Wider than Arrow's decimal128 (the widest DuckDB can hash): exact, as text.
+            return pa.string(), lambda values: [None if v is None else str(v) for v in values]
+        return pa.decimal128(precision, scale or 0), None
     if oid in _JSON_OIDS:
         return pa.string(), lambda values: [None if v is None else json.dumps(v) for v in values]
     return pa.string(), lambda values: [None if v is None else str(v) for v in values]
@@ -188,6 +193,24 @@ def _schema_of(description: Sequence[Any]) -> tuple[pa.Schema, list[Converter | 
         fields.append(pa.field(column.name, kind))
         converters.append(convert)
     return pa.schema(fields), converters
+
+
+def _fetcher(
+    cursor: psycopg.ServerCursor[Any], config: PostgresExtractConfig
+) -> Callable[[], list[Any]]:
+    """The next batch, each call. With a server-side cursor PostgreSQL's statement_timeout
+    limits each FETCH, not the query: the deadline over the whole extract is kept here."""
+    timeout = config.statement_timeout_seconds
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def fetch() -> list[Any]:
+        if deadline is not None and time.monotonic() > deadline:
+            raise NodeFailure(
+                f"the query ran longer than statement_timeout_seconds ({timeout:g} s)"
+            )
+        return cursor.fetchmany(config.batch_size)
+
+    return fetch
 
 
 def run_postgres_extract(config: PostgresExtractConfig, context: NodeContext) -> object:
@@ -204,14 +227,17 @@ def run_postgres_extract(config: PostgresExtractConfig, context: NodeContext) ->
             connection.execute(
                 sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(milliseconds))
             )
-        with connection.cursor(name=f"figway_{uuid.uuid4().hex[:12]}") as cursor:
+        with (
+            connection.cursor(name=f"figway_{uuid.uuid4().hex[:12]}") as cursor,
+            interrupt_on_cancel(context, connection.cancel),
+        ):
             cursor.itersize = config.batch_size
             cursor.execute(config.query, parameters)
             if cursor.description is None:
                 raise NodeFailure("the query returns no rows to extract (is it a SELECT?)")
             schema, converters = _schema_of(cursor.description)
             reference = write_query_result(
-                context, schema, converters, lambda: cursor.fetchmany(config.batch_size), progress
+                context, schema, converters, _fetcher(cursor, config), progress
             )
     progress.done("from PostgreSQL")
     return reference.to_output()
@@ -295,7 +321,8 @@ def _table_name(table: str) -> sql.Composable:
 
 
 def run_postgres_load(config: PostgresLoadConfig, context: NodeContext) -> object:
-    source: ArtifactRef = context.upstream_table(_single_input(config, context))
+    source_node = _single_input(config, context)
+    source: ArtifactRef = context.upstream_table(source_node)
     # The output is the same whether or not rows were written, so a shadow run that
     # loads nothing still matches its primary run.
     output = {
@@ -317,7 +344,7 @@ def run_postgres_load(config: PostgresLoadConfig, context: NodeContext) -> objec
         parquet = context.table_store().open_table(source)
     except FileNotFoundError:
         raise NodeFailure(
-            f"the table of upstream node {config.input or source.uri!r} is gone from the "
+            f"the table of upstream node {source_node!r} is gone from the "
             "artifact store (purged, or this worker reaches another store)"
         ) from None
     schema = parquet.schema_arrow

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -19,6 +22,7 @@ __all__ = [
     "QueryConfig",
     "ScalarParameter",
     "bind_parameters",
+    "interrupt_on_cancel",
     "json_rows_table",
     "require_unique_names",
     "rows_to_batch",
@@ -68,6 +72,29 @@ def write_query_result(
             if context.cancelled():
                 raise NodeCancelled("extract stopped: the run was cancelled")
         return table.finish()
+
+
+@contextmanager
+def interrupt_on_cancel(context: NodeContext, interrupt: Callable[[], object]) -> Iterator[None]:
+    """Call ``interrupt`` (a driver's cancel) as soon as the run is killed, while the block
+    runs: a query computing its first rows is stopped, not waited for."""
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.is_set():
+            if context.cancel_event.wait(0.2):
+                if not finished.is_set():
+                    with contextlib.suppress(Exception):  # the query may end meanwhile
+                        interrupt()
+                return
+
+    watcher = threading.Thread(target=watch, name=f"cancel-{context.node_id}", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        watcher.join()
 
 
 def bind_parameters(

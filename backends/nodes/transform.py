@@ -2,7 +2,8 @@
 
 Each upstream table is visible under its node's id (quote ids that are not
 plain identifiers: ``"extract-pg"``). An upstream output that is a JSON list
-of objects (an ``http_request``, a ``python`` node) is visible as a table too.
+of objects (a ``python`` node's, or the ``json`` answer of an ``http_request``)
+is visible as a table too. Nodes that output neither are not in view.
 
 DuckDB scans the upstream Parquet files through Arrow datasets and hands the
 result back in record batches, which are written as they come: with
@@ -26,7 +27,12 @@ from pydantic import Field, field_validator
 
 from backends.artifacts import ArtifactRef, RunArtifacts
 from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure, NodeType
-from backends.nodes.tables import Progress, json_rows_table, require_unique_names
+from backends.nodes.tables import (
+    Progress,
+    interrupt_on_cancel,
+    json_rows_table,
+    require_unique_names,
+)
 
 __all__ = ["SQL_TRANSFORM", "SqlTransformConfig"]
 
@@ -43,22 +49,35 @@ class SqlTransformConfig(NodeConfig):
     memory_limit_mb: int = Field(
         default=256, ge=16, le=1_048_576, description="DuckDB's memory limit; it spills beyond."
     )
-    threads: int = Field(default=2, ge=1, le=256, description="DuckDB's worker threads.")
+    threads: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="DuckDB's threads. More than one can change the last digits of a "
+        "floating-point sum from run to run, and so its fingerprint.",
+    )
 
     @field_validator("query")
     @classmethod
-    def _one_statement(cls, query: str) -> str:
-        # Parsing only when a ";" is inside: DuckDB refuses anything else wrong at run time.
-        if ";" in query.strip().rstrip(";") and _statement_count(query) > 1:
-            raise ValueError("one SELECT only: the query holds several statements")
+    def _one_select(cls, query: str) -> str:
+        problem = _statement_problem(query)
+        if problem is not None:
+            raise ValueError(problem)
         return query
 
 
-def _statement_count(query: str) -> int:
+def _statement_problem(query: str) -> str | None:
+    """Why ``query`` is not one SELECT, or None (also None when it does not parse: DuckDB
+    says what is wrong with it when it runs, with the tables in view)."""
     try:
-        return len(duckdb.extract_statements(query))
+        statements = duckdb.extract_statements(query)
     except duckdb.Error:
-        return 1  # a syntax error: reported with DuckDB's message when it runs
+        return None
+    if len(statements) > 1:
+        return "one SELECT only: the query holds several statements"
+    if statements and statements[0].type != duckdb.StatementType.SELECT:
+        return f"one SELECT only: this is a {statements[0].type.name} statement"
+    return None
 
 
 def _dataset(artifacts: RunArtifacts, reference: ArtifactRef) -> ds.Dataset:
@@ -67,6 +86,16 @@ def _dataset(artifacts: RunArtifacts, reference: ArtifactRef) -> ds.Dataset:
         return ds.dataset(store.path_of(reference), format="parquet")
     filesystem = PyFileSystem(FSSpecHandler(store.fs))
     return ds.dataset(store.path_of(reference), format="parquet", filesystem=filesystem)
+
+
+def _json_rows(output: Any) -> list[dict[str, Any]] | None:
+    """A JSON output that is a list of objects: the output itself, or an http_request's
+    ``json`` answer."""
+    if isinstance(output, dict) and "status" in output and "json" in output:
+        output = output["json"]
+    if isinstance(output, list) and output and all(isinstance(row, dict) for row in output):
+        return output
+    return None
 
 
 def _register_inputs(
@@ -84,9 +113,9 @@ def _register_inputs(
                     f"the table of upstream node {node_id!r} cannot be read from the artifact "
                     f"store ({exc}); it may have been purged"
                 ) from None
-        elif isinstance(output, list) and output and all(isinstance(r, dict) for r in output):
+        elif (rows := _json_rows(output)) is not None:
             try:
-                table = json_rows_table(output)
+                table = json_rows_table(rows)
             except (pa.ArrowException, TypeError, ValueError) as exc:
                 raise NodeFailure(
                     f"the JSON output of upstream node {node_id!r} is not a table: {exc}"
@@ -118,33 +147,44 @@ def run_sql_transform(config: SqlTransformConfig, context: NodeContext) -> objec
             connection.execute("SET TimeZone = 'UTC'")
             connection.execute("SET enable_external_access = false")
             connection.execute("SET lock_configuration = true")
-            try:
-                reader = connection.sql(config.query.strip().rstrip(";")).to_arrow_reader(
-                    BATCH_ROWS
-                )
-            except duckdb.Error as exc:
-                raise NodeFailure(
-                    f"DuckDB refused the query: {_first_line(exc)} (tables: "
-                    f"{', '.join(names) or 'none'})"
-                ) from None
-            schema = _plain_schema(reader.schema)
-            require_unique_names(schema, "the query")
-            with artifacts.new_table(schema) as table:
-                try:
-                    for batch in reader:
-                        table.write(batch.cast(schema))
-                        progress.add(batch.num_rows)
-                        if context.cancelled():
-                            raise NodeCancelled("transform stopped: the run was cancelled")
-                except duckdb.Error as exc:
-                    raise NodeFailure(
-                        f"DuckDB failed running the query: {_first_line(exc)}"
-                    ) from None
-                reference = table.finish()
+            # Armed before the query starts: an aggregate computes everything before its
+            # first batch, and a kill must stop it there too.
+            with interrupt_on_cancel(context, connection.interrupt):
+                reference = _run_query(config, context, connection, artifacts, names, progress)
         finally:
             connection.close()
     progress.done("with DuckDB")
     return reference.to_output()
+
+
+def _run_query(
+    config: SqlTransformConfig,
+    context: NodeContext,
+    connection: duckdb.DuckDBPyConnection,
+    artifacts: RunArtifacts,
+    names: list[str],
+    progress: Progress,
+) -> ArtifactRef:
+    try:
+        reader = connection.sql(config.query.strip().rstrip(";")).to_arrow_reader(BATCH_ROWS)
+        schema = _plain_schema(reader.schema)
+        require_unique_names(schema, "the query")
+        with artifacts.new_table(schema) as table:
+            for batch in reader:
+                table.write(batch.cast(schema))
+                progress.add(batch.num_rows)
+                if context.cancelled():
+                    raise NodeCancelled("transform stopped: the run was cancelled")
+            return table.finish()
+    except (duckdb.Error, RuntimeError) as exc:
+        # An interrupted query raises a bare RuntimeError("Query interrupted").
+        if context.cancelled():
+            raise NodeCancelled("transform stopped: the run was cancelled") from None
+        if not isinstance(exc, duckdb.Error):
+            raise
+        raise NodeFailure(
+            f"DuckDB refused the query: {_first_line(exc)} (tables: {', '.join(names) or 'none'})"
+        ) from None
 
 
 def _plain_schema(schema: pa.Schema) -> pa.Schema:

@@ -16,6 +16,7 @@ from rq.job import Job, get_current_job
 
 from backends.bootstrap import current_runtime
 from backends.errors import FigwayError
+from backends.nodes.connections import close_all_pools, in_forked_child
 from backends.runtime import Outcome
 
 __all__ = ["NodeAttemptFailed", "drop_jobs", "job_id_for", "run_node"]
@@ -42,7 +43,13 @@ def run_node(job_run_id: str, node_id: str, retries: int) -> dict[str, str]:
         raise FigwayError("run_node must run inside an RQ job")
     # RQ decrements retries_left as it schedules each retry: attempt 1 sees all of them.
     attempt = retries - (job.retries_left or 0) + 1 if retries else 1
-    result = current_runtime().execute(job_run_id=job_run_id, node_id=node_id, attempt=attempt)
+    try:
+        result = current_runtime().execute(job_run_id=job_run_id, node_id=node_id, attempt=attempt)
+    finally:
+        if in_forked_child():
+            # A work horse ends with os._exit: say goodbye to the databases first, so
+            # they see a closed session, not a dropped one.
+            close_all_pools()
     if result.outcome is Outcome.FAILED:
         drop_jobs(job.connection, (job_id_for(job_run_id, n) for n in result.skipped))
     if result.outcome in (Outcome.RETRY, Outcome.FAILED):

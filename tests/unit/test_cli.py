@@ -222,3 +222,14 @@ def test_serve_refuses_an_unmigrated_postgresql_database(
         ensure_migrated(engine, auto_migrate=False)  # raises if the schema is still behind
     finally:
         engine.dispose()
+
+
+def test_setup_prefect_secrets_from_env_with_no_secret_says_what_to_export(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing listens on port 9: the command must stop before it tries the server.
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    result = CliRunner().invoke(main, ["setup", "prefect", "--secrets-from-env"])
+    assert result.exit_code == 1
+    assert "found no FIGWAY_SECRET_<NAME> variable" in result.output
+    assert "FIGWAY_SECRET_PG_SALES" in result.output

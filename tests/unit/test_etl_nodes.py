@@ -32,9 +32,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pymysql
 import pytest
+from pydantic import ValidationError
 
 from backends.artifacts import ArtifactRef, ArtifactStore
-from backends.nodes import NodeContext, NodeFailure, default_registry
+from backends.nodes import NodeCancelled, NodeContext, NodeFailure, default_registry
 from backends.nodes.connections import close_all_pools
 from backends.nodes.mysql import MysqlExtractConfig, run_mysql_extract
 from backends.nodes.postgres import (
@@ -853,9 +854,21 @@ def test_sql_transform_cannot_read_the_workers_files(artifacts: ArtifactStore) -
         transform(artifacts, "SELECT * FROM read_csv('/etc/hostname')", {})
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["SET enable_external_access = true", "CREATE TABLE t AS SELECT 1", "SELECT 1; SELECT 2"],
+)
+def test_sql_transform_takes_one_select_and_nothing_else(query: str) -> None:
+    with pytest.raises(ValidationError, match="one SELECT only"):
+        SqlTransformConfig.model_validate({"query": query})
+
+
 def test_sql_transform_cannot_switch_file_access_back_on(artifacts: ArtifactStore) -> None:
-    with pytest.raises(NodeFailure, match="locked"):
-        transform(artifacts, "SET enable_external_access = true", {})
+    # A SELECT cannot SET; the closest it gets is reading the setting, which stays off.
+    output = transform(artifacts, "SELECT current_setting('enable_external_access') AS access", {})
+    table = artifacts.open_table(ArtifactRef.from_output(output))  # type: ignore[arg-type]
+    with table:
+        assert table.read().column("access").to_pylist() == [False]
 
 
 def test_sql_transform_syntax_error_names_duckdb_and_the_tables(artifacts: ArtifactStore) -> None:
@@ -1244,3 +1257,87 @@ def test_a_database_outage_mid_run_retries_then_fails(
     for text in [first.error, second.error, third.error, extract.error, *logged]:
         assert PASSWORD not in text
         assert "***" not in text  # nothing had to be masked: the password was never quoted
+
+
+# -- found in review: limits, kills and inputs ---------------------------------------------
+
+
+def test_postgres_extract_statement_timeout_bounds_the_whole_extract_not_each_fetch(
+    pg: Postgres, artifacts: ArtifactStore
+) -> None:
+    # Each FETCH of 2 rows sleeps 0.6 s, under the timeout; the whole extract does not.
+    with pytest.raises(NodeFailure, match=r"ran longer than statement_timeout_seconds \(1 s\)"):
+        pg_extract(
+            artifacts,
+            pg.url,
+            "SELECT g, pg_sleep(0.3) FROM generate_series(1, 10) AS g",
+            batch_size=2,
+            statement_timeout_seconds=1,
+        )
+
+
+def test_postgres_extract_of_a_numeric_wider_than_38_digits_is_exact_text(
+    pg: Postgres, artifacts: ArtifactStore
+) -> None:
+    value = "123456789012345678901234567890123456789012345678.25"
+    output = pg_extract(artifacts, pg.url, f"SELECT {value}::numeric(50, 2) AS big")
+    reference = ArtifactRef.from_output(output)
+    assert reference is not None
+    assert reference.columns == (("big", "string"),)
+    with artifacts.open_table(reference) as table:
+        assert table.read().column("big").to_pylist() == [value]
+
+
+def test_killing_the_run_interrupts_a_postgres_query_still_computing(
+    pg: Postgres, artifacts: ArtifactStore
+) -> None:
+    """A query busy before its first row is cancelled on the server, not waited for."""
+    context = make_context(artifacts, "slow")
+    settings = PostgresExtractConfig.model_validate(
+        {"connection": pg.url, "query": "SELECT pg_sleep(60) AS done"}
+    )
+    killer = threading.Timer(0.5, context.cancel_event.set)
+    killer.start()
+    try:
+        # Without the interrupt this would return a row after 60 s, and raise nothing.
+        with pytest.raises(NodeFailure, match="cancelled the query"):
+            run_postgres_extract(settings, context)
+    finally:
+        killer.cancel()
+
+
+def test_killing_the_run_interrupts_a_duckdb_query_still_computing(
+    artifacts: ArtifactStore,
+) -> None:
+    context = make_context(artifacts, "slow", upstream={"x": [{"a": 1}]})
+    # Billions of rows: it would run for minutes before handing over its one row.
+    settings = SqlTransformConfig.model_validate(
+        {"query": "SELECT sum(hash(i)) AS h FROM range(100000000000) t(i)"}
+    )
+    killer = threading.Timer(0.5, context.cancel_event.set)
+    killer.start()
+    try:
+        with pytest.raises(NodeCancelled):
+            run_sql_transform(settings, context)
+    finally:
+        killer.cancel()
+
+
+def test_an_http_request_json_answer_is_a_table_for_a_transform(
+    artifacts: ArtifactStore,
+) -> None:
+    answer = {"status": 200, "headers": {}, "json": [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]}
+    output = transform(artifacts, "SELECT count(*) AS n, max(v) AS top FROM api", {"api": answer})
+    reference = ArtifactRef.from_output(output)
+    assert reference is not None
+    with artifacts.open_table(reference) as table:
+        assert table.read().to_pylist() == [{"n": 2, "top": "b"}]
+
+
+def test_a_transform_result_no_table_can_hold_is_refused_naming_the_column(
+    artifacts: ArtifactStore,
+) -> None:
+    with pytest.raises(TypeError, match=r"column 'gap' is month_day_nano_interval.*cast"):
+        transform(artifacts, "SELECT INTERVAL 1 MONTH AS gap", {})
+    leftovers = [p for p in Path(artifacts.root).rglob("*") if p.is_file()]
+    assert leftovers == []

@@ -403,8 +403,9 @@ def test_a_missing_secret_fails_before_anything_is_sent(
     assert server.seen == []
 
 
+@pytest.mark.parametrize("reference", ["secret:api-key", "Secret:API_KEY"])
 def test_secret_headers_do_not_follow_a_redirect_to_another_origin(
-    server: Server, context: NodeContext, monkeypatch: pytest.MonkeyPatch
+    server: Server, context: NodeContext, monkeypatch: pytest.MonkeyPatch, reference: str
 ) -> None:
     monkeypatch.setenv("FIGWAY_SECRET_API_KEY", "k3y-for-the-first-host")
     with serve() as elsewhere:
@@ -415,7 +416,7 @@ def test_secret_headers_do_not_follow_a_redirect_to_another_origin(
         output = run_http_request(
             config(
                 url=server.url("/start"),
-                headers={"X-Api-Key": "secret:api-key", "X-Plain": "visible"},
+                headers={"X-Api-Key": reference, "X-Plain": "visible"},
             ),
             context,
         )

@@ -7,6 +7,7 @@ table figway keeps (on SQLite, and on PostgreSQL as a service test).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -434,3 +435,62 @@ def test_a_missing_secret_fails_the_node_naming_its_variable(
     assert (result.error or "").startswith("secret 'never-set-anywhere' is not set")
     assert "the environment variable FIGWAY_SECRET_NEVER_SET_ANYWHERE" in (result.error or "")
     assert "unreachable" not in log_text(store, plan)
+
+
+# -- found in review: other handlers, and parts of a secret -------------------------------
+
+
+class _Collect(logging.Handler):
+    """A process-wide handler besides figway's own, as `figway serve`'s console is."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def test_a_secret_a_node_logs_is_masked_for_every_handler_of_the_process(
+    store: Store, runtime: NodeRuntime, secret_value: str
+) -> None:
+    console = _Collect()
+    root = logging.getLogger()
+    root.addHandler(console)
+    try:
+        _, result, _ = run_python_node(store, runtime, "leak")
+    finally:
+        root.removeHandler(console)
+    assert result.outcome is Outcome.SUCCEEDED
+    seen = "\n".join(console.lines)
+    assert "node logger: ***" in seen
+    assert "driver logger: ***" in seen
+    assert secret_value not in seen
+
+
+def test_logging_outside_a_node_is_left_alone(
+    store: Store, runtime: NodeRuntime, secret_value: str
+) -> None:
+    run_python_node(store, runtime, "leak")  # installs the masking, reveals the value
+    console = _Collect()
+    logger = logging.getLogger("figway.test.outside")
+    logger.addHandler(console)
+    try:
+        logger.warning("the operator's own line: %s", secret_value)
+    finally:
+        logger.removeHandler(console)
+    assert console.lines == [f"the operator's own line: {secret_value}"]
+
+
+@pytest.mark.parametrize(
+    ("secret", "echoed"),
+    [
+        ("https://api.example.com/v1/orders?api_key=K3yFromTheQuery", "K3yFromTheQuery"),
+        ("Bearer t0ken-in-a-header", "t0ken-in-a-header"),
+        ("basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+    ],
+)
+def test_the_part_of_a_secret_a_server_echoes_is_masked_too(secret: str, echoed: str) -> None:
+    redactor = Redactor()
+    redactor.add(secret)
+    assert redactor.redact(f"401: invalid credentials {echoed}") == "401: invalid credentials ***"

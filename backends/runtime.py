@@ -145,6 +145,7 @@ class NodeRuntime:
                     outcome = Outcome.FAILED if final else Outcome.RETRY
             else:
                 error, status, outcome = None, NodeStatus.SUCCEEDED, Outcome.SUCCEEDED
+        _release_unused_memory()
         recorded = self.store.record_node(
             job_run_id=job_run_id,
             node_id=node_id,
@@ -186,6 +187,18 @@ class NodeRuntime:
         finally:
             stop.set()
             thread.join()
+
+
+def _release_unused_memory() -> None:
+    """Hand the memory of a finished node's tables back to the system.
+
+    Arrow's allocator keeps freed blocks for reuse; a process that runs one node
+    after another (a Prefect flow run, the embedded default) would otherwise carry
+    the largest node's peak into the next.
+    """
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None:
+        arrow.default_memory_pool().release_unused()
 
 
 def _describe(exc: BaseException) -> str:

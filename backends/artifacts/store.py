@@ -92,11 +92,15 @@ class ArtifactStore:
         Raises FileNotFoundError when the file is gone (purged).
         """
         path = self.path_of(reference)
+        # pre_buffer (pyarrow's default) reads the whole file ahead: memory would grow
+        # with the table. Without it, one row group at a time is in memory.
         if self.is_local:
-            return pq.ParquetFile(path)
+            return pq.ParquetFile(path, pre_buffer=False)
         if not self.fs.exists(path):
             raise FileNotFoundError(path)
-        return pq.ParquetFile(path, filesystem=PyFileSystem(FSSpecHandler(self.fs)))
+        return pq.ParquetFile(
+            path, filesystem=PyFileSystem(FSSpecHandler(self.fs)), pre_buffer=False
+        )
 
     def purge_run(self, job_run_id: str) -> int:
         """Remove every file a run (or its shadow area) wrote; returns how many."""

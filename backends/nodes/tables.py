@@ -52,7 +52,10 @@ class QueryConfig(NodeConfig):
         description='Values bound to the query; "param:NAME" takes the run parameter NAME.',
     )
     batch_size: int = Field(
-        default=50_000, ge=1, le=1_000_000, description="Rows fetched (and written) at a time."
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Rows fetched (and written) at a time: what a worker holds in memory.",
     )
 
 

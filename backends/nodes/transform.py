@@ -5,8 +5,8 @@ plain identifiers: ``"extract-pg"``). An upstream output that is a JSON list
 of objects (a ``python`` node's, or the ``json`` answer of an ``http_request``)
 is visible as a table too. Nodes that output neither are not in view.
 
-DuckDB scans the upstream Parquet files through Arrow datasets and hands the
-result back in record batches, which are written as they come: with
+DuckDB reads the upstream Parquet files itself (row group by row group) and
+hands the result back in record batches, which are written as they come: with
 ``memory_limit_mb`` bounding DuckDB (it spills to a scratch directory beyond
 it), a transform's memory does not grow with its input. The query cannot read
 or write files of its own: external access is switched off and locked before
@@ -101,30 +101,50 @@ def _json_rows(output: Any) -> list[dict[str, Any]] | None:
 def _register_inputs(
     connection: duckdb.DuckDBPyConnection, context: NodeContext, artifacts: RunArtifacts
 ) -> list[str]:
-    names = []
+    """Make every upstream table visible under its node's id; returns their names."""
+    names, local_files = [], []
     for node_id, output in context.upstream_outputs.items():
         reference = ArtifactRef.from_output(output)
-        table: Any
         if reference is not None:
-            try:
-                table = _dataset(artifacts, reference)
-            except (FileNotFoundError, pa.ArrowException) as exc:
-                raise NodeFailure(
-                    f"the table of upstream node {node_id!r} cannot be read from the artifact "
-                    f"store ({exc}); it may have been purged"
-                ) from None
+            path = artifacts.store.local_path(reference)
+            if path is not None:
+                if not path.is_file():
+                    raise NodeFailure(
+                        f"the table of upstream node {node_id!r} is gone from the artifact "
+                        "store (purged, or this worker reaches another store)"
+                    )
+                # DuckDB's own Parquet reader streams row groups; an Arrow dataset would
+                # hold the whole input in Arrow memory. The view is read while the query
+                # runs, when only the files allowed below may be read.
+                connection.execute(
+                    f"CREATE VIEW {_identifier(node_id)} AS SELECT * FROM read_parquet("
+                    f"{_string(str(path))})"
+                )
+                local_files.append(str(path))
+            else:
+                connection.register(node_id, _dataset(artifacts, reference))
         elif (rows := _json_rows(output)) is not None:
             try:
-                table = json_rows_table(rows)
+                connection.register(node_id, json_rows_table(rows))
             except (pa.ArrowException, TypeError, ValueError) as exc:
                 raise NodeFailure(
                     f"the JSON output of upstream node {node_id!r} is not a table: {exc}"
                 ) from None
         else:
             continue  # not a table; the query cannot refer to it
-        connection.register(node_id, table)
         names.append(node_id)
+    # Only the upstream files may be read; set before external access is switched off
+    # and the configuration locked, so the query cannot widen it.
+    connection.execute(f"SET allowed_paths = [{', '.join(_string(f) for f in local_files)}]")
     return names
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def run_sql_transform(config: SqlTransformConfig, context: NodeContext) -> object:

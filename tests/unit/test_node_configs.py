@@ -373,7 +373,7 @@ def test_defaults_are_filled_in_when_the_node_runs() -> None:
     extract = registry["postgres_extract"].config_model.model_validate(PG_EXTRACT)
     load = registry["postgres_load"].config_model.model_validate(PG_LOAD)
     assert (extract.batch_size, extract.parameters, extract.statement_timeout_seconds) == (
-        50_000,
+        10_000,
         {},
         None,
     )

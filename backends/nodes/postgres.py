@@ -66,7 +66,10 @@ class PostgresLoadConfig(_PostgresConnection):
         description="The upstream node whose table to load; needed when there are several.",
     )
     batch_size: int = Field(
-        default=50_000, ge=1, le=1_000_000, description="Rows sent to COPY at a time."
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Rows sent to COPY at a time: what a worker holds in memory.",
     )
 
     def side_effects(self) -> Literal["sandboxed"]:

@@ -377,7 +377,7 @@ def test_defaults_are_filled_in_when_the_node_runs() -> None:
         {},
         None,
     )
-    assert (load.mode, load.input, load.batch_size) == ("append", None, 50_000)
+    assert (load.mode, load.input, load.batch_size) == ("append", None, 10_000)
 
 
 def test_a_definition_never_holds_a_revealed_secret(monkeypatch: pytest.MonkeyPatch) -> None:

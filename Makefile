@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint types bench bench-rq bench-prefect bench-routing bench-metrics services tools clean
+.PHONY: run test check lint types bench bench-rq bench-prefect bench-etl bench-routing bench-metrics services tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,13 +34,18 @@ types: $(STAMP)
 
 ## bench: the benchmarks behind docs/performance.md (real PostgreSQL, Redis and Prefect server;
 ## bench-routing needs none of them)
-bench: bench-rq bench-prefect bench-routing bench-metrics
+bench: bench-rq bench-prefect bench-etl bench-routing bench-metrics
 
 bench-rq: $(STAMP) services
 	$(BIN)/python -m bench.rq_path
 
 bench-prefect: $(STAMP) services
 	$(BIN)/python -m bench.prefect_path
+
+## bench-etl: 100,000 and 1,000,000 rows PostgreSQL -> DuckDB -> PostgreSQL on both backends
+## (needs psql as well)
+bench-etl: $(STAMP) services
+	$(BIN)/python -m bench.etl --rows 100000,1000000
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m bench.routing

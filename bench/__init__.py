@@ -3,6 +3,9 @@
 - the RQ path against plain RQ: ``python -m bench.rq_path``;
 - the Prefect path against plain Prefect, on a Prefect server of its own:
   ``python -m bench.prefect_path``;
+- the ETL nodes end to end (PostgreSQL -> DuckDB -> PostgreSQL) on both
+  backends, against ``psql``'s COPY and a plain script, with the workers' peak
+  memory: ``python -m bench.etl``;
 - one routing decision with 1,000 rules, in-process, against a naive
   first-match loop: ``python -m bench.routing`` (no service needed).
 

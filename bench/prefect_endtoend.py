@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bench.prefect_stack import PrefectBenchStack
-from bench.submit import run_body
+from bench.submit import run_body, wait_for_run
 from bench.workflows import BenchDag
 
 if TYPE_CHECKING:
@@ -188,16 +188,13 @@ class PrefectEndToEnd:
         )
 
     def _poll_figway(self, run_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.timeout_seconds
-        while True:
-            time.sleep(self.figway_poll_seconds)
-            response = self._http.get(f"/workflow_runs/{run_id}")
-            response.raise_for_status()
-            run: dict[str, Any] = response.json()
-            if run["status"] in RUN_TERMINAL:
-                return run
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"figway run {run_id} still {run['status']}: {self._logs()}")
+        return wait_for_run(
+            self._http,
+            run_id,
+            timeout=self.timeout_seconds,
+            poll_seconds=self.figway_poll_seconds,
+            detail=self._logs,
+        )
 
     def _figway_flow_run(self, run_id: str) -> FlowRun | None:
         from prefect.client.schemas.filters import (

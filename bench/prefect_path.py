@@ -27,14 +27,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import signal
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -43,7 +40,7 @@ from bench.prefect_endtoend import PrefectEndToEnd, run_schedule, summarise_samp
 from bench.prefect_report import PER_NODE_TARGET, find_rq_results, render_markdown, rq_reference
 from bench.prefect_stack import WORKER_POOL, PrefectBenchStack, PrefectStackConfig
 from bench.prefect_submit import BASELINE, FIGWAY, prefect_submitters
-from bench.report import environment
+from bench.report import environment, stop_on_sigterm, write_results
 from bench.stack import StackConfig
 from bench.submit import SubmitTarget, measure_latency
 from bench.workflows import BenchDag, chain, layered, small
@@ -305,25 +302,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # tear down as on Ctrl-C
+    stop_on_sigterm()
     try:
         results = run(args)
     except KeyboardInterrupt:
         say("interrupted: processes stopped, databases dropped")
         return 130
-    markdown = render_markdown(results)
-    args.output.mkdir(parents=True, exist_ok=True)
-    stamp = results["started_at"].replace(":", "").replace("+0000", "Z")
-    path = args.output / f"prefect_path-{stamp}{'-quick' if args.quick else ''}.json"
-    path.write_text(json.dumps({**results, "markdown": markdown}, indent=2, default=str) + "\n")
-    print()
-    print(markdown)
+    name = f"prefect_path{'-quick' if args.quick else ''}"
+    path = write_results(results, render_markdown(results), output=args.output, name=name)
     say(f"raw results: {path}")
     say(f"target: figway's in-flow time on Prefect <= {PER_NODE_TARGET:g}x native Prefect's")
     return 0

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -58,6 +58,9 @@ class PrefectStackConfig:
     worker_query_seconds: float = 1.0
     #: The gateway's FIGWAY_NODE_SILENCE_SECONDS (see :class:`PrefectBenchStack`).
     node_silence_seconds: float = 3_600.0
+    #: Extra variables for `figway setup prefect`, the gateway and the worker (whose
+    #: flow-run processes inherit them): secrets, the artifact store.
+    extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
 class PrefectBenchStack:
@@ -96,6 +99,7 @@ class PrefectBenchStack:
                 database_prefix="figway_bench_p_",
                 strip_env_prefixes=("FIGWAY_", "PREFECT_"),
                 extra_env={
+                    **config.extra_env,
                     **self.client_env,
                     "FIGWAY_NODE_SILENCE_SECONDS": f"{config.node_silence_seconds:g}",
                     "COLUMNS": "200",  # Prefect's CLI draws tables as wide as the terminal says

@@ -66,6 +66,8 @@ def node_runtime_probe(
     from backends.store import Store, create_database_engine
     from gateway.config import Settings
     from gateway.dispatcher import Dispatcher, RunRequest
+    from gateway.routing.router import Router
+    from gateway.routing.source import builtin_rules
 
     settings = Settings(database_url=database_url, redis_url=redis_url)
     warm_engine = create_database_engine(database_url)
@@ -79,6 +81,7 @@ def node_runtime_probe(
         executors={"rq": _SubmitNothing()},  # type: ignore[dict-item]
         node_types=node_types,
         settings=settings,
+        router=Router(builtin_rules("rq")),
     )
     warm = NodeRuntime(timer.wrap(warm_store, "store"), node_types, heartbeat_seconds=1.0)
     fresh = NodeRuntime(Store(fresh_engine), node_types, heartbeat_seconds=1.0)

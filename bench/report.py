@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import psycopg
@@ -21,7 +24,9 @@ __all__ = [
     "machine",
     "markdown_table",
     "render_markdown",
+    "stop_on_sigterm",
     "verdict",
+    "write_results",
 ]
 
 #: figway's submit p50 may be at most this many times its baseline's.
@@ -72,6 +77,30 @@ def machine() -> dict[str, Any]:
         "figway_commit": _git_commit(),
         "load_average_at_start": os.getloadavg(),
     }
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise KeyboardInterrupt, so a benchmark tears down as on Ctrl-C."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def write_results(results: dict[str, Any], markdown: str, *, output: Path, name: str) -> Path:
+    """Write ``results`` (with ``markdown``) as ``output/<name>-<start time>.json``; print it.
+
+    The file name's time is the run's ``started_at`` without colons, in UTC
+    (``rq_path-2026-11-29T001616Z.json``); returns the file's path.
+    """
+    output.mkdir(parents=True, exist_ok=True)
+    stamp = results["started_at"].replace(":", "").replace("+0000", "Z")
+    path = output / f"{name}-{stamp}.json"
+    path.write_text(json.dumps({**results, "markdown": markdown}, indent=2, default=str) + "\n")
+    print()
+    print(markdown, flush=True)
+    return path
 
 
 def _cpu_model() -> str | None:

@@ -19,21 +19,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import signal
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
 
 from bench.endtoend import EndToEndRunner, run_schedule, summarise_samples
 from bench.probes import node_runtime_probe, pg_connect_probe
-from bench.report import END_TO_END_TARGET, SUBMIT_TARGET, environment, render_markdown
+from bench.report import (
+    END_TO_END_TARGET,
+    SUBMIT_TARGET,
+    environment,
+    render_markdown,
+    stop_on_sigterm,
+    write_results,
+)
 from bench.stack import BenchStack, StackConfig, rss_kb
 from bench.submit import SubmitTarget, measure_latency, measure_sustained
 from bench.workflows import BenchDag, chain, layered, small
@@ -302,25 +306,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # tear down as on Ctrl-C
+    stop_on_sigterm()
     try:
         results = run(args)
     except KeyboardInterrupt:
         say("interrupted: services stopped, database dropped")
         return 130
-    markdown = render_markdown(results)
-    args.output.mkdir(parents=True, exist_ok=True)
-    stamp = results["started_at"].replace(":", "").replace("+0000", "Z")
-    path = args.output / f"rq_path-{stamp}{'-quick' if args.quick else ''}.json"
-    path.write_text(json.dumps({**results, "markdown": markdown}, indent=2) + "\n")
-    print()
-    print(markdown)
+    name = f"rq_path{'-quick' if args.quick else ''}"
+    path = write_results(results, render_markdown(results), output=args.output, name=name)
     say(f"raw results: {path}")
     say(
         f"targets: submit p50 <= {SUBMIT_TARGET:g}x baseline, end to end <= {END_TO_END_TARGET:g}x native RQ"

@@ -39,6 +39,7 @@ __all__ = [
     "descendants",
     "free_port",
     "rss_kb",
+    "status_kb",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -248,6 +249,10 @@ class BenchStack:
                 )
             time.sleep(0.2)
 
+    def worker_pids(self) -> list[int]:
+        """The process ids of the running ``figway worker rq`` processes."""
+        return [process.popen.pid for process in self._workers if process.alive]
+
     def worker_rss_kb(self) -> list[int]:
         """Resident memory of each worker process (what a fork has to map into every work horse)."""
         return [rss for process in self._workers if (rss := rss_kb(process.popen.pid)) is not None]
@@ -300,13 +305,25 @@ class BenchStack:
 
 def rss_kb(pid: int) -> int | None:
     """VmRSS of a process in KiB, from /proc (None when it cannot be read)."""
+    return status_kb(pid).get("VmRSS")
+
+
+def status_kb(pid: int) -> dict[str, int]:
+    """Every KiB figure of ``/proc/<pid>/status`` (VmRSS, VmHWM, RssAnon, RssFile, ...).
+
+    Empty when the process is gone or /proc cannot be read.
+    """
+    figures: dict[str, int] = {}
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return figures
+    for line in lines:
+        key, _, value = line.partition(":")
+        parts = value.split()
+        if len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
+            figures[key] = int(parts[0])
+    return figures
 
 
 def descendants(pid: int) -> list[int]:

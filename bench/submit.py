@@ -37,6 +37,8 @@ from bench.timing import PhaseTimer, StatementCounter
 from bench.workflows import FOLDER_ID, WORKSPACE_ID, BenchDag
 from gateway.config import Settings
 from gateway.dispatcher import Dispatcher, RunRequest
+from gateway.routing.router import Router
+from gateway.routing.source import builtin_rules
 
 __all__ = [
     "LEGACY_INSERT",
@@ -52,6 +54,7 @@ __all__ = [
     "measure_latency",
     "measure_sustained",
     "submitter_factories",
+    "wait_for_run",
 ]
 
 LEGACY_INSERT = """
@@ -84,6 +87,34 @@ def run_body(dag: BenchDag) -> dict[str, Any]:
         "job_id": "bench-submit",
         "workflow_id": dag.workflow_id,
     }
+
+
+#: The statuses after which a figway run changes no more.
+RUN_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def wait_for_run(
+    client: httpx.Client,
+    run_id: str,
+    *,
+    timeout: float,
+    poll_seconds: float,
+    detail: Callable[[], object] = lambda: "",
+) -> dict[str, Any]:
+    """``GET /workflow_runs/{run_id}`` every ``poll_seconds`` until the run is terminal.
+
+    Raises TimeoutError after ``timeout`` seconds, with what ``detail`` returns (logs).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        time.sleep(poll_seconds)
+        response = client.get(f"/workflow_runs/{run_id}")
+        response.raise_for_status()
+        run: dict[str, Any] = response.json()
+        if run["status"] in RUN_TERMINAL:
+            return run
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"figway run {run_id} still {run['status']}: {detail()}")
 
 
 class FigwayHttp:
@@ -130,6 +161,7 @@ class FigwayInProcess:
             executors={executor.name: self.timer.wrap(executor, executor.name)},
             node_types=default_registry(),
             settings=settings,
+            router=Router(builtin_rules(executor.name)),
         )
         self._request = RunRequest(**run_body(target.dag))
         self._submissions = 0

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway.api import compare, health, metrics, routing, runs, workflows
+from gateway.api import compare, health, live, metrics, routing, runs, workflows
 from gateway.api.errors import install_error_handlers
 from gateway.background import Periodic
 from gateway.config import Settings, get_settings
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ]
         for thread in background:
             thread.start()
+        services.start_live_feed()
         app.state.services = services
         app.state.dispatcher = dispatcher
         try:
@@ -88,4 +89,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(compare.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(live.router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import sys
@@ -54,6 +55,7 @@ def serve(host: str, port: int, ws_port: int, log_level: str) -> None:
     """Serve the HTTP API (Ctrl-C or SIGTERM stops it cleanly)."""
     import uvicorn
 
+    from gateway.api.live import create_legacy_app
     from gateway.app import create_app
 
     settings = settings_or_exit()
@@ -86,19 +88,42 @@ def serve(host: str, port: int, ws_port: int, log_level: str) -> None:
         f"{len(document.rules.rules)} rule(s), default {document.rules.default} "
         f"(from {document.source})"
     )
-    # The WebSocket listener on ws_port arrives with live status updates; the option is
-    # accepted now so deployment scripts need not change later.
-    del ws_port
-    config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level=log_level, lifespan="on"
+    click.echo(f"live:       ws://{host}:{ws_port}/{{job_run_id}} and /ws/workflow_runs/{{id}}")
+    api = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(api, host=host, port=port, log_level=log_level, lifespan="on")
     )
-    server = uvicorn.Server(config)
+    # The legacy WebSocket port serves from the API's services: it has no lifespan of
+    # its own, and starts once the API's has built them.
+    legacy = uvicorn.Server(
+        uvicorn.Config(
+            create_legacy_app(api), host=host, port=ws_port, log_level=log_level, lifespan="off"
+        )
+    )
     try:
-        server.run()
+        asyncio.run(_serve_both(server, legacy))
     except FigwayError as exc:
         raise click.ClickException(str(exc)) from exc
     if not server.started:
         sys.exit(1)
+
+
+async def _serve_both(api: Any, legacy: Any) -> None:
+    """The API server, and the legacy WebSocket server once the API is up; both stop together."""
+    api_task = asyncio.create_task(api.serve())
+    while not api.started and not api_task.done():
+        await asyncio.sleep(0.05)
+    if api_task.done():
+        await api_task  # it failed to start: its error, not a second server
+        return
+    legacy_task = asyncio.create_task(legacy.serve())
+    done, _ = await asyncio.wait({api_task, legacy_task}, return_when=asyncio.FIRST_COMPLETED)
+    # Ctrl-C or SIGTERM stops the API (uvicorn's handler); the legacy port goes with it.
+    legacy.should_exit = True
+    api.should_exit = True
+    await asyncio.gather(api_task, legacy_task, return_exceptions=True)
+    for task in done:
+        task.result()
 
 
 @main.group()

@@ -100,6 +100,13 @@ class Settings(RuntimeSettings):
         description="Node outputs (tables) of a run are removed from the artifact store this "
         "long after the run finished.",
     )
+    live_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often the live feed (WebSocket status updates) reads the journal "
+        "when nothing woke it: always on SQLite; on PostgreSQL, notifications wake it at "
+        "once and this is the fallback.",
+    )
     artifact_cleanup_seconds: float = Field(
         default=600.0, gt=0, description="How often expired node outputs are looked for."
     )

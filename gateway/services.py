@@ -25,12 +25,15 @@ from backends.rq.embedded import EmbeddedWorkers
 from backends.rq.executor import RQExecutor
 from backends.runtime import NodeRuntime
 from backends.store import Store, create_database_engine, ensure_migrated
+from backends.store.journal import Journal
 from backends.store.metrics import MetricRecords
 from backends.store.retention import ArtifactRecords
 from backends.store.routing import RoutingRecords
 from backends.workflow import POOLS
 from gateway.artifact_retention import ArtifactJanitor
 from gateway.config import Settings
+from gateway.live.feed import RunFeed
+from gateway.live.listener import NotificationListener
 from gateway.metrics.ledger import LedgerCollector, MetricsLedger
 from gateway.metrics.process import GatewayMetrics
 from gateway.routing.guard import GuardKeeper
@@ -59,10 +62,22 @@ class Services:
     ledger: MetricsLedger
     registry: CollectorRegistry
     janitor: ArtifactJanitor
+    journal: Journal
+    feed: RunFeed
+    listener: NotificationListener | None = None
     embedded_workers: EmbeddedWorkers | None = None
     # The runtime installed before this one (another gateway in the same process, in tests).
     previous_runtime: NodeRuntime | None = None
     _closed: bool = field(default=False, repr=False)
+
+    def start_live_feed(self) -> None:
+        """Start following the journal for WebSocket clients (and listening, on PostgreSQL)."""
+        self.feed.start()
+        if self.engine.dialect.name == "postgresql" and self.listener is None:
+            self.listener = NotificationListener(
+                self.settings.resolved_database_url(), self.feed.wake
+            )
+            self.listener.start()
 
     def start_embedded_workers(self) -> None:
         """Start in-process RQ workers (embedded default only)."""
@@ -98,6 +113,9 @@ class Services:
         if self._closed:
             return
         self._closed = True
+        if self.listener is not None:
+            self.listener.stop()
+        self.feed.stop()
         if self.embedded_workers is not None:
             self.embedded_workers.stop()
         for executor in self.executors.values():
@@ -143,6 +161,7 @@ def build_services(settings: Settings) -> Services:
         worker_silence=timedelta(seconds=settings.rq_worker_silence_seconds),
     )
     records = RoutingRecords(engine)
+    journal = Journal(engine)
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
     rules = RulesSource.start(
@@ -172,6 +191,8 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         ledger=ledger,
         registry=registry,
+        journal=journal,
+        feed=RunFeed(journal, poll_seconds=settings.live_poll_seconds),
         janitor=ArtifactJanitor(
             ArtifactRecords(engine),
             artifacts,

@@ -151,6 +151,7 @@ class Stack:
     gateway: Process | None = None
     workers: dict[str, Process] = field(default_factory=dict)
     port: int = 0
+    ws_port: int = 0
     _http: httpx.Client | None = None
 
     # -- processes --------------------------------------------------------------------
@@ -170,8 +171,8 @@ class Stack:
 
     def start_gateway(self) -> None:
         """Launch `figway serve`; it is waited for on first use, so workers can start meanwhile."""
-        self.port = free_port()
-        args = ["serve", "--port", str(self.port), "--ws-port", str(free_port())]
+        self.port, self.ws_port = free_port(), free_port()
+        args = ["serve", "--port", str(self.port), "--ws-port", str(self.ws_port)]
         self.gateway = Process.start("gateway", args, env=self.env(), log_dir=self.log_dir)
 
     def wait_for_gateway(self) -> None:

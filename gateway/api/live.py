@@ -1,0 +1,106 @@
+"""Live status over WebSocket: ``/ws/workflow_runs/{job_run_id}`` on the API port, and
+``/{job_run_id}`` on the legacy port (``--ws-port``, 8765) that existing clients use.
+
+A client connects and receives, as JSON text messages:
+
+1. ``{"type": "snapshot", "run": {...}}``: the run as ``GET /workflow_runs/{id}``
+   shows it;
+2. one message per transition, in the order they happened, from either backend:
+   ``{"type": "node" | "run", "job_run_id", "node_id", "status", "attempt",
+   "at", "backend", "error", "terminal"}``;
+3. after the run's terminal message (``"terminal": true``), the server closes
+   the socket with code 1000 and the reason ``run succeeded`` (or failed,
+   cancelled). A run already finished gets its snapshot, then the close.
+
+An unknown run is closed with code 4404; a client too slow to read is closed
+with code 1013 (try again later), and reconnecting gives it a fresh snapshot.
+A transition that happened while the snapshot was read may be sent once more
+after it; statuses only move forward, so applying it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Path, WebSocket, WebSocketDisconnect
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import WebSocketRoute
+
+from backends.status import RUN_TERMINAL
+from gateway.api.schemas import RunOut
+from gateway.live.feed import OVERFLOW
+from gateway.services import Services
+
+__all__ = ["CLOSE_TOO_SLOW", "CLOSE_UNKNOWN_RUN", "create_legacy_app", "follow_run", "router"]
+
+#: Close codes: 4404 for a run figway does not know (4000-4999 are the application's).
+CLOSE_UNKNOWN_RUN = 4404
+#: 1013 "try again later": the client fell too far behind.
+CLOSE_TOO_SLOW = 1013
+
+router = APIRouter(tags=["live status"])
+
+RunId = Annotated[str, Path(min_length=1, max_length=128, description="The run's job_run_id.")]
+
+
+@router.websocket("/ws/workflow_runs/{job_run_id}")
+async def live_run(websocket: WebSocket, job_run_id: RunId) -> None:
+    """A run's snapshot, then each of its transitions as it happens (JSON messages)."""
+    await follow_run(websocket, job_run_id, websocket.app.state.services)
+
+
+async def follow_run(websocket: WebSocket, job_run_id: str, services: Services) -> None:
+    """Serve one client following one run, until the run ends or the client leaves."""
+    await websocket.accept()
+    # The journal position first, then the snapshot: a transition between the two is
+    # sent again rather than missed.
+    after_id = await run_in_threadpool(services.journal.last_id, job_run_id=job_run_id)
+    run = await run_in_threadpool(services.store.get_run, job_run_id=job_run_id)
+    if run is None:
+        await websocket.close(code=CLOSE_UNKNOWN_RUN, reason=f"no run {job_run_id!r}")
+        return
+    snapshot = {"type": "snapshot", "run": RunOut.from_view(run).model_dump(mode="json")}
+    await websocket.send_text(json.dumps(snapshot))
+    if run.status in RUN_TERMINAL:
+        await websocket.close(code=1000, reason=f"run {run.status.value}")
+        return
+    follower = services.feed.follow(job_run_id, after_id=after_id)
+    # The client sends nothing, but reading is how a departure is noticed.
+    departure = asyncio.ensure_future(websocket.receive())
+    try:
+        while True:
+            next_message = asyncio.ensure_future(follower.queue.get())
+            done, _ = await asyncio.wait(
+                {next_message, departure}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if departure in done:
+                next_message.cancel()
+                return
+            message = next_message.result()
+            if message is OVERFLOW:
+                await websocket.close(
+                    code=CLOSE_TOO_SLOW,
+                    reason=f"more than {follower.limit} updates waiting; reconnect",
+                )
+                return
+            await websocket.send_json(message)
+            if message["terminal"]:
+                await websocket.close(code=1000, reason=f"run {message['status']}")
+                return
+    except WebSocketDisconnect:
+        return
+    finally:
+        departure.cancel()
+        services.feed.unfollow(follower)
+
+
+def create_legacy_app(api: FastAPI) -> Starlette:
+    """The app on the legacy WebSocket port: ``/{job_run_id}``, served by the API's services."""
+
+    async def legacy(websocket: WebSocket) -> None:
+        await follow_run(websocket, websocket.path_params["job_run_id"], api.state.services)
+
+    return Starlette(routes=[WebSocketRoute("/{job_run_id}", legacy)])

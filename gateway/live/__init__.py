@@ -1,0 +1,1 @@
+"""Live status: run and node transitions pushed to WebSocket clients as they happen."""

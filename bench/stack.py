@@ -275,6 +275,8 @@ class BenchStack:
         """
         strip = self.config.strip_env_prefixes
         env = {k: v for k, v in os.environ.items() if not k.startswith(strip)}
+        # The benchmarks measure the paths, not key checks: the API is open to them.
+        env["FIGWAY_AUTH"] = "off"
         env.update(self.config.extra_env)
         env["FIGWAY_DATABASE_URL"] = self.database_url
         env["FIGWAY_REDIS_URL"] = self.redis_url

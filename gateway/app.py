@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from gateway.api import compare, health, live, metrics, routing, runs, workflows
+from gateway.api.auth import require_scope
 from gateway.api.errors import install_error_handlers
 from gateway.background import Periodic
 from gateway.config import Settings, get_settings
@@ -83,11 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(runs.router)
-    app.include_router(workflows.router)
-    app.include_router(routing.router)
-    app.include_router(compare.router)
+    app.include_router(runs.router, dependencies=[Depends(require_scope("runs"))])
+    app.include_router(workflows.router, dependencies=[Depends(require_scope("workflows"))])
+    app.include_router(routing.router, dependencies=[Depends(require_scope("admin"))])
+    app.include_router(compare.router, dependencies=[Depends(require_scope("admin"))])
     app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(live.router)
+    metrics_access = [Depends(require_scope(None))] if settings.metrics_require_key else []
+    app.include_router(metrics.router, dependencies=metrics_access)
+    app.include_router(live.router)  # checks its key itself: a WebSocket is closed, not 401
     return app

@@ -21,6 +21,7 @@ from backends.workflow import POOLS, parse_definition
 from gateway.artifacts_cli import artifacts
 from gateway.cli_support import configure_logging, migrated_engine, or_exit, settings_or_exit
 from gateway.compare_cli import compare
+from gateway.keys_cli import keys
 from gateway.routing.source import RulesSource
 from gateway.rules_cli import rules
 
@@ -313,3 +314,4 @@ def _read_definition(path: Path) -> dict[str, Any]:
 main.add_command(rules)
 main.add_command(compare)
 main.add_command(artifacts)
+main.add_command(keys)

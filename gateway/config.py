@@ -100,6 +100,15 @@ class Settings(RuntimeSettings):
         description="Node outputs (tables) of a run are removed from the artifact store this "
         "long after the run finished.",
     )
+    auth: Literal["on", "off"] | None = Field(
+        default=None,
+        description="API keys (`figway keys create`): `on` requires one on every route but "
+        "/healthz and /readyz, `off` requires none. Unset: on with a configured database "
+        "(production), off on the embedded default.",
+    )
+    metrics_require_key: bool = Field(
+        default=False, description="With auth on, /metrics also requires a key (any scope)."
+    )
     live_poll_seconds: float = Field(
         default=0.5,
         gt=0,
@@ -110,6 +119,12 @@ class Settings(RuntimeSettings):
     artifact_cleanup_seconds: float = Field(
         default=600.0, gt=0, description="How often expired node outputs are looked for."
     )
+
+    @property
+    def auth_required(self) -> bool:
+        if self.auth is not None:
+            return self.auth == "on"
+        return self.database_url is not None
 
     @property
     def embedded(self) -> bool:

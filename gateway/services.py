@@ -26,6 +26,7 @@ from backends.rq.executor import RQExecutor
 from backends.runtime import NodeRuntime
 from backends.store import Store, create_database_engine, ensure_migrated
 from backends.store.journal import Journal
+from backends.store.keys import ApiKeys
 from backends.store.metrics import MetricRecords
 from backends.store.retention import ArtifactRecords
 from backends.store.routing import RoutingRecords
@@ -63,6 +64,7 @@ class Services:
     registry: CollectorRegistry
     janitor: ArtifactJanitor
     journal: Journal
+    keys: ApiKeys
     feed: RunFeed
     listener: NotificationListener | None = None
     embedded_workers: EmbeddedWorkers | None = None
@@ -192,6 +194,7 @@ def build_services(settings: Settings) -> Services:
         ledger=ledger,
         registry=registry,
         journal=journal,
+        keys=ApiKeys(engine),
         feed=RunFeed(journal, poll_seconds=settings.live_poll_seconds),
         janitor=ArtifactJanitor(
             ArtifactRecords(engine),

@@ -92,7 +92,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content=error_body(str(exc.detail)))
+        return JSONResponse(
+            status_code=exc.status_code,
+            content=error_body(str(exc.detail)),
+            headers=exc.headers,  # WWW-Authenticate on a 401
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

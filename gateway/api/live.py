@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import WebSocketRoute
 
 from backends.status import RUN_TERMINAL
+from gateway.api.auth import WEBSOCKET_CLOSE, AuthFailed, key_for_websocket
 from gateway.api.schemas import RunOut
 from gateway.live.feed import OVERFLOW
 from gateway.services import Services
@@ -55,6 +56,11 @@ async def live_run(websocket: WebSocket, job_run_id: RunId) -> None:
 async def follow_run(websocket: WebSocket, job_run_id: str, services: Services) -> None:
     """Serve one client following one run, until the run ends or the client leaves."""
     await websocket.accept()
+    try:
+        await key_for_websocket(websocket, services, "runs")
+    except AuthFailed as failed:  # before the run is looked up: no hint whether it exists
+        await websocket.close(code=WEBSOCKET_CLOSE[failed.code], reason=failed.detail)
+        return
     # The journal position first, then the snapshot: a transition between the two is
     # sent again rather than missed.
     after_id = await run_in_threadpool(services.journal.last_id, job_run_id=job_run_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -14,6 +14,7 @@ from backends.rq.executor import RQExecutor
 from backends.store.models import ShadowComparison
 from backends.store.routing import GuardTripView
 from backends.workflow import parse_definition, shadow_refusal
+from gateway.api.auth import acting_key
 from gateway.api.deps import ServicesDep
 from gateway.api.errors import error_body
 from gateway.dispatcher import NotFoundError
@@ -151,9 +152,9 @@ async def rules_in_force(services: ServicesDep) -> RulesOut:
 
 
 @router.post("/reload", response_model=RulesOut, responses={422: {"description": "refused"}})
-async def reload_rules(services: ServicesDep) -> RulesOut | JSONResponse:
+async def reload_rules(services: ServicesDep, request: Request) -> RulesOut | JSONResponse:
     """Read the rules file now; 422 with every problem (and nothing changed) if it is bad."""
-    await run_in_threadpool(services.rules.reload)
+    await run_in_threadpool(lambda: services.rules.reload(by=acting_key(request)))
     refusal = services.rules.refusal
     if refusal is not None:
         errors = [
@@ -270,10 +271,14 @@ async def guard_trips(
 @router.post("/guards/{rule_id}/reset", response_model=list[GuardTripOut])
 async def reset_guard(
     services: ServicesDep,
+    request: Request,
     rule_id: Annotated[str, Path(min_length=1, max_length=128)],
-    by: Annotated[str, Query(min_length=1, max_length=128, description="Who resets it.")] = "api",
+    by: Annotated[str, Query(min_length=1, max_length=100, description="Who resets it.")] = "api",
 ) -> list[GuardTripOut]:
     """Put a rule whose guard tripped back in force; 404 when its guard is not tripped."""
+    key = acting_key(request)
+    if key is not None:  # recorded as the key that did it, whatever `by` claims
+        by = f"{key} ({by})"
     if not await run_in_threadpool(lambda: services.guards.reset(rule_id, by=by)):
         raise NotFoundError(f"the guard of rule {rule_id!r} is not tripped; nothing to reset")
     trips = await run_in_threadpool(lambda: services.records.guard_history(limit=100))

@@ -129,11 +129,12 @@ class RulesSource:
         """
         return self._reload(only_if_changed=True)
 
-    def reload(self) -> bool:
-        """Read the file now, changed or not (``POST /routing/reload``)."""
-        return self._reload(only_if_changed=False)
+    def reload(self, *, by: str | None = None) -> bool:
+        """Read the file now, changed or not (``POST /routing/reload``); ``by`` (an API
+        key's id) is recorded with the version it puts in force."""
+        return self._reload(only_if_changed=False, by=by)
 
-    def _reload(self, *, only_if_changed: bool) -> bool:
+    def _reload(self, *, only_if_changed: bool, by: str | None = None) -> bool:
         if self.path is None:
             return False
         with self._lock:
@@ -152,7 +153,7 @@ class RulesSource:
                 return False
             self.router.install(document)
             self.applied_at = utcnow()
-            self._record(document)
+            self._record(document, by=by)
             self._log_applied(document)
             self._tell(applied=True)
             return True
@@ -182,13 +183,14 @@ class RulesSource:
     def document(self) -> RulesDocument:
         return self.router.table.document
 
-    def _record(self, document: RulesDocument) -> None:
+    def _record(self, document: RulesDocument, *, by: str | None = None) -> None:
+        source = document.source if by is None else f"{document.source} (reloaded by {by})"
         try:
             self.records.record_applied(
                 version=document.version,
                 content=document.content,
                 phase=document.rules.phase,
-                source=document.source,
+                source=source[:500],
             )
         except FigwayError as exc:  # the rules are in force; only the history misses this one
             log.warning("could not record rules version %s: %s", document.version, exc)

@@ -69,6 +69,8 @@ def clean_env(settings: Mapping[str, str]) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     # The session's shared artifact store (tests/conftest.py), as every worker's would be.
     env["FIGWAY_ARTIFACT_URL"] = os.environ["FIGWAY_TEST_ARTIFACT_URL"]
+    # Access control has tests of its own (tests/api/test_auth.py); these drive the API open.
+    env["FIGWAY_AUTH"] = "off"
     env.update(settings)
     return env
 

@@ -1,0 +1,90 @@
+"""Access control: API keys with scopes, on every route but the health checks.
+
+A request sends ``Authorization: Bearer fgw_…``; a WebSocket may send the
+key as that header or as ``?token=fgw_…`` (browsers cannot set headers on a
+WebSocket). No key, or one figway does not know or has revoked: 401. A key
+without the route's scope: 403. The check runs before the route does, so
+neither answer says whether the run or workflow asked for exists.
+
+Off in the embedded default and whenever ``FIGWAY_AUTH=off``; on when
+``FIGWAY_AUTH=on``, and by default with a configured database (production).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import HTTPException, Request, WebSocket
+from starlette.concurrency import run_in_threadpool
+
+from backends.store.keys import KeyView
+from gateway.services import Services
+
+__all__ = ["WEBSOCKET_CLOSE", "AuthFailed", "acting_key", "key_for_websocket", "require_scope"]
+
+
+class AuthFailed(Exception):
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code  # 401 or 403
+        self.detail = detail
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def _check(services: Services, token: str | None, scope: str | None) -> KeyView | None:
+    if not services.settings.auth_required:
+        return None
+    if token is None:
+        raise AuthFailed(401, "an API key is required: send Authorization: Bearer <key>")
+    key = await run_in_threadpool(services.keys.verify, token)
+    if key is None:
+        raise AuthFailed(401, "unknown or revoked API key")
+    if scope is not None and scope not in key.scopes:
+        raise AuthFailed(
+            403,
+            f"this key ({key.key_id}) lacks the {scope!r} scope; it has: "
+            + ", ".join(sorted(key.scopes)),
+        )
+    return key
+
+
+def require_scope(scope: str | None) -> Callable[[Request], Awaitable[KeyView | None]]:
+    """A dependency: the request's key, which must hold ``scope`` (None: any key)."""
+
+    async def check(request: Request) -> KeyView | None:
+        services: Services = request.app.state.services
+        try:
+            key = await _check(services, _bearer(request.headers.get("authorization")), scope)
+        except AuthFailed as failed:
+            raise HTTPException(
+                status_code=failed.code,
+                detail=failed.detail,
+                headers={"WWW-Authenticate": "Bearer"} if failed.code == 401 else None,
+            ) from None
+        request.state.key = key
+        return key
+
+    return check
+
+
+def acting_key(request: Request) -> str | None:
+    """``key <id>`` of the key that made this request (None with access control off),
+    for the records of what it changed."""
+    key: KeyView | None = getattr(request.state, "key", None)
+    return None if key is None else f"key {key.key_id}"
+
+
+async def key_for_websocket(websocket: WebSocket, services: Services, scope: str) -> KeyView | None:
+    """The WebSocket's key (header or ``token`` query parameter); raises AuthFailed."""
+    token = _bearer(websocket.headers.get("authorization")) or websocket.query_params.get("token")
+    return await _check(services, token, scope)
+
+
+#: Close codes for a refused WebSocket (HTTP's, in the application's range).
+WEBSOCKET_CLOSE = {401: 4401, 403: 4403}

@@ -1,0 +1,186 @@
+"""Access control through a real gateway: every route, with no key, an unknown key, a key
+without the route's scope, and the right one; WebSockets; revocation; the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import websockets
+from api.running import client_of, running_gateway
+from api.support import Gateway
+
+from backends.store import create_database_engine
+from backends.store.keys import ApiKeys, NewKey
+from gateway.app import create_app
+
+OPEN = {"/healthz", "/readyz"}
+SCOPE_OF_PREFIX = {
+    "/workflow_runs": "runs",
+    "/workflows": "workflows",
+    "/routing": "admin",
+    "/metrics": None,  # any key, with FIGWAY_METRICS_REQUIRE_KEY
+}
+
+
+def scope_of(path: str) -> str | None:
+    for prefix, scope in SCOPE_OF_PREFIX.items():
+        if path.startswith(prefix):
+            return scope
+    raise AssertionError(f"{path}: no scope known for it; add it to SCOPE_OF_PREFIX")
+
+
+def every_route() -> list[tuple[str, str]]:
+    """(method, path with made-up ids) of every route in the OpenAPI schema, but the open ones."""
+    routes = []
+    for path, operations in create_app().openapi()["paths"].items():
+        if path in OPEN:
+            continue
+        concrete = re.sub(r"\{[^}]+\}", "no-such-thing", path)
+        routes.extend((method.upper(), concrete) for method in sorted(operations))
+    return routes
+
+
+RULES = "phase: 1\ndefault: rq\nrules: []\n"
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    data_dir = tmp_path_factory.mktemp("access")
+    (data_dir / "routing_rules.yaml").write_text(RULES)
+    with running_gateway(
+        data_dir,
+        auth="on",
+        metrics_require_key=True,
+        routing_rules=data_dir / "routing_rules.yaml",
+        routing_reload_seconds=3600,  # only POST /routing/reload reads the file again
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def keys(gateway: Gateway) -> dict[str, NewKey]:
+    engine = create_database_engine(gateway.settings.resolved_database_url())
+    store = ApiKeys(engine)
+    made = {
+        scope: store.create(name=f"test {scope}", scopes=[scope], created_by="test")
+        for scope in ("runs", "workflows", "admin")
+    }
+    engine.dispose()
+    return made
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> Iterator[httpx.Client]:
+    with client_of(gateway) as http:
+        yield http
+
+
+def bearer(key: NewKey | str) -> dict[str, str]:
+    token = key if isinstance(key, str) else key.token
+    return {"Authorization": f"Bearer {token}"}
+
+
+ROUTES = every_route()
+
+
+def test_the_matrix_covers_every_guarded_route() -> None:
+    paths = {path for _, path in ROUTES}
+    assert any(p.startswith("/workflow_runs") for p in paths)
+    assert any(p.startswith("/workflows") for p in paths)
+    assert any(p.startswith("/routing") for p in paths)
+    assert "/metrics" in paths
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_every_route_answers_401_403_or_serves_by_the_key(
+    client: httpx.Client, keys: dict[str, NewKey], method: str, path: str
+) -> None:
+    scope = scope_of(path)
+    missing = client.request(method, path)
+    assert missing.status_code == 401, missing.text
+    assert missing.headers["www-authenticate"] == "Bearer"
+    unknown = client.request(method, path, headers=bearer("fgw_000000000000_not-a-real-secret"))
+    assert unknown.status_code == 401, unknown.text
+    if scope is not None:
+        other = next(key for name, key in keys.items() if name != scope)
+        wrong = client.request(method, path, headers=bearer(other))
+        assert wrong.status_code == 403, wrong.text
+        assert scope in wrong.json()["detail"]
+    right = client.request(method, path, headers=bearer(keys[scope or "runs"]))
+    assert right.status_code not in (401, 403), right.text
+
+
+def test_without_a_key_a_run_that_exists_and_one_that_does_not_look_the_same(
+    client: httpx.Client, keys: dict[str, NewKey]
+) -> None:
+    workflow = {"workspace_id": "ws", "folder_id": "f", "nodes": {"a": {"type": "noop"}}}
+    assert client.put("/workflows/acc", json=workflow, headers=bearer(keys["workflows"])).is_success
+    body = {"workspace_id": "ws", "folder_id": "f", "job_id": "j", "workflow_id": "acc"}
+    started = client.post(
+        "/workflow_runs/", json={**body, "job_run_id": "acc-1"}, headers=bearer(keys["runs"])
+    )
+    assert started.status_code == 201, started.text
+    real = client.get("/workflow_runs/acc-1")
+    made_up = client.get("/workflow_runs/acc-never")
+    assert (real.status_code, real.json()) == (made_up.status_code, made_up.json())
+    wrong_real = client.get("/workflow_runs/acc-1", headers=bearer(keys["admin"]))
+    wrong_made_up = client.get("/workflow_runs/acc-never", headers=bearer(keys["admin"]))
+    assert (wrong_real.status_code, wrong_real.json()) == (403, wrong_made_up.json())
+
+
+def test_health_checks_stay_open(client: httpx.Client) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code in (200, 503)
+
+
+def test_a_revoked_key_is_refused_at_once(client: httpx.Client, gateway: Gateway) -> None:
+    engine = create_database_engine(gateway.settings.resolved_database_url())
+    store = ApiKeys(engine)
+    key = store.create(name="short-lived", scopes=["runs"], created_by="test")
+    assert client.get("/workflow_runs/stats", headers=bearer(key)).status_code == 200
+    assert store.revoke(key_id=key.key.key_id, revoked_by="test")
+    assert client.get("/workflow_runs/stats", headers=bearer(key)).status_code == 401
+    assert not store.revoke(key_id=key.key.key_id, revoked_by="test")  # once
+    engine.dispose()
+
+
+async def close_of(url: str, headers: dict[str, str] | None = None) -> tuple[int | None, str]:
+    async with websockets.connect(url, additional_headers=headers) as socket:
+        try:
+            while True:
+                await socket.recv()
+        except websockets.ConnectionClosed:
+            pass
+        return socket.close_code, socket.close_reason or ""
+
+
+def test_a_websocket_needs_a_runs_key_as_header_or_token(
+    gateway: Gateway, keys: dict[str, NewKey]
+) -> None:
+    base = gateway.base_url.replace("http://", "ws://") + "/ws/workflow_runs/"
+    code, _ = asyncio.run(close_of(base + "acc-never"))
+    assert code == 4401
+    code, _ = asyncio.run(close_of(base + "acc-never", bearer(keys["admin"])))
+    assert code == 4403
+    # Past the key, an unknown run: the close says so (and only now).
+    code, _ = asyncio.run(close_of(base + f"acc-never?token={keys['runs'].token}"))
+    assert code == 4404
+    code, _ = asyncio.run(close_of(base + "acc-never", bearer(keys["runs"])))
+    assert code == 4404
+
+
+def test_a_rules_change_is_recorded_with_the_key_that_made_it(
+    client: httpx.Client, gateway: Gateway, keys: dict[str, NewKey]
+) -> None:
+    rules = gateway.settings.routing_rules
+    assert rules is not None
+    rules.write_text(RULES.replace("phase: 1", "phase: 2"))
+    reloaded = client.post("/routing/reload", headers=bearer(keys["admin"]))
+    assert reloaded.status_code == 200, reloaded.text
+    history = client.get("/routing/history", headers=bearer(keys["admin"])).json()
+    latest = history[0] if isinstance(history, list) else history["versions"][0]
+    assert f"reloaded by key {keys['admin'].key.key_id}" in latest["source"]

@@ -1,0 +1,29 @@
+"""`figway keys`: a key is printed once, listed without its secret, and revoked once."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from gateway.cli import main
+
+
+def test_figway_keys_create_list_and_revoke(cli_env: Path) -> None:
+    runner = CliRunner()
+    created = runner.invoke(main, ["keys", "create", "--name", "ci", "--scope", "runs"])
+    assert created.exit_code == 0, created.output
+    token = created.stdout.strip()
+    assert re.fullmatch(r"fgw_[0-9a-f]{12}_\S{40,}", token)
+    key_id = token.split("_")[1]
+    listed = runner.invoke(main, ["keys", "list"])
+    assert key_id in listed.output
+    assert "in force" in listed.output
+    assert token.split("_", 2)[2] not in listed.output  # never the secret
+    revoked = runner.invoke(main, ["keys", "revoke", key_id])
+    assert revoked.exit_code == 0
+    assert "revoked" in runner.invoke(main, ["keys", "list"]).output
+    again = runner.invoke(main, ["keys", "revoke", key_id])
+    assert again.exit_code == 1
+    assert "nothing revoked" in again.output

@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from gateway.api import compare, health, live, metrics, routing, runs, workflows
 from gateway.api.auth import require_scope
 from gateway.api.errors import install_error_handlers
+from gateway.api.limits import BodyLimit
 from gateway.background import Periodic
 from gateway.config import Settings, get_settings
 from gateway.dispatcher import Dispatcher
@@ -84,6 +86,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:  # closed unless an operator names the origins
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.include_router(runs.router, dependencies=[Depends(require_scope("runs"))])
     app.include_router(workflows.router, dependencies=[Depends(require_scope("workflows"))])
     app.include_router(routing.router, dependencies=[Depends(require_scope("admin"))])

@@ -109,6 +109,22 @@ class Settings(RuntimeSettings):
     metrics_require_key: bool = Field(
         default=False, description="With auth on, /metrics also requires a key (any scope)."
     )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        gt=0,
+        description="Largest request body accepted; a larger one gets 413.",
+    )
+    rate_limit_per_minute: int = Field(
+        default=600,
+        ge=0,
+        description="Requests each API key may make per minute (bursts up to as many), per "
+        "gateway; past it, 429 with Retry-After. 0: no limit. Applies with FIGWAY_AUTH on.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (https://app.example.com) whose browser pages may call the API. "
+        "Unset: none (CORS closed).",
+    )
     live_poll_seconds: float = Field(
         default=0.5,
         gt=0,

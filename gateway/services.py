@@ -31,6 +31,7 @@ from backends.store.metrics import MetricRecords
 from backends.store.retention import ArtifactRecords
 from backends.store.routing import RoutingRecords
 from backends.workflow import POOLS
+from gateway.api.limits import RateLimiter
 from gateway.artifact_retention import ArtifactJanitor
 from gateway.config import Settings
 from gateway.live.feed import RunFeed
@@ -65,6 +66,7 @@ class Services:
     janitor: ArtifactJanitor
     journal: Journal
     keys: ApiKeys
+    rate_limiter: RateLimiter
     feed: RunFeed
     listener: NotificationListener | None = None
     embedded_workers: EmbeddedWorkers | None = None
@@ -195,6 +197,7 @@ def build_services(settings: Settings) -> Services:
         registry=registry,
         journal=journal,
         keys=ApiKeys(engine),
+        rate_limiter=RateLimiter(settings.rate_limit_per_minute),
         feed=RunFeed(journal, poll_seconds=settings.live_poll_seconds),
         janitor=ArtifactJanitor(
             ArtifactRecords(engine),

@@ -24,10 +24,18 @@ __all__ = ["WEBSOCKET_CLOSE", "AuthFailed", "acting_key", "key_for_websocket", "
 
 
 class AuthFailed(Exception):
-    def __init__(self, code: int, detail: str) -> None:
+    def __init__(self, code: int, detail: str, *, retry_after: int | None = None) -> None:
         super().__init__(detail)
-        self.code = code  # 401 or 403
+        self.code = code  # 401, 403 or 429
         self.detail = detail
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str] | None:
+        if self.code == 401:
+            return {"WWW-Authenticate": "Bearer"}
+        if self.retry_after is not None:
+            return {"Retry-After": str(self.retry_after)}
+        return None
 
 
 def _bearer(header: str | None) -> str | None:
@@ -45,6 +53,14 @@ async def _check(services: Services, token: str | None, scope: str | None) -> Ke
     key = await run_in_threadpool(services.keys.verify, token)
     if key is None:
         raise AuthFailed(401, "unknown or revoked API key")
+    wait = services.rate_limiter.wait_seconds(key.key_id)
+    if wait:
+        raise AuthFailed(
+            429,
+            f"key {key.key_id} made more than {services.rate_limiter.per_minute} requests "
+            f"this minute; retry in {wait} s",
+            retry_after=wait,
+        )
     if scope is not None and scope not in key.scopes:
         raise AuthFailed(
             403,
@@ -63,9 +79,7 @@ def require_scope(scope: str | None) -> Callable[[Request], Awaitable[KeyView | 
             key = await _check(services, _bearer(request.headers.get("authorization")), scope)
         except AuthFailed as failed:
             raise HTTPException(
-                status_code=failed.code,
-                detail=failed.detail,
-                headers={"WWW-Authenticate": "Bearer"} if failed.code == 401 else None,
+                status_code=failed.code, detail=failed.detail, headers=failed.headers()
             ) from None
         request.state.key = key
         return key
@@ -87,4 +101,4 @@ async def key_for_websocket(websocket: WebSocket, services: Services, scope: str
 
 
 #: Close codes for a refused WebSocket (HTTP's, in the application's range).
-WEBSOCKET_CLOSE = {401: 4401, 403: 4403}
+WEBSOCKET_CLOSE = {401: 4401, 403: 4403, 429: 4429}

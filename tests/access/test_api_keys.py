@@ -16,6 +16,7 @@ from api.support import Gateway
 from backends.store import create_database_engine
 from backends.store.keys import ApiKeys, NewKey
 from gateway.app import create_app
+from gateway.config import Settings
 
 OPEN = {"/healthz", "/readyz"}
 SCOPE_OF_PREFIX = {
@@ -45,6 +46,8 @@ def every_route() -> list[tuple[str, str]]:
 
 
 RULES = "phase: 1\ndefault: rq\nrules: []\n"
+MAX_BODY = 64_000
+RATE = 300
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +60,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         metrics_require_key=True,
         routing_rules=data_dir / "routing_rules.yaml",
         routing_reload_seconds=3600,  # only POST /routing/reload reads the file again
+        max_body_bytes=MAX_BODY,
+        rate_limit_per_minute=RATE,
     ) as running:
         yield running
 
@@ -184,3 +189,91 @@ def test_a_rules_change_is_recorded_with_the_key_that_made_it(
     history = client.get("/routing/history", headers=bearer(keys["admin"])).json()
     latest = history[0] if isinstance(history, list) else history["versions"][0]
     assert f"reloaded by key {keys['admin'].key.key_id}" in latest["source"]
+
+
+# -- hardening ------------------------------------------------------------------------------
+
+
+def test_a_body_over_the_limit_is_refused_with_413(
+    client: httpx.Client, keys: dict[str, NewKey]
+) -> None:
+    big = {"workspace_id": "ws", "folder_id": "f", "description": "x" * MAX_BODY}
+    declared = client.put("/workflows/too-big", json=big, headers=bearer(keys["workflows"]))
+    assert declared.status_code == 413
+    assert "FIGWAY_MAX_BODY_BYTES" in declared.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"workspace_id": "ws", "folder_id": "f", "description": "'
+        for _ in range(MAX_BODY // 1000 + 1):
+            yield b"x" * 1000
+        yield b'"}'
+
+    streamed = client.put(
+        "/workflows/too-big",
+        content=chunks(),
+        headers={**bearer(keys["workflows"]), "content-type": "application/json"},
+    )
+    assert streamed.status_code == 413
+    assert client.get("/workflows/too-big", headers=bearer(keys["workflows"])).status_code == 404
+
+
+def test_a_key_over_its_rate_gets_429_with_retry_after_and_others_do_not(
+    client: httpx.Client, gateway: Gateway
+) -> None:
+    engine = create_database_engine(gateway.settings.resolved_database_url())
+    store = ApiKeys(engine)
+    busy = store.create(name="busy", scopes=["runs"], created_by="test")
+    calm = store.create(name="calm", scopes=["runs"], created_by="test")
+    engine.dispose()
+    # The bucket starts full (RATE) and refills at RATE a minute: asking faster than that
+    # empties it, so a 429 comes long before twice RATE requests.
+    answers = []
+    for _ in range(2 * RATE):
+        limited = client.get("/workflow_runs/stats", headers=bearer(busy))
+        answers.append(limited.status_code)
+        if limited.status_code != 200:
+            break
+    assert answers[:RATE] == [200] * RATE
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    assert busy.key.key_id in limited.json()["detail"]
+    assert client.get("/workflow_runs/stats", headers=bearer(calm)).status_code == 200
+
+
+def test_an_error_body_never_holds_a_stack_trace(
+    client: httpx.Client, keys: dict[str, NewKey]
+) -> None:
+    bad = client.post(
+        "/workflow_runs/",
+        content=b'{"workspace_id": ',
+        headers={**bearer(keys["runs"]), "content-type": "application/json"},
+    )
+    assert bad.status_code == 422
+    assert "Traceback" not in bad.text
+    assert 'File "' not in bad.text
+
+
+def preflight(settings: Settings) -> httpx.Response:
+    """A browser's CORS preflight, answered by the app's middleware (no lifespan needed)."""
+
+    async def ask() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(settings))
+        async with httpx.AsyncClient(transport=transport, base_url="http://figway") as http:
+            return await http.options(
+                "/workflow_runs/stats",
+                headers={
+                    "Origin": "https://app.example.com",
+                    "Access-Control-Request-Method": "GET",
+                },
+            )
+
+    return asyncio.run(ask())
+
+
+def test_cors_is_closed_unless_origins_are_named() -> None:
+    closed = preflight(Settings(_env_file=None, auth="off"))
+    assert "access-control-allow-origin" not in closed.headers
+    opened = preflight(
+        Settings(_env_file=None, auth="off", cors_origins=["https://app.example.com"])
+    )
+    assert opened.headers["access-control-allow-origin"] == "https://app.example.com"

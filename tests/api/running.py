@@ -91,6 +91,8 @@ def running_gateway(data_dir: Path, **overrides: Any) -> Iterator[Gateway]:
                 "reconcile_interval_seconds": 0.5,
                 "metrics_fold_seconds": 0.3,
                 "backend_check_seconds": 0.5,
+                # On PostgreSQL the default would require API keys; tests/access turns it on.
+                "auth": "off",
                 **overrides,
             }
         )

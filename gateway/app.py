@@ -12,6 +12,7 @@ from gateway.api import compare, health, live, metrics, routing, runs, workflows
 from gateway.api.auth import require_scope
 from gateway.api.errors import install_error_handlers
 from gateway.api.limits import BodyLimit
+from gateway.api.schemas import ERROR_RESPONSES
 from gateway.background import Periodic
 from gateway.config import Settings, get_settings
 from gateway.dispatcher import Dispatcher
@@ -94,12 +95,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.include_router(runs.router, dependencies=[Depends(require_scope("runs"))])
-    app.include_router(workflows.router, dependencies=[Depends(require_scope("workflows"))])
-    app.include_router(routing.router, dependencies=[Depends(require_scope("admin"))])
-    app.include_router(compare.router, dependencies=[Depends(require_scope("admin"))])
+    guarded = [
+        (runs.router, "runs"),
+        (workflows.router, "workflows"),
+        (routing.router, "admin"),
+        (compare.router, "admin"),
+    ]
+    for router, scope in guarded:
+        app.include_router(
+            router, dependencies=[Depends(require_scope(scope))], responses=ERROR_RESPONSES
+        )
     app.include_router(health.router)
     metrics_access = [Depends(require_scope(None))] if settings.metrics_require_key else []
-    app.include_router(metrics.router, dependencies=metrics_access)
+    app.include_router(metrics.router, dependencies=metrics_access, responses=ERROR_RESPONSES)
     app.include_router(live.router)  # checks its key itself: a WebSocket is closed, not 401
     return app

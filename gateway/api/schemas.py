@@ -30,6 +30,8 @@ class RunIn(BaseModel):
         default=None,
         min_length=1,
         max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$",
+        json_schema_extra={"not": {"const": "stats"}},
         description="Letters, digits and _ . : - (not `stats`); generated when absent.",
     )
     from_job: str | None = Field(default=None, max_length=128)
@@ -163,3 +165,36 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
     return round((end - start).total_seconds(), 6)
+
+
+class ErrorItemOut(BaseModel):
+    model_config = ConfigDict(extra="allow")  # a rules refusal adds the line
+
+    field: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: what went wrong and what to do, and the fields at fault."""
+
+    model_config = ConfigDict(extra="allow")  # a 503 on submit adds job_run_id and status
+
+    detail: str
+    errors: list[ErrorItemOut] = Field(default_factory=list)
+
+
+#: The error answers any route may give, documented once for the OpenAPI schema.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": description}
+    for code, description in {
+        401: "no API key, or an unknown or revoked one (with access control on)",
+        403: "the API key lacks the route's scope",
+        404: "no such run, workflow, rule or version",
+        409: "the run is not in a state that allows this",
+        413: "the request body is too large",
+        422: "the request is invalid: every field at fault, named",
+        429: "too many requests for this API key; see Retry-After",
+        502: "the backend refused the request",
+        503: "the database or a backend is unavailable; see Retry-After",
+    }.items()
+}

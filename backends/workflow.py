@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -65,7 +65,9 @@ class WorkflowDefinition(BaseModel):
         default=None, description="Run on this backend whatever the routing default says."
     )
     nodes: dict[str, NodeSpec] = Field(min_length=1, max_length=1_000)
-    dependencies: dict[str, list[str]] = Field(default_factory=dict)
+    dependencies: dict[str, list[Annotated[str, Field(max_length=128)]]] = Field(
+        default_factory=dict, max_length=1_000
+    )
 
     def upstream(self) -> dict[str, list[str]]:
         """Every node mapped to its upstream nodes (empty when it has none)."""

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from figway_stack import FIGWAY, Stack, clean_env
+from prefect_gateway import SETTLE_DEADLINE_SECONDS  # noqa: F401  # puts tests/contract on sys.path
+from prefect_server import PrefectServices, shared_prefect_services
 from sqlalchemy import Engine
 
 from backends.store import create_database_engine
@@ -41,6 +43,15 @@ def upgraded_pg_url(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> st
     assert result.returncode == 0, f"`figway db upgrade` failed:\n{result.stdout}{result.stderr}"
     assert "database is up to date" in result.stdout
     return pg_url
+
+
+@pytest.fixture(scope="session")
+def prefect_services(
+    pg_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrefectServices]:
+    """The session's Prefect server and worker (shared with the contract suite)."""
+    with shared_prefect_services(pg_url, tmp_path_factory.mktemp("prefect-services")) as services:
+        yield services
 
 
 @pytest.fixture

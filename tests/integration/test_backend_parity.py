@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from prefect_gateway import PrefectStack, prefect_stack
-from prefect_server import PrefectServices, shared_prefect_services
+from prefect_server import PrefectServices
 from redis import Redis
 
 pytestmark = pytest.mark.service
@@ -100,14 +100,6 @@ rules:
     backend: rq
     shadow: prefect
 """
-
-
-@pytest.fixture(scope="session")
-def prefect_services(
-    pg_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PrefectServices]:
-    with shared_prefect_services(pg_url, tmp_path_factory.mktemp("prefect-services")) as services:
-        yield services
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from figway_stack import FIGWAY
 from prefect_gateway import PrefectStack, prefect_stack
-from prefect_server import PrefectServices, shared_prefect_services
+from prefect_server import PrefectServices
 from redis import Redis
 
 from backends.artifacts import comparable_output
@@ -80,14 +80,6 @@ def secrets(upgraded_pg_url: str, mysql_database: str) -> dict[str, str]:
         "FIGWAY_SECRET_ETL_SOURCE_MYSQL": mysql,
         "FIGWAY_SECRET_ETL_TARGET_PG": pg,
     }
-
-
-@pytest.fixture(scope="session")
-def prefect_services(
-    pg_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PrefectServices]:
-    with shared_prefect_services(pg_url, tmp_path_factory.mktemp("prefect-services")) as services:
-        yield services
 
 
 @pytest.fixture(scope="module")

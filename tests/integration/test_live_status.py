@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import websockets
 from prefect_gateway import PrefectStack, prefect_stack
-from prefect_server import PrefectServices, shared_prefect_services
+from prefect_server import PrefectServices
 from redis import Redis
 
 pytestmark = pytest.mark.service
@@ -36,14 +36,6 @@ NODES = {
     "after": {"type": "noop"},
 }
 DEPENDENCIES = {"after": ["flaky", "nap"]}
-
-
-@pytest.fixture(scope="session")
-def prefect_services(
-    pg_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PrefectServices]:
-    with shared_prefect_services(pg_url, tmp_path_factory.mktemp("prefect-services")) as services:
-        yield services
 
 
 @pytest.fixture(scope="module")

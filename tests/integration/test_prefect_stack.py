@@ -27,7 +27,6 @@ from prefect_server import (
     cli_json,
     process_alive,
     setup_lines,
-    shared_prefect_services,
 )
 
 pytestmark = pytest.mark.service
@@ -43,14 +42,6 @@ DEPLOYMENT_POOLS = {
     "figway-postgres": "postgres-worker-pool",
     "figway-priority": "priority-worker-pool",
 }
-
-
-@pytest.fixture(scope="session")
-def prefect_services(
-    pg_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PrefectServices]:
-    with shared_prefect_services(pg_url, tmp_path_factory.mktemp("prefect-services")) as services:
-        yield services
 
 
 @pytest.fixture

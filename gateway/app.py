@@ -16,13 +16,17 @@ from gateway.api.schemas import ERROR_RESPONSES
 from gateway.background import Periodic
 from gateway.config import Settings, get_settings
 from gateway.dispatcher import Dispatcher
-from gateway.services import build_services
+from gateway.services import build_services, stop_ephemeral_prefect
 
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The gateway app; it connects to its database and backends when it starts serving."""
+def create_app(settings: Settings | None = None, *, owns_process: bool = False) -> FastAPI:
+    """The gateway app; it connects to its database and backends when it starts serving.
+
+    ``owns_process``: this app is the process (``figway serve``), so its shutdown also
+    stops what the process started for it, such as Prefect's ephemeral API server.
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -79,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 thread.stop()
             dispatcher.close()
             services.close()
+            if owns_process:
+                stop_ephemeral_prefect()
 
     app = FastAPI(
         title="figway",

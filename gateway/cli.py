@@ -90,7 +90,7 @@ def serve(host: str, port: int, ws_port: int, log_level: str) -> None:
         f"(from {document.source})"
     )
     click.echo(f"live:       ws://{host}:{ws_port}/{{job_run_id}} and /ws/workflow_runs/{{id}}")
-    api = create_app(settings)
+    api = create_app(settings, owns_process=True)
     server = uvicorn.Server(
         uvicorn.Config(api, host=host, port=port, log_level=log_level, lifespan="on")
     )

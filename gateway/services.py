@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -206,6 +207,20 @@ def build_services(settings: Settings) -> Services:
         ),
         previous_runtime=previous_runtime,
     )
+
+
+def stop_ephemeral_prefect() -> None:
+    """Stop Prefect's ephemeral API server, if this process started one.
+
+    Prefect stops it at exit (atexit), but uvicorn ends `figway serve` on SIGTERM by
+    raising the signal again once it has shut down, and a process killed by a signal
+    runs no atexit hook: the server would outlive the gateway.
+    """
+    if "prefect.server.api.server" not in sys.modules:
+        return  # no flow ran here: nothing was started
+    from prefect.server.api.server import SubprocessASGIServer
+
+    SubprocessASGIServer().stop()  # the ephemeral API's server (no port given); idempotent
 
 
 def _keep_ephemeral_prefect_local(settings: Settings) -> None:

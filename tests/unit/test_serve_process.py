@@ -1,0 +1,102 @@
+"""`figway serve` as a process: SIGTERM stops it, and nothing it started outlives it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+FIGWAY = str(Path(sys.executable).with_name("figway"))
+DEADLINE = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def processes_with(home: Path) -> list[int]:
+    """Processes whose environment points PREFECT_HOME at ``home``."""
+    found = []
+    marker = f"PREFECT_HOME={home}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue  # gone, or not ours to read
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc (Linux)")
+def test_sigterm_stops_the_gateway_and_the_ephemeral_prefect_server_it_started(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FIGWAY_", "PREFECT_"))}
+    env |= {"FIGWAY_DATA_DIR": str(tmp_path / "data"), "FIGWAY_DEFAULT_BACKEND": "prefect"}
+    definition = tmp_path / "one.yaml"
+    definition.write_text(
+        "workflow_id: one\nworkspace_id: ws\nfolder_id: f\nnodes: {a: {type: noop}}\n"
+    )
+    loaded = subprocess.run(
+        [FIGWAY, "workflows", "load", str(definition)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    serve = subprocess.Popen(
+        [FIGWAY, "serve", "--port", str(port), "--ws-port", str(free_port())],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    home = (tmp_path / "data" / "prefect").resolve()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            deadline = time.monotonic() + DEADLINE
+            while True:
+                try:
+                    if http.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.2)
+            body = {"workspace_id": "ws", "folder_id": "f", "job_id": "j", "workflow_id": "one"}
+            started = http.post("/workflow_runs/", json={**body, "job_run_id": "stop-1"})
+            assert started.status_code == 201, started.text
+            while http.get("/workflow_runs/stop-1").json()["status"] != "succeeded":
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.2)
+        # The run went to Prefect in-process: its ephemeral API server is running.
+        assert processes_with(home), "no ephemeral Prefect server was started"
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while processes_with(home) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_with(home) == [], "the ephemeral Prefect server outlived figway serve"
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+        for pid in processes_with(home):  # never leave one behind, even when failing
+            os.kill(pid, signal.SIGKILL)
+        log.close()

@@ -35,6 +35,7 @@ __all__ = [
     "SecretResolver",
     "SecretSource",
     "block_name",
+    "checked_secret_name",
     "environment_variable",
     "names_in_environment",
     "secret_name",
@@ -63,6 +64,23 @@ def secret_name(value: str) -> str | None:
 def valid_secret_name(name: str) -> bool:
     """Names are what a Prefect block may be called: letters, digits and dashes."""
     return _NAME.fullmatch(name) is not None
+
+
+def checked_secret_name(value: str) -> str | None:
+    """The secret ``value`` refers to, or None for a plain value; ValueError for a bad name.
+
+    What every config field that may hold ``secret:NAME`` checks when a workflow is defined.
+
+    >>> checked_secret_name("secret:pg-sales"), checked_secret_name("https://h/x")
+    ('pg-sales', None)
+    """
+    name = secret_name(value)
+    if name is not None and not valid_secret_name(name):
+        raise ValueError(
+            f"secret name {name!r}: a reference is `secret:NAME`, NAME being letters, digits "
+            "and dashes (at most 63)"
+        )
+    return name
 
 
 def environment_variable(name: str) -> str:

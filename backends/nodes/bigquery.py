@@ -38,7 +38,7 @@ from pydantic import Field, StringConstraints, field_validator
 from backends.artifacts import ArtifactRef
 from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure, NodeType
 from backends.nodes.tables import Progress, bind_parameters
-from backends.secrets import secret_name, valid_secret_name
+from backends.secrets import checked_secret_name, secret_name
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
@@ -138,16 +138,13 @@ class BigQueryExtractConfig(NodeConfig):
     def _credentials_is_a_secret(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        name = secret_name(value)
-        if name is None:
+        if checked_secret_name(value) is None:
             # Never echo the value: it may be the key itself.
             raise ValueError(
                 "credentials must name a secret (credentials: secret:NAME, with the "
                 "service-account JSON key in FIGWAY_SECRET_NAME on the workers); a key written "
                 "in the definition would be stored in figway's database and shown by its API"
             )
-        if not valid_secret_name(name):
-            raise ValueError(f"secret name {name!r}: use letters, digits and dashes (at most 63)")
         return value
 
     @field_validator("labels")

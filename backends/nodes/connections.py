@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import Field, field_validator
 
 from backends.nodes.base import NodeConfig
-from backends.secrets import secret_name, valid_secret_name
+from backends.secrets import checked_secret_name
 
 __all__ = [
     "ConnectionConfig",
@@ -102,10 +102,7 @@ def check_connection_setting(value: str, *, schemes: tuple[str, ...]) -> str:
     >>> check_connection_setting("secret:pg-sales", schemes=("postgresql",))
     'secret:pg-sales'
     """
-    name = secret_name(value)
-    if name is not None:
-        if not valid_secret_name(name):
-            raise ValueError(f"secret name {name!r}: use letters, digits and dashes (at most 63)")
+    if checked_secret_name(value) is not None:
         return value
     url = DatabaseUrl.parse(value, schemes=schemes)
     if url.password is not None or "password" in url.options:

@@ -57,8 +57,8 @@ from backends.nodes.base import (
 )
 from backends.secrets import (
     Redactor,
+    checked_secret_name,
     secret_name,
-    valid_secret_name,
 )
 
 __all__ = ["HTTP_REQUEST", "HttpRequestConfig", "run_http_request"]
@@ -96,12 +96,7 @@ _JSON_CONTENT_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
 
 
 def _check_secret_reference(value: str) -> str:
-    name = secret_name(value)
-    if name is None or not valid_secret_name(name):
-        raise ValueError(
-            "a secret reference is `secret:NAME`, NAME being letters, digits and dashes "
-            "(at most 63)"
-        )
+    checked_secret_name(value)
     return value
 
 

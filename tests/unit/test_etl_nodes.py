@@ -15,6 +15,7 @@ pooled connection is closed after each test.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -187,7 +188,9 @@ def make_context(
     )
 
 
-def pg_extract(
+def run_extract(
+    run: Callable[[Any, NodeContext], object],
+    model: type[Any],
     artifacts: ArtifactStore,
     url: str,
     query: str,
@@ -197,34 +200,17 @@ def pg_extract(
     run_parameters: dict[str, Any] | None = None,
     **config: Any,
 ) -> dict[str, Any]:
-    settings = PostgresExtractConfig.model_validate(
+    """Validate an extract's config as a definition would, then run it once."""
+    settings = model.model_validate(
         {"connection": url, "query": query, "parameters": parameters or {}, **config}
     )
-    output = run_postgres_extract(
-        settings, make_context(artifacts, node_id, parameters=run_parameters)
-    )
+    output = run(settings, make_context(artifacts, node_id, parameters=run_parameters))
     assert isinstance(output, dict)
     return output
 
 
-def my_extract(
-    artifacts: ArtifactStore,
-    url: str,
-    query: str,
-    *,
-    node_id: str = "extract",
-    parameters: dict[str, Any] | None = None,
-    run_parameters: dict[str, Any] | None = None,
-    **config: Any,
-) -> dict[str, Any]:
-    settings = MysqlExtractConfig.model_validate(
-        {"connection": url, "query": query, "parameters": parameters or {}, **config}
-    )
-    output = run_mysql_extract(
-        settings, make_context(artifacts, node_id, parameters=run_parameters)
-    )
-    assert isinstance(output, dict)
-    return output
+pg_extract = functools.partial(run_extract, run_postgres_extract, PostgresExtractConfig)
+my_extract = functools.partial(run_extract, run_mysql_extract, MysqlExtractConfig)
 
 
 def transform(

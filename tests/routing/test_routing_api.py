@@ -243,7 +243,11 @@ def test_rules_reload_under_concurrent_posts_never_drops_a_request(
         time.sleep(0.5)
         apply_rules(client, rules_path, second)
         time.sleep(0.5)
-        rules_path.write_text(broken)
+        # Written whole, as apply_rules does: a poll must never see a half-written file,
+        # whose refusal ("file", line 1) would come before the one this test is about.
+        staging = rules_path.with_suffix(".tmp")
+        staging.write_text(broken)
+        staging.replace(rules_path)
         refused = wait_for(
             lambda: client.get("/routing/rules").json(),
             lambda rules: rules["refused"] is not None,

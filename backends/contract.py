@@ -9,10 +9,10 @@ database cannot know (a worker that died mid-node). Every implementation must:
     it (not when it has finished). Nodes of one level may run in parallel;
     a node starts only after all of its upstream nodes succeeded. Node
     attempts go through :class:`backends.runtime.NodeRuntime`, which records
-    every transition. Raises :class:`~backends.errors.BackendUnavailable`
+    every transition. Raises :class:`~backends.model.errors.BackendUnavailable`
     when the backend cannot be reached, with ``may_have_started=False`` only
     if the request certainly never arrived (the run may then go elsewhere),
-    and :class:`~backends.errors.BackendRejected` when it refuses the plan.
+    and :class:`~backends.model.errors.BackendRejected` when it refuses the plan.
 
 ``cancel(plan)``
     Make sure no node of the run starts from now on and stop the nodes that
@@ -37,8 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from backends.status import NodeStatus
-from backends.workflow import RunPlan
+from backends.model.status import NodeStatus
+from backends.model.workflow import RunPlan
 
 __all__ = ["BackendHealth", "Executor", "NodeReport"]
 

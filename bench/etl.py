@@ -46,7 +46,7 @@ from typing import Any
 
 from redis import Redis
 
-from backends.secrets import environment_variable
+from backends.runtime.secrets import environment_variable
 from bench.etl_native import TRANSFORM
 from bench.etl_report import megabytes, memory_verdicts, render_markdown, summarise
 from bench.etl_runs import (

@@ -32,8 +32,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from backends.store import create_database_engine, upgrade
-from backends.store.metrics import FoldedNode, FoldedRun, MetricRecords
-from backends.store.routing import RoutingRecords
+from backends.store.metric_records import FoldedNode, FoldedRun, MetricRecords
+from backends.store.routing_records import RoutingRecords
 from bench.report import format_load, machine, markdown_table
 from bench.stats import percentile
 from gateway.metrics.families import BUCKETS

@@ -62,10 +62,10 @@ def node_runtime_probe(
     """
     # Imported here: the other parts do not need figway's node runtime in this process.
     from backends.nodes import default_registry
-    from backends.runtime import NodeRuntime
+    from backends.runtime.attempts import NodeRuntime
     from backends.store import Store, create_database_engine
     from gateway.config import Settings
-    from gateway.dispatcher import Dispatcher, RunRequest
+    from gateway.dispatch.dispatcher import Dispatcher, RunRequest
     from gateway.routing.router import Router
     from gateway.routing.source import builtin_rules
 

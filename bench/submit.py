@@ -30,13 +30,13 @@ import psycopg
 from redis import Redis
 from rq import Queue
 
-from backends.base import Executor
+from backends.contract import Executor
 from bench.native import QUEUE, enqueue_dag
 from bench.stats import Summary, summarise
 from bench.timing import PhaseTimer, StatementCounter
 from bench.workflows import FOLDER_ID, WORKSPACE_ID, BenchDag
 from gateway.config import Settings
-from gateway.dispatcher import Dispatcher, RunRequest
+from gateway.dispatch.dispatcher import Dispatcher, RunRequest
 from gateway.routing.router import Router
 from gateway.routing.source import builtin_rules
 

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from backends.bootstrap import RuntimeSettings
+from backends.runtime.bootstrap import RuntimeSettings
 
 __all__ = ["Settings", "get_settings"]
 

@@ -17,23 +17,21 @@ from prometheus_client import CollectorRegistry
 from redis import Redis
 from sqlalchemy import Engine
 
-from backends.base import Executor
-from backends.bootstrap import install_runtime
-from backends.errors import FigwayError
+from backends.contract import Executor
+from backends.model.errors import FigwayError
+from backends.model.workflow import POOLS
 from backends.nodes import NodeRegistry, default_registry
 from backends.prefect.executor import PrefectExecutor
 from backends.rq.embedded import EmbeddedWorkers
 from backends.rq.executor import RQExecutor
-from backends.runtime import NodeRuntime
+from backends.runtime.attempts import NodeRuntime
+from backends.runtime.bootstrap import install_runtime
 from backends.store import Store, create_database_engine, ensure_migrated
+from backends.store.api_keys import ApiKeys
+from backends.store.artifact_records import ArtifactRecords
 from backends.store.journal import Journal
-from backends.store.keys import ApiKeys
-from backends.store.metrics import MetricRecords
-from backends.store.retention import ArtifactRecords
-from backends.store.routing import RoutingRecords
-from backends.workflow import POOLS
-from gateway.api.limits import RateLimiter
-from gateway.artifact_retention import ArtifactJanitor
+from backends.store.metric_records import MetricRecords
+from backends.store.routing_records import RoutingRecords
 from gateway.config import Settings
 from gateway.live.feed import RunFeed
 from gateway.live.listener import NotificationListener
@@ -42,6 +40,8 @@ from gateway.metrics.process import GatewayMetrics
 from gateway.routing.guard import GuardKeeper
 from gateway.routing.shadow import ShadowComparer
 from gateway.routing.source import RulesSource
+from gateway.upkeep.artifact_janitor import ArtifactJanitor
+from gateway.web.limits import RateLimiter
 
 __all__ = ["Services", "build_services"]
 

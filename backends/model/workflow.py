@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from backends import dag
-from backends.errors import DefinitionError, DefinitionProblem
+from backends.model import dag
+from backends.model.errors import DefinitionError, DefinitionProblem
 from backends.nodes import NodeRegistry
 
 __all__ = [

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from backends.artifacts import ArtifactRef, RunArtifacts
-from backends.secrets import EnvironmentSecrets, SecretResolver
+from backends.runtime.secrets import EnvironmentSecrets, SecretResolver
 
 __all__ = [
     "NodeCancelled",

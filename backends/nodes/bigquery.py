@@ -38,7 +38,7 @@ from pydantic import Field, StringConstraints, field_validator
 from backends.artifacts import ArtifactRef
 from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure, NodeType
 from backends.nodes.tables import Progress, bind_parameters
-from backends.secrets import checked_secret_name, secret_name
+from backends.runtime.secrets import checked_secret_name, secret_name
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import Field, field_validator
 
 from backends.nodes.base import NodeConfig
-from backends.secrets import checked_secret_name
+from backends.runtime.secrets import checked_secret_name
 
 __all__ = [
     "ConnectionConfig",

@@ -55,7 +55,7 @@ from backends.nodes.base import (
     NodeType,
     SideEffects,
 )
-from backends.secrets import (
+from backends.runtime.secrets import (
     Redactor,
     checked_secret_name,
     secret_name,

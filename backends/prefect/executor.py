@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from backends.base import BackendHealth, NodeReport
-from backends.errors import BackendRejected, BackendUnavailable
+from backends.contract import BackendHealth, NodeReport
+from backends.model.errors import BackendRejected, BackendUnavailable
+from backends.model.status import NodeStatus, RunStatus
+from backends.model.workflow import POOLS, RunPlan
 from backends.prefect.names import FLOW_NAME, deployment_name, run_tags, work_pool_name
-from backends.status import NodeStatus, RunStatus
-from backends.workflow import POOLS, RunPlan
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient

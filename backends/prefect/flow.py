@@ -21,11 +21,11 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import task_run
 from prefect.states import Cancelled, Failed
 
-from backends.bootstrap import current_runtime
-from backends.errors import FigwayError
+from backends.model.errors import FigwayError
+from backends.model.status import RunStatus
 from backends.prefect.secrets import prefect_secrets
-from backends.runtime import Outcome
-from backends.status import RunStatus
+from backends.runtime.attempts import Outcome
+from backends.runtime.bootstrap import current_runtime
 from backends.store import LogRecord
 
 __all__ = ["NodeAttemptFailed", "figway_run", "run_node"]

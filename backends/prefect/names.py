@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backends.workflow import RunPlan
+from backends.model.workflow import RunPlan
 
 __all__ = [
     "FLOW_ENTRYPOINT",

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from prefect.blocks.system import Secret
 
 from backends.prefect.setup import SetupChange
-from backends.secrets import ChainedSecrets, EnvironmentSecrets, block_name
+from backends.runtime.secrets import ChainedSecrets, EnvironmentSecrets, block_name
 
 __all__ = ["CACHE_SECONDS", "PrefectSecretBlocks", "prefect_secrets", "store_secret_blocks"]
 

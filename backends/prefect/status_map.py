@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect.client.schemas.objects import StateType
 
-from backends.status import RunStatus
+from backends.model.status import RunStatus
 
 __all__ = ["PREFECT_TO_RUN_STATUS"]
 

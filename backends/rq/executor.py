@@ -28,11 +28,11 @@ from rq.registry import (
 )
 from rq.worker import BaseWorker
 
-from backends.base import BackendHealth, NodeReport
-from backends.errors import BackendUnavailable
+from backends.contract import BackendHealth, NodeReport
+from backends.model.errors import BackendUnavailable
+from backends.model.status import NodeStatus
+from backends.model.workflow import POOLS, RunPlan
 from backends.rq.jobs import drop_jobs, job_id_for, run_node
-from backends.status import NodeStatus
-from backends.workflow import POOLS, RunPlan
 
 __all__ = ["RQExecutor"]
 

@@ -2,7 +2,7 @@
 
 An RQ job carries only ``(job_run_id, node_id, retries)``; the plan, the
 inputs and the outputs live in the database, reached through the process's
-node runtime (see :mod:`backends.bootstrap`).
+node runtime (see :mod:`backends.runtime.bootstrap`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from redis import Redis
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, get_current_job
 
-from backends.bootstrap import current_runtime
-from backends.errors import FigwayError
+from backends.model.errors import FigwayError
 from backends.nodes.connections import close_all_pools, in_forked_child
-from backends.runtime import Outcome
+from backends.runtime.attempts import Outcome
+from backends.runtime.bootstrap import current_runtime
 
 __all__ = ["NodeAttemptFailed", "drop_jobs", "job_id_for", "run_node"]
 

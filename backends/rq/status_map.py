@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rq.job import JobStatus
 
-from backends.status import NodeStatus
+from backends.model.status import NodeStatus
 
 __all__ = ["RQ_TO_NODE_STATUS"]
 

@@ -29,16 +29,16 @@ from enum import StrEnum
 from typing import Any, TextIO
 
 from backends.artifacts import ArtifactStore
-from backends.errors import FigwayError
+from backends.model.errors import FigwayError
+from backends.model.status import NodeStatus
 from backends.nodes import NodeCancelled, NodeContext, NodeFailure, NodeRegistry
-from backends.secrets import (
+from backends.runtime.secrets import (
     EnvironmentSecrets,
     Redactor,
     SecretMissing,
     SecretResolver,
     SecretSource,
 )
-from backends.status import NodeStatus
 from backends.store import LogRecord, Store, utcnow
 
 __all__ = ["AttemptResult", "LogMirror", "NodeRuntime", "Outcome"]

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backends.artifacts import ArtifactStore
 from backends.nodes import default_registry
-from backends.runtime import NodeRuntime
+from backends.runtime.attempts import NodeRuntime
 from backends.store import Store, create_database_engine, ensure_migrated
 
 __all__ = ["RuntimeSettings", "current_runtime", "install_runtime"]

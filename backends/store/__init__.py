@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backends.store.database import create_database_engine, ensure_migrated, upgrade
-from backends.store.store import (
+from backends.store.runs import (
     LogRecord,
     NodeOutcome,
     NodeView,

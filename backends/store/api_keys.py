@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 
 from backends.store.models import ApiKey
-from backends.store.store import utcnow
+from backends.store.runs import utcnow
 from backends.store.transactions import Transactions
 
 __all__ = ["SCOPES", "ApiKeys", "KeyView", "NewKey"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from backends.status import RUN_TERMINAL
+from backends.model.status import RUN_TERMINAL
 from backends.store.models import Run
 from backends.store.transactions import Transactions
 

@@ -1,7 +1,7 @@
 """The records the comparison report reads: finished client runs and shadow comparisons.
 
 Only figway's own tables are read, so the report works with no Prometheus.
-The figures are computed by the gateway (``gateway/compare.py``); this module
+The figures are computed by the gateway (``gateway/reports/comparison.py``); this module
 only selects the rows, with the definitions the report documents:
 
 - a client run is one with ``runs.shadow_of IS NULL``;
@@ -19,7 +19,7 @@ from datetime import datetime
 
 from sqlalchemy import case, func, select
 
-from backends.status import RUN_TERMINAL, RunStatus
+from backends.model.status import RUN_TERMINAL, RunStatus
 from backends.store.models import NodeRun, Run, ShadowComparison
 from backends.store.transactions import Transactions
 

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from backends.errors import DatabaseNotMigrated, StoreError
+from backends.model.errors import DatabaseNotMigrated, StoreError
 
 __all__ = [
     "alembic_config",

@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from backends.status import RUN_TERMINAL
+from backends.model.status import RUN_TERMINAL
 from backends.store.models import Lease, MetricTotal, NodeRun, Run
-from backends.store.store import utcnow
+from backends.store.runs import utcnow
 from backends.store.transactions import Transactions, dialect_insert
 
 __all__ = ["FoldedNode", "FoldedRun", "MetricRecords", "labels_key"]

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import aliased
 
-from backends.status import RUN_TERMINAL, RunStatus
+from backends.model.status import RUN_TERMINAL, RunStatus
 from backends.store.models import (
     GuardTrip,
     RulesApplied,
@@ -23,7 +23,7 @@ from backends.store.models import (
     ShadowComparison,
     Workflow,
 )
-from backends.store.store import utcnow
+from backends.store.runs import utcnow
 from backends.store.transactions import Transactions, insert_ignoring_conflicts
 
 __all__ = [

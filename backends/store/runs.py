@@ -18,9 +18,9 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from backends import dag
-from backends.errors import StoreError
-from backends.status import (
+from backends.model import dag
+from backends.model.errors import StoreError
+from backends.model.status import (
     NODE_TERMINAL,
     RUN_ACTIVE,
     RUN_TERMINAL,
@@ -28,9 +28,9 @@ from backends.status import (
     RunStatus,
     node_transition_allowed,
 )
+from backends.model.workflow import NodeSpec, RunPlan, WorkflowDefinition
 from backends.store.models import RUN_LEVEL, LogLine, NodeRun, Run, Transition, Workflow
 from backends.store.transactions import Transactions, insert_ignoring_conflicts
-from backends.workflow import NodeSpec, RunPlan, WorkflowDefinition
 
 __all__ = [
     "AttemptStart",

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from backends.errors import StoreError
+from backends.model.errors import StoreError
 
 __all__ = ["Transactions", "dialect_insert", "insert_ignoring_conflicts"]
 

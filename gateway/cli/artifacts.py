@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import click
 
-from backends.store.retention import ArtifactRecords
-from gateway.artifact_retention import ArtifactJanitor
-from gateway.cli_support import migrated_engine, or_exit, settings_or_exit
+from backends.store.artifact_records import ArtifactRecords
+from gateway.cli.support import migrated_engine, or_exit, settings_or_exit
+from gateway.upkeep.artifact_janitor import ArtifactJanitor
 
 __all__ = ["artifacts"]
 

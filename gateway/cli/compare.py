@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import click
 
 from backends.store import utcnow
-from backends.store.reports import Reports
-from gateway.cli_support import migrated_engine, or_exit, settings_or_exit
-from gateway.compare import (
+from backends.store.comparison_records import Reports
+from gateway.cli.support import migrated_engine, or_exit, settings_or_exit
+from gateway.reports.comparison import (
     BASELINE,
     CANDIDATE,
     DEFAULT_SINCE,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from backends.store.keys import SCOPES, ApiKeys
-from gateway.cli_support import migrated_engine, settings_or_exit
+from backends.store.api_keys import SCOPES, ApiKeys
+from gateway.cli.support import migrated_engine, settings_or_exit
 
 __all__ = ["keys"]
 

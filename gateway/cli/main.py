@@ -12,18 +12,18 @@ from typing import Any
 import click
 import yaml
 
-from backends.errors import DefinitionError, FigwayError
+from backends.model.errors import DefinitionError, FigwayError
+from backends.model.workflow import POOLS, parse_definition
 from backends.nodes import default_registry
-from backends.secrets import names_in_environment
+from backends.runtime.secrets import names_in_environment
 from backends.store import Store, create_database_engine, upgrade
-from backends.store.routing import RoutingRecords
-from backends.workflow import POOLS, parse_definition
-from gateway.artifacts_cli import artifacts
-from gateway.cli_support import configure_logging, migrated_engine, or_exit, settings_or_exit
-from gateway.compare_cli import compare
-from gateway.keys_cli import keys
+from backends.store.routing_records import RoutingRecords
+from gateway.cli.artifacts import artifacts
+from gateway.cli.compare import compare
+from gateway.cli.keys import keys
+from gateway.cli.rules import rules
+from gateway.cli.support import configure_logging, migrated_engine, or_exit, settings_or_exit
 from gateway.routing.source import RulesSource
-from gateway.rules_cli import rules
 
 __all__ = ["main"]
 
@@ -56,8 +56,8 @@ def serve(host: str, port: int, ws_port: int, log_level: str) -> None:
     """Serve the HTTP API (Ctrl-C or SIGTERM stops it cleanly)."""
     import uvicorn
 
-    from gateway.api.live import create_legacy_app
-    from gateway.app import create_app
+    from gateway.web.app import create_app
+    from gateway.web.routes.live import create_legacy_app
 
     settings = settings_or_exit()
     configure_logging(log_level)
@@ -153,8 +153,8 @@ def worker_rq(queues: tuple[str, ...], burst: bool, simple: bool, name: str | No
     """Start RQ's own worker on figway's queues, recording into figway's database."""
     from redis import Redis
 
-    from backends.bootstrap import current_runtime, install_runtime
     from backends.rq.worker import build_worker
+    from backends.runtime.bootstrap import current_runtime, install_runtime
 
     settings = settings_or_exit()
     if settings.redis_url is None:

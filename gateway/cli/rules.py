@@ -10,15 +10,15 @@ from typing import Any
 import click
 from redis import Redis
 
+from backends.model.workflow import parse_definition, shadow_refusal
 from backends.nodes import default_registry
 from backends.store import Store
-from backends.store.routing import RoutingRecords
-from backends.workflow import parse_definition, shadow_refusal
-from gateway.cli_support import migrated_engine, or_exit, settings_or_exit
+from backends.store.routing_records import RoutingRecords
+from gateway.cli.support import migrated_engine, or_exit, settings_or_exit
 from gateway.config import Settings
+from gateway.reports.readiness import rq_readiness
 from gateway.routing.diff import diff_rules, rule_changes
 from gateway.routing.loading import RulesDocument, RulesInvalid, read_rules
-from gateway.routing.readiness import rq_readiness
 from gateway.routing.router import Router, RoutingTable, RunFacts
 from gateway.routing.shadow import with_shadow
 from gateway.routing.source import DEFAULT_RULES_FILE, builtin_rules

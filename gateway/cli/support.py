@@ -9,7 +9,7 @@ from typing import TypeVar
 import click
 from sqlalchemy import Engine
 
-from backends.errors import FigwayError
+from backends.model.errors import FigwayError
 from backends.store import create_database_engine, ensure_migrated
 from gateway.config import Settings, get_settings
 

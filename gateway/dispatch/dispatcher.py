@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from backends.base import Executor
-from backends.errors import BackendError, BackendUnavailable, FigwayError
+from backends.contract import Executor
+from backends.model.errors import BackendError, BackendUnavailable, FigwayError
+from backends.model.status import RUN_TERMINAL, RunStatus
+from backends.model.workflow import RunPlan, WorkflowDefinition, parse_definition, shadow_refusal
 from backends.nodes import NodeRegistry
-from backends.status import RUN_TERMINAL, RunStatus
 from backends.store import RunView, Store
 from backends.store.models import Workflow
-from backends.store.store import Route
-from backends.workflow import RunPlan, WorkflowDefinition, parse_definition, shadow_refusal
+from backends.store.runs import Route
 from gateway.config import Settings
 from gateway.metrics.process import GatewayMetrics
 from gateway.routing.router import Decision, Router, RunFacts

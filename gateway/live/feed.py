@@ -23,8 +23,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.errors import FigwayError
-from backends.status import RUN_TERMINAL
+from backends.model.errors import FigwayError
+from backends.model.status import RUN_TERMINAL
 from backends.store.journal import Journal, JournalEntry
 
 __all__ = ["OVERFLOW", "Follower", "RunFeed", "message_of"]

@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from backends.errors import FigwayError
-from backends.store.metrics import FoldedRun, MetricRecords, labels_key
-from backends.store.routing import RoutingRecords
+from backends.model.errors import FigwayError
+from backends.store.metric_records import FoldedRun, MetricRecords, labels_key
+from backends.store.routing_records import RoutingRecords
 from gateway.metrics.families import BUCKETS, LEDGER
 
 __all__ = ["LEASE", "LedgerCollector", "MetricsLedger", "increments"]

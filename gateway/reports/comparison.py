@@ -39,8 +39,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backends.status import RunStatus
-from backends.store.reports import FinishedRunRecord, Reports, ShadowCount
+from backends.model.status import RunStatus
+from backends.store.comparison_records import FinishedRunRecord, Reports, ShadowCount
 from gateway.routing.guard import percentile
 
 __all__ = [

@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.errors import BackendUnavailable
+from backends.model.errors import BackendUnavailable
 from backends.store.models import Workflow
-from backends.store.routing import RoutingRecords
+from backends.store.routing_records import RoutingRecords
 from gateway.routing.loading import backend_references
 from gateway.routing.router import RoutingTable
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from backends.status import RunStatus
+from backends.model.status import RunStatus
 from backends.store import utcnow
-from backends.store.routing import FinishedRun, GuardTripView, RoutingRecords
+from backends.store.routing_records import FinishedRun, GuardTripView, RoutingRecords
 from gateway.routing.router import Router
 from gateway.routing.rules import Guard, Rule
 

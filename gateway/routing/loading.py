@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from backends.errors import FigwayError
+from backends.model.errors import FigwayError
 from gateway.routing.rules import (
     PATTERN_FIELDS,
     BackendSwitch,

@@ -16,7 +16,7 @@ from typing import Any
 
 from backends.artifacts import comparable_output
 from backends.store import RunView, Store
-from backends.store.routing import RoutingRecords
+from backends.store.routing_records import RoutingRecords
 
 __all__ = [
     "SHADOW_SUFFIX",

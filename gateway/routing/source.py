@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from backends.errors import FigwayError
+from backends.model.errors import FigwayError
 from backends.store import utcnow
-from backends.store.routing import RoutingRecords
+from backends.store.routing_records import RoutingRecords
 from gateway.routing.loading import (
     RulesDocument,
     RulesInvalid,

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from backends.artifacts import ArtifactStore
 from backends.store import utcnow
-from backends.store.retention import ArtifactRecords
+from backends.store.artifact_records import ArtifactRecords
 
 __all__ = ["ArtifactJanitor", "PurgeReport"]
 

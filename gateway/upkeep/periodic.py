@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from backends.errors import FigwayError
+from backends.model.errors import FigwayError
 
 __all__ = ["Periodic"]
 

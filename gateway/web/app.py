@@ -8,15 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from gateway.api import compare, health, live, metrics, routing, runs, workflows
-from gateway.api.auth import require_scope
-from gateway.api.errors import install_error_handlers
-from gateway.api.limits import BodyLimit
-from gateway.api.schemas import ERROR_RESPONSES
-from gateway.background import Periodic
 from gateway.config import Settings, get_settings
-from gateway.dispatcher import Dispatcher
+from gateway.dispatch.dispatcher import Dispatcher
 from gateway.services import build_services, stop_ephemeral_prefect
+from gateway.upkeep.periodic import Periodic
+from gateway.web.auth import require_scope
+from gateway.web.errors import install_error_handlers
+from gateway.web.limits import BodyLimit
+from gateway.web.routes import compare, health, live, metrics, routing, runs, workflows
+from gateway.web.schemas import ERROR_RESPONSES
 
 __all__ = ["create_app"]
 

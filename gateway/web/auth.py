@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import HTTPException, Request, WebSocket
 from starlette.concurrency import run_in_threadpool
 
-from backends.store.keys import KeyView
+from backends.store.api_keys import KeyView
 from gateway.services import Services
 
 __all__ = ["WEBSOCKET_CLOSE", "AuthFailed", "acting_key", "key_for_websocket", "require_scope"]

@@ -15,8 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backends.errors import BackendError, BackendUnavailable, DefinitionError, StoreError
-from gateway.dispatcher import NotFoundError, RunConflict, SubmitFailed
+from backends.model.errors import BackendError, BackendUnavailable, DefinitionError, StoreError
+from gateway.dispatch.dispatcher import NotFoundError, RunConflict, SubmitFailed
 
 __all__ = ["error_body", "install_error_handlers"]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from backends.model.workflow import non_finite_number_at
 from backends.store import RunView
-from backends.workflow import non_finite_number_at
 
 __all__ = ["LogLineOut", "LogsOut", "NodeOut", "RunIn", "RunOut", "StatsOut", "WorkflowOut"]
 

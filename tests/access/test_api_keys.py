@@ -10,13 +10,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import websockets
-from api.running import client_of, running_gateway
-from api.support import Gateway
 
 from backends.store import create_database_engine
-from backends.store.keys import ApiKeys, NewKey
-from gateway.app import create_app
+from backends.store.api_keys import ApiKeys, NewKey
 from gateway.config import Settings
+from gateway.web.app import create_app
+from tests.support.api_client import Gateway
+from tests.support.gateway import client_of, running_gateway
 
 OPEN = {"/healthz", "/readyz"}
 SCOPE_OF_PREFIX = {

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .running import client_of, running_gateway
-from .support import Gateway
+from tests.support.api_client import Gateway
+from tests.support.gateway import client_of, running_gateway
 
 
 @pytest.fixture(scope="package")

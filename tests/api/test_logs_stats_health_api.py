@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .support import (
+from tests.support.api_client import (
     EMBEDDED_WORKERS,
     Gateway,
     define,

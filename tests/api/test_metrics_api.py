@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from .support import define, start, wait_for, wait_for_run
+from tests.support.api_client import define, start, wait_for, wait_for_run
 
 
 def samples(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from .support import define, get_run, start, unique, wait_for_run
+from tests.support.api_client import define, get_run, start, unique, wait_for_run
 
 
 def log_lines(client: httpx.Client, job_run_id: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from .support import (
+from tests.support.api_client import (
     define,
     error_fields,
     get_run,

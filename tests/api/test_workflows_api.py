@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .support import definition, error_fields, unique
+from tests.support.api_client import definition, error_fields, unique
 
 Definition = dict[str, Any]
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from backends.store import Store, create_database_engine, ensure_migrated
-from gateway.cli import main
+from gateway.cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "workflows"
 PG_ADMIN_URL = os.environ.get(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from gateway.cli import main
+from gateway.cli.main import main
 
 
 def test_figway_keys_create_list_and_revoke(cli_env: Path) -> None:

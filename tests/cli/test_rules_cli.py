@@ -25,11 +25,11 @@ from redis import Redis
 from rq import Queue
 from sqlalchemy import Engine
 
+from backends.model.workflow import RunPlan, WorkflowDefinition, parse_definition
 from backends.nodes import default_registry
 from backends.store import Store, create_database_engine
-from backends.store.routing import RoutingRecords
-from backends.workflow import RunPlan, WorkflowDefinition, parse_definition
-from gateway.cli import main
+from backends.store.routing_records import RoutingRecords
+from gateway.cli.main import main
 from gateway.routing.bucketing import bucket_of
 
 REPO_RULES = Path(__file__).resolve().parents[2] / "routing_rules.yaml"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Generator
 
 import pytest
-from executor_contract import ExecutorHarness
+
+from tests.contract.executor_contract import ExecutorHarness
 
 
 @pytest.hookimpl(wrapper=True)

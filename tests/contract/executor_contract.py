@@ -5,7 +5,7 @@ holds the tests and an abstract ``harness`` fixture; each backend subclasses it
 in a ``Test...`` class whose ``harness`` fixture yields an
 :class:`ExecutorHarness` (the executor under test, a migrated store and
 whatever runs its workers). The tests talk to the backend only through the
-:class:`~backends.base.Executor` protocol (``submit``, ``cancel``, ``health``,
+:class:`~backends.contract.Executor` protocol (``submit``, ``cancel``, ``health``,
 ``reconcile``) and to the :class:`~backends.store.Store`, exactly as the
 gateway does, so RQ and Prefect are held to the same words.
 
@@ -39,11 +39,11 @@ from typing import Any
 
 import pytest
 
-from backends.base import Executor
+from backends.contract import Executor
+from backends.model.status import RUN_TERMINAL, NodeStatus, RunStatus
+from backends.model.workflow import RunPlan, parse_definition
 from backends.nodes import default_registry
-from backends.status import RUN_TERMINAL, NodeStatus, RunStatus
 from backends.store import NodeView, RunView, Store
-from backends.workflow import RunPlan, parse_definition
 
 __all__ = ["ExecutorContract", "ExecutorHarness"]
 
@@ -95,7 +95,7 @@ def start_run(
     nodes: Mapping[str, Mapping[str, Any]],
     dependencies: Mapping[str, list[str]] | None = None,
 ) -> RunPlan:
-    """Record a run and submit it, in the order ``gateway/dispatcher.py`` does."""
+    """Record a run and submit it, in the order ``gateway/dispatch/dispatcher.py`` does."""
     plan = make_plan(nodes, dependencies)
     assert harness.store.create_run(plan=plan, backend=harness.executor.name, from_job=None)
     harness.executor.submit(plan)

@@ -22,18 +22,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from executor_contract import ExecutorContract, ExecutorHarness
-from prefect_server import PrefectServices, flow_runs_of, shared_prefect_services
 from sqlalchemy import Engine
 
-from backends.bootstrap import install_runtime
+from backends.model.status import RunStatus
+from backends.model.workflow import RunPlan
 from backends.nodes import default_registry
 from backends.prefect.executor import PrefectExecutor
-from backends.runtime import NodeRuntime
-from backends.status import RunStatus
+from backends.runtime.attempts import NodeRuntime
+from backends.runtime.bootstrap import install_runtime
 from backends.store import Store, create_database_engine, upgrade
 from backends.store.models import Base
-from backends.workflow import RunPlan
+from tests.contract.executor_contract import ExecutorContract, ExecutorHarness
+from tests.support.prefect_services import PrefectServices, flow_runs_of, shared_prefect_services
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient

@@ -9,23 +9,23 @@ from pathlib import Path
 
 import fakeredis
 import pytest
-from executor_contract import ExecutorContract, ExecutorHarness
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry, StartedJobRegistry
-from rq_worker_processes import WorkerProcess, log_tails, start_workers, stop_workers
 from sqlalchemy import Engine
 
-from backends.bootstrap import install_runtime
+from backends.model.workflow import POOLS, RunPlan
 from backends.nodes import default_registry
 from backends.rq.embedded import EmbeddedWorkers
 from backends.rq.executor import RQExecutor
 from backends.rq.jobs import job_id_for
-from backends.runtime import NodeRuntime
+from backends.runtime.attempts import NodeRuntime
+from backends.runtime.bootstrap import install_runtime
 from backends.store import Store, create_database_engine, upgrade
 from backends.store.models import Base
-from backends.workflow import POOLS, RunPlan
+from tests.contract.executor_contract import ExecutorContract, ExecutorHarness
+from tests.support.rq_workers import WorkerProcess, log_tails, start_workers, stop_workers
 
 # The same Redis database as tests/conftest.py's `redis_url`; the workers here live for a
 # whole class, so this suite cleans around each test itself instead of flushing the database.

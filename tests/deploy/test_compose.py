@@ -5,7 +5,7 @@ pinned, every variable is documented in .env.template (and the other way round),
 long-running service has a health check, data lives in named volumes, the gateway waits
 for the migration, Prometheus scrapes the gateway and Grafana is provisioned with the
 dashboards. When promtool is installed the alert rules run on made-up series
-(tests/unit/alerts_test.yml); when Docker Compose v2 is installed it parses the file too.
+(tests/deploy/alerts_test.yml); when Docker Compose v2 is installed it parses the file too.
 tests/observability/ evaluates the PromQL itself against a real Prometheus.
 """
 

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 import schemathesis
-from api.running import running_gateway
-from api.support import Gateway
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from tests.support.api_client import Gateway
+from tests.support.gateway import running_gateway
 
 #: Examples per operation: enough to try every field's edges, bounded in time.
 EXAMPLES = 25

@@ -13,13 +13,12 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from figway_stack import FIGWAY, Stack, clean_env
-from prefect_gateway import SETTLE_DEADLINE_SECONDS  # noqa: F401  # puts tests/contract on sys.path
-from prefect_server import PrefectServices, shared_prefect_services
 from sqlalchemy import Engine
 
 from backends.store import create_database_engine
 from backends.store.models import Base
+from tests.support.figway_stack import FIGWAY, Stack, clean_env
+from tests.support.prefect_services import PrefectServices, shared_prefect_services
 
 
 def _truncate(engine: Engine) -> None:

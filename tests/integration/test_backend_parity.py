@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from prefect_gateway import PrefectStack, prefect_stack
-from prefect_server import PrefectServices
 from redis import Redis
+
+from tests.support.prefect_services import PrefectServices
+from tests.support.prefect_stack import PrefectStack, prefect_stack
 
 pytestmark = pytest.mark.service
 

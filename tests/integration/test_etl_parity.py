@@ -25,13 +25,13 @@ import psycopg
 import pymysql
 import pytest
 import yaml
-from figway_stack import FIGWAY
-from prefect_gateway import PrefectStack, prefect_stack
-from prefect_server import PrefectServices
 from redis import Redis
 
 from backends.artifacts import comparable_output
 from backends.store.models import Base
+from tests.support.figway_stack import FIGWAY
+from tests.support.prefect_services import PrefectServices
+from tests.support.prefect_stack import PrefectStack, prefect_stack
 
 pytestmark = pytest.mark.service
 

@@ -21,9 +21,10 @@ from typing import Any
 import psycopg
 import pytest
 import websockets
-from prefect_gateway import PrefectStack, prefect_stack
-from prefect_server import PrefectServices
 from redis import Redis
+
+from tests.support.prefect_services import PrefectServices
+from tests.support.prefect_stack import PrefectStack, prefect_stack
 
 pytestmark = pytest.mark.service
 

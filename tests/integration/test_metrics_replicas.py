@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from figway_stack import Stack
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.figway_stack import Stack
 
 pytestmark = pytest.mark.service
 

@@ -21,13 +21,14 @@ from typing import Any
 import httpx
 import pytest
 from prefect.client.schemas.objects import StateType
-from prefect_gateway import PrefectStack, prefect_stack
-from prefect_server import (
+
+from tests.support.prefect_services import (
     PrefectServices,
     cli_json,
     process_alive,
     setup_lines,
 )
+from tests.support.prefect_stack import PrefectStack, prefect_stack
 
 pytestmark = pytest.mark.service
 

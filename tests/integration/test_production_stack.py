@@ -21,12 +21,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from figway_stack import FIGWAY, Stack, clean_env, free_port, process_alive
 from redis import Redis
 from rq.job import Job, JobStatus
 from rq.registry import DeferredJobRegistry
 
 from backends.rq.jobs import job_id_for
+from tests.support.figway_stack import FIGWAY, Stack, clean_env, free_port, process_alive
 
 pytestmark = pytest.mark.service
 

@@ -36,6 +36,7 @@ import pytest
 from pydantic import ValidationError
 
 from backends.artifacts import ArtifactRef, ArtifactStore
+from backends.model.status import NodeStatus
 from backends.nodes import NodeCancelled, NodeContext, NodeFailure, default_registry
 from backends.nodes.connections import close_all_pools
 from backends.nodes.mysql import MysqlExtractConfig, run_mysql_extract
@@ -46,13 +47,11 @@ from backends.nodes.postgres import (
     run_postgres_load,
 )
 from backends.nodes.transform import SqlTransformConfig, run_sql_transform
-from backends.runtime import NodeRuntime, Outcome
-from backends.secrets import SecretMissing
-from backends.status import NodeStatus
+from backends.runtime.attempts import NodeRuntime, Outcome
+from backends.runtime.secrets import SecretMissing
 from backends.store import Store
-
-from .support import start_run
-from .tcp_proxy import TcpProxy
+from tests.support.plans import start_run
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.service
 

@@ -1,7 +1,7 @@
 """bigquery_extract: its config, its job, and its paging, driven through the real client.
 
 The real google-cloud-bigquery client talks to a fake BigQuery REST API on
-127.0.0.1 (:mod:`tests.unit.fake_bigquery`), with anonymous credentials: what
+127.0.0.1 (:mod:`tests.support.fake_bigquery`), with anonymous credentials: what
 the client sent is read from the fake server, and what the node wrote is read
 back from the Parquet output. Nothing leaves the machine.
 """
@@ -28,7 +28,8 @@ from google.cloud import bigquery
 from google.oauth2 import service_account
 
 from backends.artifacts import ArtifactRef, ArtifactStore
-from backends.errors import DefinitionError
+from backends.model.errors import DefinitionError
+from backends.model.workflow import parse_definition
 from backends.nodes import NodeRegistry
 from backends.nodes import bigquery as bigquery_node
 from backends.nodes.base import NodeCancelled, NodeContext, NodeFailure
@@ -41,9 +42,8 @@ from backends.nodes.bigquery import (
     write_pages,
 )
 from backends.nodes.builtin import BUILTIN_NODE_TYPES
-from backends.secrets import SecretResolver
-from backends.workflow import parse_definition
-from tests.unit.fake_bigquery import FakeBigQuery
+from backends.runtime.secrets import SecretResolver
+from tests.support.fake_bigquery import FakeBigQuery
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,12 +21,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from backends.artifacts import ArtifactRef, ArtifactStore, fingerprint_file
-from backends.errors import DefinitionError
+from backends.model.errors import DefinitionError
+from backends.model.workflow import parse_definition, shadow_refusal
 from backends.nodes import NodeCancelled, NodeContext, NodeFailure, NodeRegistry
 from backends.nodes.builtin import BUILTIN_NODE_TYPES
 from backends.nodes.http import HTTP_REQUEST, HttpRequestConfig, run_http_request
-from backends.secrets import SecretMissing
-from backends.workflow import parse_definition, shadow_refusal
+from backends.runtime.secrets import SecretMissing
 
 SECRET_TOKEN = "Bearer tok-5ecret-value"
 

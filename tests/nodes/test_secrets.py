@@ -14,9 +14,11 @@ from urllib.parse import quote
 
 import pytest
 
+from backends.model.status import NodeStatus
+from backends.model.workflow import RunPlan
 from backends.nodes import default_registry
-from backends.runtime import NodeRuntime, Outcome
-from backends.secrets import (
+from backends.runtime.attempts import NodeRuntime, Outcome
+from backends.runtime.secrets import (
     MIN_MASKED_LENGTH,
     ChainedSecrets,
     EnvironmentSecrets,
@@ -29,13 +31,10 @@ from backends.secrets import (
     secret_name,
     valid_secret_name,
 )
-from backends.status import NodeStatus
 from backends.store import Store
 from backends.store.models import Base
-from backends.workflow import RunPlan
-
-from .secret_nodes import here
-from .support import start_run
+from tests.nodes.secret_nodes import here
+from tests.support.plans import start_run
 
 ENV_VARIABLE = "FIGWAY_SECRET_LEAK_TEST"
 

@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from api.running import client_of, running_gateway
-from api.support import Gateway, define, start, wait_for, wait_for_run
 
 from backends.store import create_database_engine
-from backends.store.routing import RoutingRecords
+from backends.store.routing_records import RoutingRecords
+from tests.support.api_client import Gateway, define, start, wait_for, wait_for_run
+from tests.support.gateway import client_of, running_gateway
 
 pytestmark = pytest.mark.service
 

@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from api.running import client_of, running_gateway
-from api.support import (
+
+from gateway.routing.loading import rules_version
+from tests.support.api_client import (
     Gateway,
     define,
     definition,
@@ -27,8 +28,7 @@ from api.support import (
     wait_for,
     wait_for_run,
 )
-
-from gateway.routing.loading import rules_version
+from tests.support.gateway import client_of, running_gateway
 
 pytestmark = pytest.mark.service
 

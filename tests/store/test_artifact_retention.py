@@ -12,13 +12,13 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from backends.artifacts import ArtifactStore
-from backends.status import RunStatus
+from backends.model.status import RunStatus
 from backends.store import Store, create_database_engine, upgrade
+from backends.store.artifact_records import ArtifactRecords
 from backends.store.models import Run
-from backends.store.retention import ArtifactRecords
-from gateway.artifact_retention import ArtifactJanitor
-from gateway.cli import main
-from unit.support import make_plan
+from gateway.cli.main import main
+from gateway.upkeep.artifact_janitor import ArtifactJanitor
+from tests.support.plans import make_plan
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

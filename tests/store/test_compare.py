@@ -19,19 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api.running import client_of, running_gateway
 from click.testing import CliRunner, Result
 from sqlalchemy import update
 
+from backends.model.status import RUN_TERMINAL, RunStatus
+from backends.model.workflow import RunPlan, parse_definition
 from backends.nodes import default_registry
-from backends.status import RUN_TERMINAL, RunStatus
 from backends.store import Store, utcnow
+from backends.store.comparison_records import FinishedRunRecord, Reports, ShadowCount
 from backends.store.models import NodeRun, Run, ShadowComparison
-from backends.store.reports import FinishedRunRecord, Reports, ShadowCount
-from backends.store.routing import RoutingRecords, ShadowPair
-from backends.workflow import RunPlan, parse_definition
-from gateway.cli import main
-from gateway.compare import (
+from backends.store.routing_records import RoutingRecords, ShadowPair
+from gateway.cli.main import main
+from gateway.reports.comparison import (
     ComparisonReport,
     Thresholds,
     Verdict,
@@ -39,6 +38,7 @@ from gateway.compare import (
     comparison_report,
     parse_since,
 )
+from tests.support.gateway import client_of, running_gateway
 
 # -- the fixed records -----------------------------------------------------------------
 

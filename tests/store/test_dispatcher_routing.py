@@ -12,20 +12,19 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from backends.base import BackendHealth, NodeReport
-from backends.errors import BackendUnavailable
+from backends.contract import BackendHealth, NodeReport
+from backends.model.errors import BackendUnavailable
+from backends.model.status import RunStatus
+from backends.model.workflow import RunPlan, parse_definition
 from backends.nodes import default_registry
-from backends.status import RunStatus
 from backends.store import Store
 from backends.store.models import Workflow
-from backends.store.store import Route
-from backends.workflow import RunPlan, parse_definition
+from backends.store.runs import Route
 from gateway.config import Settings
-from gateway.dispatcher import Dispatcher, RunRequest, SubmitFailed
+from gateway.dispatch.dispatcher import Dispatcher, RunRequest, SubmitFailed
 from gateway.routing.loading import parse_rules
 from gateway.routing.router import Router
-
-from .support import one_node_workflow
+from tests.support.plans import one_node_workflow
 
 
 @dataclass

@@ -13,17 +13,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
-from backends.status import RunStatus
+from backends.model.status import RunStatus
+from backends.model.workflow import RunPlan
 from backends.store import Store
 from backends.store.models import Run
-from backends.store.routing import RoutingRecords
-from backends.store.store import Route
-from backends.workflow import RunPlan
+from backends.store.routing_records import RoutingRecords
+from backends.store.runs import Route
 from gateway.routing.guard import GuardKeeper
 from gateway.routing.loading import parse_rules
 from gateway.routing.router import Router, RunFacts
-
-from .support import one_node_workflow
+from tests.support.plans import one_node_workflow
 
 RULES = """\
 phase: 2

@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 
 from backends.nodes import default_registry
-from backends.runtime import NodeRuntime
+from backends.runtime.attempts import NodeRuntime
 from backends.store import Store
 from backends.store.journal import Journal
 from gateway.live.feed import OVERFLOW, RunFeed
-
-from .support import start_run
+from tests.support.plans import start_run
 
 pytestmark = pytest.mark.filterwarnings("error")
 

@@ -12,16 +12,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
-from backends.errors import StoreError
-from backends.status import RunStatus
+from backends.model.errors import StoreError
+from backends.model.status import RunStatus
+from backends.model.workflow import RunPlan
 from backends.store import Store
-from backends.store.metrics import FoldedNode, FoldedRun, MetricRecords
+from backends.store.metric_records import FoldedNode, FoldedRun, MetricRecords
 from backends.store.models import NodeRun, Run
-from backends.store.routing import RoutingRecords
-from backends.workflow import RunPlan
+from backends.store.routing_records import RoutingRecords
 from gateway.metrics.ledger import LedgerCollector, MetricsLedger, increments
-
-from .support import one_node_workflow
+from tests.support.plans import one_node_workflow
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 _ids = itertools.count()

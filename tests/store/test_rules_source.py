@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from backends.store import Store
-from backends.store.routing import RoutingRecords
+from backends.store.routing_records import RoutingRecords
 from gateway.routing.loading import RulesInvalid, rules_version
 from gateway.routing.source import RulesSource
 

@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 
+from backends.model.status import NodeStatus, RunStatus
+from backends.model.workflow import RunPlan
 from backends.nodes import NodeContext, default_registry
-from backends.runtime import AttemptResult, NodeRuntime, Outcome
-from backends.status import NodeStatus, RunStatus
+from backends.runtime.attempts import AttemptResult, NodeRuntime, Outcome
 from backends.store import LogRecord, Store, create_database_engine, upgrade
-from backends.workflow import RunPlan
-
-from .support import start_run
+from tests.support.plans import start_run
 
 
 @pytest.fixture

@@ -6,11 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from backends.errors import StoreError
-from backends.status import NodeStatus, RunStatus
+from backends.model.errors import StoreError
+from backends.model.status import NodeStatus, RunStatus
 from backends.store import LogRecord, Store, utcnow
-
-from .support import journal, make_plan, start_run
+from tests.support.plans import journal, make_plan, start_run
 
 RUNNING = NodeStatus.RUNNING
 

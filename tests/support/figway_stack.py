@@ -23,7 +23,7 @@ import httpx
 from redis import Redis
 from rq import Worker
 
-from backends.status import RUN_TERMINAL
+from backends.model.status import RUN_TERMINAL
 
 __all__ = ["FIGWAY", "Process", "Stack", "descendants", "free_port", "process_alive"]
 

@@ -21,10 +21,9 @@ import httpx
 import pytest
 import uvicorn
 
-from gateway.app import create_app
 from gateway.config import Settings
-
-from .support import EMBEDDED_WORKERS, HEARTBEAT_SECONDS, Gateway
+from gateway.web.app import create_app
+from tests.support.api_client import EMBEDDED_WORKERS, HEARTBEAT_SECONDS, Gateway
 
 __all__ = ["client_of", "running_gateway"]
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from backends.model.workflow import RunPlan, WorkflowDefinition, parse_definition
 from backends.nodes import default_registry
 from backends.store import Store
 from backends.store.models import Transition
-from backends.workflow import RunPlan, WorkflowDefinition, parse_definition
 
 __all__ = ["journal", "make_plan", "one_node_workflow", "start_run"]
 

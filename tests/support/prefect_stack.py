@@ -3,31 +3,24 @@
 A :class:`PrefectStack` is the integration suite's :class:`~figway_stack.Stack`
 (`figway serve` on PostgreSQL and Redis, driven over HTTP) whose gateway also
 talks to the session's Prefect server, whose `prefect worker start` serves the
-default pool. The server and worker come from ``tests/contract/prefect_server.py``
+default pool. The server and worker come from ``tests/support/prefect_services.py``
 and are shared with the contract suite: one of each per test session.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# The shared Prefect server lives with the contract suite; pytest puts that folder on
-# sys.path only when it collects it, so name it here for runs of this folder alone.
-_CONTRACT_TESTS = str(Path(__file__).resolve().parents[1] / "contract")
-if _CONTRACT_TESTS not in sys.path:
-    sys.path.append(_CONTRACT_TESTS)
+from sqlalchemy import Engine
 
-from figway_stack import Stack  # noqa: E402
-from prefect_server import PrefectServices  # noqa: E402
-from sqlalchemy import Engine  # noqa: E402
-
-from backends.store import Store, create_database_engine  # noqa: E402
-from backends.store.models import Base  # noqa: E402
+from backends.store import Store, create_database_engine
+from backends.store.models import Base
+from tests.support.figway_stack import Stack
+from tests.support.prefect_services import PrefectServices
 
 __all__ = ["SETTLE_DEADLINE_SECONDS", "PrefectStack", "prefect_stack"]
 

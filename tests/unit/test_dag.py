@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends import dag
+from backends.model import dag
 
 
 def test_levels_group_nodes_by_longest_upstream_path() -> None:

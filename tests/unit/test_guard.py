@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.status import RunStatus
-from backends.store.routing import FinishedRun
+from backends.model.status import RunStatus
+from backends.store.routing_records import FinishedRun
 from gateway.routing.guard import GuardVerdict, judge, percentile
 from gateway.routing.rules import Guard
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from backends.errors import DefinitionError, DefinitionProblem
+from backends.model.errors import DefinitionError, DefinitionProblem
+from backends.model.workflow import WorkflowDefinition, parse_definition, shadow_refusal
 from backends.nodes import NodeRegistry, NodeType, default_registry
 from backends.nodes.builtin import BUILTIN_NODE_TYPES, NoopConfig, run_noop
-from backends.workflow import WorkflowDefinition, parse_definition, shadow_refusal
 
 PG_EXTRACT = {"connection": "secret:pg-sales", "query": "select id, amount from orders"}
 MYSQL_EXTRACT = {"connection": "secret:mysql-crm", "query": "select id, region from customers"}

@@ -1,12 +1,12 @@
-"""How every Prefect state type reads as a figway run status (``backends/prefect/status.py``)."""
+"""How every Prefect state type reads as a figway run status (``backends/prefect/status_map.py``)."""
 
 from __future__ import annotations
 
 import pytest
 from prefect.client.schemas.objects import TERMINAL_STATES, StateType
 
-from backends.prefect.status import PREFECT_TO_RUN_STATUS
-from backends.status import RUN_ACTIVE, RUN_TERMINAL, RunStatus
+from backends.model.status import RUN_ACTIVE, RUN_TERMINAL, RunStatus
+from backends.prefect.status_map import PREFECT_TO_RUN_STATUS
 
 
 @pytest.mark.parametrize("state_type", list(StateType), ids=lambda s: s.value)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from backends.status import NodeStatus, RunStatus
+from backends.model.status import NodeStatus, RunStatus
 from backends.store import NodeView, RunView
 from gateway.routing.shadow import compare_runs, output_fingerprint
 

@@ -7,8 +7,7 @@ from collections import deque
 import pytest
 from rq.job import JobStatus
 
-from backends.rq.status import RQ_TO_NODE_STATUS
-from backends.status import (
+from backends.model.status import (
     NODE_TERMINAL,
     RUN_ACTIVE,
     RUN_TERMINAL,
@@ -16,6 +15,7 @@ from backends.status import (
     RunStatus,
     node_transition_allowed,
 )
+from backends.rq.status_map import RQ_TO_NODE_STATUS
 
 
 def reachable_from(start: NodeStatus) -> set[NodeStatus]:

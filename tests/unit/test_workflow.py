@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from backends.errors import DefinitionError, DefinitionProblem
+from backends.model.errors import DefinitionError, DefinitionProblem
+from backends.model.workflow import DEFAULT_MAX_LEVELS, WorkflowDefinition, parse_definition
 from backends.nodes import default_registry
-from backends.workflow import DEFAULT_MAX_LEVELS, WorkflowDefinition, parse_definition
 
 
 def definition(

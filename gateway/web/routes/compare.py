@@ -10,15 +10,15 @@ from pydantic import StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from backends.store import utcnow
-from backends.store.reports import Reports
-from gateway.api.deps import ServicesDep
-from gateway.compare import (
+from backends.store.comparison_records import Reports
+from gateway.reports.comparison import (
     DEFAULT_SINCE,
     ComparisonReport,
     Thresholds,
     comparison_report,
     parse_since,
 )
+from gateway.web.deps import ServicesDep
 
 __all__ = ["router"]
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from backends.errors import StoreError
-from gateway.api.deps import ServicesDep
+from backends.model.errors import StoreError
+from gateway.web.deps import ServicesDep
 
 router = APIRouter(tags=["health"])
 

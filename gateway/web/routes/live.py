@@ -29,11 +29,11 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import WebSocketRoute
 
-from backends.status import RUN_TERMINAL
-from gateway.api.auth import WEBSOCKET_CLOSE, AuthFailed, key_for_websocket
-from gateway.api.schemas import RunOut
+from backends.model.status import RUN_TERMINAL
 from gateway.live.feed import OVERFLOW
 from gateway.services import Services
+from gateway.web.auth import WEBSOCKET_CLOSE, AuthFailed, key_for_websocket
+from gateway.web.schemas import RunOut
 
 __all__ = ["CLOSE_TOO_SLOW", "CLOSE_UNKNOWN_RUN", "create_legacy_app", "follow_run", "router"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.api.deps import ServicesDep
+from gateway.web.deps import ServicesDep
 
 router = APIRouter(tags=["metrics"])
 

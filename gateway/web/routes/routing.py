@@ -10,19 +10,19 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from backends.model.workflow import parse_definition, shadow_refusal
 from backends.rq.executor import RQExecutor
 from backends.store.models import ShadowComparison
-from backends.store.routing import GuardTripView
-from backends.workflow import parse_definition, shadow_refusal
-from gateway.api.auth import acting_key
-from gateway.api.deps import ServicesDep
-from gateway.api.errors import error_body
-from gateway.dispatcher import NotFoundError
+from backends.store.routing_records import GuardTripView
+from gateway.dispatch.dispatcher import NotFoundError
+from gateway.reports.readiness import rq_readiness
 from gateway.routing.loading import RulesProblem
-from gateway.routing.readiness import rq_readiness
 from gateway.routing.router import RunFacts
 from gateway.routing.shadow import with_shadow
 from gateway.services import Services
+from gateway.web.auth import acting_key
+from gateway.web.deps import ServicesDep
+from gateway.web.errors import error_body
 
 router = APIRouter(prefix="/routing", tags=["routing"])
 

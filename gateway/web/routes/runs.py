@@ -8,9 +8,9 @@ from fastapi import APIRouter, Path, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from backends.store.models import RUN_LEVEL
-from gateway.api.deps import DispatcherDep, ServicesDep
-from gateway.api.schemas import LogLineOut, LogsOut, RunIn, RunOut, StatsOut
-from gateway.dispatcher import RunNotFoundError, RunRequest
+from gateway.dispatch.dispatcher import RunNotFoundError, RunRequest
+from gateway.web.deps import DispatcherDep, ServicesDep
+from gateway.web.schemas import LogLineOut, LogsOut, RunIn, RunOut, StatsOut
 
 router = APIRouter(prefix="/workflow_runs", tags=["workflow runs"])
 

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from backends.errors import DefinitionError, DefinitionProblem
-from backends.workflow import parse_definition
-from gateway.api.deps import ServicesDep
-from gateway.api.schemas import WorkflowOut
-from gateway.dispatcher import WorkflowNotFoundError
+from backends.model.errors import DefinitionError, DefinitionProblem
+from backends.model.workflow import parse_definition
+from gateway.dispatch.dispatcher import WorkflowNotFoundError
+from gateway.web.deps import ServicesDep
+from gateway.web.schemas import WorkflowOut
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 

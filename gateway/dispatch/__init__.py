@@ -1,0 +1,3 @@
+"""Starting and killing runs (``dispatcher``), and settling runs whose workers went
+quiet (``reconcile``): the gateway's side of every backend, through the contract only.
+"""

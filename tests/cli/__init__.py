@@ -1,0 +1,1 @@
+"""The ``figway`` command, in this process and as a real process."""

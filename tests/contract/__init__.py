@@ -1,0 +1,1 @@
+"""The executor contract suite and its two implementations (RQ and Prefect)."""

@@ -1,0 +1,1 @@
+"""The deployment files: the compose stack, Prometheus rules and Grafana dashboards."""

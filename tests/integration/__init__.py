@@ -1,0 +1,1 @@
+"""The production stack: real gateways, RQ workers and Prefect workers on PostgreSQL and Redis."""

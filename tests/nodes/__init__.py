@@ -1,0 +1,1 @@
+"""Node types and artifacts against the real PostgreSQL, MariaDB and loopback servers."""

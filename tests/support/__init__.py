@@ -1,0 +1,3 @@
+"""What the test folders share, written once: processes and ports, the figway stack,
+Prefect services, RQ workers, an in-process gateway, API helpers, plans, a TCP proxy.
+"""

@@ -9,10 +9,10 @@ database cannot know (a worker that died mid-node). Every implementation must:
     it (not when it has finished). Nodes of one level may run in parallel;
     a node starts only after all of its upstream nodes succeeded. Node
     attempts go through :class:`backends.runtime.NodeRuntime`, which records
-    every transition. Raises :class:`~backends.model.errors.BackendUnavailable`
+    every transition. Raises :class:`~backends.model.errors.BackendUnavailableError`
     when the backend cannot be reached, with ``may_have_started=False`` only
     if the request certainly never arrived (the run may then go elsewhere),
-    and :class:`~backends.model.errors.BackendRejected` when it refuses the plan.
+    and :class:`~backends.model.errors.BackendRejectedError` when it refuses the plan.
 
 ``cancel(plan)``
     Make sure no node of the run starts from now on and stop the nodes that

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 
-from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure, NodeType
+from backends.model.errors import NodeCancelledError, NodeFailedError
+from backends.nodes.base import NodeConfig, NodeContext, NodeType
 from backends.nodes.bigquery import BIGQUERY_EXTRACT
 from backends.nodes.builtin import BUILTIN_NODE_TYPES
 from backends.nodes.http import HTTP_REQUEST
@@ -13,10 +14,10 @@ from backends.nodes.postgres import POSTGRES_EXTRACT, POSTGRES_LOAD
 from backends.nodes.transform import SQL_TRANSFORM
 
 __all__ = [
-    "NodeCancelled",
+    "NodeCancelledError",
     "NodeConfig",
     "NodeContext",
-    "NodeFailure",
+    "NodeFailedError",
     "NodeRegistry",
     "NodeType",
     "default_registry",

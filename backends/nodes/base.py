@@ -16,13 +16,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from backends.artifacts import ArtifactRef, RunArtifacts
+from backends.model.errors import NodeCancelledError, NodeFailedError
 from backends.runtime.secrets import EnvironmentSecrets, SecretResolver
 
 __all__ = [
-    "NodeCancelled",
+    "NodeCancelledError",
     "NodeConfig",
     "NodeContext",
-    "NodeFailure",
+    "NodeFailedError",
     "NodeType",
     "SideEffects",
 ]
@@ -31,14 +32,6 @@ __all__ = [
 #: ``none`` touches nothing; ``sandboxed`` writes, but writes nothing when
 #: ``context.sandboxed`` is set; ``unsafe`` writes and cannot be held back.
 SideEffects = Literal["none", "sandboxed", "unsafe"]
-
-
-class NodeFailure(Exception):
-    """Raised by a node to fail its attempt with a message meant for people."""
-
-
-class NodeCancelled(Exception):
-    """Raised by a node that stopped because its run was killed."""
 
 
 class NodeConfig(BaseModel):
@@ -83,14 +76,14 @@ class NodeContext:
 
     def table_store(self) -> RunArtifacts:
         if self.artifacts is None:
-            raise NodeFailure("this node runtime has no artifact store; table outputs need one")
+            raise NodeFailedError("this node runtime has no artifact store; table outputs need one")
         return self.artifacts
 
     def upstream_table(self, node_id: str) -> ArtifactRef:
         """The table an upstream node produced; fails the node clearly when it made none."""
         reference = ArtifactRef.from_output(self.upstream_outputs.get(node_id))
         if reference is None:
-            raise NodeFailure(f"upstream node {node_id!r} produced no table")
+            raise NodeFailedError(f"upstream node {node_id!r} produced no table")
         return reference
 
     def cancelled(self) -> bool:

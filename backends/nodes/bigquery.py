@@ -36,7 +36,8 @@ import pyarrow as pa
 from pydantic import Field, StringConstraints, field_validator
 
 from backends.artifacts import ArtifactRef
-from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure, NodeType
+from backends.model.errors import NodeCancelledError, NodeFailedError
+from backends.nodes.base import NodeConfig, NodeContext, NodeType
 from backends.nodes.tables import Progress, bind_parameters
 from backends.runtime.secrets import checked_secret_name, secret_name
 
@@ -160,7 +161,7 @@ def job_config(
 ) -> bigquery.QueryJobConfig:
     """The query job's configuration; ``parameters`` are the run's (for ``param:NAME``).
 
-    Raises :class:`NodeFailure` when a parameter names a run parameter the run
+    Raises :class:`NodeFailedError` when a parameter names a run parameter the run
     lacks, or a value BigQuery has no scalar type for.
     """
     from google.cloud import bigquery
@@ -186,7 +187,7 @@ def _query_parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter:
         kind = "BOOL"
     elif isinstance(value, int):
         if not _INT64_MIN <= value <= _INT64_MAX:
-            raise NodeFailure(f"query parameter {name!r} is {value}, beyond BigQuery's INT64")
+            raise NodeFailedError(f"query parameter {name!r} is {value}, beyond BigQuery's INT64")
         kind = "INT64"
     elif isinstance(value, float):
         kind = "FLOAT64"
@@ -194,7 +195,7 @@ def _query_parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter:
         kind = "STRING"
     else:
         shown = "null" if value is None else type(value).__name__
-        raise NodeFailure(
+        raise NodeFailedError(
             f"query parameter {name!r} is {shown}; BigQuery parameters are text, numbers "
             "or booleans (cast in the query for other types)"
         )
@@ -205,13 +206,13 @@ def write_pages(batches: Iterable[pa.RecordBatch], context: NodeContext) -> Arti
     """Write every page to one table output; returns its reference.
 
     Pages are fetched one at a time, each written before the next is asked for,
-    and the kill switch is checked between pages (:class:`NodeCancelled`; the
+    and the kill switch is checked between pages (:class:`NodeCancelledError`; the
     partial file is removed).
     """
     pages = iter(batches)
     page = next(pages, None)
     if page is None or page.num_columns == 0:
-        raise NodeFailure(
+        raise NodeFailedError(
             "the query returned no result set to extract (is it a SELECT, not DDL or DML?)"
         )
     progress = Progress(context, "extracted")
@@ -222,7 +223,7 @@ def write_pages(batches: Iterable[pa.RecordBatch], context: NodeContext) -> Arti
             count += 1
             progress.add(page.num_rows)
             if context.cancelled():
-                raise NodeCancelled(
+                raise NodeCancelledError(
                     f"extract stopped: the run was cancelled after {count} pages "
                     f"({progress.rows} rows)"
                 )
@@ -291,7 +292,9 @@ def _credentials(config: BigQueryExtractConfig, context: NodeContext) -> Credent
     except ValueError:
         info = None
     if not isinstance(info, dict):
-        raise NodeFailure(f"secret {name!r} does not hold a JSON key (a service-account key file)")
+        raise NodeFailedError(
+            f"secret {name!r} does not hold a JSON key (a service-account key file)"
+        )
     if isinstance(info.get("private_key"), str):
         # The whole key is masked already; an error quoting only its private key must be too.
         context.secrets.redactor.add(info["private_key"])
@@ -301,7 +304,7 @@ def _credentials(config: BigQueryExtractConfig, context: NodeContext) -> Credent
         return service_account.Credentials.from_service_account_info(info)  # type: ignore[no-untyped-call,no-any-return]
     except (ValueError, KeyError, TypeError) as exc:
         detail = context.secrets.redactor.redact(str(exc))
-        raise NodeFailure(
+        raise NodeFailedError(
             f"secret {name!r} does not hold a usable service-account key: {detail}"
         ) from None
 
@@ -314,13 +317,15 @@ def _wait_for(job: bigquery.QueryJob, config: BigQueryExtractConfig, context: No
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             _cancel(job, context)
-            raise NodeFailure(
+            raise NodeFailedError(
                 f"the query did not finish within {config.timeout_seconds:g} s "
                 f"(timeout_seconds); job {job.job_id} was cancelled"
             )
         if context.wait(min(delay, remaining)):
             _cancel(job, context)
-            raise NodeCancelled(f"the run was cancelled; BigQuery job {job.job_id} was cancelled")
+            raise NodeCancelledError(
+                f"the run was cancelled; BigQuery job {job.job_id} was cancelled"
+            )
         delay = min(delay * 2, MAX_POLL_SECONDS)
 
 
@@ -331,7 +336,7 @@ def _cancel(job: bigquery.QueryJob, context: NodeContext) -> None:
         context.logger.warning("could not cancel BigQuery job %s: %s", job.job_id, exc)
 
 
-def _failure(exc: BaseException, config: BigQueryExtractConfig) -> NodeFailure | None:
+def _failure(exc: BaseException, config: BigQueryExtractConfig) -> NodeFailedError | None:
     """What a google or transport error means for people, or None for anything else."""
     import concurrent.futures
 
@@ -354,21 +359,21 @@ def _failure(exc: BaseException, config: BigQueryExtractConfig) -> NodeFailure |
             what = "BigQuery failed"
         else:  # job errors come as 500 for reasons the client does not know: not a server fault
             what = "BigQuery refused the query"
-        return NodeFailure(f"{what} ({', '.join(reasons) or exc.code}): {message}")
+        return NodeFailedError(f"{what} ({', '.join(reasons) or exc.code}): {message}")
     if isinstance(exc, api.RetryError):
         cause = exc.cause if exc.cause is not None else exc
-        return NodeFailure(f"BigQuery did not answer (gave up retrying): {cause}")
+        return NodeFailedError(f"BigQuery did not answer (gave up retrying): {cause}")
     if isinstance(exc, auth.DefaultCredentialsError):
-        return NodeFailure(
+        return NodeFailedError(
             "no credentials for BigQuery: set credentials: secret:NAME (a service-account key), "
             f"or give the workers application default credentials ({exc})"
         )
     if isinstance(exc, auth.GoogleAuthError):
-        return NodeFailure(f"cannot authenticate to BigQuery: {exc}")
+        return NodeFailedError(f"cannot authenticate to BigQuery: {exc}")
     if isinstance(exc, requests.RequestException):
-        return NodeFailure(f"cannot reach BigQuery: {exc}")
+        return NodeFailedError(f"cannot reach BigQuery: {exc}")
     if isinstance(exc, concurrent.futures.TimeoutError):
-        return NodeFailure(f"BigQuery did not answer within {REQUEST_TIMEOUT_SECONDS:g} s")
+        return NodeFailedError(f"BigQuery did not answer within {REQUEST_TIMEOUT_SECONDS:g} s")
     return None
 
 

@@ -9,16 +9,10 @@ from typing import Any
 
 from pydantic import Field
 
-from backends.nodes.base import (
-    NodeCancelled,
-    NodeConfig,
-    NodeContext,
-    NodeFailure,
-    NodeType,
-    SideEffects,
-)
+from backends.model.errors import NodeCancelledError, NodeFailedError
+from backends.nodes.base import NodeConfig, NodeContext, NodeType, SideEffects
 
-__all__ = ["BUILTIN_NODE_TYPES", "NodeCancelled", "NodeFailure"]
+__all__ = ["BUILTIN_NODE_TYPES", "NodeCancelledError", "NodeFailedError"]
 
 
 class NoopConfig(NodeConfig):
@@ -36,7 +30,7 @@ class SleepConfig(NodeConfig):
 def run_sleep(config: SleepConfig, context: NodeContext) -> dict[str, float]:
     # Waiting on the run's cancel event, not time.sleep, is what lets a kill stop it at once.
     if context.wait(config.seconds):
-        raise NodeCancelled(f"stopped after the run was cancelled (slept < {config.seconds}s)")
+        raise NodeCancelledError(f"stopped after the run was cancelled (slept < {config.seconds}s)")
     return {"slept_seconds": config.seconds}
 
 
@@ -51,7 +45,7 @@ class FailConfig(NodeConfig):
 
 def run_fail(config: FailConfig, context: NodeContext) -> dict[str, int]:
     if config.times is None or context.attempt <= config.times:
-        raise NodeFailure(config.message)
+        raise NodeFailedError(config.message)
     return {"succeeded_on_attempt": context.attempt}
 
 
@@ -96,10 +90,10 @@ def _load_callable(reference: str) -> Callable[..., object]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise NodeFailure(f"cannot import module {module_name!r}: {exc}") from exc
+        raise NodeFailedError(f"cannot import module {module_name!r}: {exc}") from exc
     function = getattr(module, attribute, None)
     if not callable(function):
-        raise NodeFailure(f"{reference!r} is not a callable in module {module_name!r}")
+        raise NodeFailedError(f"{reference!r} is not a callable in module {module_name!r}")
     return function  # type: ignore[no-any-return]
 
 

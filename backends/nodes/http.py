@@ -28,7 +28,7 @@ a search API) or ``sandboxed`` (in a shadow run the request is not sent and the
 output is ``{"status": None, "sent": False}``).
 
 Every failure (an unexpected status, a timeout, a refused connection, an
-answer too large) raises :class:`NodeFailure`, so the node's ``retries``
+answer too large) raises :class:`NodeFailedError`, so the node's ``retries``
 policy decides whether it is tried again.
 """
 
@@ -47,14 +47,8 @@ import httpx
 import pyarrow as pa
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
-from backends.nodes.base import (
-    NodeCancelled,
-    NodeConfig,
-    NodeContext,
-    NodeFailure,
-    NodeType,
-    SideEffects,
-)
+from backends.model.errors import NodeCancelledError, NodeFailedError
+from backends.nodes.base import NodeConfig, NodeContext, NodeType, SideEffects
 from backends.runtime.secrets import (
     Redactor,
     checked_secret_name,
@@ -333,7 +327,7 @@ def run_http_request(config: HttpRequestConfig, context: NodeContext) -> object:
         return {"status": None, "sent": False}
     if context.sandboxed and effects == "unsafe":
         # shadow_refusal keeps such workflows from shadowing; this guards any other path.
-        raise NodeFailure(
+        raise NodeFailedError(
             f"{request_line} was not sent: a shadow run may not send a request "
             "whose side effects are `unsafe`"
         )
@@ -341,13 +335,13 @@ def run_http_request(config: HttpRequestConfig, context: NodeContext) -> object:
     store = context.table_store() if config.as_table else None
     request = _resolve(config, context)
     if context.cancelled():
-        raise NodeCancelled(f"{request_line} was not sent: the run was cancelled")
+        raise NodeCancelledError(f"{request_line} was not sent: the run was cancelled")
     body, status, content_type, encoding = _exchange(config, request, request_line, context)
     context.logger.info("%s answered %d (%d bytes)", request_line, status, len(body))
     if store is not None:
         rows = _rows(body, content_type, request_line)
         if context.cancelled():
-            raise NodeCancelled(
+            raise NodeCancelledError(
                 f"{request_line}: the run was cancelled before the table was written"
             )
         table = _table(rows, request_line)
@@ -377,7 +371,7 @@ def _resolve(config: HttpRequestConfig, context: NodeContext) -> _Request:
         revealed.append(url)
         problem = _url_problem(url, secret=True)
         if problem is not None:
-            raise NodeFailure(f"the URL in {config.url} is unusable: {problem}")
+            raise NodeFailedError(f"the URL in {config.url} is unusable: {problem}")
     headers: dict[str, str] = {}
     secret_headers: set[str] = set()
     for name, value in config.headers.items():
@@ -387,7 +381,7 @@ def _resolve(config: HttpRequestConfig, context: NodeContext) -> _Request:
             secret_headers.add(name)
             # httpx and h11 quote a bad value in their errors; say what is wrong without it.
             if _HEADER_VALUE.fullmatch(resolved) is None:
-                raise NodeFailure(
+                raise NodeFailedError(
                     f"the secret in header {name!r} ({value}) holds characters a header "
                     "cannot carry: line breaks, or other than printable ASCII"
                 )
@@ -442,7 +436,7 @@ def _exchange(
             status = response.status_code
             if not _expected(status, config.expected_status):
                 quoted = _scrub(_beginning(response), request.revealed)
-                raise NodeFailure(
+                raise NodeFailedError(
                     f"{request_line} answered {status}, expected "
                     f"{_describe_expected(config.expected_status)}"
                     + (f"; the answer began: {quoted}" if quoted else "")
@@ -451,16 +445,16 @@ def _exchange(
             content_type = response.headers.get("content-type")
             return body, status, content_type, _text_encoding(response)
     except httpx.TimeoutException as exc:
-        raise NodeFailure(
+        raise NodeFailedError(
             f"{request_line} timed out after {config.timeout_seconds:g}s "
             f"{_TIMEOUT_STEPS.get(type(exc), 'waiting for the server')}"
         ) from exc
     except httpx.ConnectError as exc:
-        raise NodeFailure(
+        raise NodeFailedError(
             f"{request_line} failed: could not connect ({str(exc) or 'no reason given'})"
         ) from exc
     except httpx.RequestError as exc:
-        raise NodeFailure(f"{request_line} failed: {type(exc).__name__}: {exc}") from exc
+        raise NodeFailedError(f"{request_line} failed: {type(exc).__name__}: {exc}") from exc
 
 
 _TIMEOUT_STEPS: dict[type[Exception], str] = {
@@ -529,7 +523,7 @@ def _read(
     declared = response.headers.get("content-length", "")
     # A HEAD answer announces the length of a body it does not send.
     if config.method != "HEAD" and declared.isdigit() and int(declared) > limit:
-        raise NodeFailure(
+        raise NodeFailedError(
             f"{request_line} answered {int(declared)} bytes, more than "
             f"max_response_bytes ({limit}); not read"
         )
@@ -538,14 +532,14 @@ def _read(
     for chunk in response.iter_bytes():
         size += len(chunk)
         if size > limit:
-            raise NodeFailure(
+            raise NodeFailedError(
                 f"{request_line} answered more than max_response_bytes ({limit}); stopped reading"
             )
         chunks.append(chunk)
         if context.cancelled():
-            raise NodeCancelled(f"{request_line}: stopped reading after the run was cancelled")
+            raise NodeCancelledError(f"{request_line}: stopped reading after the run was cancelled")
         if time.monotonic() > deadline:
-            raise NodeFailure(
+            raise NodeFailedError(
                 f"{request_line} timed out after {config.timeout_seconds:g}s reading the answer"
             )
     return b"".join(chunks)
@@ -584,7 +578,7 @@ def _parsed(body: bytes, request_line: str) -> Any:
         # then not store the output as JSON.
         return json.loads(body, parse_constant=_refuse_constant)
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise NodeFailure(f"{request_line} answered JSON that does not parse: {exc}") from exc
+        raise NodeFailedError(f"{request_line} answered JSON that does not parse: {exc}") from exc
 
 
 def _json_kind(value: Any) -> str:
@@ -607,16 +601,16 @@ def _rows(body: bytes, content_type: str | None, request_line: str) -> list[Mapp
     needed = "as_table needs a JSON array of objects"
     try:
         data = _parsed(body, request_line)
-    except NodeFailure:
-        raise NodeFailure(
+    except NodeFailedError:
+        raise NodeFailedError(
             f"{request_line} answered {content_type or 'no content type'} that is not JSON; "
             + needed
         ) from None
     if not isinstance(data, list):
-        raise NodeFailure(f"{request_line} answered a JSON {_json_kind(data)}; {needed}")
+        raise NodeFailedError(f"{request_line} answered a JSON {_json_kind(data)}; {needed}")
     for index, item in enumerate(data):
         if not isinstance(item, dict):
-            raise NodeFailure(
+            raise NodeFailedError(
                 f"{request_line} answered an array whose item {index} is a JSON "
                 f"{_json_kind(item)}; {needed}"
             )
@@ -631,7 +625,9 @@ def _table(rows: Sequence[Mapping[str, Any]], request_line: str) -> Any:
     try:
         return pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in names})
     except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
-        raise NodeFailure(f"{request_line} answered rows that do not make a table: {exc}") from exc
+        raise NodeFailedError(
+            f"{request_line} answered rows that do not make a table: {exc}"
+        ) from exc
 
 
 HTTP_REQUEST = NodeType(

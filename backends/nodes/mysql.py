@@ -20,7 +20,8 @@ import pymysql.cursors
 from pydantic import Field
 from pymysql.constants import FIELD_TYPE
 
-from backends.nodes.base import NodeContext, NodeFailure, NodeType
+from backends.model.errors import NodeFailedError
+from backends.nodes.base import NodeContext, NodeType
 from backends.nodes.connections import ConnectionConfig, ConnectionPool, DatabaseUrl, pool_for
 from backends.nodes.tables import (
     Converter,
@@ -74,7 +75,9 @@ def _connection(
                 cursorclass=pymysql.cursors.SSCursor,
             )
         except pymysql.MySQLError as exc:
-            raise NodeFailure(f"cannot connect to MySQL at {described}: {_message(exc)}") from None
+            raise NodeFailedError(
+                f"cannot connect to MySQL at {described}: {_message(exc)}"
+            ) from None
 
     pool = pool_for(
         "mysql",
@@ -88,10 +91,10 @@ def _connection(
             yield connection
     except pymysql.MySQLError as exc:
         if _connection_lost(exc):
-            raise NodeFailure(
+            raise NodeFailedError(
                 f"lost the connection to MySQL at {described}: {_message(exc)}"
             ) from None
-        raise NodeFailure(f"MySQL at {described} refused it: {_message(exc)}") from None
+        raise NodeFailedError(f"MySQL at {described} refused it: {_message(exc)}") from None
 
 
 def _connection_lost(exc: pymysql.MySQLError) -> bool:
@@ -226,9 +229,9 @@ def run_mysql_extract(config: MysqlExtractConfig, context: NodeContext) -> objec
                 cursor.execute(config.query, parameters)
             except (KeyError, TypeError) as exc:
                 # PyMySQL formats parameters itself: a placeholder without a value is a KeyError.
-                raise NodeFailure(f"query parameter missing or unusable: {exc}") from None
+                raise NodeFailedError(f"query parameter missing or unusable: {exc}") from None
             if not cursor.description:
-                raise NodeFailure("the query returns no rows to extract (is it a SELECT?)")
+                raise NodeFailedError("the query returns no rows to extract (is it a SELECT?)")
             schema, converters = _schema_of(cursor)
             reference = write_query_result(
                 context, schema, converters, lambda: cursor.fetchmany(config.batch_size), progress

@@ -26,7 +26,8 @@ from psycopg import sql
 from pydantic import Field
 
 from backends.artifacts import ArtifactRef
-from backends.nodes.base import NodeCancelled, NodeContext, NodeFailure, NodeType
+from backends.model.errors import NodeCancelledError, NodeFailedError
+from backends.nodes.base import NodeContext, NodeType
 from backends.nodes.connections import ConnectionConfig, ConnectionPool, DatabaseUrl, pool_for
 from backends.nodes.tables import (
     Converter,
@@ -114,7 +115,7 @@ def _connection(url: str, timeout: float) -> Iterator[psycopg.Connection[Any]]:
         try:
             return psycopg.connect(libpq_url, connect_timeout=max(1, round(timeout)))
         except psycopg.Error as exc:
-            raise NodeFailure(
+            raise NodeFailedError(
                 f"cannot connect to PostgreSQL at {described}: {_first_line(exc)}"
             ) from None
 
@@ -134,14 +135,14 @@ def _connection(url: str, timeout: float) -> Iterator[psycopg.Connection[Any]]:
 
 def _node_failure(
     exc: psycopg.Error, connection: psycopg.Connection[Any], described: str
-) -> NodeFailure:
+) -> NodeFailedError:
     """A driver error as people read it: the connection lost, the query cancelled, or refused."""
     message = _first_line(exc)
     if connection.broken or connection.closed:
-        return NodeFailure(f"lost the connection to PostgreSQL at {described}: {message}")
+        return NodeFailedError(f"lost the connection to PostgreSQL at {described}: {message}")
     if isinstance(exc, psycopg.errors.QueryCanceled):
-        return NodeFailure(f"PostgreSQL at {described} cancelled the query: {message}")
-    return NodeFailure(f"PostgreSQL at {described} refused it: {message}")
+        return NodeFailedError(f"PostgreSQL at {described} cancelled the query: {message}")
+    return NodeFailedError(f"PostgreSQL at {described} refused it: {message}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -208,7 +209,7 @@ def _fetcher(
 
     def fetch() -> list[Any]:
         if deadline is not None and time.monotonic() > deadline:
-            raise NodeFailure(
+            raise NodeFailedError(
                 f"the query ran longer than statement_timeout_seconds ({timeout:g} s)"
             )
         return cursor.fetchmany(config.batch_size)
@@ -237,7 +238,7 @@ def run_postgres_extract(config: PostgresExtractConfig, context: NodeContext) ->
             cursor.itersize = config.batch_size
             cursor.execute(config.query, parameters)
             if cursor.description is None:
-                raise NodeFailure("the query returns no rows to extract (is it a SELECT?)")
+                raise NodeFailedError("the query returns no rows to extract (is it a SELECT?)")
             schema, converters = _schema_of(cursor.description)
             reference = write_query_result(
                 context, schema, converters, _fetcher(cursor, config), progress
@@ -315,7 +316,9 @@ def _single_input(config: PostgresLoadConfig, context: NodeContext) -> str:
     if config.input is not None:
         return config.input
     if len(context.upstream_outputs) != 1:
-        raise NodeFailure("this node depends on several nodes; name the one to load with `input`")
+        raise NodeFailedError(
+            "this node depends on several nodes; name the one to load with `input`"
+        )
     return next(iter(context.upstream_outputs))
 
 
@@ -346,7 +349,7 @@ def run_postgres_load(config: PostgresLoadConfig, context: NodeContext) -> objec
     try:
         parquet = context.table_store().open_table(source)
     except FileNotFoundError:
-        raise NodeFailure(
+        raise NodeFailedError(
             f"the table of upstream node {source_node!r} is gone from the "
             "artifact store (purged, or this worker reaches another store)"
         ) from None
@@ -368,7 +371,7 @@ def run_postgres_load(config: PostgresLoadConfig, context: NodeContext) -> objec
         try:
             connection.execute(sql.SQL(create + " {} ({})").format(table, columns))
         except psycopg.errors.DuplicateTable:
-            raise NodeFailure(
+            raise NodeFailedError(
                 f"table {config.table} already exists; mode create makes a new table "
                 "(use append or replace)"
             ) from None
@@ -380,7 +383,9 @@ def run_postgres_load(config: PostgresLoadConfig, context: NodeContext) -> objec
                 stream.write(_csv_bytes(batch))
                 progress.add(batch.num_rows)
                 if context.cancelled():
-                    raise NodeCancelled("load stopped: the run was cancelled (nothing written)")
+                    raise NodeCancelledError(
+                        "load stopped: the run was cancelled (nothing written)"
+                    )
     progress.done(f"into {config.table}")
     return output
 

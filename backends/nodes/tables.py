@@ -13,7 +13,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from backends.artifacts import ArtifactRef
-from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure
+from backends.model.errors import NodeCancelledError, NodeFailedError
+from backends.nodes.base import NodeConfig, NodeContext
 
 __all__ = [
     "PARAMETER_PREFIX",
@@ -73,7 +74,7 @@ def write_query_result(
             table.write(rows_to_batch(rows, schema, converters))
             progress.add(len(rows))
             if context.cancelled():
-                raise NodeCancelled("extract stopped: the run was cancelled")
+                raise NodeCancelledError("extract stopped: the run was cancelled")
         return table.finish()
 
 
@@ -117,7 +118,7 @@ def bind_parameters(
         if isinstance(value, str) and value.startswith(PARAMETER_PREFIX):
             key = value[len(PARAMETER_PREFIX) :]
             if key not in run_parameters:
-                raise NodeFailure(
+                raise NodeFailedError(
                     f"query parameter {name!r} takes the run parameter {key!r}, which this run "
                     f"was not given (it has: {', '.join(sorted(run_parameters)) or 'none'})"
                 )
@@ -133,12 +134,12 @@ def require_unique_names(schema: pa.Schema, what: str) -> None:
     >>> require_unique_names(pa.schema([("id", pa.int64()), ("id", pa.int64())]), "the query")
     Traceback (most recent call last):
     ...
-    backends.nodes.base.NodeFailure: the query returns two columns named 'id'; name each one (... AS name)
+    backends.model.errors.NodeFailedError: the query returns two columns named 'id'; name each one (... AS name)
     """
     seen: set[str] = set()
     for name in schema.names:
         if name in seen:
-            raise NodeFailure(
+            raise NodeFailedError(
                 f"{what} returns two columns named {name!r}; name each one (... AS name)"
             )
         seen.add(name)
@@ -167,7 +168,7 @@ def rows_to_batch(
         try:
             arrays.append(pa.array(convert(values) if convert else values, type=field.type))
         except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
-            raise NodeFailure(
+            raise NodeFailedError(
                 f"column {field.name!r} does not fit {field.type}: {exc}; cast it in the query"
             ) from None
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

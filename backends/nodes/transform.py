@@ -26,7 +26,8 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 from pydantic import Field, field_validator
 
 from backends.artifacts import ArtifactRef, RunArtifacts
-from backends.nodes.base import NodeCancelled, NodeConfig, NodeContext, NodeFailure, NodeType
+from backends.model.errors import NodeCancelledError, NodeFailedError
+from backends.nodes.base import NodeConfig, NodeContext, NodeType
 from backends.nodes.tables import (
     Progress,
     interrupt_on_cancel,
@@ -109,7 +110,7 @@ def _register_inputs(
             path = artifacts.store.local_path(reference)
             if path is not None:
                 if not path.is_file():
-                    raise NodeFailure(
+                    raise NodeFailedError(
                         f"the table of upstream node {node_id!r} is gone from the artifact "
                         "store (purged, or this worker reaches another store)"
                     )
@@ -127,7 +128,7 @@ def _register_inputs(
             try:
                 connection.register(node_id, json_rows_table(rows))
             except (pa.ArrowException, TypeError, ValueError) as exc:
-                raise NodeFailure(
+                raise NodeFailedError(
                     f"the JSON output of upstream node {node_id!r} is not a table: {exc}"
                 ) from None
         else:
@@ -194,15 +195,15 @@ def _run_query(
                 table.write(batch.cast(schema))
                 progress.add(batch.num_rows)
                 if context.cancelled():
-                    raise NodeCancelled("transform stopped: the run was cancelled")
+                    raise NodeCancelledError("transform stopped: the run was cancelled")
             return table.finish()
     except (duckdb.Error, RuntimeError) as exc:
         # An interrupted query raises a bare RuntimeError("Query interrupted").
         if context.cancelled():
-            raise NodeCancelled("transform stopped: the run was cancelled") from None
+            raise NodeCancelledError("transform stopped: the run was cancelled") from None
         if not isinstance(exc, duckdb.Error):
             raise
-        raise NodeFailure(
+        raise NodeFailedError(
             f"DuckDB refused the query: {_first_line(exc)} (tables: {', '.join(names) or 'none'})"
         ) from None
 

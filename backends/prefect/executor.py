@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from backends.contract import BackendHealth, NodeReport
-from backends.model.errors import BackendRejected, BackendUnavailable
+from backends.model.errors import BackendRejectedError, BackendUnavailableError
 from backends.model.status import NodeStatus, RunStatus
 from backends.model.workflow import POOLS, RunPlan
 from backends.prefect.names import FLOW_NAME, deployment_name, run_tags, work_pool_name
@@ -114,7 +114,7 @@ class PrefectExecutor:
             with get_client(sync_client=True) as client:
                 failure = client.api_healthcheck()
             if failure is not None:
-                raise BackendUnavailable(self.name, f"Prefect's ephemeral API: {failure}")
+                raise BackendUnavailableError(self.name, f"Prefect's ephemeral API: {failure}")
             self._ephemeral_ready = True
 
     def _deployment_id(self, client: SyncPrefectClient, pool: str) -> Any:
@@ -124,7 +124,7 @@ class PrefectExecutor:
             try:
                 deployment = client.read_deployment_by_name(f"{FLOW_NAME}/{deployment_name(pool)}")
             except ObjectNotFound as exc:
-                raise BackendRejected(
+                raise BackendRejectedError(
                     self.name,
                     f"Prefect has no deployment {FLOW_NAME}/{deployment_name(pool)}; "
                     "run `figway setup prefect` once",
@@ -249,7 +249,7 @@ class PrefectExecutor:
 
     @contextmanager
     def _client(self) -> Iterator[SyncPrefectClient]:
-        """The executor's Prefect client; transport errors become :class:`BackendUnavailable`.
+        """The executor's Prefect client; transport errors become :class:`BackendUnavailableError`.
 
         One client is kept open and shared (its httpx pool is thread-safe): building
         one costs about 60 ms, more than the request it would serve. After a
@@ -263,14 +263,14 @@ class PrefectExecutor:
         except (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError) as exc:
             # The request never left: nothing was created on the server.
             self._drop_client()
-            raise BackendUnavailable(
+            raise BackendUnavailableError(
                 self.name, f"Prefect API: {exc}", may_have_started=False
             ) from exc
         except (httpx.HTTPError, OSError) as exc:
             self._drop_client()
-            raise BackendUnavailable(self.name, f"Prefect API: {exc}") from exc
+            raise BackendUnavailableError(self.name, f"Prefect API: {exc}") from exc
         except PrefectHTTPStatusError as exc:
-            raise BackendUnavailable(self.name, f"Prefect API: {exc}") from exc
+            raise BackendUnavailableError(self.name, f"Prefect API: {exc}") from exc
 
     def _shared_client(self) -> SyncPrefectClient:
         from prefect.client.orchestration import get_client

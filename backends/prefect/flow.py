@@ -21,20 +21,16 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import task_run
 from prefect.states import Cancelled, Failed
 
-from backends.model.errors import FigwayError
+from backends.model.errors import FigwayError, NodeAttemptFailedError
 from backends.model.status import RunStatus
 from backends.prefect.secrets import prefect_secrets
 from backends.runtime.attempts import Outcome
 from backends.runtime.bootstrap import current_runtime
 from backends.store import LogRecord
 
-__all__ = ["NodeAttemptFailed", "figway_run", "run_node"]
+__all__ = ["figway_run", "run_node"]
 
 _KILLED = (RunStatus.CANCELLING, RunStatus.CANCELLED)
-
-
-class NodeAttemptFailed(Exception):
-    """Raised so Prefect records the task attempt as failed (and retries it if it may)."""
 
 
 @task(name="figway-node", cache_policy=NO_CACHE, persist_result=False)
@@ -54,7 +50,7 @@ def run_node(job_run_id: str, node_id: str) -> str:
         secrets=prefect_secrets(),
     )
     if result.outcome in (Outcome.RETRY, Outcome.FAILED):
-        raise NodeAttemptFailed(result.error)
+        raise NodeAttemptFailedError(result.error)
     return result.outcome.value
 
 

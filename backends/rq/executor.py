@@ -29,7 +29,7 @@ from rq.registry import (
 from rq.worker import BaseWorker
 
 from backends.contract import BackendHealth, NodeReport
-from backends.model.errors import BackendUnavailable
+from backends.model.errors import BackendUnavailableError
 from backends.model.status import NodeStatus
 from backends.model.workflow import POOLS, RunPlan
 from backends.rq.jobs import drop_jobs, job_id_for, run_node
@@ -106,7 +106,7 @@ class RQExecutor:
             # elsewhere) from a failure part-way through writing the jobs (not safe).
             self.redis.ping()
         except RedisError as exc:
-            raise BackendUnavailable(
+            raise BackendUnavailableError(
                 self.name, f"Redis is unreachable: {exc}", may_have_started=False
             ) from exc
         try:
@@ -115,7 +115,7 @@ class RQExecutor:
             # first, then registers each dependent under WATCH.
             queue.enqueue_many(job_datas)
         except RedisError as exc:
-            raise BackendUnavailable(self.name, f"Redis refused the run: {exc}") from exc
+            raise BackendUnavailableError(self.name, f"Redis refused the run: {exc}") from exc
 
     def cancel(self, plan: RunPlan) -> None:
         job_ids = [job_id_for(plan.job_run_id, node_id) for node_id in plan.nodes]
@@ -135,7 +135,9 @@ class RQExecutor:
                     except (InvalidJobOperation, NoSuchJobError):
                         continue  # finished meanwhile
         except RedisError as exc:
-            raise BackendUnavailable(self.name, f"cannot reach Redis to cancel: {exc}") from exc
+            raise BackendUnavailableError(
+                self.name, f"cannot reach Redis to cancel: {exc}"
+            ) from exc
 
     def health(self) -> BackendHealth:
         try:
@@ -165,7 +167,9 @@ class RQExecutor:
                 for name, registry in registries.items():
                     figures[f"{pool}.{name}"] = registry(queue=queue).count
         except RedisError as exc:
-            raise BackendUnavailable(self.name, f"cannot reach Redis to count jobs: {exc}") from exc
+            raise BackendUnavailableError(
+                self.name, f"cannot reach Redis to count jobs: {exc}"
+            ) from exc
         return figures
 
     def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]:
@@ -184,7 +188,9 @@ class RQExecutor:
                     )
                 reports.append(report)
         except RedisError as exc:
-            raise BackendUnavailable(self.name, f"cannot reach Redis to reconcile: {exc}") from exc
+            raise BackendUnavailableError(
+                self.name, f"cannot reach Redis to reconcile: {exc}"
+            ) from exc
         return reports
 
     def _judge_quiet_run(self, plan: RunPlan) -> list[NodeReport]:

@@ -14,16 +14,12 @@ from redis import Redis
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, get_current_job
 
-from backends.model.errors import FigwayError
+from backends.model.errors import FigwayError, NodeAttemptFailedError
 from backends.nodes.connections import close_all_pools, in_forked_child
 from backends.runtime.attempts import Outcome
 from backends.runtime.bootstrap import current_runtime
 
-__all__ = ["NodeAttemptFailed", "drop_jobs", "job_id_for", "run_node"]
-
-
-class NodeAttemptFailed(Exception):
-    """Raised so RQ records the attempt as failed (and retries it if attempts are left)."""
+__all__ = ["drop_jobs", "job_id_for", "run_node"]
 
 
 def job_id_for(job_run_id: str, node_id: str) -> str:
@@ -53,7 +49,7 @@ def run_node(job_run_id: str, node_id: str, retries: int) -> dict[str, str]:
     if result.outcome is Outcome.FAILED:
         drop_jobs(job.connection, (job_id_for(job_run_id, n) for n in result.skipped))
     if result.outcome in (Outcome.RETRY, Outcome.FAILED):
-        raise NodeAttemptFailed(result.error)
+        raise NodeAttemptFailedError(result.error)
     return {"outcome": result.outcome.value}
 
 

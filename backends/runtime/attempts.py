@@ -29,16 +29,10 @@ from enum import StrEnum
 from typing import Any, TextIO
 
 from backends.artifacts import ArtifactStore
-from backends.model.errors import FigwayError
+from backends.model.errors import FigwayError, SecretMissingError
 from backends.model.status import NodeStatus
-from backends.nodes import NodeCancelled, NodeContext, NodeFailure, NodeRegistry
-from backends.runtime.secrets import (
-    EnvironmentSecrets,
-    Redactor,
-    SecretMissing,
-    SecretResolver,
-    SecretSource,
-)
+from backends.nodes import NodeCancelledError, NodeContext, NodeFailedError, NodeRegistry
+from backends.runtime.secrets import EnvironmentSecrets, Redactor, SecretResolver, SecretSource
 from backends.store import LogRecord, Store, utcnow
 
 __all__ = ["AttemptResult", "LogMirror", "NodeRuntime", "Outcome"]
@@ -136,7 +130,7 @@ class NodeRuntime:
                 output = node_type.run(config, context)
             except (Exception, SystemExit) as exc:  # a node calling sys.exit() fails its attempt
                 error = redactor.redact(_describe(exc))
-                if isinstance(exc, NodeCancelled) or context.cancelled():
+                if isinstance(exc, NodeCancelledError) or context.cancelled():
                     status, outcome = NodeStatus.CANCELLED, Outcome.CANCELLED
                 else:
                     sink.add("ERROR", _traceback_text(exc))
@@ -202,7 +196,7 @@ def _release_unused_memory() -> None:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, NodeFailure | NodeCancelled | SecretMissing):
+    if isinstance(exc, NodeFailedError | NodeCancelledError | SecretMissingError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 

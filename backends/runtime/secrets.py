@@ -25,13 +25,14 @@ from collections.abc import Iterable
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from backends.model.errors import SecretMissingError
+
 __all__ = [
     "MIN_MASKED_LENGTH",
     "SECRET_PREFIX",
     "ChainedSecrets",
     "EnvironmentSecrets",
     "Redactor",
-    "SecretMissing",
     "SecretResolver",
     "SecretSource",
     "block_name",
@@ -146,10 +147,6 @@ class ChainedSecrets:
         return " and ".join(source.describe(name) for source in self.sources)
 
 
-class SecretMissing(Exception):
-    """A node asked for a secret no source holds."""
-
-
 class Redactor:
     """Masks every revealed value in text that leaves a node (logs, errors)."""
 
@@ -214,13 +211,13 @@ class SecretResolver:
         self.redactor = redactor or Redactor()
 
     def reveal(self, value: str) -> str:
-        """The value itself, or the secret it names; raises :class:`SecretMissing`."""
+        """The value itself, or the secret it names; raises :class:`SecretMissingError`."""
         name = secret_name(value)
         if name is None:
             return value
         secret = self.source.get(name)
         if secret is None:
-            raise SecretMissing(
+            raise SecretMissingError(
                 f"secret {name!r} is not set: looked in {self.source.describe(name)} "
                 "on the worker that ran this node"
             )

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from backends.model.errors import DatabaseNotMigrated, StoreError
+from backends.model.errors import DatabaseNotMigratedError, StoreError
 
 __all__ = [
     "alembic_config",
@@ -118,7 +118,7 @@ def ensure_migrated(engine: Engine, *, auto_migrate: bool) -> None:
     if auto_migrate:
         upgrade(engine)
         return
-    raise DatabaseNotMigrated(
+    raise DatabaseNotMigratedError(
         f"the database at {make_url(engine.url).render_as_string(hide_password=True)} is not "
         "migrated to this version of figway: run `figway db upgrade` and start again"
     )

@@ -10,6 +10,7 @@ from typing import Any
 import click
 from redis import Redis
 
+from backends.model.errors import RulesInvalidError
 from backends.model.workflow import parse_definition, shadow_refusal
 from backends.nodes import default_registry
 from backends.store import Store
@@ -18,7 +19,7 @@ from gateway.cli.support import migrated_engine, or_exit, settings_or_exit
 from gateway.config import Settings
 from gateway.reports.readiness import rq_readiness
 from gateway.routing.diff import diff_rules, rule_changes
-from gateway.routing.loading import RulesDocument, RulesInvalid, read_rules
+from gateway.routing.loading import RulesDocument, read_rules
 from gateway.routing.router import Router, RoutingTable, RunFacts
 from gateway.routing.shadow import with_shadow
 from gateway.routing.source import DEFAULT_RULES_FILE, builtin_rules
@@ -41,7 +42,7 @@ def rules_check(files: tuple[Path, ...]) -> None:
     for path in files:
         try:
             document = read_rules(path)
-        except RulesInvalid as exc:
+        except RulesInvalidError as exc:
             refused += 1
             click.echo(f"{path}: refused, {len(exc.problems)} problem(s)", err=True)
             for problem in exc.problems:
@@ -271,7 +272,7 @@ def rules_guard_reset(rule_id: str, by: str) -> None:
 def _parse_or_exit(path: Path) -> RulesDocument:
     try:
         return read_rules(path)
-    except RulesInvalid as exc:
+    except RulesInvalidError as exc:
         raise click.ClickException(str(exc)) from exc
 
 

@@ -25,7 +25,15 @@ from datetime import timedelta
 from typing import Any
 
 from backends.contract import Executor
-from backends.model.errors import BackendError, BackendUnavailable, FigwayError
+from backends.model.errors import (
+    BackendError,
+    BackendUnavailableError,
+    FigwayError,
+    RunConflictError,
+    RunNotFoundError,
+    SubmitFailedError,
+    WorkflowNotFoundError,
+)
 from backends.model.status import RUN_TERMINAL, RunStatus
 from backends.model.workflow import RunPlan, WorkflowDefinition, parse_definition, shadow_refusal
 from backends.nodes import NodeRegistry
@@ -39,12 +47,7 @@ from gateway.routing.shadow import shadow_id, with_shadow
 
 __all__ = [
     "Dispatcher",
-    "NotFoundError",
-    "RunConflict",
-    "RunNotFoundError",
     "RunRequest",
-    "SubmitFailed",
-    "WorkflowNotFoundError",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,33 +61,6 @@ _SHADOW_QUEUE = 100
 #: The longest run id the database holds (``runs.job_run_id``).
 MAX_RUN_ID_LENGTH = 128
 _KILLED = (RunStatus.CANCELLING, RunStatus.CANCELLED)
-
-
-class NotFoundError(FigwayError):
-    """What was asked for does not exist (the API answers 404)."""
-
-
-class WorkflowNotFoundError(NotFoundError):
-    pass
-
-
-class RunNotFoundError(NotFoundError):
-    pass
-
-
-class RunConflict(FigwayError):
-    """The request contradicts the run's recorded state (already finished, other workflow)."""
-
-
-class SubmitFailed(FigwayError):
-    """The run is recorded but its backend could not take it; repeat the request to retry."""
-
-    def __init__(self, job_run_id: str, backend: str, reason: str) -> None:
-        super().__init__(
-            f"run {job_run_id!r} is recorded but backend {backend!r} could not take it: {reason}. "
-            "Send the same request again (same job_run_id) to retry."
-        )
-        self.job_run_id = job_run_id
 
 
 @dataclass(frozen=True)
@@ -208,7 +184,7 @@ class Dispatcher:
 
     def _repeat(self, run: RunView, request: RunRequest) -> RunView:
         if run.workflow_id != request.workflow_id:
-            raise RunConflict(
+            raise RunConflictError(
                 f"job_run_id {run.job_run_id!r} already belongs to a run of workflow "
                 f"{run.workflow_id!r}, not {request.workflow_id!r}"
             )
@@ -234,7 +210,7 @@ class Dispatcher:
     ) -> RunView:
         try:
             self.executors[backend].submit(plan)
-        except BackendUnavailable as exc:
+        except BackendUnavailableError as exc:
             # Only a request that certainly never reached the backend may go elsewhere:
             # one that may have arrived could run on both.
             if fallback is not None and fallback in self.executors and not exc.may_have_started:
@@ -250,10 +226,10 @@ class Dispatcher:
                         self.metrics.fell_back(from_backend=backend, to_backend=fallback)
                     return self._submit(plan, fallback)
             self.store.mark_submit_failed(job_run_id=plan.job_run_id, error=str(exc))
-            raise SubmitFailed(plan.job_run_id, backend, exc.message) from exc
+            raise SubmitFailedError(plan.job_run_id, backend, exc.message) from exc
         except BackendError as exc:
             self.store.mark_submit_failed(job_run_id=plan.job_run_id, error=str(exc))
-            raise SubmitFailed(plan.job_run_id, backend, exc.message) from exc
+            raise SubmitFailedError(plan.job_run_id, backend, exc.message) from exc
         return self.store.mark_submitted(job_run_id=plan.job_run_id)
 
     # -- shadows -----------------------------------------------------------------------
@@ -324,7 +300,7 @@ class Dispatcher:
             raise RunNotFoundError(f"no run {job_run_id!r}")
         before = self.store.request_cancel(job_run_id=job_run_id)
         if before in RUN_TERMINAL:
-            raise RunConflict(f"run {job_run_id!r} already finished: it is {before.value}")
+            raise RunConflictError(f"run {job_run_id!r} already finished: it is {before.value}")
         # The shadow first: its backend may answer when the run's own does not.
         self._cancel_shadow(job_run_id)
         # Read after marking it: a submission that finished meanwhile is seen here.
@@ -342,7 +318,7 @@ class Dispatcher:
             assert shadow is not None
             try:
                 self._stop_on_backend(shadow)
-            except BackendUnavailable as exc:  # the reconciler finishes the kill
+            except BackendUnavailableError as exc:  # the reconciler finishes the kill
                 log.warning("cannot stop shadow %s yet: %s", shadow.job_run_id, exc)
 
     def _stop_on_backend(self, run: RunView) -> None:
@@ -390,7 +366,7 @@ class Dispatcher:
             try:
                 self._stop_on_backend(run)
                 settled += 1
-            except BackendUnavailable as exc:
+            except BackendUnavailableError as exc:
                 log.warning("cannot finish cancelling %s yet: %s", job_run_id, exc)
 
         silent = timedelta(seconds=self.settings.node_silence_seconds)
@@ -413,7 +389,7 @@ class Dispatcher:
                 continue
             try:
                 reports = executor.reconcile(plan, running)
-            except BackendUnavailable as exc:
+            except BackendUnavailableError as exc:
                 log.warning("cannot reconcile %s yet: %s", job_run_id, exc)
                 continue
             lost = next((r for r in reports if r.run_lost), None)

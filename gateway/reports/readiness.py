@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.model.errors import BackendUnavailable
+from backends.model.errors import BackendUnavailableError
 from backends.store.models import Workflow
 from backends.store.routing_records import RoutingRecords
 from gateway.routing.loading import backend_references
@@ -58,7 +58,7 @@ def rq_readiness(
     jobs: dict[str, int] | None
     try:
         jobs = rq_holdings()
-    except BackendUnavailable as exc:
+    except BackendUnavailableError as exc:
         jobs = None
         holds.append(f"cannot count RQ's jobs: {exc.message}")
     if jobs:

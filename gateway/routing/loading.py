@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from backends.model.errors import FigwayError
+from backends.model.errors import RulesInvalidError, RulesProblem
 from gateway.routing.rules import (
     PATTERN_FIELDS,
     BackendSwitch,
@@ -31,8 +31,6 @@ from gateway.routing.rules import (
 __all__ = [
     "KNOWN_BACKENDS",
     "RulesDocument",
-    "RulesInvalid",
-    "RulesProblem",
     "backend_references",
     "parse_rules",
     "read_rules",
@@ -45,30 +43,6 @@ PathLike = str | _PathLike[str]
 
 # libyaml's loader when PyYAML was built with it: ten times faster on a long file.
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-@dataclass(frozen=True)
-class RulesProblem:
-    line: int | None  # 1-based; None when the problem is not tied to a line
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}: " if self.line else ""
-        return f"{where}{self.field}: {self.message}"
-
-
-class RulesInvalid(FigwayError):
-    """The rules file has problems; nothing of it took effect."""
-
-    def __init__(
-        self, source: str, problems: Sequence[RulesProblem], *, version: str | None = None
-    ) -> None:
-        self.source = source
-        self.problems = tuple(problems)
-        self.version = version  # of the refused content; None when it could not be read
-        listing = "\n".join(f"  {problem}" for problem in self.problems)
-        super().__init__(f"{source}: {len(self.problems)} problem(s), nothing applied:\n{listing}")
 
 
 @dataclass(frozen=True)
@@ -97,27 +71,27 @@ def read_rules(path: PathLike, *, known_backends: Sequence[str] = KNOWN_BACKENDS
         content = pathlib.Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
         problem = RulesProblem(None, "file", f"cannot read it: {exc.strerror or exc}")
-        raise RulesInvalid(str(path), [problem]) from None
+        raise RulesInvalidError(str(path), [problem]) from None
     except UnicodeDecodeError as exc:
         problem = RulesProblem(None, "file", f"not UTF-8 text (byte {exc.start} of the file)")
-        raise RulesInvalid(str(path), [problem]) from None
+        raise RulesInvalidError(str(path), [problem]) from None
     return parse_rules(content, source=str(path), known_backends=known_backends)
 
 
 def parse_rules(
     content: str, *, source: str, known_backends: Sequence[str] = KNOWN_BACKENDS
 ) -> RulesDocument:
-    """Parse and check a rules file; raises :class:`RulesInvalid` with every problem.
+    """Parse and check a rules file; raises :class:`RulesInvalidError` with every problem.
 
     >>> parse_rules("phase: 3\\ndefault: rq\\n", source="example").rules.default
     Traceback (most recent call last):
     ...
-    gateway.routing.loading.RulesInvalid: example: 1 problem(s), nothing applied:
+    backends.model.errors.RulesInvalidError: example: 1 problem(s), nothing applied:
       line 2: default: phase 3 (full migration) routes nothing to rq
     """
     try:
         return _parse(content, source, known_backends)
-    except RulesInvalid as refused:
+    except RulesInvalidError as refused:
         refused.version = rules_version(content)
         raise
 
@@ -130,11 +104,11 @@ def _parse(content: str, source: str, known_backends: Sequence[str]) -> RulesDoc
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise RulesInvalid(
+        raise RulesInvalidError(
             source, [RulesProblem(line, "file", f"not valid YAML: {problem}")]
         ) from None
     if not isinstance(root, yaml.MappingNode):
-        raise RulesInvalid(
+        raise RulesInvalidError(
             source, [RulesProblem(1, "file", "expected a mapping with phase, default and rules")]
         )
     lines = _LineFinder(root)
@@ -170,7 +144,7 @@ def _parse(content: str, source: str, known_backends: Sequence[str]) -> RulesDoc
                 path = ("rules", valid[path[1]][0], *path[2:])
             problems.append(RulesProblem(lines.line_of(path), _field(path, raw), message))
     if problems or top is None:
-        raise RulesInvalid(source, sorted(problems, key=lambda p: p.line or 0))
+        raise RulesInvalidError(source, sorted(problems, key=lambda p: p.line or 0))
     rules = top.model_copy(update={"rules": [rule for _, rule in valid]})
     return RulesDocument(
         rules=rules,

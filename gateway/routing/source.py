@@ -16,16 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from backends.model.errors import FigwayError
+from backends.model.errors import FigwayError, RulesInvalidError, RulesProblem
 from backends.store import utcnow
 from backends.store.routing_records import RoutingRecords
-from gateway.routing.loading import (
-    RulesDocument,
-    RulesInvalid,
-    RulesProblem,
-    parse_rules,
-    read_rules,
-)
+from gateway.routing.loading import RulesDocument, parse_rules, read_rules
 from gateway.routing.router import Router
 
 __all__ = ["DEFAULT_RULES_FILE", "RulesRefusal", "RulesSource", "builtin_rules"]
@@ -100,7 +94,7 @@ class RulesSource:
             return source
         try:
             document = read_rules(path)
-        except RulesInvalid as refused:
+        except RulesInvalidError as refused:
             latest = records.latest_applied()
             if latest is None:
                 raise
@@ -140,7 +134,7 @@ class RulesSource:
         with self._lock:
             try:
                 document = read_rules(self.path)
-            except RulesInvalid as refused:
+            except RulesInvalidError as refused:
                 if only_if_changed and self.refusal is not None and refused.version == self._seen:
                     return False  # the same bad file, or still unreadable: said already
                 self._seen = refused.version
@@ -162,7 +156,7 @@ class RulesSource:
         if self.on_reload is not None:
             self.on_reload(applied)
 
-    def _refuse(self, refused: RulesInvalid) -> None:
+    def _refuse(self, refused: RulesInvalidError) -> None:
         self.refusal = RulesRefusal(refused.version, utcnow(), refused.problems)
         log.error("%s\nthe rules in force stay at version %s", refused, self.version)
 

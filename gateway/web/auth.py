@@ -17,25 +17,11 @@ from collections.abc import Awaitable, Callable
 from fastapi import HTTPException, Request, WebSocket
 from starlette.concurrency import run_in_threadpool
 
+from backends.model.errors import AccessDeniedError
 from backends.store.api_keys import KeyView
 from gateway.services import Services
 
-__all__ = ["WEBSOCKET_CLOSE", "AuthFailed", "acting_key", "key_for_websocket", "require_scope"]
-
-
-class AuthFailed(Exception):
-    def __init__(self, code: int, detail: str, *, retry_after: int | None = None) -> None:
-        super().__init__(detail)
-        self.code = code  # 401, 403 or 429
-        self.detail = detail
-        self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str] | None:
-        if self.code == 401:
-            return {"WWW-Authenticate": "Bearer"}
-        if self.retry_after is not None:
-            return {"Retry-After": str(self.retry_after)}
-        return None
+__all__ = ["WEBSOCKET_CLOSE", "acting_key", "key_for_websocket", "require_scope"]
 
 
 def _bearer(header: str | None) -> str | None:
@@ -49,20 +35,20 @@ async def _check(services: Services, token: str | None, scope: str | None) -> Ke
     if not services.settings.auth_required:
         return None
     if token is None:
-        raise AuthFailed(401, "an API key is required: send Authorization: Bearer <key>")
+        raise AccessDeniedError(401, "an API key is required: send Authorization: Bearer <key>")
     key = await run_in_threadpool(services.keys.verify, token)
     if key is None:
-        raise AuthFailed(401, "unknown or revoked API key")
+        raise AccessDeniedError(401, "unknown or revoked API key")
     wait = services.rate_limiter.wait_seconds(key.key_id)
     if wait:
-        raise AuthFailed(
+        raise AccessDeniedError(
             429,
             f"key {key.key_id} made more than {services.rate_limiter.per_minute} requests "
             f"this minute; retry in {wait} s",
             retry_after=wait,
         )
     if scope is not None and scope not in key.scopes:
-        raise AuthFailed(
+        raise AccessDeniedError(
             403,
             f"this key ({key.key_id}) lacks the {scope!r} scope; it has: "
             + ", ".join(sorted(key.scopes)),
@@ -77,14 +63,23 @@ def require_scope(scope: str | None) -> Callable[[Request], Awaitable[KeyView | 
         services: Services = request.app.state.services
         try:
             key = await _check(services, _bearer(request.headers.get("authorization")), scope)
-        except AuthFailed as failed:
+        except AccessDeniedError as failed:
             raise HTTPException(
-                status_code=failed.code, detail=failed.detail, headers=failed.headers()
+                status_code=failed.code, detail=failed.detail, headers=_answer_headers(failed)
             ) from None
         request.state.key = key
         return key
 
     return check
+
+
+def _answer_headers(denied: AccessDeniedError) -> dict[str, str] | None:
+    """What a client needs to act on the refusal: how to authenticate, or when to retry."""
+    if denied.code == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if denied.retry_after is not None:
+        return {"Retry-After": str(denied.retry_after)}
+    return None
 
 
 def acting_key(request: Request) -> str | None:
@@ -95,7 +90,7 @@ def acting_key(request: Request) -> str | None:
 
 
 async def key_for_websocket(websocket: WebSocket, services: Services, scope: str) -> KeyView | None:
-    """The WebSocket's key (header or ``token`` query parameter); raises AuthFailed."""
+    """The WebSocket's key (header or ``token`` query parameter); raises AccessDeniedError."""
     token = _bearer(websocket.headers.get("authorization")) or websocket.query_params.get("token")
     return await _check(services, token, scope)
 

@@ -15,8 +15,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backends.model.errors import BackendError, BackendUnavailable, DefinitionError, StoreError
-from gateway.dispatch.dispatcher import NotFoundError, RunConflict, SubmitFailed
+from backends.model.errors import (
+    BackendError,
+    BackendUnavailableError,
+    DefinitionError,
+    NotFoundError,
+    RunConflictError,
+    StoreError,
+    SubmitFailedError,
+)
 
 __all__ = ["error_body", "install_error_handlers"]
 
@@ -60,17 +67,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=404, content=error_body(str(exc)))
 
-    @app.exception_handler(RunConflict)
-    async def conflict(request: Request, exc: RunConflict) -> JSONResponse:
+    @app.exception_handler(RunConflictError)
+    async def conflict(request: Request, exc: RunConflictError) -> JSONResponse:
         return JSONResponse(status_code=409, content=error_body(str(exc)))
 
-    @app.exception_handler(SubmitFailed)
-    async def submit_failed(request: Request, exc: SubmitFailed) -> JSONResponse:
+    @app.exception_handler(SubmitFailedError)
+    async def submit_failed(request: Request, exc: SubmitFailedError) -> JSONResponse:
         body = error_body(str(exc), job_run_id=exc.job_run_id, status="pending")
         return JSONResponse(status_code=503, content=body, headers={"Retry-After": "5"})
 
-    @app.exception_handler(BackendUnavailable)
-    async def backend_down(request: Request, exc: BackendUnavailable) -> JSONResponse:
+    @app.exception_handler(BackendUnavailableError)
+    async def backend_down(request: Request, exc: BackendUnavailableError) -> JSONResponse:
         detail = f"backend {exc.backend!r} is unreachable: {exc.message}; try again shortly"
         return JSONResponse(
             status_code=503, content=error_body(detail), headers={"Retry-After": "5"}

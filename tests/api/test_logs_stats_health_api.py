@@ -112,7 +112,7 @@ def test_a_failure_traceback_is_logged_with_its_attempt(client: httpx.Client) ->
     for line in errors:
         assert line["node"] == "flaky"
         assert line["message"].startswith("Traceback (most recent call last)")
-        assert "NodeFailure: disk on fire" in line["message"]
+        assert "NodeFailedError: disk on fire" in line["message"]
 
 
 def test_logs_page_with_after(client: httpx.Client) -> None:

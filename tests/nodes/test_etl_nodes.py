@@ -36,8 +36,9 @@ import pytest
 from pydantic import ValidationError
 
 from backends.artifacts import ArtifactRef, ArtifactStore
+from backends.model.errors import SecretMissingError
 from backends.model.status import NodeStatus
-from backends.nodes import NodeCancelled, NodeContext, NodeFailure, default_registry
+from backends.nodes import NodeCancelledError, NodeContext, NodeFailedError, default_registry
 from backends.nodes.connections import close_all_pools
 from backends.nodes.mysql import MysqlExtractConfig, run_mysql_extract
 from backends.nodes.postgres import (
@@ -48,7 +49,6 @@ from backends.nodes.postgres import (
 )
 from backends.nodes.transform import SqlTransformConfig, run_sql_transform
 from backends.runtime.attempts import NodeRuntime, Outcome
-from backends.runtime.secrets import SecretMissing
 from backends.store import Store
 from tests.support.plans import start_run
 from tests.support.tcp_proxy import TcpProxy
@@ -402,7 +402,7 @@ def test_postgres_extract_binds_parameters_and_run_parameters(
 def test_postgres_extract_fails_naming_a_missing_run_parameter(
     pg: Postgres, artifacts: ArtifactStore
 ) -> None:
-    with pytest.raises(NodeFailure, match=r"'who'.*run parameter 'person'.*it has: day"):
+    with pytest.raises(NodeFailedError, match=r"'who'.*run parameter 'person'.*it has: day"):
         pg_extract(
             artifacts,
             pg.url,
@@ -444,7 +444,7 @@ def test_postgres_extract_syntax_error_names_postgresql(
     pg: Postgres, artifacts: ArtifactStore
 ) -> None:
     with pytest.raises(
-        NodeFailure, match=r"PostgreSQL at postgresql://.* refused it: syntax error"
+        NodeFailedError, match=r"PostgreSQL at postgresql://.* refused it: syntax error"
     ):
         pg_extract(artifacts, pg.url, "SELEC 1")
 
@@ -466,7 +466,7 @@ def test_postgres_extract_cannot_write(pg: Postgres, artifacts: ArtifactStore, q
         f"CREATE FUNCTION {function}() RETURNS int4 LANGUAGE sql "
         f"AS 'INSERT INTO {table} VALUES (1) RETURNING id'"
     )
-    with pytest.raises(NodeFailure, match="PostgreSQL"):
+    with pytest.raises(NodeFailedError, match="PostgreSQL"):
         pg_extract(artifacts, pg.url, query.format(table=table, function=function))
     assert pg.rows(f"SELECT count(*) FROM {table}") == [(0,)]
 
@@ -481,7 +481,7 @@ def test_postgres_extract_refuses_a_write_as_a_read_only_transaction(
         f"CREATE FUNCTION {function}() RETURNS int4 LANGUAGE sql "
         f"AS 'INSERT INTO {table} VALUES (1) RETURNING id'"
     )
-    with pytest.raises(NodeFailure, match="cannot execute INSERT in a read-only transaction"):
+    with pytest.raises(NodeFailedError, match="cannot execute INSERT in a read-only transaction"):
         pg_extract(artifacts, pg.url, f"SELECT {function}() AS id")
 
 
@@ -489,7 +489,7 @@ def test_postgres_extract_statement_timeout_cancels_the_query(
     pg: Postgres, artifacts: ArtifactStore
 ) -> None:
     started = time.monotonic()
-    with pytest.raises(NodeFailure, match="statement timeout") as failure:
+    with pytest.raises(NodeFailedError, match="statement timeout") as failure:
         pg_extract(artifacts, pg.url, "SELECT pg_sleep(10) AS slept", statement_timeout_seconds=0.3)
     assert time.monotonic() - started < 5
     assert "PostgreSQL" in str(failure.value)
@@ -500,7 +500,7 @@ def test_postgres_extract_statement_timeout_cancels_the_query(
 def test_postgres_extract_statement_timeout_is_not_reported_as_a_lost_connection(
     pg: Postgres, artifacts: ArtifactStore
 ) -> None:
-    with pytest.raises(NodeFailure) as failure:
+    with pytest.raises(NodeFailedError) as failure:
         pg_extract(artifacts, pg.url, "SELECT pg_sleep(10) AS slept", statement_timeout_seconds=0.3)
     # The server cancelled the query as asked; the connection was never lost.
     assert "lost the connection" not in str(failure.value)
@@ -518,22 +518,22 @@ def test_postgres_extract_with_an_unset_secret_names_its_variable(
     artifacts: ArtifactStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("FIGWAY_SECRET_PG_ABSENT", raising=False)
-    with pytest.raises(SecretMissing, match="FIGWAY_SECRET_PG_ABSENT"):
+    with pytest.raises(SecretMissingError, match="FIGWAY_SECRET_PG_ABSENT"):
         pg_extract(artifacts, "secret:pg-absent", "SELECT 1 AS one")
 
 
 def assert_duplicate_names_handled(
     run: Callable[[], dict[str, Any]], artifacts: ArtifactStore, name: str
 ) -> None:
-    """Two result columns with one name: a NodeFailure naming it, or distinct names.
+    """Two result columns with one name: a NodeFailedError naming it, or distinct names.
 
     Either is fine. A table with two columns of one name is not: no downstream
     sql_transform can read it, and postgres_load cannot create it.
     """
-    failure: NodeFailure | None = None
+    failure: NodeFailedError | None = None
     try:
         output = run()
-    except NodeFailure as exc:
+    except NodeFailedError as exc:
         failure = exc
     if failure is not None:
         assert name in str(failure)
@@ -648,7 +648,7 @@ def test_mysql_extract_binds_parameters_and_run_parameters(
     literal = my_extract(artifacts, my.url, f"SELECT id FROM {table} WHERE name LIKE 'b%'")
     assert sorted(read(artifacts, literal).column("id").to_pylist()) == [2, 3]
 
-    with pytest.raises(NodeFailure, match=r"run parameter 'person'"):
+    with pytest.raises(NodeFailedError, match=r"run parameter 'person'"):
         my_extract(artifacts, my.url, "SELECT %(who)s AS who", parameters={"who": "param:person"})
 
 
@@ -687,7 +687,7 @@ def test_mysql_extract_of_no_rows_is_an_empty_table_with_the_columns(
 
 
 def test_mysql_extract_syntax_error_names_mysql(my: Mysql, artifacts: ArtifactStore) -> None:
-    with pytest.raises(NodeFailure, match=r"MySQL at mysql://root@127\.0\.0\.1:3306/test"):
+    with pytest.raises(NodeFailedError, match=r"MySQL at mysql://root@127\.0\.0\.1:3306/test"):
         my_extract(artifacts, my.url, "SELEC 1")
     # The connection that failed was closed, not pooled: the next extract works.
     assert read(artifacts, my_extract(artifacts, my.url, "SELECT 1 AS one")).num_rows == 1
@@ -696,7 +696,7 @@ def test_mysql_extract_syntax_error_names_mysql(my: Mysql, artifacts: ArtifactSt
 def test_mysql_extract_cannot_write(my: Mysql, artifacts: ArtifactStore) -> None:
     table = my.table("etl_written")
     my.execute(f"CREATE TABLE {table} (id INT)")
-    with pytest.raises(NodeFailure, match="READ ONLY transaction"):
+    with pytest.raises(NodeFailedError, match="READ ONLY transaction"):
         my_extract(artifacts, my.url, f"INSERT INTO {table} VALUES (1)")
     assert my.rows(f"SELECT count(*) FROM {table}") == [(0,)]
 
@@ -706,7 +706,7 @@ def test_mysql_extract_write_refusal_is_not_reported_as_a_lost_connection(
 ) -> None:
     table = my.table("etl_written")
     my.execute(f"CREATE TABLE {table} (id INT)")
-    with pytest.raises(NodeFailure) as failure:
+    with pytest.raises(NodeFailedError) as failure:
         my_extract(artifacts, my.url, f"INSERT INTO {table} VALUES (1)")
     # The server refused a statement; the connection was fine.
     assert "lost the connection" not in str(failure.value)
@@ -715,7 +715,7 @@ def test_mysql_extract_write_refusal_is_not_reported_as_a_lost_connection(
 def test_mysql_extract_fails_naming_a_placeholder_without_a_parameter(
     my: Mysql, artifacts: ArtifactStore
 ) -> None:
-    with pytest.raises(NodeFailure, match="missing"):
+    with pytest.raises(NodeFailedError, match="missing"):
         my_extract(artifacts, my.url, "SELECT %(low)s AS low", parameters={"high": 1})
 
 
@@ -811,7 +811,7 @@ def test_sql_transform_json_that_is_no_table_fails_naming_the_node(
     artifacts: ArtifactStore,
 ) -> None:
     api = [{"value": 1}, {"value": "one"}]
-    with pytest.raises(NodeFailure, match="api"):
+    with pytest.raises(NodeFailedError, match="api"):
         transform(artifacts, "SELECT * FROM api", {"api": api})
 
 
@@ -827,7 +827,7 @@ def test_sql_transform_cannot_read_files(
 ) -> None:
     private = tmp_path / "private.csv"
     private.write_text("secret\nhunter2\n")
-    with pytest.raises(NodeFailure, match="DuckDB refused the query") as failure:
+    with pytest.raises(NodeFailedError, match="DuckDB refused the query") as failure:
         transform(artifacts, f"SELECT * FROM {reader}('{private}')", {"x": [{"a": 1}]})
     assert "disabled by configuration" in str(failure.value)
     assert "hunter2" not in str(failure.value)
@@ -835,7 +835,7 @@ def test_sql_transform_cannot_read_files(
 
 def test_sql_transform_cannot_read_the_workers_files(artifacts: ArtifactStore) -> None:
     assert Path("/etc/hostname").exists()  # so only the lock can make the query fail
-    with pytest.raises(NodeFailure, match="DuckDB refused the query: Permission Error"):
+    with pytest.raises(NodeFailedError, match="DuckDB refused the query: Permission Error"):
         transform(artifacts, "SELECT * FROM read_csv('/etc/hostname')", {})
 
 
@@ -857,7 +857,7 @@ def test_sql_transform_cannot_switch_file_access_back_on(artifacts: ArtifactStor
 
 
 def test_sql_transform_syntax_error_names_duckdb_and_the_tables(artifacts: ArtifactStore) -> None:
-    with pytest.raises(NodeFailure, match=r"DuckDB refused the query: Parser Error.*tables: x"):
+    with pytest.raises(NodeFailedError, match=r"DuckDB refused the query: Parser Error.*tables: x"):
         transform(artifacts, "SELEC * FROM x", {"x": [{"a": 1}]})
 
 
@@ -953,7 +953,7 @@ def test_postgres_load_create_makes_the_table_and_refuses_an_existing_one(
         (3, None),
     ]
 
-    with pytest.raises(NodeFailure, match=f"table {table} already exists"):
+    with pytest.raises(NodeFailedError, match=f"table {table} already exists"):
         pg_load(artifacts, pg.url, three_rows, table, "create")
     assert pg.rows(f"SELECT count(*) FROM {table}") == [(3,)]
 
@@ -1032,7 +1032,7 @@ def test_postgres_load_failing_mid_copy_leaves_the_target_unchanged(
     pg.execute(f"CREATE TABLE {table} (id int4, v int4 CHECK (v <> 5))")
     pg.execute(f"INSERT INTO {table} VALUES (100, 100)")
 
-    with pytest.raises(NodeFailure, match="check constraint"):
+    with pytest.raises(NodeFailedError, match="check constraint"):
         pg_load(artifacts, pg.url, source, table, "append", batch_size=2)
     assert pg.rows(f"SELECT id, v FROM {table}") == [(100, 100)]
 
@@ -1054,7 +1054,7 @@ def test_postgres_load_failing_mid_copy_is_one_transaction(
         pg.execute(f"CREATE TABLE {table} (id int4, name text)")
         pg.execute(f"INSERT INTO {table} VALUES (100, 'kept')")
 
-    with pytest.raises(NodeFailure, match=r"PostgreSQL at postgresql://.* refused it: .*0x00"):
+    with pytest.raises(NodeFailedError, match=r"PostgreSQL at postgresql://.* refused it: .*0x00"):
         pg_load(artifacts, pg.url, source, table, mode, batch_size=2)
     if mode == "create":
         assert not pg.exists(table)
@@ -1251,7 +1251,7 @@ def test_postgres_extract_statement_timeout_bounds_the_whole_extract_not_each_fe
     pg: Postgres, artifacts: ArtifactStore
 ) -> None:
     # Each FETCH of 2 rows sleeps 0.6 s, under the timeout; the whole extract does not.
-    with pytest.raises(NodeFailure, match=r"ran longer than statement_timeout_seconds \(1 s\)"):
+    with pytest.raises(NodeFailedError, match=r"ran longer than statement_timeout_seconds \(1 s\)"):
         pg_extract(
             artifacts,
             pg.url,
@@ -1285,7 +1285,7 @@ def test_killing_the_run_interrupts_a_postgres_query_still_computing(
     killer.start()
     try:
         # Without the interrupt this would return a row after 60 s, and raise nothing.
-        with pytest.raises(NodeFailure, match="cancelled the query"):
+        with pytest.raises(NodeFailedError, match="cancelled the query"):
             run_postgres_extract(settings, context)
     finally:
         killer.cancel()
@@ -1302,7 +1302,7 @@ def test_killing_the_run_interrupts_a_duckdb_query_still_computing(
     killer = threading.Timer(0.5, context.cancel_event.set)
     killer.start()
     try:
-        with pytest.raises(NodeCancelled):
+        with pytest.raises(NodeCancelledError):
             run_sql_transform(settings, context)
     finally:
         killer.cancel()

@@ -28,11 +28,11 @@ from google.cloud import bigquery
 from google.oauth2 import service_account
 
 from backends.artifacts import ArtifactRef, ArtifactStore
-from backends.model.errors import DefinitionError
+from backends.model.errors import DefinitionError, NodeCancelledError, NodeFailedError
 from backends.model.workflow import parse_definition
 from backends.nodes import NodeRegistry
 from backends.nodes import bigquery as bigquery_node
-from backends.nodes.base import NodeCancelled, NodeContext, NodeFailure
+from backends.nodes.base import NodeContext
 from backends.nodes.bigquery import (
     BIGQUERY_EXTRACT,
     BigQueryExtractConfig,
@@ -347,7 +347,7 @@ def test_job_config_without_a_byte_limit_sends_none() -> None:
 
 
 def test_a_missing_run_parameter_fails_naming_it() -> None:
-    with pytest.raises(NodeFailure, match=r"'day' takes the run parameter 'day'.*not given"):
+    with pytest.raises(NodeFailedError, match=r"'day' takes the run parameter 'day'.*not given"):
         job_config(config(parameters={"day": "param:day"}), {"other": 1})
 
 
@@ -356,7 +356,7 @@ def test_a_missing_run_parameter_fails_naming_it() -> None:
     [(None, "is null"), ({"a": 1}, "is dict"), (2**63, "beyond BigQuery's INT64")],
 )
 def test_a_run_parameter_bigquery_cannot_type_fails(value: Any, problem: str) -> None:
-    with pytest.raises(NodeFailure, match=problem):
+    with pytest.raises(NodeFailedError, match=problem):
         job_config(config(parameters={"x": "param:x"}), {"x": value})
 
 
@@ -458,7 +458,7 @@ def test_a_refused_query_fails_with_bigquerys_message(
     fake: FakeBigQuery, store: ArtifactStore
 ) -> None:
     fake.insert_error = (400, "invalidQuery", "Syntax error: Unexpected identifier at [1:1]")
-    with pytest.raises(NodeFailure) as failed:
+    with pytest.raises(NodeFailedError) as failed:
         run_bigquery_extract(config(query="SELEC 1"), make_context(store))
     assert re.fullmatch(
         r"BigQuery refused the query \(invalidQuery\): "
@@ -471,7 +471,7 @@ def test_a_refused_query_fails_with_bigquerys_message(
 
 def test_access_denied_says_so(fake: FakeBigQuery, store: ArtifactStore) -> None:
     fake.insert_error = (403, "accessDenied", "User does not have bigquery.jobs.create")
-    with pytest.raises(NodeFailure, match=r"^BigQuery denied access in project 'my-project' "):
+    with pytest.raises(NodeFailedError, match=r"^BigQuery denied access in project 'my-project' "):
         run_bigquery_extract(config(), make_context(store))
 
 
@@ -480,7 +480,7 @@ def test_a_job_that_fails_fails_the_node(fake: FakeBigQuery, store: ArtifactStor
         "bytesBilledLimitExceeded",
         "Query exceeded limit for bytes billed: 1000. 10485760 or higher required.",
     )
-    with pytest.raises(NodeFailure) as failed:
+    with pytest.raises(NodeFailedError) as failed:
         run_bigquery_extract(config(maximum_bytes_billed=1000), make_context(store))
     message = str(failed.value)
     assert message.startswith("BigQuery refused the query (bytesBilledLimitExceeded): ")
@@ -494,7 +494,7 @@ def test_a_kill_while_the_query_runs_cancels_the_job(
     fake.done_after_polls = None  # runs until cancelled
     context = make_context(store)
     context.cancel_event.set()
-    with pytest.raises(NodeCancelled, match="was cancelled"):
+    with pytest.raises(NodeCancelledError, match="was cancelled"):
         run_bigquery_extract(config(), context)
     job_id = fake.inserted()["jobReference"]["jobId"]
     assert len(fake.requests_to("POST", f"/jobs/{job_id}/cancel")) == 1
@@ -503,7 +503,7 @@ def test_a_kill_while_the_query_runs_cancels_the_job(
 
 def test_a_query_past_its_timeout_is_cancelled(fake: FakeBigQuery, store: ArtifactStore) -> None:
     fake.done_after_polls = None
-    with pytest.raises(NodeFailure, match=r"did not finish within 0\.3 s \(timeout_seconds\)"):
+    with pytest.raises(NodeFailedError, match=r"did not finish within 0\.3 s \(timeout_seconds\)"):
         run_bigquery_extract(config(timeout_seconds=0.3), make_context(store))
     job_id = fake.inserted()["jobReference"]["jobId"]
     assert len(fake.requests_to("POST", f"/jobs/{job_id}/cancel")) == 1
@@ -519,14 +519,14 @@ def test_a_kill_between_pages_stops_reading_and_leaves_no_table(
             context.cancel_event.set()
 
     fake.on_page = kill_on_second_page
-    with pytest.raises(NodeCancelled, match=r"after 2 pages \(6 rows\)"):
+    with pytest.raises(NodeCancelledError, match=r"after 2 pages \(6 rows\)"):
         run_bigquery_extract(config(page_size=3), context)
     assert [r.query.get("pageToken") for r in fake.page_requests()] == [None, ["3"]]
     assert files_in(store) == []  # the partial file is removed
 
 
 def test_no_artifact_store_fails_before_any_query(fake: FakeBigQuery) -> None:
-    with pytest.raises(NodeFailure, match="no artifact store"):
+    with pytest.raises(NodeFailedError, match="no artifact store"):
         run_bigquery_extract(config(), make_context(None))
     assert fake.received == []
 
@@ -551,7 +551,7 @@ def test_every_client_is_closed(
     monkeypatch.setattr(bigquery_node, "_client", client)
     run_bigquery_extract(config(), make_context(store))
     fake.insert_error = (400, "invalidQuery", "no")
-    with pytest.raises(NodeFailure):
+    with pytest.raises(NodeFailedError):
         run_bigquery_extract(config(), make_context(store))
     assert closed == [True, True]
 
@@ -596,7 +596,7 @@ def test_a_secret_that_is_not_a_key_fails_without_quoting_it(
     fake: FakeBigQuery, store: ArtifactStore, secret: str, problem: str
 ) -> None:
     context = make_context(store, secrets={"bq-reader": secret})
-    with pytest.raises(NodeFailure, match=problem) as failed:
+    with pytest.raises(NodeFailedError, match=problem) as failed:
         run_bigquery_extract(config(credentials="secret:bq-reader"), context)
     assert "secret 'bq-reader'" in str(failed.value)
     assert "hunter2" not in str(failed.value)
@@ -629,7 +629,7 @@ def test_an_error_making_the_client_is_translated(
         raise error
 
     monkeypatch.setattr(bigquery_node, "_client", client)
-    with pytest.raises(NodeFailure, match=problem):
+    with pytest.raises(NodeFailedError, match=problem):
         run_bigquery_extract(config(), make_context(store))
 
 
@@ -663,7 +663,7 @@ def test_write_pages_writes_every_batch(store: ArtifactStore) -> None:
 def test_write_pages_refuses_a_result_without_columns(
     store: ArtifactStore, batches: list[pa.RecordBatch]
 ) -> None:
-    with pytest.raises(NodeFailure, match="no result set"):
+    with pytest.raises(NodeFailedError, match="no result set"):
         write_pages(iter(batches), make_context(store))
     assert files_in(store) == []
 
@@ -679,7 +679,7 @@ def test_write_pages_fetches_no_page_after_a_kill(store: ArtifactStore) -> None:
                 context.cancel_event.set()
             yield batch([number])
 
-    with pytest.raises(NodeCancelled):
+    with pytest.raises(NodeCancelledError):
         write_pages(pages(), context)
     assert fetched == [1, 2]
     assert files_in(store) == []

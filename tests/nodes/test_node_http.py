@@ -21,12 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from backends.artifacts import ArtifactRef, ArtifactStore, fingerprint_file
-from backends.model.errors import DefinitionError
+from backends.model.errors import DefinitionError, SecretMissingError
 from backends.model.workflow import parse_definition, shadow_refusal
-from backends.nodes import NodeCancelled, NodeContext, NodeFailure, NodeRegistry
+from backends.nodes import NodeCancelledError, NodeContext, NodeFailedError, NodeRegistry
 from backends.nodes.builtin import BUILTIN_NODE_TYPES
 from backends.nodes.http import HTTP_REQUEST, HttpRequestConfig, run_http_request
-from backends.runtime.secrets import SecretMissing
 
 SECRET_TOKEN = "Bearer tok-5ecret-value"
 
@@ -163,7 +162,7 @@ def config(**fields: Any) -> HttpRequestConfig:
 
 def fails(node_config: HttpRequestConfig, context: NodeContext) -> str:
     """The message the node fails with."""
-    with pytest.raises(NodeFailure) as caught:
+    with pytest.raises(NodeFailedError) as caught:
         run_http_request(node_config, context)
     return str(caught.value)
 
@@ -396,7 +395,7 @@ def test_a_missing_secret_fails_before_anything_is_sent(
     server: Server, context: NodeContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("FIGWAY_SECRET_NOT_SET_ANYWHERE", raising=False)
-    with pytest.raises(SecretMissing, match="FIGWAY_SECRET_NOT_SET_ANYWHERE"):
+    with pytest.raises(SecretMissingError, match="FIGWAY_SECRET_NOT_SET_ANYWHERE"):
         run_http_request(
             config(url=server.url("/x"), headers={"X-Key": "secret:not-set-anywhere"}), context
         )
@@ -572,7 +571,7 @@ def test_a_refused_connection_fails(context: NodeContext) -> None:
 
 def test_a_cancelled_run_sends_nothing(server: Server, context: NodeContext) -> None:
     context.cancel_event.set()
-    with pytest.raises(NodeCancelled):
+    with pytest.raises(NodeCancelledError):
         run_http_request(config(url=server.url("/x")), context)
     assert server.seen == []
 

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
+from backends.model.errors import SecretMissingError
 from backends.model.status import NodeStatus
 from backends.model.workflow import RunPlan
 from backends.nodes import default_registry
@@ -23,7 +24,6 @@ from backends.runtime.secrets import (
     ChainedSecrets,
     EnvironmentSecrets,
     Redactor,
-    SecretMissing,
     SecretResolver,
     block_name,
     environment_variable,
@@ -175,7 +175,7 @@ def test_a_revealed_secret_is_masked_from_then_on() -> None:
 def test_a_missing_secret_names_where_it_was_looked_for_and_no_value() -> None:
     others = {"other": "other-value-5ecret", "pg-sale": "near-miss-5ecret"}
     resolver = SecretResolver(ChainedSecrets([EnvironmentSecrets(), DictSecrets(others)]))
-    with pytest.raises(SecretMissing) as raised:
+    with pytest.raises(SecretMissingError) as raised:
         resolver.reveal("secret:pg-sales-never-set")
     message = str(raised.value)
     assert "'pg-sales-never-set'" in message

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from backends.contract import BackendHealth, NodeReport
-from backends.model.errors import BackendUnavailable
+from backends.model.errors import BackendUnavailableError, SubmitFailedError
 from backends.model.status import RunStatus
 from backends.model.workflow import RunPlan, parse_definition
 from backends.nodes import default_registry
@@ -21,7 +21,7 @@ from backends.store import Store
 from backends.store.models import Workflow
 from backends.store.runs import Route
 from gateway.config import Settings
-from gateway.dispatch.dispatcher import Dispatcher, RunRequest, SubmitFailed
+from gateway.dispatch.dispatcher import Dispatcher, RunRequest
 from gateway.routing.loading import parse_rules
 from gateway.routing.router import Router
 from tests.support.plans import one_node_workflow
@@ -32,7 +32,7 @@ class StandIn:
     """An executor that records submits and cancels, and fails when told to."""
 
     name: str
-    failure: BackendUnavailable | None = None
+    failure: BackendUnavailableError | None = None
     submitted: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
 
@@ -95,8 +95,8 @@ def request(workflow_id: str, job_run_id: str) -> RunRequest:
     return RunRequest("ws", "f", "job", workflow_id, job_run_id=job_run_id)
 
 
-def refused(*, may_have_started: bool) -> BackendUnavailable:
-    return BackendUnavailable("prefect", "down", may_have_started=may_have_started)
+def refused(*, may_have_started: bool) -> BackendUnavailableError:
+    return BackendUnavailableError("prefect", "down", may_have_started=may_have_started)
 
 
 def test_a_submission_that_never_arrived_goes_to_the_fallback(
@@ -117,7 +117,7 @@ def test_a_submission_that_may_have_arrived_is_not_sent_elsewhere(
     """A timeout after the request left could mean the run exists there: two backends
     must never both run it, so the client gets 503 and retries the same backend."""
     backends["prefect"].failure = refused(may_have_started=True)
-    with pytest.raises(SubmitFailed):
+    with pytest.raises(SubmitFailedError):
         dispatcher.start_run(request("pilot", "r2"))
     assert backends["rq"].submitted == []
     run = dispatcher.get_run("r2")
@@ -128,10 +128,10 @@ def test_a_repeated_request_retries_the_backend_it_was_routed_to(
     dispatcher: Dispatcher, backends: dict[str, StandIn], store: Store
 ) -> None:
     backends["prefect"].failure = refused(may_have_started=True)
-    with pytest.raises(SubmitFailed):
+    with pytest.raises(SubmitFailedError):
         dispatcher.start_run(request("pilot", "r3"))
     backends["prefect"].failure = refused(may_have_started=False)  # now certainly down
-    with pytest.raises(SubmitFailed):
+    with pytest.raises(SubmitFailedError):
         dispatcher.start_run(request("pilot", "r3"))
     assert backends["rq"].submitted == [], "a repeat never falls back"
     backends["prefect"].failure = None

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from backends.model.errors import RulesInvalidError
 from backends.store import Store
 from backends.store.routing_records import RoutingRecords
-from gateway.routing.loading import RulesInvalid, rules_version
+from gateway.routing.loading import rules_version
 from gateway.routing.source import RulesSource
 
 GOOD = """\
@@ -72,7 +73,7 @@ def test_a_bad_file_at_start_serves_the_last_applied_version(
 ) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text("phase: 3\ndefault: rq\n")
-    with pytest.raises(RulesInvalid) as refused:
+    with pytest.raises(RulesInvalidError) as refused:
         start(records, path)
     assert refused.value.version == rules_version("phase: 3\ndefault: rq\n")
 

@@ -13,14 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.routing.loading import (
-    KNOWN_BACKENDS,
-    RulesDocument,
-    RulesInvalid,
-    RulesProblem,
-    parse_rules,
-    rules_version,
-)
+from backends.model.errors import RulesInvalidError, RulesProblem
+from gateway.routing.loading import KNOWN_BACKENDS, RulesDocument, parse_rules, rules_version
 from gateway.routing.rules import Guard
 
 MARK = "# <--"
@@ -43,9 +37,9 @@ def parse(content: str) -> RulesDocument:
 
 
 def problems_of(content: str) -> tuple[RulesProblem, ...]:
-    with pytest.raises(RulesInvalid) as caught:
+    with pytest.raises(RulesInvalidError) as caught:
         parse(content)
-    assert caught.value.problems, "a RulesInvalid must carry at least one problem"
+    assert caught.value.problems, "a RulesInvalidError must carry at least one problem"
     return caught.value.problems
 
 
@@ -987,7 +981,7 @@ def test_every_problem_of_a_file_is_reported_at_once_in_line_order() -> None:
             shadow: airflow
         """
     )
-    with pytest.raises(RulesInvalid) as caught:
+    with pytest.raises(RulesInvalidError) as caught:
         parse(content)
     found = [(problem.line, problem.field) for problem in caught.value.problems]
     assert found == [

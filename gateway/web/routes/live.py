@@ -29,10 +29,11 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import WebSocketRoute
 
+from backends.model.errors import AccessDeniedError
 from backends.model.status import RUN_TERMINAL
 from gateway.live.feed import OVERFLOW
 from gateway.services import Services
-from gateway.web.auth import WEBSOCKET_CLOSE, AuthFailed, key_for_websocket
+from gateway.web.auth import WEBSOCKET_CLOSE, key_for_websocket
 from gateway.web.schemas import RunOut
 
 __all__ = ["CLOSE_TOO_SLOW", "CLOSE_UNKNOWN_RUN", "create_legacy_app", "follow_run", "router"]
@@ -58,7 +59,7 @@ async def follow_run(websocket: WebSocket, job_run_id: str, services: Services) 
     await websocket.accept()
     try:
         await key_for_websocket(websocket, services, "runs")
-    except AuthFailed as failed:  # before the run is looked up: no hint whether it exists
+    except AccessDeniedError as failed:  # before the run is looked up: no hint whether it exists
         await websocket.close(code=WEBSOCKET_CLOSE[failed.code], reason=failed.detail)
         return
     # The journal position first, then the snapshot: a transition between the two is

@@ -10,13 +10,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from backends.model.errors import NotFoundError, RulesProblem
 from backends.model.workflow import parse_definition, shadow_refusal
 from backends.rq.executor import RQExecutor
 from backends.store.models import ShadowComparison
 from backends.store.routing_records import GuardTripView
-from gateway.dispatch.dispatcher import NotFoundError
 from gateway.reports.readiness import rq_readiness
-from gateway.routing.loading import RulesProblem
 from gateway.routing.router import RunFacts
 from gateway.routing.shadow import with_shadow
 from gateway.services import Services

@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
+from backends.model.errors import RunNotFoundError
 from backends.store.models import RUN_LEVEL
-from gateway.dispatch.dispatcher import RunNotFoundError, RunRequest
+from gateway.dispatch.dispatcher import RunRequest
 from gateway.web.deps import DispatcherDep, ServicesDep
 from gateway.web.schemas import LogLineOut, LogsOut, RunIn, RunOut, StatsOut
 

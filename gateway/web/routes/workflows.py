@@ -7,9 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from backends.model.errors import DefinitionError, DefinitionProblem
+from backends.model.errors import DefinitionError, DefinitionProblem, WorkflowNotFoundError
 from backends.model.workflow import parse_definition
-from gateway.dispatch.dispatcher import WorkflowNotFoundError
 from gateway.web.deps import ServicesDep
 from gateway.web.schemas import WorkflowOut
 

@@ -1,26 +1,39 @@
 """The executor contract: what every backend (RQ, Prefect) guarantees the gateway.
 
 The database is the system of record for runs, nodes and logs; executors are
-asked only to start work, stop it, say whether they are up, and tell what the
-database cannot know (a worker that died mid-node). Every implementation must:
+asked only to start work, stop it, say whether they are up and what they still
+hold, and tell what the database cannot know (a worker that died mid-node).
+The gateway sees executors only through :class:`Executor`: no ``isinstance`` on
+a concrete backend, no probing for optional methods. Every implementation must:
+
+``name``
+    One of :data:`BACKEND_NAMES`; runs record it, and it keys the executors.
 
 ``submit(plan)``
     Start the run described by ``plan``; return once the backend has accepted
     it (not when it has finished). Nodes of one level may run in parallel;
     a node starts only after all of its upstream nodes succeeded. Node
-    attempts go through :class:`backends.runtime.NodeRuntime`, which records
-    every transition. Raises :class:`~backends.model.errors.BackendUnavailableError`
-    when the backend cannot be reached, with ``may_have_started=False`` only
-    if the request certainly never arrived (the run may then go elsewhere),
-    and :class:`~backends.model.errors.BackendRejectedError` when it refuses the plan.
+    attempts go through :class:`backends.runtime.attempts.NodeRuntime`, which
+    records every transition. Raises
+    :class:`~backends.model.errors.BackendUnavailableError` when the backend
+    cannot be reached, with ``may_have_started=False`` only if the request
+    certainly never arrived (the run may then go elsewhere), and
+    :class:`~backends.model.errors.BackendRejectedError` when it refuses the plan.
 
 ``cancel(plan)``
     Make sure no node of the run starts from now on and stop the nodes that
     are running. Idempotent: cancelling a cancelled, finished or unknown run
-    does nothing and raises nothing. The gateway records the outcome.
+    does nothing and raises nothing. The gateway records the outcome. Raises
+    ``BackendUnavailableError`` when the backend cannot be reached.
 
 ``health()``
     A cheap check of the backend, never raising.
+
+``holdings()``
+    The work the backend still holds, by place (``default.queued``,
+    ``default.deferred``, a work pool's flow runs), zeros included: what must
+    drain before the backend can be switched off. Raises
+    ``BackendUnavailableError`` when it cannot count.
 
 ``reconcile(plan, running)``
     ``running`` are nodes the database believes are running but whose
@@ -29,6 +42,10 @@ database cannot know (a worker that died mid-node). Every implementation must:
     knows (retried, failed for good, or lost with the whole run); nodes it
     cannot judge yet are left out. A backend reporting a node failed for good
     also drops the work it still holds for that node's downstream nodes.
+
+``close()``
+    Release what the executor holds open (clients, pools). Idempotent; the
+    executor is not used again.
 """
 
 from __future__ import annotations
@@ -37,10 +54,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from backends.model.backend_names import (
+    BACKEND_NAMES,
+    LEGACY_BACKEND,
+    SUCCESSOR_BACKEND,
+    BackendName,
+)
 from backends.model.status import NodeStatus
 from backends.model.workflow import RunPlan
 
-__all__ = ["BackendHealth", "Executor", "NodeReport"]
+__all__ = [
+    "BACKEND_NAMES",
+    "LEGACY_BACKEND",
+    "SUCCESSOR_BACKEND",
+    "BackendHealth",
+    "BackendName",
+    "Executor",
+    "NodeReport",
+]
 
 
 @dataclass(frozen=True)
@@ -78,4 +109,8 @@ class Executor(Protocol):
 
     def health(self) -> BackendHealth: ...
 
+    def holdings(self) -> dict[str, int]: ...
+
     def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]: ...
+
+    def close(self) -> None: ...

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from backends.model.backend_names import LEGACY_BACKEND, BackendName
 from backends.runtime.bootstrap import RuntimeSettings
 
 __all__ = ["Settings", "get_settings"]
@@ -39,8 +40,8 @@ class Settings(RuntimeSettings):
         "file, no for a configured database (run `figway db upgrade`).",
     )
     max_levels: int = Field(default=20, ge=1, le=1_000, description="Deepest DAG accepted.")
-    default_backend: Literal["rq", "prefect"] = Field(
-        default="rq",
+    default_backend: BackendName = Field(
+        default=LEGACY_BACKEND,
         description="Backend for every run when there is no routing rules file at all.",
     )
     routing_rules: Path | None = Field(

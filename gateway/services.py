@@ -1,7 +1,10 @@
-"""The composition root: builds the store, the node runtime and the executors from settings.
+"""The composition root: builds the store, the node runtime, the executors and the
+gateway's services from settings, and starts and stops its background work.
 
-Both ``figway serve`` and ``figway worker`` start here, so the gateway and the
-workers always agree on the database and the node types.
+``figway serve`` (through the app factory), ``figway worker`` and every CLI command
+that talks to a backend start here, so the gateway, the workers and the commands
+always agree on the database, the node types and the backends. Nothing else
+constructs a concrete executor.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -19,6 +23,7 @@ from sqlalchemy import Engine
 
 from backends.contract import Executor
 from backends.model.errors import FigwayError
+from backends.model.status import RunStatus
 from backends.model.workflow import POOLS
 from backends.nodes import NodeRegistry, default_registry
 from backends.prefect.executor import PrefectExecutor
@@ -33,6 +38,8 @@ from backends.store.journal import Journal
 from backends.store.metric_records import MetricRecords
 from backends.store.routing_records import RoutingRecords
 from gateway.config import Settings
+from gateway.dispatch.dispatcher import Dispatcher
+from gateway.dispatch.reconcile import Reconciler
 from gateway.live.feed import RunFeed
 from gateway.live.listener import NotificationListener
 from gateway.metrics.ledger import LedgerCollector, MetricsLedger
@@ -41,9 +48,9 @@ from gateway.routing.guard import GuardKeeper
 from gateway.routing.shadow import ShadowComparer
 from gateway.routing.source import RulesSource
 from gateway.upkeep.artifact_janitor import ArtifactJanitor
-from gateway.web.limits import RateLimiter
+from gateway.upkeep.periodic import Periodic
 
-__all__ = ["Services", "build_services"]
+__all__ = ["Services", "build_executors", "build_services", "stop_ephemeral_prefect"]
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +74,14 @@ class Services:
     janitor: ArtifactJanitor
     journal: Journal
     keys: ApiKeys
-    rate_limiter: RateLimiter
     feed: RunFeed
+    dispatcher: Dispatcher
+    reconciler: Reconciler
     listener: NotificationListener | None = None
     embedded_workers: EmbeddedWorkers | None = None
     # The runtime installed before this one (another gateway in the same process, in tests).
     previous_runtime: NodeRuntime | None = None
+    _background: list[Periodic] = field(default_factory=list, repr=False)
     _closed: bool = field(default=False, repr=False)
 
     def start_live_feed(self) -> None:
@@ -92,6 +101,34 @@ class Services:
             self.redis, POOLS, count=self.settings.embedded_workers
         )
         self.embedded_workers.start()
+
+    def start_background(self) -> None:
+        """Start the gateway's periodic work: reconciling, rules, guards, metrics, checks."""
+        settings = self.settings
+        self._background = [
+            Periodic(
+                "reconciler",
+                self.reconciler.reconcile_once,
+                interval_seconds=settings.reconcile_interval_seconds,
+            ),
+            Periodic(
+                "routing", self.routing_upkeep, interval_seconds=settings.routing_reload_seconds
+            ),
+            Periodic("guards", self.guards.check, interval_seconds=settings.guard_interval_seconds),
+            Periodic("metrics", self.metrics_round, interval_seconds=settings.metrics_fold_seconds),
+            Periodic(
+                "backend-checks",
+                self.check_backends,
+                interval_seconds=settings.backend_check_seconds,
+            ),
+            Periodic(
+                "artifacts",
+                self.janitor.purge_expired,
+                interval_seconds=settings.artifact_cleanup_seconds,
+            ),
+        ]
+        for thread in self._background:
+            thread.start()
 
     def routing_upkeep(self) -> None:
         """One round of keeping routing current: the file, trips by any gateway, shadows."""
@@ -118,15 +155,16 @@ class Services:
         if self._closed:
             return
         self._closed = True
+        for thread in self._background:
+            thread.stop()
+        self.dispatcher.close()
         if self.listener is not None:
             self.listener.stop()
         self.feed.stop()
         if self.embedded_workers is not None:
             self.embedded_workers.stop()
         for executor in self.executors.values():
-            close = getattr(executor, "close", None)  # optional: not every backend holds a client
-            if close is not None:
-                close()
+            executor.close()
         try:
             self.ledger.release()  # another gateway takes the ledger over at once
         except FigwayError as exc:
@@ -146,24 +184,9 @@ def build_services(settings: Settings) -> Services:
         store, node_types, heartbeat_seconds=settings.heartbeat_seconds, artifacts=artifacts
     )
     previous_runtime = install_runtime(runtime)
-    redis: Redis
-    if settings.redis_url:
-        redis = Redis.from_url(settings.redis_url)
-    else:
-        import fakeredis  # the embedded default only
-
-        redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    if settings.prefect_api_url is None:
-        _keep_ephemeral_prefect_local(settings)
-    prefect_executor = PrefectExecutor(
-        embedded=settings.prefect_api_url is None,
-        api_url=settings.prefect_api_url,
-        run_status=lambda job_run_id: store.run_status(job_run_id=job_run_id),
-    )
-    rq_executor = RQExecutor(
-        redis,
-        job_timeout_seconds=settings.job_timeout_seconds,
-        worker_silence=timedelta(seconds=settings.rq_worker_silence_seconds),
+    redis = connect_redis(settings)
+    executors = build_executors(
+        settings, redis, run_status=lambda job_run_id: store.run_status(job_run_id=job_run_id)
     )
     records = RoutingRecords(engine)
     journal = Journal(engine)
@@ -188,7 +211,7 @@ def build_services(settings: Settings) -> Services:
         node_types=node_types,
         runtime=runtime,
         redis=redis,
-        executors={rq_executor.name: rq_executor, prefect_executor.name: prefect_executor},
+        executors=executors,
         records=records,
         rules=rules,
         guards=guards,
@@ -198,7 +221,15 @@ def build_services(settings: Settings) -> Services:
         registry=registry,
         journal=journal,
         keys=ApiKeys(engine),
-        rate_limiter=RateLimiter(settings.rate_limit_per_minute),
+        dispatcher=Dispatcher(
+            store=store,
+            executors=executors,
+            node_types=node_types,
+            settings=settings,
+            router=rules.router,
+            metrics=metrics,
+        ),
+        reconciler=Reconciler(store=store, executors=executors, settings=settings),
         feed=RunFeed(journal, poll_seconds=settings.live_poll_seconds),
         janitor=ArtifactJanitor(
             ArtifactRecords(engine),
@@ -207,6 +238,43 @@ def build_services(settings: Settings) -> Services:
         ),
         previous_runtime=previous_runtime,
     )
+
+
+def connect_redis(settings: Settings) -> Redis:
+    """Redis at ``FIGWAY_REDIS_URL``; on the embedded default, an in-process stand-in."""
+    if settings.redis_url:
+        return Redis.from_url(settings.redis_url)
+    import fakeredis  # the embedded default only
+
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+
+def build_executors(
+    settings: Settings,
+    redis: Redis,
+    *,
+    run_status: Callable[[str], RunStatus | None] | None = None,
+) -> dict[str, Executor]:
+    """Every backend's executor, by name: the one place a concrete executor is built.
+
+    ``run_status`` reads figway's own record of a run (the Prefect executor leaves a
+    finished run's flow run alone when a late cancel arrives).
+    """
+    if settings.prefect_api_url is None:
+        _keep_ephemeral_prefect_local(settings)
+    executors: list[Executor] = [
+        RQExecutor(
+            redis,
+            job_timeout_seconds=settings.job_timeout_seconds,
+            worker_silence=timedelta(seconds=settings.rq_worker_silence_seconds),
+        ),
+        PrefectExecutor(
+            embedded=settings.prefect_api_url is None,
+            api_url=settings.prefect_api_url,
+            run_status=run_status,
+        ),
+    ]
+    return {executor.name: executor for executor in executors}
 
 
 def stop_ephemeral_prefect() -> None:

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backends.model import dag
+from backends.model.backend_names import BackendName
 from backends.model.errors import DefinitionError, DefinitionProblem
-from backends.nodes import NodeRegistry
 
 __all__ = [
     "DEFAULT_MAX_LEVELS",
     "POOLS",
+    "NodeConfigFacts",
+    "NodeKind",
     "NodeSpec",
     "RunPlan",
     "WorkflowDefinition",
@@ -30,6 +32,25 @@ __all__ = [
     "parse_definition",
     "shadow_refusal",
 ]
+
+
+class NodeConfigFacts(Protocol):
+    """What validation asks of a node's parsed config (``backends.nodes.NodeConfig``)."""
+
+    def side_effects(self) -> str: ...
+
+    def inputs_problem(self, upstream: Sequence[str]) -> str | None: ...
+
+
+class NodeKind(Protocol):
+    """What validation asks of a node type (``backends.nodes.NodeType``); the model
+    imports no node code, so node types are described here by what they answer."""
+
+    @property
+    def unavailable(self) -> Callable[[], str | None]: ...
+
+    def parse_config(self, raw: Mapping[str, Any]) -> NodeConfigFacts: ...
+
 
 DEFAULT_MAX_LEVELS = 20
 #: Work pools (Prefect) and queues (RQ) a workflow can run on, most urgent first.
@@ -61,7 +82,7 @@ class WorkflowDefinition(BaseModel):
     description: str = Field(default="", max_length=2_000)
     tags: list[str] = Field(default_factory=list, max_length=32)
     pool: str | None = Field(default=None, description="Override the pool chosen from the nodes.")
-    backend: Literal["rq", "prefect"] | None = Field(
+    backend: BackendName | None = Field(
         default=None, description="Run on this backend whatever the routing default says."
     )
     nodes: dict[str, NodeSpec] = Field(min_length=1, max_length=1_000)
@@ -87,7 +108,7 @@ class WorkflowDefinition(BaseModel):
 def parse_definition(
     raw: Mapping[str, Any],
     *,
-    node_types: NodeRegistry,
+    node_types: Mapping[str, NodeKind],
     max_levels: int = DEFAULT_MAX_LEVELS,
 ) -> WorkflowDefinition:
     """Validate a definition, raising :class:`DefinitionError` with every problem found.
@@ -135,7 +156,9 @@ def parse_definition(
     return definition
 
 
-def shadow_refusal(definition: WorkflowDefinition, node_types: NodeRegistry) -> str | None:
+def shadow_refusal(
+    definition: WorkflowDefinition, node_types: Mapping[str, NodeKind]
+) -> str | None:
     """Why this workflow may not run as a shadow, or None when it may.
 
     A shadow run executes every node a second time, so a node that writes
@@ -149,7 +172,7 @@ def shadow_refusal(definition: WorkflowDefinition, node_types: NodeRegistry) -> 
     node 'load' (python) declares side effects `unsafe` without a safe shadow mode; a shadow run would write twice (declare `side_effects: none` or `sandboxed` if it may shadow)
     """
     for node_id, spec in definition.nodes.items():
-        config = node_types[spec.type].config_model.model_validate(spec.config)
+        config = node_types[spec.type].parse_config(spec.config)
         effects = config.side_effects()
         if effects == "unsafe":
             return (
@@ -186,7 +209,7 @@ def _problem_from(error: Mapping[str, Any]) -> DefinitionProblem:
 
 
 def _node_problems(
-    definition: WorkflowDefinition, node_types: NodeRegistry
+    definition: WorkflowDefinition, node_types: Mapping[str, NodeKind]
 ) -> list[DefinitionProblem]:
     problems: list[DefinitionProblem] = []
     for node_id, spec in definition.nodes.items():
@@ -209,7 +232,7 @@ def _node_problems(
             problems.append(DefinitionProblem(f"{where}.type", missing))
             continue
         try:
-            config = node_type.config_model.model_validate(spec.config)
+            config = node_type.parse_config(spec.config)
         except ValidationError as exc:
             problems.extend(
                 DefinitionProblem(

@@ -110,3 +110,7 @@ class NodeType:
     #: Why this type cannot run on this install (an optional extra is missing), or None.
     #: Checked when a workflow is defined, so the workflow is refused with the fix.
     unavailable: Callable[[], str | None] = lambda: None
+
+    def parse_config(self, raw: Mapping[str, Any]) -> NodeConfig:
+        """The node's config, validated; raises pydantic's ``ValidationError``."""
+        return self.config_model.model_validate(raw)

@@ -206,6 +206,38 @@ class PrefectExecutor:
         )
         return BackendHealth(self.name, up=True, detail=detail, workers=workers)
 
+    def holdings(self) -> dict[str, int]:
+        """Flow runs of figway not yet finished, per work pool (``default.flow_runs``);
+        in-process, the flows this gateway is running (``in_process.flow_runs``)."""
+        if self.embedded:
+            return {"in_process.flow_runs": len(self._threads)}
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+            FlowRunFilterTags,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        unfinished = [
+            StateType.SCHEDULED,
+            StateType.PENDING,
+            StateType.RUNNING,
+            StateType.PAUSED,
+            StateType.CANCELLING,
+        ]
+        figures: dict[str, int] = {}
+        with self._client() as client:
+            for pool in POOLS:
+                figures[f"{pool}.flow_runs"] = client.count_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        tags=FlowRunFilterTags(all_=["figway"]),
+                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)),
+                    ),
+                    work_pool_filter=_pool_filter(pool),
+                )
+        return figures
+
     # -- reconcile -------------------------------------------------------------------
 
     def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]:
@@ -296,6 +328,12 @@ class PrefectExecutor:
     def close(self) -> None:
         """Close the shared Prefect client (the gateway calls this on shutdown)."""
         self._drop_client()
+
+
+def _pool_filter(pool: str) -> Any:
+    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+
+    return WorkPoolFilter(name=WorkPoolFilterName(any_=[work_pool_name(pool)]))
 
 
 def _lost(running: Mapping[str, int], reason: str) -> NodeReport:

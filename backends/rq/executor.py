@@ -172,6 +172,9 @@ class RQExecutor:
             ) from exc
         return figures
 
+    def close(self) -> None:
+        """Nothing to release: the Redis connection belongs to whoever built the executor."""
+
     def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]:
         reports: list[NodeReport] = []
         try:

@@ -19,8 +19,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 
 from backends.store.models import ApiKey
-from backends.store.runs import utcnow
-from backends.store.transactions import Transactions
+from backends.store.transactions import Transactions, utcnow
 
 __all__ = ["SCOPES", "ApiKeys", "KeyView", "NewKey"]
 

@@ -20,8 +20,7 @@ from sqlalchemy.orm import Session
 
 from backends.model.status import RUN_TERMINAL
 from backends.store.models import Lease, MetricTotal, NodeRun, Run
-from backends.store.runs import utcnow
-from backends.store.transactions import Transactions, dialect_insert
+from backends.store.transactions import Transactions, dialect_insert, utcnow
 
 __all__ = ["FoldedNode", "FoldedRun", "MetricRecords", "labels_key"]
 

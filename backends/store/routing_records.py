@@ -23,8 +23,7 @@ from backends.store.models import (
     ShadowComparison,
     Workflow,
 )
-from backends.store.runs import utcnow
-from backends.store.transactions import Transactions, insert_ignoring_conflicts
+from backends.store.transactions import Transactions, insert_ignoring_conflicts, utcnow
 
 __all__ = [
     "AppliedVersion",

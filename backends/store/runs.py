@@ -1,4 +1,5 @@
-"""All of figway's SQL, behind keyword-only methods.
+"""The state machine of runs and nodes, and the rest of the run records, behind
+keyword-only methods.
 
 Writes that move a run or a node go through :meth:`Store.record_node` or the
 run-level methods; each is one transaction that (1) locks the run row, (2)
@@ -10,9 +11,9 @@ were the last.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, func, insert, select, update
@@ -30,104 +31,20 @@ from backends.model.status import (
 )
 from backends.model.workflow import NodeSpec, RunPlan, WorkflowDefinition
 from backends.store.models import RUN_LEVEL, LogLine, NodeRun, Run, Transition, Workflow
-from backends.store.transactions import Transactions, insert_ignoring_conflicts
+from backends.store.plans import plan_from_document, plan_to_document
+from backends.store.transactions import Transactions, insert_ignoring_conflicts, utcnow
+from backends.store.views import (
+    AttemptStart,
+    LogRecord,
+    NodeOutcome,
+    Route,
+    RunView,
+    StaleNode,
+    node_views,
+    run_view,
+)
 
-__all__ = [
-    "AttemptStart",
-    "LogRecord",
-    "NodeOutcome",
-    "NodeView",
-    "Route",
-    "RunView",
-    "StaleNode",
-    "Store",
-    "utcnow",
-]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class NodeView:
-    node_id: str
-    node_type: str
-    status: NodeStatus
-    attempts: int
-    max_attempts: int
-    error: str | None
-    output: Any
-    started_at: datetime | None
-    finished_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Route:
-    """Why a run went to its backend: the rule (None for the default), version and reason."""
-
-    rule: str | None
-    version: str | None
-    reason: str
-
-
-@dataclass(frozen=True)
-class RunView:
-    job_run_id: str
-    workflow_id: str
-    workspace_id: str
-    folder_id: str
-    job_id: str
-    from_job: str | None
-    backend: str
-    status: RunStatus
-    error: str | None
-    created_at: datetime
-    submitted_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    nodes: dict[str, NodeView] = field(default_factory=dict)
-    route: Route | None = None
-    shadow_of: str | None = None  # set on a shadow run: the client's run it shadows
-
-
-@dataclass(frozen=True)
-class NodeOutcome:
-    """What recording a node transition did."""
-
-    applied: bool  # False: a duplicate, or a move a terminal node may not make
-    node_status: NodeStatus
-    run_status: RunStatus
-    skipped: tuple[str, ...] = ()  # downstream nodes skipped by this failure
-
-
-@dataclass(frozen=True)
-class AttemptStart:
-    """What :meth:`Store.start_attempt` hands a starting attempt."""
-
-    outcome: NodeOutcome
-    spec: NodeSpec | None = None
-    parameters: Mapping[str, Any] = field(default_factory=dict)
-    upstream_outputs: Mapping[str, Any] = field(default_factory=dict)
-    sandboxed: bool = False
-
-
-@dataclass(frozen=True)
-class LogRecord:
-    job_run_id: str
-    node_id: str
-    attempt: int
-    at: datetime
-    level: str
-    message: str
-
-
-@dataclass(frozen=True)
-class StaleNode:
-    job_run_id: str
-    node_id: str
-    attempt: int
-    backend: str
+__all__ = ["Store"]
 
 
 class Store(Transactions):
@@ -295,7 +212,7 @@ class Store(Transactions):
                     )
             row = session.get(Run, job_run_id)
             assert row is not None
-            return _run_view(row, _node_views(session, row))
+            return run_view(row, node_views(session, row))
 
     def mark_submit_failed(self, *, job_run_id: str, error: str) -> None:
         """Submission failed: the run stays pending (not lost) with the reason, unclaimed."""
@@ -311,8 +228,8 @@ class Store(Transactions):
             run = session.get(Run, job_run_id)
             if run is None:
                 return None
-            nodes = _node_views(session, run) if with_nodes else {}
-            return _run_view(run, nodes)
+            nodes = node_views(session, run) if with_nodes else {}
+            return run_view(run, nodes)
 
     def load_plan(self, *, job_run_id: str) -> RunPlan | None:
         with self._transaction() as session:
@@ -564,38 +481,6 @@ class Store(Transactions):
         }
 
 
-# -- plan documents ----------------------------------------------------------------------
-
-
-def plan_to_document(plan: RunPlan) -> dict[str, Any]:
-    return {
-        "workflow_id": plan.workflow_id,
-        "workspace_id": plan.workspace_id,
-        "folder_id": plan.folder_id,
-        "job_id": plan.job_id,
-        "pool": plan.pool,
-        "nodes": {node_id: spec.model_dump(mode="json") for node_id, spec in plan.nodes.items()},
-        "upstream": {node_id: list(parents) for node_id, parents in plan.upstream.items()},
-        "parameters": dict(plan.parameters),
-        "sandboxed": plan.sandboxed,
-    }
-
-
-def plan_from_document(document: Mapping[str, Any], job_run_id: str) -> RunPlan:
-    return RunPlan(
-        job_run_id=job_run_id,
-        workflow_id=document["workflow_id"],
-        workspace_id=document["workspace_id"],
-        folder_id=document["folder_id"],
-        job_id=document["job_id"],
-        pool=document["pool"],
-        nodes={k: NodeSpec.model_validate(v) for k, v in document["nodes"].items()},
-        upstream={k: tuple(v) for k, v in document["upstream"].items()},
-        parameters=document.get("parameters", {}),
-        sandboxed=document.get("sandboxed", False),
-    )
-
-
 # -- transaction helpers -----------------------------------------------------------------
 
 
@@ -845,50 +730,3 @@ def _final_run_status(current: RunStatus, nodes: Iterable[NodeStatus]) -> RunSta
     if statuses & {NodeStatus.FAILED, NodeStatus.SKIPPED}:
         return RunStatus.FAILED
     return RunStatus.SUCCEEDED
-
-
-def _node_view(row: NodeRun) -> NodeView:
-    return NodeView(
-        node_id=row.node_id,
-        node_type=row.node_type,
-        status=NodeStatus(row.status),
-        attempts=row.attempts,
-        max_attempts=row.max_attempts,
-        error=row.error,
-        output=row.output,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-    )
-
-
-def _node_views(session: Session, run: Run) -> dict[str, NodeView]:
-    """The run's nodes in definition order."""
-    rows = session.scalars(select(NodeRun).where(NodeRun.job_run_id == run.job_run_id)).all()
-    order = {node_id: index for index, node_id in enumerate(run.plan["nodes"])}
-    return {
-        row.node_id: _node_view(row)
-        for row in sorted(rows, key=lambda r: order.get(r.node_id, len(order)))
-    }
-
-
-def _run_view(run: Run, nodes: dict[str, NodeView]) -> RunView:
-    return RunView(
-        job_run_id=run.job_run_id,
-        workflow_id=run.workflow_id,
-        workspace_id=run.workspace_id,
-        folder_id=run.folder_id,
-        job_id=run.job_id,
-        from_job=run.from_job,
-        backend=run.backend,
-        status=RunStatus(run.status),
-        error=run.error,
-        created_at=run.created_at,
-        submitted_at=run.submitted_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        nodes=nodes,
-        route=None
-        if run.route_reason is None
-        else Route(rule=run.route_rule, version=run.route_version, reason=run.route_reason),
-        shadow_of=run.shadow_of,
-    )

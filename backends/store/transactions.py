@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backends.model.errors import StoreError
 
-__all__ = ["Transactions", "dialect_insert", "insert_ignoring_conflicts"]
+__all__ = ["Transactions", "dialect_insert", "insert_ignoring_conflicts", "utcnow"]
 
 
 class Transactions:
@@ -45,3 +46,8 @@ def dialect_insert(session: Session, model: type[Any]) -> Any:
 def insert_ignoring_conflicts(session: Session, model: type[Any]) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING`` for the session's dialect."""
     return dialect_insert(session, model).on_conflict_do_nothing()
+
+
+def utcnow() -> datetime:
+    """The time every record is stamped with: aware, in UTC."""
+    return datetime.now(UTC)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from redis import Redis
 
+from backends.contract import LEGACY_BACKEND
 from backends.model.errors import RulesInvalidError
 from backends.model.workflow import parse_definition, shadow_refusal
 from backends.nodes import default_registry
@@ -23,6 +23,7 @@ from gateway.routing.loading import RulesDocument, read_rules
 from gateway.routing.router import Router, RoutingTable, RunFacts
 from gateway.routing.shadow import with_shadow
 from gateway.routing.source import DEFAULT_RULES_FILE, builtin_rules
+from gateway.services import build_executors, connect_redis
 
 __all__ = ["rules"]
 
@@ -178,8 +179,6 @@ def rules_diff(old: Path, new: Path, only: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def rules_readiness(as_json: bool) -> None:
     """Phase 3: can RQ be switched off? Exit 0 when ready, 1 listing what still holds it."""
-    from backends.rq.executor import RQExecutor
-
     settings = settings_or_exit()
     if settings.redis_url is None:
         raise click.ClickException(
@@ -187,13 +186,13 @@ def rules_readiness(as_json: bool) -> None:
             "ask the gateway: GET /routing/readiness"
         )
     records = _records(settings)
-    rq = RQExecutor(Redis.from_url(settings.redis_url))
+    legacy = build_executors(settings, connect_redis(settings))[LEGACY_BACKEND]
     result = or_exit(
         lambda: rq_readiness(
             table=RoutingTable(_configured_rules(settings, None)),
             workflows=records.workflows(),
             records=records,
-            rq_holdings=rq.holdings,
+            legacy=legacy,
         )
     )
     if as_json:

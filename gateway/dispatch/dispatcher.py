@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,7 +37,7 @@ from backends.model.workflow import RunPlan, WorkflowDefinition, parse_definitio
 from backends.nodes import NodeRegistry
 from backends.store import RunView, Store
 from backends.store.models import Workflow
-from backends.store.runs import Route
+from backends.store.views import Route
 from gateway.config import Settings
 from gateway.metrics.process import GatewayMetrics
 from gateway.routing.router import Decision, Router, RunFacts
@@ -48,14 +46,13 @@ from gateway.routing.shadow import shadow_id, with_shadow
 __all__ = [
     "Dispatcher",
     "RunRequest",
+    "stop_on_backend",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Parsed definitions kept in memory; the cache starts over when it is full.
 _DEFINITION_CACHE_SIZE = 1_024
-#: Quiet runs remembered between reconcile rounds; the memory starts over past this.
-_QUIET_MEMORY = 10_000
 #: Shadow starts waiting at most; past this a shadow is dropped (only a comparison is lost).
 _SHADOW_QUEUE = 100
 #: The longest run id the database holds (``runs.job_run_id``).
@@ -98,8 +95,6 @@ class Dispatcher:
         # Shadow runs start off the request's path: the client waits for its own run only.
         self._shadow_starter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="figway-shadow")
         self._shadow_slots = threading.BoundedSemaphore(_SHADOW_QUEUE)
-        # When each quiet run was last asked about (monotonic seconds).
-        self._quiet_asked: dict[str, float] = {}
 
     # -- starting ----------------------------------------------------------------------
 
@@ -322,14 +317,7 @@ class Dispatcher:
                 log.warning("cannot stop shadow %s yet: %s", shadow.job_run_id, exc)
 
     def _stop_on_backend(self, run: RunView) -> None:
-        # A run no backend accepted has nothing to stop there: had a submission raced this
-        # kill, its nodes would be refused at start, for the run is cancelling now.
-        if run.submitted_at is not None:
-            plan = self.store.load_plan(job_run_id=run.job_run_id)
-            assert plan is not None
-            # If the backend is unreachable the run stays `cancelling`; the reconciler retries.
-            self.executors[run.backend].cancel(plan)
-        self.store.complete_cancel(job_run_id=run.job_run_id)
+        stop_on_backend(self.store, self.executors, run)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -344,72 +332,17 @@ class Dispatcher:
         assert run is not None
         return run
 
-    # -- reconciling -------------------------------------------------------------------
 
-    def reconcile_once(self) -> int:
-        """Finish interrupted cancels and settle nodes whose worker went silent.
+def stop_on_backend(store: Store, executors: Mapping[str, Executor], run: RunView) -> None:
+    """Stop a cancelling run on the backend that owns it, then record it cancelled.
 
-        Returns how many nodes or runs it settled.
-        """
-        settled = 0
-        # A shadow's gateway stops between recording and submitting it: nobody else will.
-        claim = timedelta(seconds=self.settings.submit_claim_seconds)
-        for job_run_id in self.store.unstarted_shadows(older_than=2 * claim):
-            self.store.abandon_run(
-                job_run_id=job_run_id, reason="shadow not started: its gateway stopped first"
-            )
-            settled += 1
-        for job_run_id in self.store.cancelling_runs():
-            run = self.store.get_run(job_run_id=job_run_id, with_nodes=False)
-            if run is None:
-                continue
-            try:
-                self._stop_on_backend(run)
-                settled += 1
-            except BackendUnavailableError as exc:
-                log.warning("cannot finish cancelling %s yet: %s", job_run_id, exc)
-
-        silent = timedelta(seconds=self.settings.node_silence_seconds)
-        by_run: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-        for stale in self.store.stale_nodes(silent_for=silent):
-            by_run[(stale.job_run_id, stale.backend)][stale.node_id] = stale.attempt
-        now = time.monotonic()
-        for job_run_id, backend in self.store.active_runs_without_running_nodes(silent_for=silent):
-            # A queued run waiting for a busy pool stays quiet for long: ask about it once
-            # per silence window, not every round, so a backlog does not swamp the backend.
-            if now - self._quiet_asked.get(job_run_id, -math.inf) >= silent.total_seconds():
-                self._quiet_asked[job_run_id] = now
-                by_run.setdefault((job_run_id, backend), {})
-        if len(self._quiet_asked) > _QUIET_MEMORY:
-            self._quiet_asked.clear()
-        for (job_run_id, backend), running in by_run.items():
-            plan = self.store.load_plan(job_run_id=job_run_id)
-            executor = self.executors.get(backend)
-            if plan is None or executor is None:
-                continue
-            try:
-                reports = executor.reconcile(plan, running)
-            except BackendUnavailableError as exc:
-                log.warning("cannot reconcile %s yet: %s", job_run_id, exc)
-                continue
-            lost = next((r for r in reports if r.run_lost), None)
-            if lost is not None:
-                self.store.abandon_run(job_run_id=job_run_id, reason=lost.error)
-                log.warning("run %s lost on %s: %s", job_run_id, backend, lost.error)
-                settled += 1
-                continue
-            for report in reports:
-                outcome = self.store.record_node(
-                    job_run_id=job_run_id,
-                    node_id=report.node_id,
-                    attempt=report.attempt,
-                    status=report.status,
-                    error=report.error,
-                )
-                settled += int(outcome.applied)
-                log.warning("run %s node %s: %s", job_run_id, report.node_id, report.error)
-        return settled
-
-    def abandon_lost_runs(self, reason: str) -> int:
-        """Fail every active run (the embedded backend's state died with the last process)."""
-        return self.store.abandon_active_runs(reason=reason)
+    Raises ``BackendUnavailableError`` when that backend cannot be reached: the
+    run then stays ``cancelling`` and the reconciler tries again.
+    """
+    # A run no backend accepted has nothing to stop there: had a submission raced this
+    # kill, its nodes would be refused at start, for the run is cancelling now.
+    if run.submitted_at is not None:
+        plan = store.load_plan(job_run_id=run.job_run_id)
+        assert plan is not None
+        executors[run.backend].cancel(plan)
+    store.complete_cancel(job_run_id=run.job_run_id)

@@ -17,8 +17,8 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from backends.model.backend_names import BACKEND_NAMES
 from gateway.metrics.families import BUCKETS, PROCESS
-from gateway.routing.loading import KNOWN_BACKENDS
 
 # `*_created` series double what a scrape carries and no figway panel reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -73,7 +73,7 @@ class GatewayMetrics:
         # Exported at 0 from the start, so a panel or alert has a series before the first event.
         for result in ("applied", "refused"):
             self.rules_reloads.labels(result=result)
-        for origin, fallback in itertools.permutations(KNOWN_BACKENDS, 2):
+        for origin, fallback in itertools.permutations(BACKEND_NAMES, 2):
             self.fallbacks.labels(from_backend=origin, to_backend=fallback)
 
     def decided(self, *, backend: str, rule: str | None, reason: str) -> None:

@@ -39,6 +39,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from backends.model.backend_names import LEGACY_BACKEND, SUCCESSOR_BACKEND
 from backends.model.status import RunStatus
 from backends.store.comparison_records import FinishedRunRecord, Reports, ShadowCount
 from gateway.routing.guard import percentile
@@ -62,8 +63,8 @@ __all__ = [
 ]
 
 #: The backend being tried out, and the one it is held to.
-CANDIDATE = "prefect"
-BASELINE = "rq"
+CANDIDATE = SUCCESSOR_BACKEND
+BASELINE = LEGACY_BACKEND
 
 #: The window when none is given.
 DEFAULT_SINCE = "7d"

@@ -8,10 +8,11 @@ else is listed, so the engineer knows what to drain or change first.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from backends.contract import LEGACY_BACKEND, Executor
 from backends.model.errors import BackendUnavailableError
 from backends.store.models import Workflow
 from backends.store.routing_records import RoutingRecords
@@ -19,8 +20,6 @@ from gateway.routing.loading import backend_references
 from gateway.routing.router import RoutingTable
 
 __all__ = ["Readiness", "rq_readiness"]
-
-LEGACY = "rq"
 
 
 @dataclass(frozen=True)
@@ -36,20 +35,22 @@ def rq_readiness(
     table: RoutingTable,
     workflows: Sequence[Workflow],
     records: RoutingRecords,
-    rq_holdings: Callable[[], dict[str, int]],
+    legacy: Executor,
 ) -> Readiness:
     holds: list[str] = []
     routes = [
         _describe(table, path)
         for path, backend in backend_references(table.rules)
-        if backend == LEGACY
+        if backend == LEGACY_BACKEND
     ]
     if routes:
         holds.append(f"routing rules version {table.version} still name rq at: {', '.join(routes)}")
-    pinned = sorted(w.workflow_id for w in workflows if w.definition.get("backend") == LEGACY)
+    pinned = sorted(
+        w.workflow_id for w in workflows if w.definition.get("backend") == LEGACY_BACKEND
+    )
     if pinned:
         holds.append(f"workflow definitions pinned to rq (backend: rq): {', '.join(pinned)}")
-    active, sample = records.active_runs_on(backend=LEGACY)
+    active, sample = records.active_runs_on(backend=LEGACY_BACKEND)
     if active:
         holds.append(
             f"{active} run(s) on rq have not finished, e.g. {', '.join(sample[:5])}; "
@@ -57,7 +58,7 @@ def rq_readiness(
         )
     jobs: dict[str, int] | None
     try:
-        jobs = rq_holdings()
+        jobs = legacy.holdings()
     except BackendUnavailableError as exc:
         jobs = None
         holds.append(f"cannot count RQ's jobs: {exc.message}")

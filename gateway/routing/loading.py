@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from backends.model.backend_names import BACKEND_NAMES, LEGACY_BACKEND
 from backends.model.errors import RulesInvalidError, RulesProblem
 from gateway.routing.rules import (
     PATTERN_FIELDS,
@@ -29,15 +30,12 @@ from gateway.routing.rules import (
 )
 
 __all__ = [
-    "KNOWN_BACKENDS",
     "RulesDocument",
     "backend_references",
     "parse_rules",
     "read_rules",
     "rules_version",
 ]
-
-KNOWN_BACKENDS = ("prefect", "rq")
 
 PathLike = str | _PathLike[str]
 
@@ -65,7 +63,7 @@ def rules_version(content: str) -> str:
     return hashlib.sha256(content.encode()).hexdigest()[:12]
 
 
-def read_rules(path: PathLike, *, known_backends: Sequence[str] = KNOWN_BACKENDS) -> RulesDocument:
+def read_rules(path: PathLike, *, known_backends: Sequence[str] = BACKEND_NAMES) -> RulesDocument:
     """Read and check a rules file; an unreadable file is refused like a bad one."""
     try:
         content = pathlib.Path(path).read_bytes().decode("utf-8")
@@ -79,7 +77,7 @@ def read_rules(path: PathLike, *, known_backends: Sequence[str] = KNOWN_BACKENDS
 
 
 def parse_rules(
-    content: str, *, source: str, known_backends: Sequence[str] = KNOWN_BACKENDS
+    content: str, *, source: str, known_backends: Sequence[str] = BACKEND_NAMES
 ) -> RulesDocument:
     """Parse and check a rules file; raises :class:`RulesInvalidError` with every problem.
 
@@ -235,7 +233,7 @@ def _whole_file_problems(
             yield path, _unknown(backend, known_backends)
         elif not rules.enabled(backend):
             yield path, f"backend {backend!r} is disabled under `backends`"
-        elif rules.phase == 3 and backend == "rq":
+        elif rules.phase == 3 and backend == LEGACY_BACKEND:
             if path[-1] == "rollback_to":
                 yield (
                     path,
@@ -246,7 +244,7 @@ def _whole_file_problems(
                 )
             else:
                 yield path, "phase 3 (full migration) routes nothing to rq"
-    if rules.phase == 1 and rules.default in known_backends and rules.default != "rq":
+    if rules.phase == 1 and rules.default in known_backends and rules.default != LEGACY_BACKEND:
         yield (
             ("default",),
             "phase 1 (parallel deployment) keeps `default: rq`; "

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from backends.model.backend_names import LEGACY_BACKEND
 from backends.store.models import Workflow
 from gateway.routing.bucketing import bucket_of, in_rollout
 from gateway.routing.loading import RulesDocument
@@ -240,7 +241,7 @@ class RoutingTable:
         if (
             facts.pinned is None
             or not self.rules.enabled(facts.pinned)
-            or (self.rules.phase == 3 and facts.pinned == "rq")
+            or (self.rules.phase == 3 and facts.pinned == LEGACY_BACKEND)
         ):
             return None
         return Decision(

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from backends.model.backend_names import LEGACY_BACKEND
+
 __all__ = [
     "GLOB_CHARACTERS",
     "PATTERN_FIELDS",
@@ -110,7 +112,9 @@ class Guard(_Strict):
         description="Trip when p95 run time (accepted to finished) exceeds the old backend's "
         "by more than this factor.",
     )
-    rollback_to: str = Field(default="rq", description="Where the rule sends runs once tripped.")
+    rollback_to: str = Field(
+        default=LEGACY_BACKEND, description="Where the rule sends runs once tripped."
+    )
 
     @model_validator(mode="after")
     def _has_a_threshold(self) -> Guard:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from backends.model.backend_names import LEGACY_BACKEND
 from backends.model.errors import FigwayError, RulesInvalidError, RulesProblem
 from backends.store import utcnow
 from backends.store.routing_records import RoutingRecords
@@ -32,7 +33,7 @@ DEFAULT_RULES_FILE = Path("routing_rules.yaml")
 
 def builtin_rules(default_backend: str) -> RulesDocument:
     """The rules in force when there is no file: every run to ``default_backend``."""
-    phase = 1 if default_backend == "rq" else 2
+    phase = 1 if default_backend == LEGACY_BACKEND else 2
     content = f"phase: {phase}\ndefault: {default_backend}\nrules: []\n"
     return parse_rules(content, source="built-in (no routing rules file)")
 

@@ -9,12 +9,10 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway.config import Settings, get_settings
-from gateway.dispatch.dispatcher import Dispatcher
 from gateway.services import build_services, stop_ephemeral_prefect
-from gateway.upkeep.periodic import Periodic
-from gateway.web.auth import require_scope
+from gateway.web.auth import AccessGate, require_scope
 from gateway.web.errors import install_error_handlers
-from gateway.web.limits import BodyLimit
+from gateway.web.limits import BodyLimit, RateLimiter
 from gateway.web.routes import compare, health, live, metrics, routing, runs, workflows
 from gateway.web.schemas import ERROR_RESPONSES
 
@@ -32,56 +30,25 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
-        dispatcher = Dispatcher(
-            store=services.store,
-            executors=services.executors,
-            node_types=services.node_types,
-            settings=settings,
-            router=services.rules.router,
-            metrics=services.metrics,
-        )
         if settings.embedded:
             # The in-process Redis stand-in starts empty: runs left active by the last
             # process can never finish, so they end failed instead of running forever.
-            dispatcher.abandon_lost_runs("lost: the embedded gateway stopped while it ran")
+            services.store.abandon_active_runs(
+                reason="lost: the embedded gateway stopped while it ran"
+            )
             services.start_embedded_workers()
-        background = [
-            Periodic(
-                "reconciler",
-                dispatcher.reconcile_once,
-                interval_seconds=settings.reconcile_interval_seconds,
-            ),
-            Periodic(
-                "routing", services.routing_upkeep, interval_seconds=settings.routing_reload_seconds
-            ),
-            Periodic(
-                "guards", services.guards.check, interval_seconds=settings.guard_interval_seconds
-            ),
-            Periodic(
-                "metrics", services.metrics_round, interval_seconds=settings.metrics_fold_seconds
-            ),
-            Periodic(
-                "backend-checks",
-                services.check_backends,
-                interval_seconds=settings.backend_check_seconds,
-            ),
-            Periodic(
-                "artifacts",
-                services.janitor.purge_expired,
-                interval_seconds=settings.artifact_cleanup_seconds,
-            ),
-        ]
-        for thread in background:
-            thread.start()
+        services.start_background()
         services.start_live_feed()
         app.state.services = services
-        app.state.dispatcher = dispatcher
+        app.state.dispatcher = services.dispatcher
+        app.state.access = AccessGate(
+            services.keys,
+            required=settings.auth_required,
+            limiter=RateLimiter(settings.rate_limit_per_minute),
+        )
         try:
             yield
         finally:
-            for thread in background:
-                thread.stop()
-            dispatcher.close()
             services.close()
             if owns_process:
                 stop_ephemeral_prefect()

@@ -18,10 +18,10 @@ from fastapi import HTTPException, Request, WebSocket
 from starlette.concurrency import run_in_threadpool
 
 from backends.model.errors import AccessDeniedError
-from backends.store.api_keys import KeyView
-from gateway.services import Services
+from backends.store.api_keys import ApiKeys, KeyView
+from gateway.web.limits import RateLimiter
 
-__all__ = ["WEBSOCKET_CLOSE", "acting_key", "key_for_websocket", "require_scope"]
+__all__ = ["WEBSOCKET_CLOSE", "AccessGate", "acting_key", "key_for_websocket", "require_scope"]
 
 
 def _bearer(header: str | None) -> str | None:
@@ -31,38 +31,50 @@ def _bearer(header: str | None) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-async def _check(services: Services, token: str | None, scope: str | None) -> KeyView | None:
-    if not services.settings.auth_required:
-        return None
-    if token is None:
-        raise AccessDeniedError(401, "an API key is required: send Authorization: Bearer <key>")
-    key = await run_in_threadpool(services.keys.verify, token)
-    if key is None:
-        raise AccessDeniedError(401, "unknown or revoked API key")
-    wait = services.rate_limiter.wait_seconds(key.key_id)
-    if wait:
-        raise AccessDeniedError(
-            429,
-            f"key {key.key_id} made more than {services.rate_limiter.per_minute} requests "
-            f"this minute; retry in {wait} s",
-            retry_after=wait,
-        )
-    if scope is not None and scope not in key.scopes:
-        raise AccessDeniedError(
-            403,
-            f"this key ({key.key_id}) lacks the {scope!r} scope; it has: "
-            + ", ".join(sorted(key.scopes)),
-        )
-    return key
+class AccessGate:
+    """What decides a request's access: the keys, whether they are required, the rate.
+
+    The app builds one when it starts; every route and WebSocket asks it.
+    """
+
+    def __init__(self, keys: ApiKeys, *, required: bool, limiter: RateLimiter) -> None:
+        self.keys = keys
+        self.required = required
+        self.limiter = limiter
+
+    async def check(self, token: str | None, scope: str | None) -> KeyView | None:
+        """The key ``token`` names, holding ``scope``; raises :class:`AccessDeniedError`."""
+        if not self.required:
+            return None
+        if token is None:
+            raise AccessDeniedError(401, "an API key is required: send Authorization: Bearer <key>")
+        key = await run_in_threadpool(self.keys.verify, token)
+        if key is None:
+            raise AccessDeniedError(401, "unknown or revoked API key")
+        wait = self.limiter.wait_seconds(key.key_id)
+        if wait:
+            raise AccessDeniedError(
+                429,
+                f"key {key.key_id} made more than {self.limiter.per_minute} requests "
+                f"this minute; retry in {wait} s",
+                retry_after=wait,
+            )
+        if scope is not None and scope not in key.scopes:
+            raise AccessDeniedError(
+                403,
+                f"this key ({key.key_id}) lacks the {scope!r} scope; it has: "
+                + ", ".join(sorted(key.scopes)),
+            )
+        return key
 
 
 def require_scope(scope: str | None) -> Callable[[Request], Awaitable[KeyView | None]]:
     """A dependency: the request's key, which must hold ``scope`` (None: any key)."""
 
     async def check(request: Request) -> KeyView | None:
-        services: Services = request.app.state.services
+        gate: AccessGate = request.app.state.access
         try:
-            key = await _check(services, _bearer(request.headers.get("authorization")), scope)
+            key = await gate.check(_bearer(request.headers.get("authorization")), scope)
         except AccessDeniedError as failed:
             raise HTTPException(
                 status_code=failed.code, detail=failed.detail, headers=_answer_headers(failed)
@@ -89,10 +101,10 @@ def acting_key(request: Request) -> str | None:
     return None if key is None else f"key {key.key_id}"
 
 
-async def key_for_websocket(websocket: WebSocket, services: Services, scope: str) -> KeyView | None:
+async def key_for_websocket(websocket: WebSocket, gate: AccessGate, scope: str) -> KeyView | None:
     """The WebSocket's key (header or ``token`` query parameter); raises AccessDeniedError."""
     token = _bearer(websocket.headers.get("authorization")) or websocket.query_params.get("token")
-    return await _check(services, token, scope)
+    return await gate.check(token, scope)
 
 
 #: Close codes for a refused WebSocket (HTTP's, in the application's range).

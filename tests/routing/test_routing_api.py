@@ -115,7 +115,7 @@ def test_a_shadowed_workflow_with_a_load_node_writes_once(
     load = {
         "type": "python",
         "config": {
-            "callable": "api.support:load_row",
+            "callable": "tests.support.api_client:load_row",
             "kwargs": {"dsn": pg_url, "table": table, "value": "v1"},
             "side_effects": "sandboxed",
         },

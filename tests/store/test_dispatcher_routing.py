@@ -19,9 +19,10 @@ from backends.model.workflow import RunPlan, parse_definition
 from backends.nodes import default_registry
 from backends.store import Store
 from backends.store.models import Workflow
-from backends.store.runs import Route
+from backends.store.views import Route
 from gateway.config import Settings
 from gateway.dispatch.dispatcher import Dispatcher, RunRequest
+from gateway.dispatch.reconcile import Reconciler
 from gateway.routing.loading import parse_rules
 from gateway.routing.router import Router
 from tests.support.plans import one_node_workflow
@@ -201,7 +202,7 @@ def test_a_shadow_left_unsubmitted_by_a_stopped_gateway_is_ended(
     shadow = RunPlan.from_definition(definition, job_run_id="r7~shadow", job_id="job")
     assert store.create_run(plan=primary, backend="rq", from_job=None)
     assert store.create_run(plan=shadow, backend="prefect", from_job=None, shadow_of="r7")
-    dispatcher.settings = Settings(_env_file=None, submit_claim_seconds=0.001)  # type: ignore[call-arg]
-    dispatcher.reconcile_once()
+    settings = Settings(_env_file=None, submit_claim_seconds=0.001)  # type: ignore[call-arg]
+    Reconciler(store=store, executors=dispatcher.executors, settings=settings).reconcile_once()
     assert store.run_status(job_run_id="r7~shadow") is RunStatus.FAILED
     assert store.run_status(job_run_id="r7") is RunStatus.PENDING, "the client's run is not touched"

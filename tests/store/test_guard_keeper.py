@@ -18,7 +18,7 @@ from backends.model.workflow import RunPlan
 from backends.store import Store
 from backends.store.models import Run
 from backends.store.routing_records import RoutingRecords
-from backends.store.runs import Route
+from backends.store.views import Route
 from gateway.routing.guard import GuardKeeper
 from gateway.routing.loading import parse_rules
 from gateway.routing.router import Router, RunFacts

@@ -13,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from backends.model.backend_names import BACKEND_NAMES
 from backends.model.errors import RulesInvalidError, RulesProblem
-from gateway.routing.loading import KNOWN_BACKENDS, RulesDocument, parse_rules, rules_version
+from gateway.routing.loading import RulesDocument, parse_rules, rules_version
 from gateway.routing.rules import Guard
 
 MARK = "# <--"
@@ -1139,7 +1140,7 @@ def test_the_version_is_the_first_12_hex_digits_of_the_content_sha256() -> None:
 
 
 def test_the_known_backends_are_rq_and_prefect() -> None:
-    assert set(KNOWN_BACKENDS) == {"rq", "prefect"}
+    assert set(BACKEND_NAMES) == {"rq", "prefect"}
 
 
 def test_a_caller_may_know_other_backends() -> None:

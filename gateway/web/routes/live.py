@@ -27,6 +27,7 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Path, WebSocket, WebSocketDisconnect
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 from starlette.routing import WebSocketRoute
 
 from backends.model.errors import AccessDeniedError
@@ -51,14 +52,19 @@ RunId = Annotated[str, Path(min_length=1, max_length=128, description="The run's
 @router.websocket("/ws/workflow_runs/{job_run_id}")
 async def live_run(websocket: WebSocket, job_run_id: RunId) -> None:
     """A run's snapshot, then each of its transitions as it happens (JSON messages)."""
-    await follow_run(websocket, job_run_id, websocket.app.state.services)
+    await follow_run(websocket, job_run_id, websocket.app.state)
 
 
-async def follow_run(websocket: WebSocket, job_run_id: str, services: Services) -> None:
-    """Serve one client following one run, until the run ends or the client leaves."""
+async def follow_run(websocket: WebSocket, job_run_id: str, api_state: State) -> None:
+    """Serve one client following one run, until the run ends or the client leaves.
+
+    ``api_state`` is the API app's state (its services and access gate): the legacy
+    port's app has none of its own.
+    """
+    services: Services = api_state.services
     await websocket.accept()
     try:
-        await key_for_websocket(websocket, services, "runs")
+        await key_for_websocket(websocket, api_state.access, "runs")
     except AccessDeniedError as failed:  # before the run is looked up: no hint whether it exists
         await websocket.close(code=WEBSOCKET_CLOSE[failed.code], reason=failed.detail)
         return
@@ -108,6 +114,6 @@ def create_legacy_app(api: FastAPI) -> Starlette:
     """The app on the legacy WebSocket port: ``/{job_run_id}``, served by the API's services."""
 
     async def legacy(websocket: WebSocket) -> None:
-        await follow_run(websocket, websocket.path_params["job_run_id"], api.state.services)
+        await follow_run(websocket, websocket.path_params["job_run_id"], api.state)
 
     return Starlette(routes=[WebSocketRoute("/{job_run_id}", legacy)])

@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from backends.contract import LEGACY_BACKEND
 from backends.model.errors import NotFoundError, RulesProblem
 from backends.model.workflow import parse_definition, shadow_refusal
-from backends.rq.executor import RQExecutor
 from backends.store.models import ShadowComparison
 from backends.store.routing_records import GuardTripView
 from gateway.reports.readiness import rq_readiness
@@ -287,15 +287,13 @@ async def reset_guard(
 @router.get("/readiness", response_model=ReadinessOut)
 async def readiness(services: ServicesDep) -> ReadinessOut:
     """Phase 3: whether RQ can be switched off, and what still holds it."""
-    rq = services.executors["rq"]
-    assert isinstance(rq, RQExecutor)
 
     def check() -> ReadinessOut:
         result = rq_readiness(
             table=services.rules.router.table,
             workflows=services.records.workflows(),
             records=services.records,
-            rq_holdings=rq.holdings,
+            legacy=services.executors[LEGACY_BACKEND],
         )
         return ReadinessOut(ready=result.ready, holds=list(result.holds), figures=result.figures)
 

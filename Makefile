@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint types bench bench-rq bench-prefect bench-etl bench-routing bench-metrics services tools clean
+.PHONY: run test check lint types bench bench-rq bench-prefect bench-etl bench-routing bench-metrics bench-decisions services tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ types: $(STAMP)
 
 ## bench: the benchmarks behind docs/performance.md (real PostgreSQL, Redis and Prefect server;
 ## bench-routing needs none of them)
-bench: bench-rq bench-prefect bench-etl bench-routing bench-metrics
+bench: bench-rq bench-prefect bench-etl bench-routing bench-metrics bench-decisions
 
 bench-rq: $(STAMP) services
 	$(BIN)/python -m bench.rq_path
@@ -52,6 +52,11 @@ bench-routing: $(STAMP)
 
 bench-metrics: $(STAMP)
 	$(BIN)/python -m bench.metrics
+
+## bench-decisions: the judge on simulated canaries (A/A false rollbacks, power, heavy tails)
+## against the old point-estimate rule; in-process, no service (docs/decisions.md)
+bench-decisions: $(STAMP)
+	$(BIN)/python -m bench.decisions
 
 ## services: start PostgreSQL and Redis on loopback when they are not answering
 services:

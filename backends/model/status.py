@@ -16,8 +16,10 @@ from enum import StrEnum
 
 __all__ = [
     "NODE_TERMINAL",
+    "NODE_UNFINISHED_VALUES",
     "RUN_ACTIVE",
     "RUN_TERMINAL",
+    "RUN_TERMINAL_VALUES",
     "NodeStatus",
     "RunStatus",
     "node_transition_allowed",
@@ -50,6 +52,10 @@ RUN_ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLIN
 NODE_TERMINAL = frozenset(
     {NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
 )
+
+#: The same sets in a fixed order, for SQL's ``IN`` (a statement is cached by its text).
+RUN_TERMINAL_VALUES: tuple[str, ...] = tuple(sorted(RUN_TERMINAL))
+NODE_UNFINISHED_VALUES: tuple[str, ...] = tuple(sorted(set(NodeStatus) - NODE_TERMINAL))
 
 _NODE_NEXT: dict[NodeStatus, frozenset[NodeStatus]] = {
     NodeStatus.PENDING: frozenset(

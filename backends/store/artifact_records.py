@@ -8,13 +8,11 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from backends.model.status import RUN_TERMINAL
+from backends.model.status import RUN_TERMINAL_VALUES
 from backends.store.models import Run
 from backends.store.transactions import Transactions
 
 __all__ = ["ArtifactRecords"]
-
-_TERMINAL = [status.value for status in RUN_TERMINAL]
 
 
 class ArtifactRecords(Transactions):
@@ -27,7 +25,7 @@ class ArtifactRecords(Transactions):
                     .where(
                         Run.artifacts_purged_at.is_(None),
                         Run.finished_at < finished_before,
-                        Run.status.in_(_TERMINAL),
+                        Run.status.in_(RUN_TERMINAL_VALUES),
                     )
                     .order_by(Run.finished_at)
                     .limit(limit)

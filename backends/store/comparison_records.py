@@ -19,13 +19,12 @@ from datetime import datetime
 
 from sqlalchemy import case, func, select
 
-from backends.model.status import RUN_TERMINAL, RunStatus
-from backends.store.models import NodeRun, Run, ShadowComparison
+from backends.model.status import RUN_TERMINAL_VALUES, RunStatus
+from backends.store.models import NodeRun, Run
 from backends.store.transactions import Transactions
 
-__all__ = ["FinishedRunRecord", "Reports", "ShadowCount"]
+__all__ = ["FinishedRunRecord", "Reports"]
 
-_TERMINAL = [status.value for status in RUN_TERMINAL]
 
 #: Rows fetched from the database at a time: a week of runs is never held in memory at once.
 _BATCH = 2_000
@@ -42,16 +41,6 @@ class FinishedRunRecord:
     started_at: datetime | None
     finished_at: datetime
     retries: int
-
-
-@dataclass(frozen=True, slots=True)
-class ShadowCount:
-    """Shadow comparisons of one workflow whose shadow ran on ``backend``."""
-
-    workflow_id: str
-    backend: str
-    compared: int
-    mismatched: int
 
 
 class Reports(Transactions):
@@ -84,7 +73,7 @@ class Reports(Transactions):
         ).where(
             Run.shadow_of.is_(None),
             Run.finished_at >= since,
-            Run.status.in_(_TERMINAL),
+            Run.status.in_(RUN_TERMINAL_VALUES),
         )
         if workflows:
             statement = statement.where(Run.workflow_id.in_(sorted(set(workflows))))
@@ -102,26 +91,3 @@ class Reports(Transactions):
                     finished_at=finished,
                     retries=int(run_retries or 0),
                 )
-
-    def shadow_counts(
-        self, *, since: datetime, workflows: Collection[str] = ()
-    ) -> list[ShadowCount]:
-        """Per workflow and shadow backend: comparisons made since ``since``, and mismatches."""
-        statement = (
-            select(
-                ShadowComparison.workflow_id,
-                ShadowComparison.shadow_backend,
-                func.count(),
-                func.count().filter(ShadowComparison.matched.is_(False)),
-            )
-            .where(ShadowComparison.compared_at >= since)
-            .group_by(ShadowComparison.workflow_id, ShadowComparison.shadow_backend)
-        )
-        if workflows:
-            statement = statement.where(ShadowComparison.workflow_id.in_(sorted(set(workflows))))
-        with self._transaction() as session:
-            rows = session.execute(statement).all()
-        return [
-            ShadowCount(workflow_id, backend, compared, mismatched)
-            for workflow_id, backend, compared, mismatched in rows
-        ]

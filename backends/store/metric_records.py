@@ -18,13 +18,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from backends.model.status import RUN_TERMINAL
+from backends.model.status import RUN_TERMINAL_VALUES
 from backends.store.models import Lease, MetricTotal, NodeRun, Run
 from backends.store.transactions import Transactions, dialect_insert, utcnow
 
 __all__ = ["FoldedNode", "FoldedRun", "MetricRecords", "labels_key"]
 
-_TERMINAL = [status.value for status in RUN_TERMINAL]
 
 #: Run stages (``runs.metrics_stage``).
 NOT_COUNTED, SUBMISSION_COUNTED, END_COUNTED = 0, 1, 2
@@ -109,7 +108,7 @@ class MetricRecords(Transactions):
                     Run.metrics_stage < END_COUNTED,
                     or_(
                         (Run.metrics_stage == NOT_COUNTED) & Run.submitted_at.is_not(None),
-                        Run.status.in_(_TERMINAL),
+                        Run.status.in_(RUN_TERMINAL_VALUES),
                     ),
                 )
                 .limit(limit)
@@ -119,7 +118,7 @@ class MetricRecords(Transactions):
             runs = session.scalars(claim).all()
             if not runs:
                 return 0
-            ended_ids = [run.job_run_id for run in runs if run.status in _TERMINAL]
+            ended_ids = [run.job_run_id for run in runs if run.status in RUN_TERMINAL_VALUES]
             nodes: dict[str, list[FoldedNode]] = {}
             if ended_ids:
                 for row in session.scalars(
@@ -130,7 +129,7 @@ class MetricRecords(Transactions):
                     )
             folded: list[FoldedRun] = []
             for run in runs:
-                ended = run.status in _TERMINAL
+                ended = run.status in RUN_TERMINAL_VALUES
                 submitted = run.metrics_stage == NOT_COUNTED and run.submitted_at is not None
                 folded.append(
                     FoldedRun(

@@ -6,7 +6,7 @@ queries join them (a guard reads finished runs; a comparison reads both runs).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import aliased
 
-from backends.model.status import RUN_TERMINAL, RunStatus
+from backends.model.status import RUN_TERMINAL_VALUES, RunStatus
 from backends.store.models import (
     GuardTrip,
     RulesApplied,
@@ -30,11 +30,21 @@ __all__ = [
     "FinishedRun",
     "GuardTripView",
     "RoutingRecords",
+    "ShadowCount",
     "ShadowPair",
 ]
 
-_TERMINAL = [status.value for status in RUN_TERMINAL]
 _RESULTS = [RunStatus.SUCCEEDED.value, RunStatus.FAILED.value]
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowCount:
+    """Shadow comparisons of one workflow whose shadow ran on ``backend``."""
+
+    workflow_id: str
+    backend: str
+    compared: int
+    mismatched: int
 
 
 @dataclass(frozen=True)
@@ -272,18 +282,27 @@ class RoutingRecords(Transactions):
                 ).all()
             )
 
-    def shadow_counts(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """(compared, mismatched) per (workflow, shadow backend), for the metrics."""
+    def shadow_counts(
+        self, *, since: datetime | None = None, workflows: Collection[str] = ()
+    ) -> list[ShadowCount]:
+        """Per workflow and shadow backend: comparisons made (since ``since``, when given)
+        and how many mismatched; for the metrics, the summary and the comparison report."""
+        statement = select(
+            ShadowComparison.workflow_id,
+            ShadowComparison.shadow_backend,
+            func.count(),
+            func.count().filter(ShadowComparison.matched.is_(False)),
+        ).group_by(ShadowComparison.workflow_id, ShadowComparison.shadow_backend)
+        if since is not None:
+            statement = statement.where(ShadowComparison.compared_at >= since)
+        if workflows:
+            statement = statement.where(ShadowComparison.workflow_id.in_(sorted(set(workflows))))
         with self._transaction() as session:
-            rows = session.execute(
-                select(
-                    ShadowComparison.workflow_id,
-                    ShadowComparison.shadow_backend,
-                    func.count(),
-                    func.count().filter(ShadowComparison.matched.is_(False)),
-                ).group_by(ShadowComparison.workflow_id, ShadowComparison.shadow_backend)
-            ).all()
-        return {(w, b): (compared, mismatched) for w, b, compared, mismatched in rows}
+            rows = session.execute(statement).all()
+        return [
+            ShadowCount(workflow_id, backend, compared, mismatched)
+            for workflow_id, backend, compared, mismatched in rows
+        ]
 
     def guard_trip_counts(self) -> dict[str, int]:
         """Trips ever recorded per rule, reset or not, for the metrics."""
@@ -296,17 +315,17 @@ class RoutingRecords(Transactions):
     def shadow_summary(self) -> dict[str, dict[str, int]]:
         """Per workflow: shadow comparisons made and how many mismatched."""
         summary: dict[str, dict[str, int]] = {}
-        for (workflow_id, _), (compared, mismatched) in self.shadow_counts().items():
-            totals = summary.setdefault(workflow_id, {"compared": 0, "mismatched": 0})
-            totals["compared"] += compared
-            totals["mismatched"] += mismatched
+        for count in self.shadow_counts():
+            totals = summary.setdefault(count.workflow_id, {"compared": 0, "mismatched": 0})
+            totals["compared"] += count.compared
+            totals["mismatched"] += count.mismatched
         return summary
 
     # -- what still holds a backend --------------------------------------------------
 
     def active_runs_on(self, *, backend: str, sample: int = 20) -> tuple[int, list[str]]:
         """How many runs on ``backend`` have not finished, and some of their ids."""
-        active = and_(Run.backend == backend, Run.status.not_in(_TERMINAL))
+        active = and_(Run.backend == backend, Run.status.not_in(RUN_TERMINAL_VALUES))
         with self._transaction() as session:
             count = session.scalar(select(func.count()).select_from(Run).where(active)) or 0
             ids = session.scalars(

@@ -23,6 +23,7 @@ from backends.model import dag
 from backends.model.errors import StoreError
 from backends.model.status import (
     NODE_TERMINAL,
+    NODE_UNFINISHED_VALUES,
     RUN_ACTIVE,
     RUN_TERMINAL,
     NodeStatus,
@@ -351,8 +352,14 @@ class Store(Transactions):
             run, _ = _lock_run(session, job_run_id)
             if run.status != RunStatus.CANCELLING:
                 return run.status
-            unfinished = [s for s in NodeStatus if s not in NODE_TERMINAL]
-            _move_nodes(session, run, unfinished, NodeStatus.CANCELLED, now, error="run cancelled")
+            _move_nodes(
+                session,
+                run,
+                NODE_UNFINISHED_VALUES,
+                NodeStatus.CANCELLED,
+                now,
+                error="run cancelled",
+            )
             _finish_run_if_done(session, run, now)
             return run.status
 
@@ -375,8 +382,7 @@ class Store(Transactions):
             run, _ = _lock_run(session, job_run_id)
             if run.status in RUN_TERMINAL:
                 return run.status
-            unfinished = [s for s in NodeStatus if s not in NODE_TERMINAL]
-            _move_nodes(session, run, unfinished, NodeStatus.FAILED, now, error=reason)
+            _move_nodes(session, run, NODE_UNFINISHED_VALUES, NodeStatus.FAILED, now, error=reason)
             _finish_run_if_done(session, run, now)
             _execute(session, update(Run).where(Run.job_run_id == job_run_id).values(error=reason))
             return run.status
@@ -642,7 +648,7 @@ def _move_run(
 def _move_nodes(
     session: Session,
     run: _LockedRun,
-    statuses: Iterable[NodeStatus],
+    statuses: Sequence[str],
     to: NodeStatus,
     at: datetime,
     *,
@@ -654,7 +660,7 @@ def _move_nodes(
     Journals first, so a node whose row for (attempt, ``to``) exists already is left as is.
     """
     query = select(NodeRun.node_id, NodeRun.attempts).where(
-        NodeRun.job_run_id == run.job_run_id, NodeRun.status.in_([s.value for s in statuses])
+        NodeRun.job_run_id == run.job_run_id, NodeRun.status.in_(statuses)
     )
     if only is not None:
         query = query.where(NodeRun.node_id.in_(sorted(only)))
@@ -697,10 +703,17 @@ def _skip_downstream(
     downstream = dag.downstream_of(failed_node, plan["upstream"])
     if not downstream:
         return ()
-    unfinished = [s for s in NodeStatus if s not in NODE_TERMINAL]
     reason = f"upstream node {failed_node!r} failed"
     return tuple(
-        _move_nodes(session, run, unfinished, NodeStatus.SKIPPED, at, error=reason, only=downstream)
+        _move_nodes(
+            session,
+            run,
+            NODE_UNFINISHED_VALUES,
+            NodeStatus.SKIPPED,
+            at,
+            error=reason,
+            only=downstream,
+        )
     )
 
 

@@ -9,6 +9,7 @@ import click
 
 from backends.store import utcnow
 from backends.store.comparison_records import Reports
+from backends.store.routing_records import RoutingRecords
 from gateway.cli.support import migrated_engine, or_exit, settings_or_exit
 from gateway.reports.comparison import (
     BASELINE,
@@ -124,7 +125,12 @@ def compare(
         reports = Reports(engine)
         report = or_exit(
             lambda: comparison_report(
-                reports, since=start, now=now, thresholds=thresholds, workflows=workflows
+                reports,
+                RoutingRecords(engine),
+                since=start,
+                now=now,
+                thresholds=thresholds,
+                workflows=workflows,
             )
         )
     finally:

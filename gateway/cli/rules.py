@@ -11,7 +11,7 @@ import click
 
 from backends.contract import LEGACY_BACKEND
 from backends.model.errors import RulesInvalidError
-from backends.model.workflow import parse_definition, shadow_refusal
+from backends.model.workflow import WorkflowDefinition, parse_definition, shadow_refusal
 from backends.nodes import default_registry
 from backends.store import Store
 from backends.store.routing_records import RoutingRecords
@@ -88,12 +88,14 @@ def rules_explain(
     workflow = or_exit(lambda: Store(records.engine).get_workflow(workflow_id=workflow_id))
     refusal = None
     if workflow is not None:
-        facts = RunFacts.of_workflow(workflow, job_id)
         node_types = default_registry()
         definition = or_exit(
             lambda: parse_definition(
                 workflow.definition, node_types=node_types, max_levels=settings.max_levels
             )
+        )
+        facts = RunFacts.of_definition(
+            definition, job_id=job_id, registered_at=workflow.registered_at
         )
         refusal = shadow_refusal(definition, node_types)
     else:
@@ -163,7 +165,15 @@ def rules_diff(old: Path, new: Path, only: tuple[str, ...]) -> None:
     moves = diff_rules(
         before,
         after,
-        [RunFacts.of_workflow(w, "") for w in workflows],
+        [
+            # The stored shape is enough to route by; node configs need not be re-checked.
+            RunFacts.of_definition(
+                WorkflowDefinition.model_validate(w.definition),
+                job_id="",
+                registered_at=w.registered_at,
+            )
+            for w in workflows
+        ],
         job_ids,
         _trip_texts(records),
     )

@@ -114,7 +114,11 @@ class Dispatcher:
             job_id=request.job_id,
             parameters=request.parameters,
         )
-        decision = self.router.decide(RunFacts.of_workflow(workflow, request.job_id))
+        decision = self.router.decide(
+            RunFacts.of_definition(
+                definition, job_id=request.job_id, registered_at=workflow.registered_at
+            )
+        )
         route, shadow = self._route(decision, workflow, definition, job_run_id)
         if not self.store.create_run(
             plan=plan, backend=decision.backend, from_job=request.from_job, route=route

@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 #: Put in a follower's queue, last, when it fell too far behind.
 OVERFLOW: dict[str, Any] = {"type": "overflow"}
-_TERMINAL = {status.value for status in RUN_TERMINAL}
 
 
 def message_of(entry: JournalEntry, backend: str) -> dict[str, Any]:
@@ -47,7 +46,7 @@ def message_of(entry: JournalEntry, backend: str) -> dict[str, Any]:
         "at": entry.at.isoformat().replace("+00:00", "Z"),
         "backend": backend,
         "error": entry.error,
-        "terminal": entry.node_id is None and entry.status in _TERMINAL,
+        "terminal": entry.node_id is None and entry.status in RUN_TERMINAL,
     }
 
 

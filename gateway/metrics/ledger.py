@@ -128,13 +128,10 @@ class MetricsLedger:
     def _counted_rows(self) -> list[tuple[str, dict[str, str], float]]:
         """Series that are counts of rows that are never deleted: exact as they stand."""
         rows: list[tuple[str, dict[str, str], float]] = []
-        for (workflow_id, shadow_backend), (
-            compared,
-            mismatched,
-        ) in self.routing.shadow_counts().items():
-            labels = {"workflow_id": workflow_id, "shadow_backend": shadow_backend}
-            rows.append(("figway_shadow_comparisons_total", labels, float(compared)))
-            rows.append(("figway_shadow_mismatches_total", labels, float(mismatched)))
+        for count in self.routing.shadow_counts():
+            labels = {"workflow_id": count.workflow_id, "shadow_backend": count.backend}
+            rows.append(("figway_shadow_comparisons_total", labels, float(count.compared)))
+            rows.append(("figway_shadow_mismatches_total", labels, float(count.mismatched)))
         for rule_id, trips in self.routing.guard_trip_counts().items():
             rows.append(("figway_guard_trips_total", {"rule": rule_id}, float(trips)))
         return rows

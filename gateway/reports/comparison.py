@@ -41,7 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from backends.model.backend_names import LEGACY_BACKEND, SUCCESSOR_BACKEND
 from backends.model.status import RunStatus
-from backends.store.comparison_records import FinishedRunRecord, Reports, ShadowCount
+from backends.store.comparison_records import FinishedRunRecord, Reports
+from backends.store.routing_records import RoutingRecords, ShadowCount
 from gateway.routing.guard import percentile
 
 __all__ = [
@@ -372,6 +373,7 @@ def judge(
 
 def comparison_report(
     reports: Reports,
+    routing: RoutingRecords,
     *,
     since: datetime,
     now: datetime,
@@ -381,7 +383,7 @@ def comparison_report(
     """Read the window's records and build the report (what the command and the route call)."""
     return build_report(
         reports.finished_runs(since=since, workflows=workflows),
-        reports.shadow_counts(since=since, workflows=workflows),
+        routing.shadow_counts(since=since, workflows=workflows),
         since=since,
         until=now,
         thresholds=thresholds,

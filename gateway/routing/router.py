@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Literal
 
 from backends.model.backend_names import LEGACY_BACKEND
-from backends.store.models import Workflow
+from backends.model.workflow import WorkflowDefinition
 from gateway.routing.bucketing import bucket_of, in_rollout
 from gateway.routing.loading import RulesDocument
 from gateway.routing.rules import PATTERN_FIELDS, Rule, is_literal
@@ -46,17 +46,18 @@ class RunFacts:
     pinned: str | None = None  # the backend the workflow's definition insists on
 
     @classmethod
-    def of_workflow(cls, workflow: Workflow, job_id: str) -> RunFacts:
-        """The facts of a run of a registered workflow (its definition was validated)."""
-        definition = workflow.definition
+    def of_definition(
+        cls, definition: WorkflowDefinition, *, job_id: str, registered_at: datetime | None
+    ) -> RunFacts:
+        """The facts of a run of a workflow, from its validated definition."""
         return cls(
-            workflow_id=workflow.workflow_id,
-            workspace_id=workflow.workspace_id,
-            folder_id=workflow.folder_id,
+            workflow_id=definition.workflow_id,
+            workspace_id=definition.workspace_id,
+            folder_id=definition.folder_id,
             job_id=job_id,
-            tags=frozenset(definition.get("tags") or ()),
-            registered_at=workflow.registered_at,
-            pinned=definition.get("backend"),
+            tags=frozenset(definition.tags),
+            registered_at=registered_at,
+            pinned=definition.backend,
         )
 
 

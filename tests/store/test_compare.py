@@ -26,9 +26,9 @@ from backends.model.status import RUN_TERMINAL, RunStatus
 from backends.model.workflow import RunPlan, parse_definition
 from backends.nodes import default_registry
 from backends.store import Store, utcnow
-from backends.store.comparison_records import FinishedRunRecord, Reports, ShadowCount
+from backends.store.comparison_records import FinishedRunRecord, Reports
 from backends.store.models import NodeRun, Run, ShadowComparison
-from backends.store.routing_records import RoutingRecords, ShadowPair
+from backends.store.routing_records import RoutingRecords, ShadowCount, ShadowPair
 from gateway.cli.main import main
 from gateway.reports.comparison import (
     ComparisonReport,
@@ -260,6 +260,7 @@ def report_of(
     now = utcnow()
     report = comparison_report(
         Reports(store.engine),
+        RoutingRecords(store.engine),
         since=now - since,
         now=now,
         thresholds=Thresholds(**options),
@@ -356,7 +357,7 @@ def test_the_store_reads_only_finished_client_runs(store: Store) -> None:
     assert len(runs) == len(ETL_RQ) + len(ETL_PREFECT)
     retries = sorted(run.retries for run in runs)
     assert retries == sorted([0, 1, 2, 0, 6, 0, 0, 1, 0])  # the cancelled run: 3 + 3
-    shadows = Reports(store.engine).shadow_counts(since=since)
+    shadows = RoutingRecords(store.engine).shadow_counts(since=since)
     assert sorted(shadows, key=lambda s: s.backend) == [
         ShadowCount("etl", "prefect", 4, 1),
         ShadowCount("etl", "rq", 2, 2),

@@ -85,6 +85,11 @@ async def compare(
     reports = Reports(services.engine)
     return await run_in_threadpool(
         lambda: comparison_report(
-            reports, since=start, now=now, thresholds=thresholds, workflows=workflow or ()
+            reports,
+            services.records,
+            since=start,
+            now=now,
+            thresholds=thresholds,
+            workflows=workflow or (),
         )
     )

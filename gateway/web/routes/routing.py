@@ -187,11 +187,13 @@ async def explain(
     workflow = await run_in_threadpool(lambda: services.store.get_workflow(workflow_id=workflow_id))
     refusal = None
     if workflow is not None:
-        facts = RunFacts.of_workflow(workflow, job_id)
         definition = parse_definition(
             workflow.definition,
             node_types=services.node_types,
             max_levels=services.settings.max_levels,
+        )
+        facts = RunFacts.of_definition(
+            definition, job_id=job_id, registered_at=workflow.registered_at
         )
         refusal = shadow_refusal(definition, services.node_types)
     else:

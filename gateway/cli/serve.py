@@ -1,0 +1,102 @@
+"""``figway serve``: the HTTP API and the legacy WebSocket port, until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+from backends.model.errors import FigwayError
+from backends.store.routing_records import RoutingRecords
+from gateway.cli.support import configure_logging, migrated_engine, or_exit, settings_or_exit
+from gateway.routing.source import RulesSource
+
+__all__ = ["serve"]
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="HTTP API port.")
+@click.option(
+    "--ws-port",
+    default=8765,
+    show_default=True,
+    type=int,
+    help="Port of the legacy WebSocket endpoint (ws://HOST:PORT/{job_run_id}).",
+)
+@click.option("--log-level", default="info", show_default=True)
+def serve(host: str, port: int, ws_port: int, log_level: str) -> None:
+    """Serve the HTTP API (Ctrl-C or SIGTERM stops it cleanly)."""
+    import uvicorn
+
+    from gateway.web.app import create_app
+    from gateway.web.routes.live import create_legacy_app
+
+    settings = settings_or_exit()
+    configure_logging(log_level)
+    # Refuse an un-migrated production database here, with the command to run, not in a traceback.
+    engine = migrated_engine(settings)
+    # The same for routing rules: no good version to serve is a listing of the file's problems.
+    rules = or_exit(
+        lambda: RulesSource.start(
+            records=RoutingRecords(engine),
+            configured=settings.routing_rules,
+            default_backend=settings.default_backend,
+        )
+    )
+    engine.dispose()
+    where = (
+        settings.resolved_database_url()
+        if settings.database_url
+        else str((settings.data_dir / "figway.db").resolve())
+    )
+    if settings.embedded:
+        mode = f"embedded default: SQLite at {where}, {settings.embedded_workers} in-process RQ workers"
+    else:
+        mode = "production: RQ workers run separately (`figway worker rq`)"
+    click.echo(f"figway API on http://{host}:{port}  ({mode})")
+    click.echo(f"API docs:   http://{host}:{port}/docs")
+    document = rules.document
+    click.echo(
+        f"routing:    rules version {document.version}, phase {document.rules.phase}, "
+        f"{len(document.rules.rules)} rule(s), default {document.rules.default} "
+        f"(from {document.source})"
+    )
+    click.echo(f"live:       ws://{host}:{ws_port}/{{job_run_id}} and /ws/workflow_runs/{{id}}")
+    api = create_app(settings, owns_process=True)
+    server = uvicorn.Server(
+        uvicorn.Config(api, host=host, port=port, log_level=log_level, lifespan="on")
+    )
+    # The legacy WebSocket port serves from the API's services: it has no lifespan of
+    # its own, and starts once the API's has built them.
+    legacy = uvicorn.Server(
+        uvicorn.Config(
+            create_legacy_app(api), host=host, port=ws_port, log_level=log_level, lifespan="off"
+        )
+    )
+    try:
+        asyncio.run(_serve_both(server, legacy))
+    except FigwayError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not server.started:
+        sys.exit(1)
+
+
+async def _serve_both(api: Any, legacy: Any) -> None:
+    """The API server, and the legacy WebSocket server once the API is up; both stop together."""
+    api_task = asyncio.create_task(api.serve())
+    while not api.started and not api_task.done():
+        await asyncio.sleep(0.05)
+    if api_task.done():
+        await api_task  # it failed to start: its error, not a second server
+        return
+    legacy_task = asyncio.create_task(legacy.serve())
+    done, _ = await asyncio.wait({api_task, legacy_task}, return_when=asyncio.FIRST_COMPLETED)
+    # Ctrl-C or SIGTERM stops the API (uvicorn's handler); the legacy port goes with it.
+    legacy.should_exit = True
+    api.should_exit = True
+    await asyncio.gather(api_task, legacy_task, return_exceptions=True)
+    for task in done:
+        task.result()

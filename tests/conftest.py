@@ -38,7 +38,7 @@ MYSQL_TEST_URL = os.environ.get("FIGWAY_TEST_MYSQL_URL", "mysql://root@127.0.0.1
 SESSION_ARTIFACTS = Path(tempfile.mkdtemp(prefix="figway-test-artifacts-"))
 os.environ["FIGWAY_TEST_ARTIFACT_URL"] = str(SESSION_ARTIFACTS)
 # In-process gateways on PostgreSQL would require API keys (production's default);
-# access control has tests of its own (tests/api/test_auth.py), the rest drive it open.
+# access control has tests of its own (tests/access/test_api_keys.py), the rest drive it open.
 os.environ["FIGWAY_AUTH"] = "off"
 
 

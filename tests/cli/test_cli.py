@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from click.testing import CliRunner, Result
 
 from backends.store import Store, create_database_engine, ensure_migrated
 from gateway.cli.main import main
+from tests.support.processes import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "workflows"
 PG_ADMIN_URL = os.environ.get(
@@ -183,13 +183,6 @@ def test_every_command_has_help(data_dir: Path, command: tuple[str, ...]) -> Non
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("Usage: ")
     assert " ".join(("main", *command)) in result.stdout.splitlines()[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -41,9 +40,9 @@ import pytest
 
 from backends.contract import Executor
 from backends.model.status import RUN_TERMINAL, NodeStatus, RunStatus
-from backends.model.workflow import RunPlan, parse_definition
-from backends.nodes import default_registry
+from backends.model.workflow import RunPlan
 from backends.store import NodeView, RunView, Store
+from tests.support.plans import make_plan
 
 __all__ = ["ExecutorContract", "ExecutorHarness"]
 
@@ -68,35 +67,13 @@ class ExecutorHarness:
 # -- building and following runs -----------------------------------------------------------
 
 
-def make_plan(
-    nodes: Mapping[str, Mapping[str, Any]],
-    dependencies: Mapping[str, list[str]] | None = None,
-    *,
-    workflow_id: str = "contract",
-) -> RunPlan:
-    """A plan for a fresh run of a workflow made of ``nodes`` (validated like the gateway does)."""
-    definition = parse_definition(
-        {
-            "workflow_id": workflow_id,
-            "workspace_id": "ws-contract",
-            "folder_id": "folder-contract",
-            "nodes": dict(nodes),
-            "dependencies": dict(dependencies or {}),
-        },
-        node_types=default_registry(),
-    )
-    return RunPlan.from_definition(
-        definition, job_run_id=f"contract-{uuid.uuid4().hex[:12]}", job_id="job-contract"
-    )
-
-
 def start_run(
     harness: ExecutorHarness,
     nodes: Mapping[str, Mapping[str, Any]],
     dependencies: Mapping[str, list[str]] | None = None,
 ) -> RunPlan:
     """Record a run and submit it, in the order ``gateway/dispatch/dispatcher.py`` does."""
-    plan = make_plan(nodes, dependencies)
+    plan = make_plan(dict(nodes), dict(dependencies or {}), workflow_id="contract")
     assert harness.store.create_run(plan=plan, backend=harness.executor.name, from_job=None)
     harness.executor.submit(plan)
     harness.store.mark_submitted(job_run_id=plan.job_run_id)

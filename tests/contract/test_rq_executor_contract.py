@@ -25,7 +25,8 @@ from backends.runtime.bootstrap import install_runtime
 from backends.store import Store, create_database_engine, upgrade
 from backends.store.models import Base
 from tests.contract.executor_contract import ExecutorContract, ExecutorHarness
-from tests.support.rq_workers import WorkerProcess, log_tails, start_workers, stop_workers
+from tests.support.processes import LoggedProcess
+from tests.support.rq_workers import log_tails, start_workers, stop_workers
 
 # The same Redis database as tests/conftest.py's `redis_url`; the workers here live for a
 # whole class, so this suite cleans around each test itself instead of flushing the database.
@@ -106,7 +107,7 @@ def _forget_jobs(redis: Redis) -> None:
 @pytest.fixture(scope="class")
 def rq_workers(
     pg_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[WorkerProcess]]:
+) -> Iterator[list[LoggedProcess]]:
     """Two forking `figway worker rq` processes on the real Redis and PostgreSQL, per class."""
     redis = Redis.from_url(REDIS_URL)
     try:
@@ -134,7 +135,7 @@ class TestRQOnRealServices(RQContract):
     """RQ in production shape: Redis, PostgreSQL and two forking `figway worker rq` processes."""
 
     @pytest.fixture
-    def harness(self, pg_url: str, rq_workers: list[WorkerProcess]) -> Iterator[ExecutorHarness]:
+    def harness(self, pg_url: str, rq_workers: list[LoggedProcess]) -> Iterator[ExecutorHarness]:
         engine = create_database_engine(pg_url)
         redis = Redis.from_url(REDIS_URL)
         _truncate(engine)

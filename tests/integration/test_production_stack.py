@@ -26,7 +26,8 @@ from rq.job import Job, JobStatus
 from rq.registry import DeferredJobRegistry
 
 from backends.rq.jobs import job_id_for
-from tests.support.figway_stack import FIGWAY, Stack, clean_env, free_port, process_alive
+from tests.support.figway_stack import FIGWAY, Stack, clean_env
+from tests.support.processes import free_port, process_alive
 
 pytestmark = pytest.mark.service
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from backends.model.workflow import parse_definition, shadow_refusal
 from backends.nodes import NodeCancelledError, NodeContext, NodeFailedError, NodeRegistry
 from backends.nodes.builtin import BUILTIN_NODE_TYPES
 from backends.nodes.http import HTTP_REQUEST, HttpRequestConfig, run_http_request
+from tests.support.processes import free_port
 
 SECRET_TOKEN = "Bearer tok-5ecret-value"
 
@@ -169,13 +169,6 @@ def fails(node_config: HttpRequestConfig, context: NodeContext) -> str:
 
 def parquet_files(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "artifacts").rglob("*.parquet*"))
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (it was free a moment ago)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # -- answers -------------------------------------------------------------------------------

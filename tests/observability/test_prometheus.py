@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from backends.store import create_database_engine
 from backends.store.routing_records import RoutingRecords
 from tests.support.api_client import Gateway, define, start, wait_for, wait_for_run
 from tests.support.gateway import client_of, running_gateway
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.service
 
@@ -136,13 +136,6 @@ def make_history(client: httpx.Client, pg_url: str) -> None:
     records = RoutingRecords(engine)
     records.trip_guard(rule_id=TRIPPED_RULE, rules_version="test", reason="test", figures={})
     engine.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -24,43 +21,12 @@ from redis import Redis
 from rq import Worker
 
 from backends.model.status import RUN_TERMINAL
+from tests.support.processes import LoggedProcess, descendants, free_port, process_alive
 
-__all__ = ["FIGWAY", "Process", "Stack", "descendants", "free_port", "process_alive"]
+__all__ = ["FIGWAY", "Stack", "clean_env"]
 
 FIGWAY = str(Path(sys.executable).with_name("figway"))
 TERMINAL = {status.value for status in RUN_TERMINAL}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, read from /proc."""
-    found: list[int] = []
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for children in Path(f"/proc/{parent}/task").glob("*/children"):
-            try:
-                kids = [int(k) for k in children.read_text().split()]
-            except OSError:
-                continue  # the thread or process ended meanwhile
-            found.extend(kids)
-            frontier.extend(kids)
-    return found
-
-
-def process_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie waiting to be reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def clean_env(settings: Mapping[str, str]) -> dict[str, str]:
@@ -69,77 +35,10 @@ def clean_env(settings: Mapping[str, str]) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     # The session's shared artifact store (tests/conftest.py), as every worker's would be.
     env["FIGWAY_ARTIFACT_URL"] = os.environ["FIGWAY_TEST_ARTIFACT_URL"]
-    # Access control has tests of its own (tests/api/test_auth.py); these drive the API open.
+    # Access control has tests of its own (tests/access/test_api_keys.py); these drive the API open.
     env["FIGWAY_AUTH"] = "off"
     env.update(settings)
     return env
-
-
-@dataclass
-class Process:
-    """One figway process, its own session leader, logging to ``log_path``."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    @classmethod
-    def start(cls, name: str, args: list[str], *, env: Mapping[str, str], log_dir: Path) -> Process:
-        log_path = log_dir / f"{name}.log"
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                [FIGWAY, *args],
-                env=dict(env),
-                cwd=log_dir,  # no stray .env file is read
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return cls(name, popen, log_path)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def running(self) -> bool:
-        return self.popen.poll() is None
-
-    def tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def kill_group(self) -> None:
-        """SIGKILL the process group this process leads (a whole worker, minus its horse)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.popen.wait(timeout=10)
-
-    def kill_everything(self) -> None:
-        """SIGKILL the process, its group and every descendant, wherever its group is.
-
-        RQ's work horse calls setpgrp(), so killing the worker's group alone
-        would leave the horse running the node.
-        """
-        family = descendants(self.pid) if self.running() else []
-        for pid in family:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if self.running():
-            self.kill_group()
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL whatever is left after a grace period."""
-        family = descendants(self.pid) if self.running() else []
-        if self.running():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill_group()
-        for pid in family:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 @dataclass
@@ -150,8 +49,8 @@ class Stack:
     redis_url: str
     log_dir: Path
     settings: dict[str, str] = field(default_factory=dict)
-    gateway: Process | None = None
-    workers: dict[str, Process] = field(default_factory=dict)
+    gateway: LoggedProcess | None = None
+    workers: dict[str, LoggedProcess] = field(default_factory=dict)
     port: int = 0
     ws_port: int = 0
     _http: httpx.Client | None = None
@@ -175,7 +74,9 @@ class Stack:
         """Launch `figway serve`; it is waited for on first use, so workers can start meanwhile."""
         self.port, self.ws_port = free_port(), free_port()
         args = ["serve", "--port", str(self.port), "--ws-port", str(self.ws_port)]
-        self.gateway = Process.start("gateway", args, env=self.env(), log_dir=self.log_dir)
+        self.gateway = LoggedProcess.start(
+            "gateway", [FIGWAY, *args], env=self.env(), log_dir=self.log_dir
+        )
 
     def wait_for_gateway(self) -> None:
         if self._http is not None:
@@ -199,8 +100,11 @@ class Stack:
     def start_workers(self, *names: str) -> None:
         """Start one `figway worker rq` per name and wait until Redis lists them all."""
         for name in names:
-            self.workers[name] = Process.start(
-                name, ["worker", "rq", "--name", name], env=self.env(), log_dir=self.log_dir
+            self.workers[name] = LoggedProcess.start(
+                name,
+                [FIGWAY, "worker", "rq", "--name", name],
+                env=self.env(),
+                log_dir=self.log_dir,
             )
         self.wait_for_gateway()
         deadline = time.monotonic() + 60
@@ -220,7 +124,9 @@ class Stack:
         while True:
             # The horse leads a process group of its own; the scheduler stays in the worker's.
             horses = [
-                pid for pid in descendants(parent) if _pgid(pid) == pid and process_alive(pid)
+                pid
+                for pid in descendants(parent)
+                if _process_group(pid) == pid and process_alive(pid)
             ]
             if len(horses) == 1:
                 return horses[0]
@@ -324,7 +230,7 @@ class Stack:
         )
 
 
-def _pgid(pid: int) -> int | None:
+def _process_group(pid: int) -> int | None:
     try:
         return os.getpgid(pid)
     except ProcessLookupError:

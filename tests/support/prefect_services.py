@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import psycopg
 
+from tests.support.processes import (
+    LoggedProcess,
+    command_line,
+    descendants,
+    free_port,
+    process_alive,
+)
+
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.objects import FlowRun, StateType
@@ -42,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BIN",
     "PrefectServices",
-    "ServiceProcess",
     "descendants",
     "flow_runs_of",
     "service_env",
@@ -59,45 +65,6 @@ WORKER_POOL = "default-worker-pool"
 START_DEADLINE_SECONDS = 120.0
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, read from /proc."""
-    found: list[int] = []
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for children in Path(f"/proc/{parent}/task").glob("*/children"):
-            try:
-                kids = [int(k) for k in children.read_text().split()]
-            except OSError:
-                continue  # the thread or process ended meanwhile
-            found.extend(kids)
-            frontier.extend(kids)
-    return found
-
-
-def command_line(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return ""
-
-
-def process_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie waiting to be reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def service_env(settings: Mapping[str, str]) -> dict[str, str]:
     """This process's environment without FIGWAY_* and PREFECT_* settings, plus ``settings``.
 
@@ -112,62 +79,6 @@ def service_env(settings: Mapping[str, str]) -> dict[str, str]:
     env["FIGWAY_AUTH"] = "off"  # access control has tests of its own
     env.update(settings)
     return env
-
-
-@dataclass
-class ServiceProcess:
-    """One long-lived process, its own session leader, logging to ``log_path``."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    @classmethod
-    def start(
-        cls, name: str, args: list[str], *, env: Mapping[str, str], log_dir: Path
-    ) -> ServiceProcess:
-        log_path = log_dir / f"{name}.log"
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                args,
-                env=dict(env),
-                cwd=log_dir,  # no stray .env file is read
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return cls(name, popen, log_path)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def running(self) -> bool:
-        return self.popen.poll() is None
-
-    def tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def kill(self) -> None:
-        """SIGKILL the process, its group and every descendant (flow runs lead groups of their own)."""
-        family = descendants(self.pid) if self.running() else []
-        for pid in family:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=10)
-
-    def stop(self) -> None:
-        """SIGTERM the group, then SIGKILL whatever is left after a grace period."""
-        if self.running():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=10)
-        self.kill()
 
 
 def flow_runs_of(client: SyncPrefectClient, job_run_id: str) -> list[FlowRun]:
@@ -196,9 +107,9 @@ class PrefectServices:
     home: Path
     log_dir: Path
     figway_database_url: str
-    server: ServiceProcess
+    server: LoggedProcess
     database: str
-    worker: ServiceProcess | None = None
+    worker: LoggedProcess | None = None
     #: What the session's first `figway setup prefect` printed (on an empty server).
     first_setup_output: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -346,7 +257,7 @@ class PrefectServices:
 
     def close(self) -> None:
         if self.worker is not None:
-            self.worker.kill()
+            self.worker.kill_everything()
         self.server.stop()
 
 
@@ -405,7 +316,7 @@ def start_prefect_services(figway_database_url: str, log_dir: Path) -> PrefectSe
     port = free_port()
     home = log_dir / "prefect-home"
     home.mkdir(exist_ok=True)
-    server: ServiceProcess | None = None
+    server: LoggedProcess | None = None
     services: PrefectServices | None = None
     try:
         env = service_env(
@@ -416,7 +327,7 @@ def start_prefect_services(figway_database_url: str, log_dir: Path) -> PrefectSe
                 "PREFECT_UI_ENABLED": "false",
             }
         )
-        server = ServiceProcess.start(
+        server = LoggedProcess.start(
             "server",
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
             env=env,
@@ -435,7 +346,7 @@ def start_prefect_services(figway_database_url: str, log_dir: Path) -> PrefectSe
         if setup.returncode != 0:
             raise RuntimeError(f"`figway setup prefect` failed:\n{setup.stdout}{setup.stderr}")
         services.first_setup_output = setup.stdout
-        services.worker = ServiceProcess.start(
+        services.worker = LoggedProcess.start(
             "worker",
             [str(BIN / "prefect"), "worker", "start", "--pool", WORKER_POOL],
             env=services.env(

@@ -46,6 +46,7 @@ from typing import Any
 
 from redis import Redis
 
+from backends.model.backend_names import BACKEND_NAMES
 from backends.runtime.secrets import environment_variable
 from bench.etl_native import TRANSFORM
 from bench.etl_report import megabytes, memory_verdicts, render_markdown, summarise
@@ -71,7 +72,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: 12 by bench.rq_path, 13 by bench.prefect_path).
 RQ_REDIS_DB = 14
 PREFECT_REDIS_DB = 15
-BACKENDS = ("rq", "prefect")
+BACKENDS = BACKEND_NAMES
 REFERENCES = ("copy", "native")
 
 

@@ -144,7 +144,7 @@ def test_a_workflow_ends_the_same_on_rq_and_on_prefect(stack: PrefectStack, case
     runs = {}
     for backend in ("rq", "prefect"):
         workflow_id = f"parity_{case}_{backend}"
-        stack.put_definition(workflow_id, spec["nodes"], spec["dependencies"], backend=backend)
+        stack.put_workflow(workflow_id, spec["nodes"], spec["dependencies"], backend=backend)
         job_run_id = f"parity-{backend}-{uuid.uuid4().hex[:10]}"
         stack.start_run(workflow_id, job_run_id)
         runs[backend] = job_run_id
@@ -182,7 +182,7 @@ def test_a_shadow_run_on_prefect_matches_its_run_on_rq(stack: PrefectStack, case
         else node
         for node_id, node in spec["nodes"].items()
     }
-    stack.put_definition(workflow_id, nodes, spec["dependencies"])
+    stack.put_workflow(workflow_id, nodes, spec["dependencies"])
     job_run_id = f"shadowed-{uuid.uuid4().hex[:10]}"
     started = stack.start_run(workflow_id, job_run_id)
     assert started["backend"] == "rq"

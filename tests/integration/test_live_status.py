@@ -108,7 +108,7 @@ def test_a_client_of_another_gateway_follows_a_run_to_its_end(
 ) -> None:
     first, second = gateways
     workflow_id = f"live_{backend}"
-    first.put_definition(workflow_id, NODES, DEPENDENCIES, backend=backend, pool="default")
+    first.put_workflow(workflow_id, NODES, DEPENDENCIES, backend=backend, pool="default")
     job_run_id = f"live-{backend}-{uuid.uuid4().hex[:8]}"
 
     # The run must exist before the client connects, or it is refused as unknown.
@@ -137,7 +137,7 @@ def test_the_api_port_path_serves_the_same_messages(
     gateways: tuple[PrefectStack, PrefectStack],
 ) -> None:
     first, second = gateways
-    first.put_definition("live_api_path", {"only": {"type": "noop"}}, {}, backend="rq")
+    first.put_workflow("live_api_path", {"only": {"type": "noop"}}, {}, backend="rq")
     job_run_id = f"live-api-{uuid.uuid4().hex[:8]}"
     first.start_run("live_api_path", job_run_id)
     messages, code, reason = asyncio.run(
@@ -176,7 +176,7 @@ def test_the_javascript_snippet_old_clients_use_follows_a_run(
     gateways: tuple[PrefectStack, PrefectStack],
 ) -> None:
     first, second = gateways
-    first.put_definition("live_js", NODES, DEPENDENCIES, backend="rq")
+    first.put_workflow("live_js", NODES, DEPENDENCIES, backend="rq")
     job_run_id = f"live-js-{uuid.uuid4().hex[:8]}"
     first.start_run("live_js", job_run_id)
     result = subprocess.run(

@@ -139,7 +139,7 @@ DIAMOND = {
 def test_a_prefect_run_succeeds_and_ten_identical_posts_make_one_flow_run(
     stack: PrefectStack,
 ) -> None:
-    stack.put_definition("pf_diamond", DIAMOND["nodes"], DIAMOND["dependencies"], backend="prefect")
+    stack.put_workflow("pf_diamond", DIAMOND["nodes"], DIAMOND["dependencies"], backend="prefect")
     job_run_id = new_run_id()
     body = stack.run_body("pf_diamond", job_run_id)
     gate = threading.Barrier(10)
@@ -182,7 +182,7 @@ def test_a_failing_node_fails_the_run_and_its_flow_run(stack: PrefectStack) -> N
         "after_broken": {"type": "noop"},
         "independent": {"type": "sleep", "config": {"seconds": 0.2}},
     }
-    stack.put_definition("pf_failing", nodes, {"after_broken": ["broken"]}, backend="prefect")
+    stack.put_workflow("pf_failing", nodes, {"after_broken": ["broken"]}, backend="prefect")
     job_run_id = new_run_id()
     stack.start_run("pf_failing", job_run_id)
 
@@ -216,7 +216,7 @@ SLEEPER_CHAIN = {
 
 
 def test_delete_cancels_a_running_run_and_its_flow_run(stack: PrefectStack) -> None:
-    stack.put_definition(
+    stack.put_workflow(
         "pf_sleeper", SLEEPER_CHAIN["nodes"], SLEEPER_CHAIN["dependencies"], backend="prefect"
     )
     job_run_id = new_run_id()
@@ -250,7 +250,7 @@ def test_delete_cancels_a_running_run_and_its_flow_run(stack: PrefectStack) -> N
 
 def test_delete_cancels_a_run_still_waiting_for_a_worker(stack: PrefectStack) -> None:
     # Only the default pool has a worker: a run on the priority pool stays Scheduled.
-    stack.put_definition(
+    stack.put_workflow(
         "pf_waiting",
         {"only": {"type": "noop"}, "after": {"type": "noop"}},
         {"after": ["only"]},
@@ -286,7 +286,7 @@ def test_a_killed_flow_run_process_fails_the_run_and_crashes_its_flow_run(
     stack: PrefectStack,
 ) -> None:
     nodes = {"victim": {"type": "sleep", "config": {"seconds": 60}}, "after": {"type": "noop"}}
-    stack.put_definition("pf_victim", nodes, {"after": ["victim"]}, backend="prefect")
+    stack.put_workflow("pf_victim", nodes, {"after": ["victim"]}, backend="prefect")
     job_run_id = new_run_id()
     stack.start_run("pf_victim", job_run_id)
     stack.wait_for(
@@ -322,7 +322,7 @@ def test_what_a_python_node_prints_is_in_the_run_logs(stack: PrefectStack) -> No
         "type": "python",
         "config": {"callable": "builtins:print", "kwargs": {"end": "hello from a prefect node\n"}},
     }
-    stack.put_definition("pf_talk", {"talk": talk}, backend="prefect")
+    stack.put_workflow("pf_talk", {"talk": talk}, backend="prefect")
     job_run_id = new_run_id()
     stack.start_run("pf_talk", job_run_id)
 

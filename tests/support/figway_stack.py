@@ -159,12 +159,15 @@ class Stack:
         workflow_id: str,
         nodes: Mapping[str, Mapping[str, Any]],
         dependencies: Mapping[str, list[str]] | None = None,
+        **fields: Any,
     ) -> None:
+        """PUT a workflow; ``fields`` adds top-level fields (``backend``, ``pool``, ``tags``)."""
         body = {
             "workspace_id": "ws-int",
             "folder_id": "folder-int",
             "nodes": dict(nodes),
             "dependencies": dict(dependencies or {}),
+            **fields,
         }
         response = self.http.put(f"/workflows/{workflow_id}", json=body)
         assert response.status_code in (200, 201), response.text

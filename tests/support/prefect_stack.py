@@ -13,7 +13,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine
 
@@ -38,24 +37,6 @@ class PrefectStack(Stack):
     def services(self) -> PrefectServices:
         assert self.prefect is not None
         return self.prefect
-
-    def put_definition(
-        self,
-        workflow_id: str,
-        nodes: Mapping[str, Mapping[str, Any]],
-        dependencies: Mapping[str, list[str]] | None = None,
-        **fields: Any,
-    ) -> None:
-        """PUT a workflow with extra top-level fields (``backend``, ``pool``, ``tags``)."""
-        body = {
-            "workspace_id": "ws-int",
-            "folder_id": "folder-int",
-            "nodes": dict(nodes),
-            "dependencies": dict(dependencies or {}),
-            **fields,
-        }
-        response = self.http.put(f"/workflows/{workflow_id}", json=body)
-        assert response.status_code in (200, 201), response.text
 
     def explain(self, job_run_id: str) -> str:
         return f"{super().explain(job_run_id)}\n\n{self.services.describe(job_run_id)}"

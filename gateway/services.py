@@ -178,7 +178,7 @@ def build_services(settings: Settings) -> Services:
     engine = create_database_engine(settings.resolved_database_url())
     ensure_migrated(engine, auto_migrate=settings.should_auto_migrate())
     store = Store(engine)
-    node_types = default_registry()
+    node_types = default_registry(settings.node_policy())
     artifacts = settings.artifact_store()
     runtime = NodeRuntime(
         store, node_types, heartbeat_seconds=settings.heartbeat_seconds, artifacts=artifacts

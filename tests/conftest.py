@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from backends.store import Store, create_database_engine, upgrade
 from backends.store.models import Base
+from tests.support.policy import test_policy_env
 
 PG_ADMIN_URL = os.environ.get(
     "FIGWAY_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -40,6 +41,8 @@ os.environ["FIGWAY_TEST_ARTIFACT_URL"] = str(SESSION_ARTIFACTS)
 # In-process gateways on PostgreSQL would require API keys (production's default);
 # access control has tests of its own (tests/access/test_api_keys.py), the rest drive it open.
 os.environ["FIGWAY_AUTH"] = "off"
+# Tests call their own functions from python nodes (tests/support/policy.py).
+os.environ.update(test_policy_env())
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -49,7 +49,7 @@ class NodeKind(Protocol):
     @property
     def unavailable(self) -> Callable[[], str | None]: ...
 
-    def parse_config(self, raw: Mapping[str, Any]) -> NodeConfigFacts: ...
+    def parse_config(self, raw: Mapping[str, Any], *, workspace_id: str) -> NodeConfigFacts: ...
 
 
 DEFAULT_MAX_LEVELS = 20
@@ -166,13 +166,15 @@ def shadow_refusal(
 
     >>> from backends.nodes import default_registry
     >>> raw = {"workflow_id": "w", "workspace_id": "ws", "folder_id": "f",
-    ...     "nodes": {"load": {"type": "python", "config": {"callable": "m:f"}}}}
+    ...     "nodes": {"load": {"type": "python", "config": {"callable": "backends.nodes.demo:mean"}}}}
     >>> print(shadow_refusal(parse_definition(raw, node_types=default_registry()),
     ...     default_registry()))
     node 'load' (python) declares side effects `unsafe` without a safe shadow mode; a shadow run would write twice (declare `side_effects: none` or `sandboxed` if it may shadow)
     """
     for node_id, spec in definition.nodes.items():
-        config = node_types[spec.type].parse_config(spec.config)
+        config = node_types[spec.type].parse_config(
+            spec.config, workspace_id=definition.workspace_id
+        )
         effects = config.side_effects()
         if effects == "unsafe":
             return (
@@ -232,7 +234,7 @@ def _node_problems(
             problems.append(DefinitionProblem(f"{where}.type", missing))
             continue
         try:
-            config = node_type.parse_config(spec.config)
+            config = node_type.parse_config(spec.config, workspace_id=definition.workspace_id)
         except ValidationError as exc:
             problems.extend(
                 DefinitionProblem(

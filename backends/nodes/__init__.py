@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping
 
 from backends.model.errors import NodeCancelledError, NodeFailedError
@@ -10,6 +11,7 @@ from backends.nodes.bigquery import BIGQUERY_EXTRACT
 from backends.nodes.builtin import BUILTIN_NODE_TYPES
 from backends.nodes.http import HTTP_REQUEST
 from backends.nodes.mysql import MYSQL_EXTRACT
+from backends.nodes.policy import NodePolicy
 from backends.nodes.postgres import POSTGRES_EXTRACT, POSTGRES_LOAD
 from backends.nodes.transform import SQL_TRANSFORM
 
@@ -18,6 +20,7 @@ __all__ = [
     "NodeConfig",
     "NodeContext",
     "NodeFailedError",
+    "NodePolicy",
     "NodeRegistry",
     "NodeType",
     "default_registry",
@@ -25,10 +28,15 @@ __all__ = [
 
 
 class NodeRegistry(Mapping[str, NodeType]):
-    """Node types by name. Read-only once built, so workers and gateway agree."""
+    """Node types by name, each held to ``policy``. Read-only once built, so workers and
+    gateway agree."""
 
-    def __init__(self, node_types: Iterable[NodeType]) -> None:
-        self._types = {node_type.name: node_type for node_type in node_types}
+    def __init__(self, node_types: Iterable[NodeType], policy: NodePolicy | None = None) -> None:
+        self.policy = policy or NodePolicy()
+        self._types = {
+            node_type.name: dataclasses.replace(node_type, policy=self.policy)
+            for node_type in node_types
+        }
 
     def __getitem__(self, name: str) -> NodeType:
         return self._types[name]
@@ -40,8 +48,9 @@ class NodeRegistry(Mapping[str, NodeType]):
         return len(self._types)
 
 
-def default_registry() -> NodeRegistry:
-    """The node types shipped with figway."""
+def default_registry(policy: NodePolicy | None = None) -> NodeRegistry:
+    """The node types shipped with figway, held to ``policy`` (unset: the policy this
+    process's ``FIGWAY_*`` settings describe)."""
     return NodeRegistry(
         [
             *BUILTIN_NODE_TYPES,
@@ -51,5 +60,6 @@ def default_registry() -> NodeRegistry:
             SQL_TRANSFORM,
             POSTGRES_LOAD,
             HTTP_REQUEST,
-        ]
+        ],
+        policy or NodePolicy.from_environment(),
     )

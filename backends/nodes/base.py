@@ -13,13 +13,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo
 
 from backends.artifacts import ArtifactRef, RunArtifacts
 from backends.model.errors import NodeCancelledError, NodeFailedError
+from backends.nodes.policy import NodePolicy
 from backends.runtime.secrets import EnvironmentSecrets, SecretResolver
 
 __all__ = [
+    "Admission",
     "NodeCancelledError",
     "NodeConfig",
     "NodeContext",
@@ -32,6 +34,24 @@ __all__ = [
 #: ``none`` touches nothing; ``sandboxed`` writes, but writes nothing when
 #: ``context.sandboxed`` is set; ``unsafe`` writes and cannot be held back.
 SideEffects = Literal["none", "sandboxed", "unsafe"]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a config is checked against besides its own shape: the operator's policy and
+    the workspace of the workflow it belongs to (secrets are owned by workspaces)."""
+
+    policy: NodePolicy
+    workspace_id: str = ""
+
+    @classmethod
+    def of(cls, info: ValidationInfo) -> Admission:
+        """The admission a validator runs under. A config validated without one (straight
+        ``model_validate``) is held to the policy this process's settings describe."""
+        context = info.context
+        if isinstance(context, Admission):
+            return context
+        return cls(NodePolicy.from_environment())
 
 
 class NodeConfig(BaseModel):
@@ -110,7 +130,13 @@ class NodeType:
     #: Why this type cannot run on this install (an optional extra is missing), or None.
     #: Checked when a workflow is defined, so the workflow is refused with the fix.
     unavailable: Callable[[], str | None] = lambda: None
+    #: Its nodes run code the definition names (``python``): defining one is a privilege
+    #: of its own (the ``code`` scope), beyond defining workflows.
+    runs_code: bool = False
+    #: The operator's limits its configs are held to (bound by the registry).
+    policy: NodePolicy = field(default_factory=NodePolicy)
 
-    def parse_config(self, raw: Mapping[str, Any]) -> NodeConfig:
-        """The node's config, validated; raises pydantic's ``ValidationError``."""
-        return self.config_model.model_validate(raw)
+    def parse_config(self, raw: Mapping[str, Any], *, workspace_id: str = "") -> NodeConfig:
+        """The node's config, validated against its shape and the policy; raises
+        pydantic's ``ValidationError`` naming the field."""
+        return self.config_model.model_validate(raw, context=Admission(self.policy, workspace_id))

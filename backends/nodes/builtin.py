@@ -7,10 +7,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from backends.model.errors import NodeCancelledError, NodeFailedError
-from backends.nodes.base import NodeConfig, NodeContext, NodeType, SideEffects
+from backends.nodes.base import Admission, NodeConfig, NodeContext, NodeType, SideEffects
 
 __all__ = ["BUILTIN_NODE_TYPES", "NodeCancelledError", "NodeFailedError"]
 
@@ -65,6 +65,16 @@ class PythonConfig(NodeConfig):
         "`context.sandboxed` is set; only the last two may run in a shadow run.",
     )
 
+    @field_validator("callable")
+    @classmethod
+    def _allowed(cls, value: str, info: ValidationInfo) -> str:
+        # Checked where the workflow is defined and again on the worker before the call:
+        # a definition stored before the policy changed is held to the worker's policy.
+        refusal = Admission.of(info).policy.callable_refusal(value)
+        if refusal is not None:
+            raise ValueError(refusal)
+        return value
+
     def side_effects(self) -> SideEffects:
         return self.side_effects_
 
@@ -101,5 +111,11 @@ BUILTIN_NODE_TYPES: tuple[NodeType, ...] = (
     NodeType("noop", NoopConfig, run_noop, "Does nothing; for wiring and benchmarks."),
     NodeType("sleep", SleepConfig, run_sleep, "Sleeps `seconds`; stops at once when killed."),
     NodeType("fail", FailConfig, run_fail, "Fails the first `times` attempts (all if absent)."),
-    NodeType("python", PythonConfig, run_python, 'Calls `callable` ("module:function").'),
+    NodeType(
+        "python",
+        PythonConfig,
+        run_python,
+        'Calls `callable` ("module:function").',
+        runs_code=True,
+    ),
 )

@@ -126,7 +126,7 @@ class NodeRuntime:
         error: str | None = None
         with self._heartbeat(context, sink), _capturing(sink):
             try:
-                config = node_type.config_model.model_validate(spec.config)
+                config = node_type.parse_config(spec.config, workspace_id=start.workspace_id)
                 output = node_type.run(config, context)
             except (Exception, SystemExit) as exc:  # a node calling sys.exit() fails its attempt
                 error = redactor.redact(_describe(exc))

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backends.artifacts import ArtifactStore
 from backends.nodes import default_registry
+from backends.nodes.policy import DEMO_CALLABLES, NodePolicy, split_list
 from backends.runtime.attempts import NodeRuntime
 from backends.store import Store, create_database_engine, ensure_migrated
 
@@ -50,6 +51,36 @@ class RuntimeSettings(BaseSettings):
         description="GCS_CREDENTIALS_PATH: the service-account key file for a gs:// "
         "artifact store. Unset: Google's application default credentials.",
     )
+
+    python_callables: str = Field(
+        default=",".join(DEMO_CALLABLES),
+        description="Comma-separated globs on module:function that python nodes may call "
+        "(mypkg.etl:*). os, subprocess, builtins, importlib, figway's own packages and the "
+        "like match only by exact name (builtins:print). Default: figway's demo callables.",
+    )
+    http_allow: str = Field(
+        default="",
+        description="Comma-separated hosts (api.internal, *.corp.example) and networks "
+        "(10.1.0.0/16) http_request nodes may reach although they are loopback, link-local, "
+        "private or unique-local addresses, which are refused by default.",
+    )
+    db_allow: str | None = Field(
+        default=None,
+        description="Comma-separated host globs a database node may name in a plain "
+        "connection URL. Unset: any host on the embedded default, none in production "
+        "(connections are then secret: references only).",
+    )
+
+    def node_policy(self) -> NodePolicy:
+        """What node configs may reach, from these settings (the same on every process)."""
+        db_allow: tuple[str, ...] | None = split_list(self.db_allow)
+        if not db_allow and self.database_url is None:
+            db_allow = None  # the embedded default: a developer's own databases
+        return NodePolicy(
+            python_callables=split_list(self.python_callables) or DEMO_CALLABLES,
+            http_allow=split_list(self.http_allow),
+            db_allow=db_allow,
+        )
 
     def artifact_store(self) -> ArtifactStore:
         return ArtifactStore.from_settings(
@@ -90,7 +121,7 @@ def current_runtime() -> NodeRuntime:
             ensure_migrated(engine, auto_migrate=False)
             _runtime = NodeRuntime(
                 Store(engine),
-                default_registry(),
+                default_registry(settings.node_policy()),
                 heartbeat_seconds=settings.heartbeat_seconds,
                 artifacts=settings.artifact_store(),
             )

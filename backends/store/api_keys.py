@@ -25,7 +25,7 @@ __all__ = ["SCOPES", "ApiKeys", "KeyView", "NewKey"]
 
 #: What a key may do: runs (workflow_runs and live status), workflows (definitions),
 #: admin (routing rules, guards, keys).
-SCOPES = ("runs", "workflows", "admin")
+SCOPES = ("runs", "workflows", "code", "admin")
 _PREFIX = "fgw"
 
 

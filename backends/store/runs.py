@@ -292,6 +292,8 @@ class Store(Transactions):
                 parameters=document.get("parameters", {}),
                 upstream_outputs=outputs,
                 sandboxed=document.get("sandboxed", False),
+                workspace_id=document.get("workspace_id", ""),
+                run_configs={k: v.get("config", {}) for k, v in document["nodes"].items()},
             )
 
     def heartbeat(self, *, job_run_id: str, node_id: str, attempt: int) -> bool:

@@ -94,6 +94,11 @@ class AttemptStart:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     upstream_outputs: Mapping[str, Any] = field(default_factory=dict)
     sandboxed: bool = False
+    #: The workflow's workspace: what owns the secrets its nodes may use.
+    workspace_id: str = ""
+    #: Every node's config in the run's plan: the secrets any node of the run names are
+    #: masked in this attempt too.
+    run_configs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

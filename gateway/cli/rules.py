@@ -88,7 +88,7 @@ def rules_explain(
     workflow = or_exit(lambda: Store(records.engine).get_workflow(workflow_id=workflow_id))
     refusal = None
     if workflow is not None:
-        node_types = default_registry()
+        node_types = default_registry(settings.node_policy())
         definition = or_exit(
             lambda: parse_definition(
                 workflow.definition, node_types=node_types, max_levels=settings.max_levels

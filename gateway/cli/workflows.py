@@ -39,7 +39,7 @@ def workflows_load(paths: tuple[Path, ...], check: bool) -> None:
     store: Store | None = None
     if not check:
         store = Store(migrated_engine(settings))
-    node_types = default_registry()
+    node_types = default_registry(settings.node_policy())
     failures = 0
     for path in files:
         try:

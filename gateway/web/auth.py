@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backends.model.errors import AccessDeniedError
 from backends.store.api_keys import ApiKeys, KeyView
+from gateway.web.errors import access_denied_headers
 from gateway.web.limits import RateLimiter
 
 __all__ = ["WEBSOCKET_CLOSE", "AccessGate", "acting_key", "key_for_websocket", "require_scope"]
@@ -77,7 +78,7 @@ def require_scope(scope: str | None) -> Callable[[Request], Awaitable[KeyView | 
             key = await gate.check(_bearer(request.headers.get("authorization")), scope)
         except AccessDeniedError as failed:
             raise HTTPException(
-                status_code=failed.code, detail=failed.detail, headers=_answer_headers(failed)
+                status_code=failed.code, detail=failed.detail, headers=access_denied_headers(failed)
             ) from None
         request.state.key = key
         return key
@@ -85,13 +86,10 @@ def require_scope(scope: str | None) -> Callable[[Request], Awaitable[KeyView | 
     return check
 
 
-def _answer_headers(denied: AccessDeniedError) -> dict[str, str] | None:
-    """What a client needs to act on the refusal: how to authenticate, or when to retry."""
-    if denied.code == 401:
-        return {"WWW-Authenticate": "Bearer"}
-    if denied.retry_after is not None:
-        return {"Retry-After": str(denied.retry_after)}
-    return None
+def acting_key_view(request: Request) -> KeyView | None:
+    """The key that made this request (None with access control off)."""
+    key: KeyView | None = getattr(request.state, "key", None)
+    return key
 
 
 def acting_key(request: Request) -> str | None:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backends.model.errors import (
+    AccessDeniedError,
     BackendError,
     BackendUnavailableError,
     DefinitionError,
@@ -25,13 +26,22 @@ from backends.model.errors import (
     SubmitFailedError,
 )
 
-__all__ = ["error_body", "install_error_handlers"]
+__all__ = ["access_denied_headers", "error_body", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
 
 
 def error_body(detail: str, errors: Sequence[dict[str, Any]] = (), **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "errors": list(errors), **extra}
+
+
+def access_denied_headers(denied: AccessDeniedError) -> dict[str, str] | None:
+    """What a client needs to act on a refusal: how to authenticate, or when to retry."""
+    if denied.code == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if denied.retry_after is not None:
+        return {"Retry-After": str(denied.retry_after)}
+    return None
 
 
 def _field(location: Sequence[Any]) -> str:
@@ -62,6 +72,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid_definition(request: Request, exc: DefinitionError) -> JSONResponse:
         errors = [{"field": p.location, "message": p.message} for p in exc.problems]
         return JSONResponse(status_code=422, content=error_body(f"invalid workflow: {exc}", errors))
+
+    @app.exception_handler(AccessDeniedError)
+    async def access_denied(request: Request, exc: AccessDeniedError) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.code,
+            content=error_body(exc.detail),
+            headers=access_denied_headers(exc),
+        )
 
     @app.exception_handler(NotFoundError)
     async def not_found(request: Request, exc: Exception) -> JSONResponse:

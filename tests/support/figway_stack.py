@@ -21,6 +21,7 @@ from redis import Redis
 from rq import Worker
 
 from backends.model.status import RUN_TERMINAL
+from tests.support.policy import test_policy_env
 from tests.support.processes import LoggedProcess, descendants, free_port, process_alive
 
 __all__ = ["FIGWAY", "Stack", "clean_env"]
@@ -37,6 +38,7 @@ def clean_env(settings: Mapping[str, str]) -> dict[str, str]:
     env["FIGWAY_ARTIFACT_URL"] = os.environ["FIGWAY_TEST_ARTIFACT_URL"]
     # Access control has tests of its own (tests/access/test_api_keys.py); these drive the API open.
     env["FIGWAY_AUTH"] = "off"
+    env.update(test_policy_env())
     env.update(settings)
     return env
 

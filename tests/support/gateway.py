@@ -24,6 +24,7 @@ import uvicorn
 from gateway.config import Settings
 from gateway.web.app import create_app
 from tests.support.api_client import EMBEDDED_WORKERS, HEARTBEAT_SECONDS, Gateway
+from tests.support.policy import test_policy_env
 
 __all__ = ["client_of", "running_gateway"]
 
@@ -76,6 +77,8 @@ def running_gateway(data_dir: Path, **overrides: Any) -> Iterator[Gateway]:
         for name in list(os.environ):
             if name.upper().startswith("FIGWAY_"):
                 env.delenv(name)
+        for name, value in test_policy_env().items():
+            env.setenv(name, value)
         env.chdir(data_dir)
         settings = Settings(
             **{

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import psycopg
 
+from tests.support.policy import test_policy_env
 from tests.support.processes import (
     LoggedProcess,
     command_line,
@@ -76,6 +77,7 @@ def service_env(settings: Mapping[str, str]) -> dict[str, str]:
     env["COLUMNS"] = "200"  # Prefect's CLI draws tables as wide as the terminal says
     # The session's shared artifact store (tests/conftest.py), as every worker's would be.
     env["FIGWAY_ARTIFACT_URL"] = os.environ["FIGWAY_TEST_ARTIFACT_URL"]
+    env.update(test_policy_env())
     env["FIGWAY_AUTH"] = "off"  # access control has tests of its own
     env.update(settings)
     return env

@@ -11,6 +11,7 @@ from pathlib import Path
 from redis import Redis
 from rq import Worker
 
+from tests.support.policy import test_policy_env
 from tests.support.processes import LoggedProcess
 
 __all__ = [
@@ -27,6 +28,7 @@ def worker_env(settings: Mapping[str, str]) -> dict[str, str]:
     """The test process's environment without its own FIGWAY_* settings, plus ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIGWAY_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(test_policy_env())
     env.update(settings)
     return env
 

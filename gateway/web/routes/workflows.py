@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Response, status
+from fastapi import APIRouter, Body, Path, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from backends.model.errors import DefinitionError, DefinitionProblem, WorkflowNotFoundError
+from backends.model.errors import (
+    AccessDeniedError,
+    DefinitionError,
+    DefinitionProblem,
+    WorkflowNotFoundError,
+)
 from backends.model.workflow import parse_definition
+from gateway.web.auth import acting_key_view
 from gateway.web.deps import ServicesDep
 from gateway.web.schemas import WorkflowOut
 
@@ -22,6 +28,7 @@ async def put_workflow(
     workflow_id: WorkflowId,
     definition: Annotated[dict[str, Any], Body(description="The workflow definition.")],
     services: ServicesDep,
+    request: Request,
     response: Response,
 ) -> WorkflowOut:
     """Create or replace a workflow definition (201 when new); invalid ones get 422 with every reason."""
@@ -37,6 +44,20 @@ async def put_workflow(
     parsed = parse_definition(
         definition, node_types=services.node_types, max_levels=services.settings.max_levels
     )
+    code_nodes = sorted(
+        node_id
+        for node_id, spec in parsed.nodes.items()
+        if services.node_types[spec.type].runs_code
+    )
+    key = acting_key_view(request)
+    if code_nodes and key is not None and not key.scopes & {"code", "admin"}:
+        # Code runs on the workers with their rights: naming it is more than defining a
+        # workflow. 403 after validation, so a refused definition still lists its problems.
+        raise AccessDeniedError(
+            403,
+            f"this key ({key.key_id}) may define workflows but not code: node(s) "
+            f"{', '.join(code_nodes)} run python; a key with the 'code' scope may",
+        )
     _, created = await run_in_threadpool(lambda: services.store.put_workflow(definition=parsed))
     if created:
         response.status_code = status.HTTP_201_CREATED

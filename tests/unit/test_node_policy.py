@@ -1,0 +1,103 @@
+"""The operator's node policy: which callables python nodes may call, and where."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from pydantic import ValidationError
+
+from backends.model.errors import DefinitionError
+from backends.model.workflow import parse_definition
+from backends.nodes import NodePolicy, default_registry
+from backends.nodes.builtin import PythonConfig
+
+
+def python_workflow(callable_: str) -> dict[str, object]:
+    return {
+        "workflow_id": "w",
+        "workspace_id": "ws",
+        "folder_id": "f",
+        "nodes": {"code": {"type": "python", "config": {"callable": callable_}}},
+    }
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["os:system", "subprocess:getoutput", "builtins:eval", "importlib:import_module",
+     "backends.store.api_keys:ApiKeys", "gateway.cli.main:main", "os.path:join"],
+)  # fmt: skip
+def test_a_glob_never_opens_a_guarded_module(reference: str) -> None:
+    policy = NodePolicy(python_callables=("*:*",))
+    refusal = policy.callable_refusal(reference)
+    assert refusal is not None
+    assert repr(reference) in refusal
+
+
+def test_a_guarded_callable_named_exactly_is_allowed() -> None:
+    policy = NodePolicy(python_callables=("builtins:print",))
+    assert policy.callable_refusal("builtins:print") is None
+    assert policy.callable_refusal("builtins:eval") is not None
+
+
+def test_the_default_allows_only_the_demo_callables() -> None:
+    policy = NodePolicy()
+    assert policy.callable_refusal("backends.nodes.demo:say_hello") is None
+    assert policy.callable_refusal("statistics:mean") is not None
+    assert policy.callable_refusal("mypkg:run") is not None
+
+
+def test_a_definition_naming_a_refused_callable_is_refused_at_the_field() -> None:
+    registry = default_registry(NodePolicy())
+    with pytest.raises(DefinitionError) as refused:
+        parse_definition(python_workflow("subprocess:getoutput"), node_types=registry)
+    [problem] = refused.value.problems
+    assert problem.location == "nodes.code.config.callable"
+    assert "'subprocess:getoutput' is not allowed" in problem.message
+
+
+def test_the_worker_holds_a_stored_config_to_its_own_policy() -> None:
+    allowed = default_registry(NodePolicy(python_callables=("mypkg.*:*",)))
+    stricter = default_registry(NodePolicy())
+    config = {"callable": "mypkg.jobs:run"}
+    assert allowed["python"].parse_config(config).callable == "mypkg.jobs:run"
+    with pytest.raises(ValidationError, match="not allowed"):
+        stricter["python"].parse_config(config)
+
+
+def test_a_config_validated_without_a_registry_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FIGWAY_PYTHON_CALLABLES", "mypkg:*")
+    assert PythonConfig.model_validate({"callable": "mypkg:run"}).callable == "mypkg:run"
+    monkeypatch.delenv("FIGWAY_PYTHON_CALLABLES")
+    with pytest.raises(ValidationError, match="not allowed"):
+        PythonConfig.model_validate({"callable": "mypkg:run"})
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [("127.0.0.1", "a loopback address"), ("::1", "a loopback address"),
+     ("169.254.169.254", "a link-local address"), ("fe80::1", "a link-local address"),
+     ("10.0.0.1", "a private address"), ("192.168.1.1", "a private address"),
+     ("172.16.0.1", "a private address"), ("100.64.0.1", "a private address"),
+     ("fd00::1", "a private address"), ("0.0.0.0", "an unspecified address"),
+     ("::ffff:127.0.0.1", "a loopback address"), ("224.0.0.1", "a multicast address")],
+)  # fmt: skip
+def test_restricted_addresses_are_refused(address: str, kind: str) -> None:
+    assert NodePolicy().http_address_refusal("h", ipaddress.ip_address(address)) == kind
+
+
+def test_the_operator_opens_hosts_and_networks() -> None:
+    policy = NodePolicy(http_allow=("api.internal", "*.corp.example", "10.1.0.0/16"))
+    assert policy.http_address_refusal("api.internal", ipaddress.ip_address("10.9.9.9")) is None
+    assert policy.http_address_refusal("x.corp.example", ipaddress.ip_address("10.9.9.9")) is None
+    assert policy.http_address_refusal("other", ipaddress.ip_address("10.1.2.3")) is None
+    assert policy.http_address_refusal("other", ipaddress.ip_address("10.2.0.1")) is not None
+    assert policy.http_address_refusal("pub", ipaddress.ip_address("8.8.8.8")) is None
+
+
+def test_plain_database_hosts_follow_the_mode() -> None:
+    assert NodePolicy(db_allow=None).db_host_allowed("anything")
+    assert not NodePolicy(db_allow=()).db_host_allowed("db.internal")
+    assert NodePolicy(db_allow=("*.internal",)).db_host_allowed("DB.internal")

@@ -89,6 +89,8 @@ class NodeContext:
     artifacts: RunArtifacts | None = None
     #: Turns ``secret:NAME`` into its value, and masks that value in logs and errors.
     secrets: SecretResolver = field(default_factory=lambda: SecretResolver(EnvironmentSecrets()))
+    #: The operator's limits on where this node may connect (outbound HTTP, databases).
+    policy: NodePolicy = field(default_factory=NodePolicy)
 
     def reveal(self, value: str) -> str:
         """``value`` itself, or the secret it names (``secret:NAME``)."""

@@ -35,20 +35,24 @@ policy decides whether it is tried again.
 from __future__ import annotations
 
 import codecs
+import ipaddress
 import json
 import re
+import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+import httpcore
 import httpx
 import pyarrow as pa
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from backends.model.errors import NodeCancelledError, NodeFailedError
 from backends.nodes.base import NodeConfig, NodeContext, NodeType, SideEffects
+from backends.nodes.policy import NodePolicy
 from backends.runtime.secrets import (
     Redactor,
     checked_secret_name,
@@ -420,9 +424,12 @@ def _exchange(
     try:
         with (
             httpx.Client(
+                transport=_guarded_transport(context.policy),
                 timeout=config.timeout_seconds,
                 follow_redirects=_follows_redirects(config.method),
                 event_hooks={"request": [keep_secrets_at_origin]},
+                # No proxy from the environment: every connection goes through the guard.
+                trust_env=False,
             ) as client,
             client.stream(
                 config.method,
@@ -455,6 +462,49 @@ def _exchange(
         ) from exc
     except httpx.RequestError as exc:
         raise NodeFailedError(f"{request_line} failed: {type(exc).__name__}: {exc}") from exc
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    """Connects only where the policy allows: each host is resolved here, every address
+    is checked, and the socket connects to the address that was checked, so a second
+    resolution (DNS rebinding) cannot move it. Every connection goes through here: the
+    first request's and each redirect hop's."""
+
+    def __init__(self, policy: NodePolicy) -> None:
+        self.policy = policy
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from exc
+        addresses = list(dict.fromkeys(ipaddress.ip_address(entry[4][0]) for entry in found))
+        for address in addresses:
+            refusal = self.policy.http_address_refusal(host, address)
+            if refusal is not None:
+                # Refused before any packet is sent: the answer is the same whether a
+                # port there is open or closed.
+                raise NodeFailedError(
+                    f"destination {host!r} refused: it resolves to {refusal}, which "
+                    "http_request may not reach; an operator can open a host or network "
+                    "with FIGWAY_HTTP_ALLOW"
+                )
+        return super().connect_tcp(str(addresses[0]), port, timeout, local_address, socket_options)
+
+
+def _guarded_transport(policy: NodePolicy) -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(trust_env=False)
+    # httpx builds its httpcore pool without a way to pass a network backend; the pool
+    # keeps it in this attribute. tests/nodes/test_node_http.py fails if that changes.
+    transport._pool._network_backend = _GuardedBackend(policy)
+    return transport
 
 
 _TIMEOUT_STEPS: dict[type[Exception], str] = {

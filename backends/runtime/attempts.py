@@ -119,6 +119,7 @@ class NodeRuntime:
                 job_run_id=job_run_id, node_id=node_id, attempt=attempt, sandboxed=start.sandboxed
             ),
             secrets=SecretResolver(secrets or self.secrets, redactor),
+            policy=node_type.policy,
         )
         sink = _LogSink(job_run_id, node_id, attempt, mirror, redactor)
         _ensure_capture()

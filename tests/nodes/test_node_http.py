@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from backends.model.workflow import parse_definition, shadow_refusal
 from backends.nodes import NodeCancelledError, NodeContext, NodeFailedError, NodeRegistry
 from backends.nodes.builtin import BUILTIN_NODE_TYPES
 from backends.nodes.http import HTTP_REQUEST, HttpRequestConfig, run_http_request
+from backends.nodes.policy import NodePolicy
 from tests.support.processes import free_port
 
 SECRET_TOKEN = "Bearer tok-5ecret-value"
@@ -147,6 +150,8 @@ def make_context(tmp_path: Path, *, sandboxed: bool = False) -> NodeContext:
         logger=logging.getLogger("figway.node.http_request"),
         sandboxed=sandboxed,
         artifacts=store.for_attempt(job_run_id="r", node_id="n", attempt=1, sandboxed=sandboxed),
+        # The test servers listen on loopback, which the default policy refuses.
+        policy=NodePolicy(http_allow=("127.0.0.1",)),
     )
 
 
@@ -747,3 +752,85 @@ def test_a_valid_config_is_normalised() -> None:
     assert parsed.timeout_seconds == 30
     assert parsed.max_response_bytes == 10 * 2**20
     assert parsed.side_effects() == "unsafe"
+
+
+# -- where a request may go ------------------------------------------------------------------
+
+
+def strict(context: NodeContext) -> NodeContext:
+    """The same context under figway's default outbound policy (public addresses only)."""
+    return dataclasses.replace(context, policy=NodePolicy())
+
+
+def test_loopback_is_refused_the_same_whether_a_port_is_open_or_closed(
+    server: Server, context: NodeContext
+) -> None:
+    open_port = fails(config(url=server.url("/v1")), strict(context))
+    closed_port = fails(config(url=f"http://127.0.0.1:{free_port()}/v1"), strict(context))
+    expected = (
+        "destination '127.0.0.1' refused: it resolves to a loopback address, which "
+        "http_request may not reach; an operator can open a host or network with "
+        "FIGWAY_HTTP_ALLOW"
+    )
+    assert open_port == closed_port == expected
+    assert server.seen == [], "nothing reached the server"
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("http://localhost:9/", "a loopback address"),
+        ("http://[::1]:9/", "a loopback address"),
+        ("http://169.254.169.254/latest/meta-data/", "a link-local address"),
+        ("http://10.0.0.1/", "a private address"),
+        ("http://0.0.0.0:9/", "an unspecified address"),
+    ],
+)
+def test_internal_destinations_are_refused(url: str, kind: str, context: NodeContext) -> None:
+    assert f"resolves to {kind}" in fails(config(url=url), strict(context))
+
+
+def test_a_redirect_to_a_refused_address_is_refused_at_that_hop(
+    server: Server, context: NodeContext
+) -> None:
+    # 127.0.0.1 is opened for the test server; the redirect names 127.0.0.2, still loopback.
+    server.answers["/hop"] = Answer(
+        status=302, headers={"Location": "http://127.0.0.2:9/admin"}, content_type=None
+    )
+    message = fails(config(url=server.url("/hop")), context)
+    assert message.startswith("destination '127.0.0.2' refused: it resolves to a loopback")
+    assert [seen.path for seen in server.seen] == ["/hop"]
+
+
+def test_every_address_of_a_name_is_checked(
+    monkeypatch: pytest.MonkeyPatch, context: NodeContext
+) -> None:
+    real = socket.getaddrinfo
+
+    def two_addresses(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "mixed.test":
+            return real("127.0.0.1", *args, **kwargs) + real("10.0.0.1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    assert "resolves to a private address" in fails(config(url="http://mixed.test:9/"), context)
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(
+    server: Server, monkeypatch: pytest.MonkeyPatch, context: NodeContext
+) -> None:
+    # A rebinding name: allowed the first time it is resolved, internal after. The node
+    # resolves once and connects to what it checked.
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.1", "10.0.0.1", "10.0.0.1"])
+
+    def rebinding(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "rebind.test":
+            return real(next(answers), *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    server.answer_json("/v1", {"ok": True})
+    output = run_http_request(config(url=f"http://rebind.test:{server.port}/v1"), context)
+    assert output["json"] == {"ok": True}  # type: ignore[index]
+    assert server.seen[0].headers["host"] == f"rebind.test:{server.port}"

@@ -26,12 +26,15 @@ from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from backends.nodes.base import NodeConfig
+from backends.model.errors import NodeFailedError
+from backends.nodes.base import Admission, NodeConfig
+from backends.nodes.policy import NodePolicy
 from backends.runtime.secrets import checked_secret_name
 
 __all__ = [
+    "SAFE_OPTIONS",
     "ConnectionConfig",
     "ConnectionPool",
     "DatabaseUrl",
@@ -39,12 +42,26 @@ __all__ = [
     "close_all_pools",
     "in_forked_child",
     "pool_for",
+    "refuse_unsafe_options",
+    "unsafe_options",
 ]
 
 C = TypeVar("C")
 
 #: Idle connections kept per URL and process; more are opened (and closed) as needed.
 MAX_IDLE = 4
+
+#: Query-string options a connection URL may carry. Others could point the connection
+#: elsewhere than its host (``host``, ``hostaddr``, ``service``), read the worker's files
+#: (``passfile``, ``sslkey``, ``sslcert``) or change the server session (``options``).
+SAFE_OPTIONS = frozenset(
+    {
+        "application_name", "channel_binding", "charset", "client_encoding",
+        "connect_timeout", "gssencmode", "keepalives", "keepalives_count",
+        "keepalives_idle", "keepalives_interval", "ssl_min_protocol_version", "sslmode",
+        "sslrootcert", "target_session_attrs", "tcp_user_timeout",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -96,8 +113,21 @@ class DatabaseUrl:
         return f"{self.scheme}://{user}{self.host}{port}/{self.database or ''}"
 
 
-def check_connection_setting(value: str, *, schemes: tuple[str, ...]) -> str:
-    """The check every ``connection`` field makes when a workflow is defined.
+def unsafe_options(url: DatabaseUrl) -> list[str]:
+    """The URL's options outside :data:`SAFE_OPTIONS`, sorted.
+
+    >>> unsafe_options(DatabaseUrl.parse("postgresql://h/db?sslmode=require&passfile=/x&host=y",
+    ...     schemes=("postgresql",)))
+    ['host', 'passfile']
+    """
+    return sorted(set(url.options) - SAFE_OPTIONS - {"password"})
+
+
+def check_connection_setting(
+    value: str, *, schemes: tuple[str, ...], policy: NodePolicy | None = None
+) -> str:
+    """The check every ``connection`` field makes when a workflow is defined (and again,
+    with the worker's policy, before a node connects).
 
     >>> check_connection_setting("secret:pg-sales", schemes=("postgresql",))
     'secret:pg-sales'
@@ -111,7 +141,30 @@ def check_connection_setting(value: str, *, schemes: tuple[str, ...]) -> str:
             "keep the URL in a secret (connection: secret:NAME, with FIGWAY_SECRET_NAME "
             "set on the workers)"
         )
+    unsafe = unsafe_options(url)
+    if unsafe:
+        raise ValueError(
+            f"the URL's option(s) {', '.join(unsafe)} are not allowed; a connection URL may "
+            f"carry only {', '.join(sorted(SAFE_OPTIONS))}"
+        )
+    if policy is not None and not policy.db_host_allowed(url.host):
+        raise ValueError(
+            f"host {url.host!r} may not be named in a definition here: use a secret "
+            "(connection: secret:NAME, which the operator controls), or an operator can "
+            "list the host in FIGWAY_DB_ALLOW"
+        )
     return value
+
+
+def refuse_unsafe_options(url: DatabaseUrl) -> None:
+    """Fail the node when a URL (a resolved secret, or a definition stored before this
+    check existed) carries options outside :data:`SAFE_OPTIONS`."""
+    unsafe = unsafe_options(url)
+    if unsafe:
+        raise NodeFailedError(
+            f"the connection to {url.describe()} carries option(s) {', '.join(unsafe)}, "
+            "which nodes may not use"
+        )
 
 
 class ConnectionConfig(NodeConfig):
@@ -130,8 +183,10 @@ class ConnectionConfig(NodeConfig):
 
     @field_validator("connection")
     @classmethod
-    def _connection(cls, value: str) -> str:
-        return check_connection_setting(value, schemes=cls.SCHEMES)
+    def _connection(cls, value: str, info: ValidationInfo) -> str:
+        return check_connection_setting(
+            value, schemes=cls.SCHEMES, policy=Admission.of(info).policy
+        )
 
 
 class ConnectionPool(Generic[C]):

@@ -22,7 +22,13 @@ from pymysql.constants import FIELD_TYPE
 
 from backends.model.errors import NodeFailedError
 from backends.nodes.base import NodeContext, NodeType
-from backends.nodes.connections import ConnectionConfig, ConnectionPool, DatabaseUrl, pool_for
+from backends.nodes.connections import (
+    ConnectionConfig,
+    ConnectionPool,
+    DatabaseUrl,
+    pool_for,
+    refuse_unsafe_options,
+)
 from backends.nodes.tables import (
     Converter,
     Progress,
@@ -60,6 +66,7 @@ def _connection(
 ) -> Iterator[pymysql.connections.Connection[Any]]:
     parsed = DatabaseUrl.parse(url, schemes=_SCHEMES)
     described = parsed.describe()
+    refuse_unsafe_options(parsed)
 
     def connect() -> pymysql.connections.Connection[Any]:
         try:

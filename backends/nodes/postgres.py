@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +29,13 @@ from pydantic import Field
 from backends.artifacts import ArtifactRef
 from backends.model.errors import NodeCancelledError, NodeFailedError
 from backends.nodes.base import NodeContext, NodeType
-from backends.nodes.connections import ConnectionConfig, ConnectionPool, DatabaseUrl, pool_for
+from backends.nodes.connections import (
+    ConnectionConfig,
+    ConnectionPool,
+    DatabaseUrl,
+    pool_for,
+    refuse_unsafe_options,
+)
 from backends.nodes.tables import (
     Converter,
     Progress,
@@ -106,14 +113,22 @@ def _alive(connection: psycopg.Connection[Any]) -> bool:
 
 @contextmanager
 def _connection(url: str, timeout: float) -> Iterator[psycopg.Connection[Any]]:
-    described = DatabaseUrl.parse(url, schemes=_SCHEMES).describe()
+    parsed = DatabaseUrl.parse(url, schemes=_SCHEMES)
+    described = parsed.describe()
+    refuse_unsafe_options(parsed)
 
     # libpq knows postgresql:// and postgres://, not SQLAlchemy's postgresql+psycopg://.
     libpq_url = "postgresql://" + url.split("://", 1)[1]
 
     def connect() -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(libpq_url, connect_timeout=max(1, round(timeout)))
+            return psycopg.connect(
+                libpq_url,
+                connect_timeout=max(1, round(timeout)),
+                # Only what the URL says: never the worker's own ~/.pgpass or PGPASSWORD.
+                passfile=os.devnull,
+                password=parsed.password or "",
+            )
         except psycopg.Error as exc:
             raise NodeFailedError(
                 f"cannot connect to PostgreSQL at {described}: {_first_line(exc)}"

@@ -101,3 +101,42 @@ def test_plain_database_hosts_follow_the_mode() -> None:
     assert NodePolicy(db_allow=None).db_host_allowed("anything")
     assert not NodePolicy(db_allow=()).db_host_allowed("db.internal")
     assert NodePolicy(db_allow=("*.internal",)).db_host_allowed("DB.internal")
+
+
+# -- database connections ----------------------------------------------------------------
+
+
+def extract_config(connection: str, policy: NodePolicy) -> object:
+    registry = default_registry(policy)
+    return registry["postgres_extract"].parse_config(
+        {"connection": connection, "query": "select 1"}, workspace_id="ws"
+    )
+
+
+PRODUCTION = NodePolicy(db_allow=())
+
+
+def test_in_production_a_plain_connection_url_is_refused_naming_the_way_out() -> None:
+    with pytest.raises(ValidationError) as refused:
+        extract_config("postgresql://postgres@127.0.0.1/postgres", PRODUCTION)
+    message = str(refused.value)
+    assert "host '127.0.0.1' may not be named in a definition here" in message
+    assert "FIGWAY_DB_ALLOW" in message
+
+
+def test_a_secret_connection_and_an_allowed_host_pass_in_production() -> None:
+    assert extract_config("secret:pg-sales", PRODUCTION)
+    assert extract_config(
+        "postgresql://etl@db.internal/sales", NodePolicy(db_allow=("*.internal",))
+    )
+
+
+@pytest.mark.parametrize("option", ["host=evil", "hostaddr=10.0.0.1", "passfile=/root/.pgpass",
+                                    "service=prod", "options=-c%20role%3Dpostgres",
+                                    "sslkey=/etc/key"])  # fmt: skip
+def test_connection_options_outside_the_safe_list_are_refused(option: str) -> None:
+    name = option.split("=")[0]
+    with pytest.raises(ValidationError, match=f"option\\(s\\) {name} are not allowed"):
+        extract_config(
+            f"postgresql://etl@db/sales?sslmode=require&{option}", NodePolicy(db_allow=None)
+        )

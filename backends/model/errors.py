@@ -18,6 +18,7 @@ with ``raise ... from exc``. The web layer maps them to HTTP answers
     ├── SubmitFailedError            the run is recorded, its backend could not take it (503)
     ├── AccessDeniedError            no key, an unknown or revoked one, the wrong scope, too fast
     ├── SecretMissingError           a node asked for a secret no source holds
+    ├── SecretRefusedError           a secret's policy does not allow this use of it
     ├── NodeError                    raised inside a worker about one node attempt
     │   ├── NodeFailedError          a node type failed its attempt (a message for people)
     │   ├── NodeCancelledError       a node stopped because its run was killed
@@ -50,6 +51,7 @@ __all__ = [
     "RunConflictError",
     "RunNotFoundError",
     "SecretMissingError",
+    "SecretRefusedError",
     "StoreError",
     "SubmitFailedError",
     "WorkflowNotFoundError",
@@ -181,6 +183,10 @@ class AccessDeniedError(FigwayError):
 
 class SecretMissingError(FigwayError):
     """A node asked for a secret no source holds."""
+
+
+class SecretRefusedError(FigwayError):
+    """A secret's policy does not allow this workspace, use or destination."""
 
 
 class NodeError(FigwayError):

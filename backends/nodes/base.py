@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo
 from backends.artifacts import ArtifactRef, RunArtifacts
 from backends.model.errors import NodeCancelledError, NodeFailedError
 from backends.nodes.policy import NodePolicy
-from backends.runtime.secrets import EnvironmentSecrets, SecretResolver
+from backends.runtime.secrets import EnvironmentSecrets, SecretResolver, SecretUse, secret_name
 
 __all__ = [
     "Admission",
@@ -43,6 +43,17 @@ class Admission:
 
     policy: NodePolicy
     workspace_id: str = ""
+
+    def check_secret(self, value: str, *, use: SecretUse, host: str | None = None) -> None:
+        """Raise ValueError when ``value`` names a secret its policy keeps from this use."""
+        name = secret_name(value)
+        if name is None:
+            return
+        refusal = self.policy.secrets.refusal(
+            name, workspace_id=self.workspace_id, use=use, host=host
+        )
+        if refusal is not None:
+            raise ValueError(refusal)
 
     @classmethod
     def of(cls, info: ValidationInfo) -> Admission:
@@ -92,9 +103,11 @@ class NodeContext:
     #: The operator's limits on where this node may connect (outbound HTTP, databases).
     policy: NodePolicy = field(default_factory=NodePolicy)
 
-    def reveal(self, value: str) -> str:
-        """``value`` itself, or the secret it names (``secret:NAME``)."""
-        return self.secrets.reveal(value)
+    def reveal(self, value: str, *, use: SecretUse = "code", host: str | None = None) -> str:
+        """``value`` itself, or the secret it names (``secret:NAME``), as the secret's
+        policy allows for ``use`` (and, sent over HTTP, ``host``). A python node's own
+        code asks with the default use, ``code``."""
+        return self.secrets.reveal(value, use=use, host=host)
 
     def table_store(self) -> RunArtifacts:
         if self.artifacts is None:

@@ -33,11 +33,11 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import pyarrow as pa
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator
 
 from backends.artifacts import ArtifactRef
 from backends.model.errors import NodeCancelledError, NodeFailedError
-from backends.nodes.base import NodeConfig, NodeContext, NodeType
+from backends.nodes.base import Admission, NodeConfig, NodeContext, NodeType
 from backends.nodes.tables import Progress, bind_parameters
 from backends.runtime.secrets import checked_secret_name, secret_name
 
@@ -136,9 +136,10 @@ class BigQueryExtractConfig(NodeConfig):
 
     @field_validator("credentials")
     @classmethod
-    def _credentials_is_a_secret(cls, value: str | None) -> str | None:
+    def _credentials_is_a_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
+        Admission.of(info).check_secret(value, use="bigquery_credentials")
         if checked_secret_name(value) is None:
             # Never echo the value: it may be the key itself.
             raise ValueError(
@@ -286,7 +287,7 @@ def _credentials(config: BigQueryExtractConfig, context: NodeContext) -> Credent
     if config.credentials is None:
         return None
     name = secret_name(config.credentials)
-    text = context.reveal(config.credentials)
+    text = context.reveal(config.credentials, use="bigquery_credentials")
     try:
         info = json.loads(text)
     except ValueError:

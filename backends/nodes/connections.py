@@ -184,9 +184,9 @@ class ConnectionConfig(NodeConfig):
     @field_validator("connection")
     @classmethod
     def _connection(cls, value: str, info: ValidationInfo) -> str:
-        return check_connection_setting(
-            value, schemes=cls.SCHEMES, policy=Admission.of(info).policy
-        )
+        admission = Admission.of(info)
+        admission.check_secret(value, use="connection")
+        return check_connection_setting(value, schemes=cls.SCHEMES, policy=admission.policy)
 
 
 class ConnectionPool(Generic[C]):

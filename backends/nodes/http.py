@@ -51,7 +51,7 @@ import pyarrow as pa
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from backends.model.errors import NodeCancelledError, NodeFailedError
-from backends.nodes.base import NodeConfig, NodeContext, NodeType, SideEffects
+from backends.nodes.base import Admission, NodeConfig, NodeContext, NodeType, SideEffects
 from backends.nodes.policy import NodePolicy
 from backends.runtime.secrets import (
     Redactor,
@@ -80,6 +80,20 @@ DEFAULT_MAX_RESPONSE_BYTES = 10 * 2**20
 MAX_RESPONSE_BYTES = 2**30
 #: How much of an unexpected answer's body its error message quotes.
 ERROR_BODY_CHARS = 300
+#: Headers whose value is a credential: in a definition, only as ``secret:NAME``.
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization", "proxy-authorization", "cookie", "x-api-key", "api-key",
+        "apikey", "x-auth-token", "x-access-token", "private-token", "x-amz-security-token",
+    }
+)  # fmt: skip
+#: Query parameters whose value is a credential: in a definition, only inside a secret URL.
+CREDENTIAL_PARAMETERS = frozenset(
+    {
+        "access_token", "api_key", "apikey", "api-key", "auth", "client_secret", "key",
+        "password", "secret", "sig", "signature", "token", "x-amz-signature",
+    }
+)  # fmt: skip
 #: Rows per record batch when an answer is written as a table.
 TABLE_BATCH_ROWS = 50_000
 
@@ -202,20 +216,41 @@ class HttpRequestConfig(NodeConfig):
 
     @field_validator("url")
     @classmethod
-    def _check_url(cls, value: str) -> str:
+    def _check_url(cls, value: str, info: ValidationInfo) -> str:
         if secret_name(value) is not None:
+            # Its host is known only on the worker, where the policy is checked again.
+            Admission.of(info).check_secret(value, use="http_url")
             return _check_secret_reference(value)
         problem = _url_problem(value)
         if problem is not None:
             raise ValueError(problem)
+        credential = _credential_parameter(value)
+        if credential is not None:
+            raise ValueError(
+                f"the URL carries a credential in its query ({credential}=…), and definitions "
+                "are stored and shown in clear: keep the whole URL in a secret "
+                "(url: secret:NAME) or send the credential in a header whose value is "
+                "secret:NAME"
+            )
         return value
 
     @field_validator("headers")
     @classmethod
-    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+    def _check_headers(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        admission = Admission.of(info)
+        url = info.data.get("url")
+        host = httpx.URL(url).host if url and secret_name(url) is None else None
         seen: set[str] = set()
-        for name in value:
+        for name, header_value in value.items():
             lowered = name.lower()
+            if secret_name(header_value) is not None:
+                admission.check_secret(header_value, use="http_header", host=host)
+            elif lowered in CREDENTIAL_HEADERS:
+                raise ValueError(
+                    f"header {name!r} holds a credential, and definitions are stored and "
+                    "shown in clear: make its value secret:NAME (the secret holding, for "
+                    'example, "Bearer <token>")'
+                )
             if lowered in _BODY_FRAMING_HEADERS:
                 raise ValueError(f"{name!r} is set from the body; leave it out")
             if lowered in seen:
@@ -281,6 +316,18 @@ class HttpRequestConfig(NodeConfig):
         return "none" if self.method in READ_ONLY_METHODS else "unsafe"
 
 
+def _credential_parameter(url: str) -> str | None:
+    """The first query parameter of ``url`` that carries a credential, or None.
+
+    >>> _credential_parameter("https://h/x?since=1&API_KEY=abc"), _credential_parameter("https://h/x?q=1")
+    ('API_KEY', None)
+    """
+    for name, _ in httpx.URL(url).params.multi_items():
+        if name.lower() in CREDENTIAL_PARAMETERS:
+            return name
+    return None
+
+
 def _url_problem(url: str, *, secret: bool = False) -> str | None:
     """What makes ``url`` unusable, or None. Never quotes the URL: it may be a secret.
 
@@ -343,7 +390,8 @@ def run_http_request(config: HttpRequestConfig, context: NodeContext) -> object:
     body, status, content_type, encoding = _exchange(config, request, request_line, context)
     context.logger.info("%s answered %d (%d bytes)", request_line, status, len(body))
     if store is not None:
-        rows = _rows(body, content_type, request_line)
+        # An answer that echoes a secret must not carry it into the table either.
+        rows = context.secrets.redactor.redact_value(_rows(body, content_type, request_line))
         if context.cancelled():
             raise NodeCancelledError(
                 f"{request_line}: the run was cancelled before the table was written"
@@ -370,16 +418,22 @@ def _target(url: str) -> str:
 
 def _resolve(config: HttpRequestConfig, context: NodeContext) -> _Request:
     revealed: list[str] = []
-    url = context.reveal(config.url)
-    if secret_name(config.url) is not None:
+    url = context.reveal(config.url, use="http_url")
+    url_secret = secret_name(config.url)
+    if url_secret is not None:
         revealed.append(url)
         problem = _url_problem(url, secret=True)
         if problem is not None:
             raise NodeFailedError(f"the URL in {config.url} is unusable: {problem}")
+    host = httpx.URL(url).host
+    if url_secret is not None:
+        # Its host was not known when the workflow was defined: the secret's own policy
+        # decides now whether it may be sent there.
+        context.reveal(config.url, use="http_url", host=host)
     headers: dict[str, str] = {}
     secret_headers: set[str] = set()
     for name, value in config.headers.items():
-        resolved = context.reveal(value)
+        resolved = context.reveal(value, use="http_header", host=host)
         if secret_name(value) is not None:
             revealed.append(resolved)
             secret_headers.add(name)

@@ -225,7 +225,7 @@ def _abandon(cursor: pymysql.cursors.SSCursor, connection: Any) -> None:
 
 
 def run_mysql_extract(config: MysqlExtractConfig, context: NodeContext) -> object:
-    url = context.reveal(config.connection)
+    url = context.reveal(config.connection, use="connection")
     parameters = bind_parameters(config.parameters, context.parameters)
     progress = Progress(context, "extracted")
     with _connection(url, config) as connection:

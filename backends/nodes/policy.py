@@ -19,6 +19,10 @@ changed), so gateway and workers must be given the same settings:
     (``10.1.0.0/16``) an ``http_request`` node may reach although they are on a
     loopback, link-local, private or unique-local address, which are refused by default.
 
+``FIGWAY_SECRETS_POLICY``
+    The secrets policy file (``secrets.yaml``): which workspaces may use each secret,
+    for what, and to which hosts it may be sent (see ``backends/runtime/secrets.py``).
+
 ``FIGWAY_DB_ALLOW``
     Comma-separated host globs a database node may name in a plain connection URL.
     Unset: any host on the embedded default, none in production (a configured
@@ -32,6 +36,9 @@ import ipaddress
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from backends.runtime.secrets import SecretsPolicy
 
 __all__ = ["DEMO_CALLABLES", "GUARDED_MODULES", "NodePolicy", "split_list"]
 
@@ -70,6 +77,8 @@ class NodePolicy:
     http_allow: tuple[str, ...] = ()
     #: None: any host may be named in a plain connection URL (the embedded default).
     db_allow: tuple[str, ...] | None = ()
+    #: Which workspaces may use each secret, for what, and where it may be sent.
+    secrets: SecretsPolicy = field(default_factory=SecretsPolicy.undeclared)
     _networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         init=False, repr=False, compare=False
     )
@@ -91,10 +100,12 @@ class NodePolicy:
         db_allow: tuple[str, ...] | None = split_list(env.get("FIGWAY_DB_ALLOW"))
         if not db_allow and not env.get("FIGWAY_DATABASE_URL"):
             db_allow = None  # the embedded default: a developer's own databases
+        policy_file = env.get("FIGWAY_SECRETS_POLICY")
         return cls(
             python_callables=callables,
             http_allow=split_list(env.get("FIGWAY_HTTP_ALLOW")),
             db_allow=db_allow,
+            secrets=SecretsPolicy.load(Path(policy_file) if policy_file else None),
         )
 
     # -- python nodes ----------------------------------------------------------------
@@ -178,6 +189,7 @@ class NodePolicy:
             yield f"database nodes: secret: connections, and hosts {', '.join(self.db_allow)}"
         else:
             yield "database nodes: secret: connections only"
+        yield self.secrets.describe()
 
 
 def _restricted_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:

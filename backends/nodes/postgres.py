@@ -233,7 +233,7 @@ def _fetcher(
 
 
 def run_postgres_extract(config: PostgresExtractConfig, context: NodeContext) -> object:
-    url = context.reveal(config.connection)
+    url = context.reveal(config.connection, use="connection")
     parameters = bind_parameters(config.parameters, context.parameters)
     progress = Progress(context, "extracted")
     with (
@@ -360,7 +360,7 @@ def run_postgres_load(config: PostgresLoadConfig, context: NodeContext) -> objec
             config.mode,
         )
         return output
-    url = context.reveal(config.connection)
+    url = context.reveal(config.connection, use="connection")
     try:
         parquet = context.table_store().open_table(source)
     except FileNotFoundError:

@@ -29,10 +29,17 @@ from enum import StrEnum
 from typing import Any, TextIO
 
 from backends.artifacts import ArtifactStore
-from backends.model.errors import FigwayError, SecretMissingError
+from backends.model.errors import FigwayError, SecretMissingError, SecretRefusedError
 from backends.model.status import NodeStatus
 from backends.nodes import NodeCancelledError, NodeContext, NodeFailedError, NodeRegistry
-from backends.runtime.secrets import EnvironmentSecrets, Redactor, SecretResolver, SecretSource
+from backends.runtime.secrets import (
+    EnvironmentSecrets,
+    Redactor,
+    SecretResolver,
+    SecretSource,
+    names_in_environment,
+    secret_names_in,
+)
 from backends.store import LogRecord, Store, utcnow
 
 __all__ = ["AttemptResult", "LogMirror", "NodeRuntime", "Outcome"]
@@ -105,6 +112,16 @@ class NodeRuntime:
         spec = start.spec
         node_type = self.node_types[spec.type]
         redactor = Redactor()
+        resolver = SecretResolver(
+            secrets or self.secrets,
+            redactor,
+            policy=node_type.policy.secrets,
+            workspace_id=start.workspace_id,
+        )
+        # Masking covers the whole run: a value another node of the run resolved (an API
+        # token an upstream node sent, quoted back here by a cast error) is masked in this
+        # attempt's records too, as is every secret this worker's environment holds.
+        resolver.mask_too(secret_names_in(start.run_configs) | set(names_in_environment()))
         context = NodeContext(
             job_run_id=job_run_id,
             node_id=node_id,
@@ -118,7 +135,7 @@ class NodeRuntime:
             else self.artifacts.for_attempt(
                 job_run_id=job_run_id, node_id=node_id, attempt=attempt, sandboxed=start.sandboxed
             ),
-            secrets=SecretResolver(secrets or self.secrets, redactor),
+            secrets=resolver,
             policy=node_type.policy,
         )
         sink = _LogSink(job_run_id, node_id, attempt, mirror, redactor)
@@ -147,7 +164,9 @@ class NodeRuntime:
             attempt=attempt,
             status=status,
             error=error,
-            output=_redacted(_jsonable(output), redactor) if outcome is Outcome.SUCCEEDED else None,
+            output=redactor.redact_value(_jsonable(output))
+            if outcome is Outcome.SUCCEEDED
+            else None,
             logs=sink.drain(),
         )
         if not recorded.applied and recorded.node_status is NodeStatus.CANCELLED:
@@ -197,7 +216,9 @@ def _release_unused_memory() -> None:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, NodeFailedError | NodeCancelledError | SecretMissingError):
+    if isinstance(
+        exc, NodeFailedError | NodeCancelledError | SecretMissingError | SecretRefusedError
+    ):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
@@ -208,19 +229,6 @@ def _traceback_text(exc: BaseException) -> str:
     except SystemError:
         # CPython 3.11 can fail formatting tracebacks in several threads at once (gh-106905).
         return f"{type(exc).__name__}: {exc} (traceback unavailable)"
-
-
-def _redacted(output: Any, redactor: Redactor) -> Any:
-    """The output with every revealed secret masked in its strings (a node may return what
-    it read). String by string, not on the JSON text: a secret like ``2024`` must not
-    break the JSON, and one with a quote must not hide behind its escaping."""
-    if isinstance(output, str):
-        return redactor.redact(output)
-    if isinstance(output, dict):
-        return {redactor.redact(str(k)): _redacted(v, redactor) for k, v in output.items()}
-    if isinstance(output, list):
-        return [_redacted(item, redactor) for item in output]
-    return output
 
 
 def _jsonable(value: Any) -> Any:

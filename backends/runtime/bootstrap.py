@@ -18,6 +18,7 @@ from backends.artifacts import ArtifactStore
 from backends.nodes import default_registry
 from backends.nodes.policy import DEMO_CALLABLES, NodePolicy, split_list
 from backends.runtime.attempts import NodeRuntime
+from backends.runtime.secrets import SecretsPolicy
 from backends.store import Store, create_database_engine, ensure_migrated
 
 __all__ = ["RuntimeSettings", "current_runtime", "install_runtime"]
@@ -71,6 +72,14 @@ class RuntimeSettings(BaseSettings):
         "(connections are then secret: references only).",
     )
 
+    secrets_policy: Path | None = Field(
+        default=None,
+        description="The secrets policy file (secrets.yaml): which workspaces may use each "
+        "secret, for what (connection, http_url, http_header, bigquery_credentials) and to "
+        "which hosts it may be sent. Unset: any workflow may use any secret; set: a secret "
+        "it does not declare may not be used.",
+    )
+
     def node_policy(self) -> NodePolicy:
         """What node configs may reach, from these settings (the same on every process)."""
         db_allow: tuple[str, ...] | None = split_list(self.db_allow)
@@ -80,6 +89,7 @@ class RuntimeSettings(BaseSettings):
             python_callables=split_list(self.python_callables) or DEMO_CALLABLES,
             http_allow=split_list(self.http_allow),
             db_allow=db_allow,
+            secrets=SecretsPolicy.load(self.secrets_policy),
         )
 
     def artifact_store(self) -> ArtifactStore:

@@ -7,11 +7,12 @@ string) would. The runtime must mask the value in everything it records.
 
 from __future__ import annotations
 
+import base64
 import logging
 import sys
 import time
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from backends.nodes import NodeContext
 
@@ -74,3 +75,23 @@ def echo(context: NodeContext, extra: Any = None) -> dict[str, Any]:
     value = context.reveal(SECRET)
     print(f"value: {value}")
     return {"value": value, "listed": [f"in a list: {value}"], "extra": extra}
+
+
+def quote_back(context: NodeContext, text: str) -> None:
+    """Fails quoting ``text``, as a cast error quotes a value it could not convert: the
+    value arrived from another node, this one never revealed anything."""
+    print(f"converting {text!r}")
+    raise ValueError(f"could not convert string to float: {text!r}")
+
+
+def print_encoded(context: NodeContext) -> dict[str, str]:
+    """Prints and returns its secret in base64, URL-encoded and hex, as an echoing API would."""
+    value = context.reveal(SECRET)
+    encoded = {
+        "base64": base64.b64encode(f"user:{value}".encode()).decode(),
+        "url": quote(value, safe=""),
+        "hex": value.encode().hex(),
+    }
+    for form, text in encoded.items():
+        print(f"{form}: {text}")
+    return encoded

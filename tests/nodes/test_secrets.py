@@ -7,17 +7,20 @@ table figway keeps (on SQLite, and on PostgreSQL as a service test).
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from backends.model.errors import SecretMissingError
+from backends.model.errors import DefinitionError, SecretMissingError, SecretRefusedError
 from backends.model.status import NodeStatus
-from backends.model.workflow import RunPlan
-from backends.nodes import default_registry
+from backends.model.workflow import RunPlan, parse_definition
+from backends.nodes import NodePolicy, default_registry
 from backends.runtime.attempts import NodeRuntime, Outcome
 from backends.runtime.secrets import (
     MIN_MASKED_LENGTH,
@@ -25,6 +28,7 @@ from backends.runtime.secrets import (
     EnvironmentSecrets,
     Redactor,
     SecretResolver,
+    SecretsPolicy,
     block_name,
     environment_variable,
     names_in_environment,
@@ -33,7 +37,7 @@ from backends.runtime.secrets import (
 )
 from backends.store import Store
 from backends.store.models import Base
-from tests.nodes.secret_nodes import here
+from tests.nodes.secret_nodes import SECRET, here
 from tests.support.plans import start_run
 
 ENV_VARIABLE = "FIGWAY_SECRET_LEAK_TEST"
@@ -493,3 +497,182 @@ def test_the_part_of_a_secret_a_server_echoes_is_masked_too(secret: str, echoed:
     redactor = Redactor()
     redactor.add(secret)
     assert redactor.redact(f"401: invalid credentials {echoed}") == "401: invalid credentials ***"
+
+
+# -- masking covers the whole run, and what an echo encodes ----------------------------
+
+
+def test_a_value_another_node_of_the_run_resolves_is_masked_here_too(
+    store: Store, runtime: NodeRuntime, secret_value: str
+) -> None:
+    # `fetch` would send the token; `convert` only quotes what reached it (here given
+    # literally, standing for an upstream answer that echoed the token back).
+    plan = start_run(
+        store,
+        {
+            "fetch": {"type": "noop"},
+            "convert": {
+                "type": "python",
+                "config": {"callable": here("quote_back"), "kwargs": {"text": secret_value}},
+            },
+            "uses_it": {
+                "type": "http_request",
+                "config": {"url": "https://api.example.com/", "headers": {"X-Token": SECRET}},
+            },
+        },
+    )
+    result = runtime.execute(job_run_id=plan.job_run_id, node_id="convert", attempt=1)
+    assert result.outcome is Outcome.FAILED
+    assert result.error == "ValueError: could not convert string to float: '***'"
+    assert "converting '***'" in log_text(store, plan)
+    # The definition itself holds the literal here; the records of the attempt must not.
+    run = store.get_run(job_run_id=plan.job_run_id)
+    assert run is not None
+    assert secret_value not in (run.nodes["convert"].error or "")
+    assert secret_value not in log_text(store, plan)
+
+
+def test_encoded_forms_of_a_secret_are_masked(
+    store: Store, runtime: NodeRuntime, secret_value: str
+) -> None:
+    plan, result, node = run_python_node(store, runtime, "print_encoded")
+    assert result.outcome is Outcome.SUCCEEDED
+    logs = log_text(store, plan)
+    for text in (
+        base64.b64encode(f"user:{secret_value}".encode()).decode(),
+        quote(secret_value, safe=""),
+        secret_value.encode().hex(),
+    ):
+        assert text not in logs
+        assert text not in json.dumps(node.output)
+    assert "hex: ***" in logs
+
+
+# -- each secret is used only as its policy allows --------------------------------------
+
+POLICY = SecretsPolicy.model_validate(
+    {
+        "secrets": {
+            "leak-test": {"workspaces": ["ws1"], "uses": ["code"]},
+            "api-token": {
+                "workspaces": ["ws*"],
+                "uses": ["http_header"],
+                "hosts": ["api.example.com"],
+            },
+            "pg-prod": {"workspaces": ["finance"], "uses": ["connection"]},
+        }
+    }
+)
+
+
+def registry_with(policy: SecretsPolicy) -> Any:
+    return default_registry(NodePolicy(python_callables=(f"{here('')[:-1]}*",), secrets=policy))
+
+
+def definition(workspace: str, nodes: dict[str, Any]) -> dict[str, Any]:
+    return {"workflow_id": "w", "workspace_id": workspace, "folder_id": "f", "nodes": nodes}
+
+
+@pytest.mark.parametrize(
+    ("workspace", "node", "refusal"),
+    [
+        (
+            "ws1",
+            {"type": "postgres_extract",
+             "config": {"connection": "secret:pg-prod", "query": "select 1"}},
+            "secret 'pg-prod' may not be used by workspace 'ws1' (its policy allows: finance)",
+        ),
+        (
+            "ws2",
+            {"type": "http_request",
+             "config": {"url": "https://evil.example.net/", "headers": {"X-Token": "secret:api-token"}}},
+            "secret 'api-token' may not be sent to 'evil.example.net' (its policy allows: api.example.com)",
+        ),
+        (
+            "ws2",
+            {"type": "http_request",
+             "config": {"url": "https://api.example.com/", "headers": {"X-Db": "secret:pg-prod"}}},
+            "secret 'pg-prod' may not be used by workspace 'ws2' (its policy allows: finance)",
+        ),
+        (
+            "finance",
+            {"type": "http_request",
+             "config": {"url": "https://api.example.com/", "headers": {"X-Db": "secret:pg-prod"}}},
+            "secret 'pg-prod' may not fill an HTTP header (its policy allows: connection)",
+        ),
+        (
+            "ws1",
+            {"type": "http_request", "config": {"url": "secret:undeclared"}},
+            "secret 'undeclared' is not declared in the secrets policy, so it may not be used",
+        ),
+    ],
+)  # fmt: skip
+def test_a_definition_using_a_secret_outside_its_policy_is_refused(
+    workspace: str, node: dict[str, Any], refusal: str
+) -> None:
+    with pytest.raises(DefinitionError) as refused:
+        parse_definition(definition(workspace, {"n": node}), node_types=registry_with(POLICY))
+    assert [problem.message for problem in refused.value.problems] == [f"Value error, {refusal}"]
+
+
+def test_a_definition_within_the_policy_is_accepted() -> None:
+    parse_definition(
+        definition(
+            "ws3",
+            {
+                "n": {
+                    "type": "http_request",
+                    "config": {
+                        "url": "https://api.example.com/",
+                        "headers": {"X-Token": "secret:api-token"},
+                    },
+                }
+            },
+        ),
+        node_types=registry_with(POLICY),
+    )
+
+
+def test_the_worker_refuses_a_stored_definition_its_policy_does_not_allow(
+    store: Store, secret_value: str
+) -> None:
+    # Stored while no policy existed; the worker now holds `leak-test` to workspace ws1.
+    plan = start_run(store, {"node": {"type": "python", "config": {"callable": here("echo")}}})
+    assert plan.workspace_id == "ws1"
+    stricter = SecretsPolicy.model_validate(
+        {"secrets": {"leak-test": {"workspaces": ["other"], "uses": ["code"]}}}
+    )
+    runtime = NodeRuntime(store, registry_with(stricter), heartbeat_seconds=0.05)
+    result = runtime.execute(job_run_id=plan.job_run_id, node_id="node", attempt=1)
+    assert result.outcome is Outcome.FAILED
+    assert result.error == (
+        "secret 'leak-test' may not be used by workspace 'ws1' (its policy allows: other)"
+    )
+    assert "value:" not in log_text(store, plan), "the node never saw the value"
+    assert secret_value not in database_text(store)
+
+
+def test_a_secret_url_is_held_to_its_hosts_on_the_worker() -> None:
+    policy = SecretsPolicy.model_validate(
+        {"secrets": {"api": {"workspaces": ["*"], "uses": ["http_url"], "hosts": ["good.test"]}}}
+    )
+    resolver = SecretResolver(
+        DictSecrets({"api": "https://evil.test/x"}), policy=policy, workspace_id="ws"
+    )
+    resolver.reveal("secret:api", use="http_url")  # the host is not known before resolving
+    with pytest.raises(SecretRefusedError, match=r"may not be sent to 'evil\.test'"):
+        resolver.reveal("secret:api", use="http_url", host="evil.test")
+
+
+def test_a_policy_file_is_checked_when_it_is_loaded(tmp_path: Path) -> None:
+    bad = tmp_path / "secrets.yaml"
+    bad.write_text(
+        "secrets:\n  Bad_Name: {workspaces: [ws1], uses: [connection]}\n"
+        "  api: {workspaces: [ws1], uses: [http_header]}\n"
+    )
+    with pytest.raises(ValueError, match=r"secrets\.Bad_Name: not a secret name") as refused:
+        SecretsPolicy.load(bad)
+    assert "secrets.api: sent over HTTP, it needs `hosts`" in str(refused.value)
+    bad.write_text("secrets:\n  api: {workspaces: [ws1], uses: [telepathy]}\n")
+    with pytest.raises(ValueError, match=r"secrets\.api\.uses\.0"):
+        SecretsPolicy.load(bad)

@@ -6,16 +6,42 @@ With none set, figway runs on its embedded default: SQLite under
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from backends.model.backend_names import LEGACY_BACKEND, BackendName
 from backends.runtime.bootstrap import RuntimeSettings
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["AccessDecision", "Settings", "get_settings"]
+
+
+@dataclass(frozen=True)
+class AccessDecision:
+    """Whether API keys are required, and which setting decided it (said at start-up)."""
+
+    required: bool
+    reason: str
+
+
+class _DotEnvWithoutAuthOff(DotEnvSettingsSource):
+    """A ``.env`` file may turn access control on, never off: a stray file left in a
+    working directory must not open a production gateway. Off is set in the process
+    environment, on purpose (``FIGWAY_AUTH=off``)."""
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        if str(values.get("auth", "")).lower() == "off":
+            del values["auth"]
+        return values
 
 
 class Settings(RuntimeSettings):
@@ -137,11 +163,50 @@ class Settings(RuntimeSettings):
         default=600.0, gt=0, description="How often expired node outputs are looked for."
     )
 
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="With access control off, the Host names (besides loopback ones) the "
+        "gateway answers; a request naming any other host gets 421. Needed only with "
+        "--insecure-no-auth on a non-loopback interface.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if isinstance(dotenv_settings, DotEnvSettingsSource):
+            dotenv_settings = _DotEnvWithoutAuthOff(
+                settings_cls,
+                env_file=dotenv_settings.env_file,
+                env_file_encoding=dotenv_settings.env_file_encoding,
+            )
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+    @property
+    def production_backing(self) -> bool:
+        """A configured database or Redis: this gateway serves more than one developer."""
+        return self.database_url is not None or self.redis_url is not None
+
+    def access(self) -> AccessDecision:
+        """The one rule that decides access control, with the setting that decided it."""
+        if self.auth is not None:
+            return AccessDecision(self.auth == "on", f"FIGWAY_AUTH={self.auth}")
+        if self.production_backing:
+            backing = "FIGWAY_DATABASE_URL" if self.database_url else "FIGWAY_REDIS_URL"
+            return AccessDecision(
+                True,
+                f"{backing} is set (production); FIGWAY_AUTH=off in the environment turns it off",
+            )
+        return AccessDecision(False, "the embedded default (no database or Redis configured)")
+
     @property
     def auth_required(self) -> bool:
-        if self.auth is not None:
-            return self.auth == "on"
-        return self.database_url is not None
+        return self.access().required
 
     @property
     def embedded(self) -> bool:

@@ -37,6 +37,12 @@ class RuntimeSettings(BaseSettings):
         description="SQLAlchemy URL of the system of record, e.g. postgresql://user@host/db. "
         "Unset: SQLite under data_dir.",
     )
+    worker_database_url: str | None = Field(
+        default=None,
+        description="The database URL workers use instead of FIGWAY_DATABASE_URL: a role "
+        "with only what workers need (`figway db grant-worker ROLE`), so the code nodes run "
+        "cannot write keys, routes or definitions. Unset: FIGWAY_DATABASE_URL.",
+    )
     heartbeat_seconds: float = Field(
         default=1.0, gt=0, description="How often a running node reports it is alive."
     )
@@ -99,6 +105,10 @@ class RuntimeSettings(BaseSettings):
             gcs_credentials_path=self.gcs_credentials_path,
         )
 
+    def worker_url(self) -> str:
+        """The database a worker records into: its own role's URL when one is given."""
+        return self.worker_database_url or self.resolved_database_url()
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -126,7 +136,7 @@ def current_runtime() -> NodeRuntime:
     with _lock:
         if _runtime is None:
             settings = RuntimeSettings()
-            engine = create_database_engine(settings.resolved_database_url())
+            engine = create_database_engine(settings.worker_url())
             # A worker never migrates: the gateway's `figway db upgrade` owns the schema.
             ensure_migrated(engine, auto_migrate=False)
             _runtime = NodeRuntime(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sys
 from typing import Any
 
@@ -12,8 +14,11 @@ from backends.model.errors import FigwayError
 from backends.store.routing_records import RoutingRecords
 from gateway.cli.support import configure_logging, migrated_engine, or_exit, settings_or_exit
 from gateway.routing.source import RulesSource
+from gateway.web.exposure import is_loopback, security_lines
 
 __all__ = ["serve"]
+
+log = logging.getLogger(__name__)
 
 
 @click.command()
@@ -27,7 +32,13 @@ __all__ = ["serve"]
     help="Port of the legacy WebSocket endpoint (ws://HOST:PORT/{job_run_id}).",
 )
 @click.option("--log-level", default="info", show_default=True)
-def serve(host: str, port: int, ws_port: int, log_level: str) -> None:
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="Serve on a non-loopback interface with access control off, on purpose: anyone "
+    "who reaches the port can define and run workflows.",
+)
+def serve(host: str, port: int, ws_port: int, log_level: str, insecure_no_auth: bool) -> None:
     """Serve the HTTP API (Ctrl-C or SIGTERM stops it cleanly)."""
     import uvicorn
 
@@ -36,6 +47,16 @@ def serve(host: str, port: int, ws_port: int, log_level: str) -> None:
 
     settings = settings_or_exit()
     configure_logging(log_level)
+    access = settings.access()
+    if not access.required and not is_loopback(host):
+        explicitly_off = os.environ.get("FIGWAY_AUTH", "").lower() == "off"
+        if not (insecure_no_auth or explicitly_off):
+            raise click.ClickException(
+                f"refusing to serve on {host} with access control off ({access.reason}): "
+                "anyone who reaches it could define and run workflows. Turn API keys on "
+                "(FIGWAY_AUTH=on, then `figway keys create`), serve on 127.0.0.1, or say it "
+                "on purpose with --insecure-no-auth (or FIGWAY_AUTH=off in the environment)"
+            )
     # Refuse an un-migrated production database here, with the command to run, not in a traceback.
     engine = migrated_engine(settings)
     # The same for routing rules: no good version to serve is a listing of the file's problems.
@@ -65,6 +86,11 @@ def serve(host: str, port: int, ws_port: int, log_level: str) -> None:
         f"(from {document.source})"
     )
     click.echo(f"live:       ws://{host}:{ws_port}/{{job_run_id}} and /ws/workflow_runs/{{id}}")
+    for line in security_lines(settings):
+        click.echo(f"security:   {line}")
+        log.info("security: %s", line)
+    if not access.required and not is_loopback(host):
+        log.warning("access control is OFF on %s: anyone who reaches it can run workflows", host)
     api = create_app(settings, owns_process=True)
     server = uvicorn.Server(
         uvicorn.Config(api, host=host, port=port, log_level=log_level, lifespan="on")

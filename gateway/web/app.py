@@ -12,6 +12,7 @@ from gateway.config import Settings, get_settings
 from gateway.services import build_services, stop_ephemeral_prefect
 from gateway.web.auth import AccessGate, require_scope
 from gateway.web.errors import install_error_handlers
+from gateway.web.exposure import HostGuard
 from gateway.web.limits import BodyLimit, RateLimiter
 from gateway.web.routes import compare, health, live, metrics, routing, runs, workflows
 from gateway.web.schemas import ERROR_RESPONSES
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.state.settings = settings  # what the legacy WebSocket app is guarded by, too
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # closed unless an operator names the origins
@@ -68,6 +70,9 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    # Added last, so it runs first: a request for a foreign host name is refused before
+    # anything else looks at it.
+    app.add_middleware(HostGuard, settings=settings)
     guarded = [
         (runs.router, "runs"),
         (workflows.router, "workflows"),

@@ -258,7 +258,8 @@ def preflight(settings: Settings) -> httpx.Response:
 
     async def ask() -> httpx.Response:
         transport = httpx.ASGITransport(app=create_app(settings))
-        async with httpx.AsyncClient(transport=transport, base_url="http://figway") as http:
+        # A loopback name: with access control off, other host names get 421.
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             return await http.options(
                 "/workflow_runs/stats",
                 headers={
@@ -272,6 +273,7 @@ def preflight(settings: Settings) -> httpx.Response:
 
 def test_cors_is_closed_unless_origins_are_named() -> None:
     closed = preflight(Settings(_env_file=None, auth="off"))
+    assert closed.status_code != 421
     assert "access-control-allow-origin" not in closed.headers
     opened = preflight(
         Settings(_env_file=None, auth="off", cors_origins=["https://app.example.com"])

@@ -35,6 +35,7 @@ from backends.model.status import RUN_TERMINAL
 from gateway.live.feed import OVERFLOW
 from gateway.services import Services
 from gateway.web.auth import WEBSOCKET_CLOSE, key_for_websocket
+from gateway.web.exposure import HostGuard, origin_allowed
 from gateway.web.schemas import RunOut
 
 __all__ = ["CLOSE_TOO_SLOW", "CLOSE_UNKNOWN_RUN", "create_legacy_app", "follow_run", "router"]
@@ -63,6 +64,12 @@ async def follow_run(websocket: WebSocket, job_run_id: str, api_state: State) ->
     """
     services: Services = api_state.services
     await websocket.accept()
+    if not origin_allowed(websocket.headers.get("origin"), services.settings):
+        # A page of another site: a browser sends its origin, and a key it may hold.
+        await websocket.close(
+            code=WEBSOCKET_CLOSE[403], reason="this page's origin may not follow runs"
+        )
+        return
     try:
         await key_for_websocket(websocket, api_state.access, "runs")
     except AccessDeniedError as failed:  # before the run is looked up: no hint whether it exists
@@ -116,4 +123,6 @@ def create_legacy_app(api: FastAPI) -> Starlette:
     async def legacy(websocket: WebSocket) -> None:
         await follow_run(websocket, websocket.path_params["job_run_id"], api.state)
 
-    return Starlette(routes=[WebSocketRoute("/{job_run_id}", legacy)])
+    app = Starlette(routes=[WebSocketRoute("/{job_run_id}", legacy)])
+    app.add_middleware(HostGuard, settings=api.state.settings)
+    return app

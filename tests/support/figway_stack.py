@@ -51,6 +51,9 @@ class Stack:
     redis_url: str
     log_dir: Path
     settings: dict[str, str] = field(default_factory=dict)
+    #: Settings of the workers only, on top of ``settings`` (a worker held to a policy
+    #: other than the gateway's, say).
+    worker_settings: dict[str, str] = field(default_factory=dict)
     gateway: LoggedProcess | None = None
     workers: dict[str, LoggedProcess] = field(default_factory=dict)
     port: int = 0
@@ -105,7 +108,7 @@ class Stack:
             self.workers[name] = LoggedProcess.start(
                 name,
                 [FIGWAY, "worker", "rq", "--name", name],
-                env=self.env(),
+                env={**self.env(), **self.worker_settings},
                 log_dir=self.log_dir,
             )
         self.wait_for_gateway()

@@ -121,7 +121,9 @@ def test_every_service_the_docs_name_exists_and_every_service_is_in_the_docs(
 
 def test_the_stack_has_the_production_shape(services: dict[str, dict[str, Any]]) -> None:
     commands = {name: " ".join(map(str, s.get("command") or [])) for name, s in services.items()}
-    assert commands["migrate"] == "figway db upgrade"
+    assert commands["migrate"] == (
+        "sh -c figway db upgrade && figway db grant-worker ${FIGWAY_WORKER_DB_USER:-figway_worker}"
+    )
     assert commands["prefect-setup"] == "figway setup prefect"
     assert commands["gateway"] == "figway serve --host 0.0.0.0 --port 8000 --ws-port 8765"
     assert (
@@ -136,6 +138,34 @@ def test_the_stack_has_the_production_shape(services: dict[str, dict[str, Any]])
     assert "prefect server start" in commands["prefect-server"]
     connection = services["prefect-server"]["environment"]["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
     assert connection.startswith("postgresql+asyncpg://"), "the Prefect server runs on PostgreSQL"
+
+
+def test_workers_hold_least_privilege(services: dict[str, dict[str, Any]]) -> None:
+    workers = {
+        name: s
+        for name, s in services.items()
+        if name == "rq-worker" or name.startswith("prefect-worker-")
+    }
+    assert len(workers) == 4
+    for name, worker in workers.items():
+        environment = worker["environment"]
+        assert "FIGWAY_WORKER_DB_USER" in environment["FIGWAY_WORKER_DATABASE_URL"], name
+        assert worker["networks"] == ["workers"], f"{name} reaches only the stores and Prefect"
+    for name in ("gateway", "prometheus", "grafana"):
+        assert "workers" not in services[name]["networks"], f"workers cannot reach {name}"
+    for name in ("postgres", "redis", "prefect-server"):
+        assert set(services[name]["networks"]) == {"backend", "workers"}, name
+
+
+def test_the_prefect_api_and_prometheus_take_no_anonymous_orders(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    server = services["prefect-server"]["environment"]
+    assert server["PREFECT_SERVER_API_AUTH_STRING"].startswith("figway:${PREFECT_API_PASSWORD")
+    for name in ("gateway", "rq-worker", "prefect-worker-default", "prefect-setup"):
+        login = services[name]["environment"]["PREFECT_API_AUTH_STRING"]
+        assert login == server["PREFECT_SERVER_API_AUTH_STRING"], name
+    assert not any("lifecycle" in str(flag) for flag in services["prometheus"]["command"])
 
 
 def test_every_image_is_pinned_to_an_exact_version(services: dict[str, dict[str, Any]]) -> None:

@@ -71,10 +71,10 @@ def mysql_database(mysql_url: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def secrets(upgraded_pg_url: str, mysql_database: str) -> dict[str, str]:
     """The example's three connections, each carrying MARKER (PostgreSQL's trust auth ignores
-    the password; PyMySQL ignores an unknown URL option)."""
+    the password; PyMySQL ignores `application_name`, one of the options a URL may carry)."""
     pg = upgraded_pg_url.replace("postgresql://postgres@", f"postgresql://postgres:{MARKER}@")
     assert MARKER in pg
-    mysql = f"mysql://root@127.0.0.1:3306/{mysql_database}?marker={MARKER}"
+    mysql = f"mysql://root@127.0.0.1:3306/{mysql_database}?application_name={MARKER}"
     return {
         "FIGWAY_SECRET_ETL_SOURCE_PG": pg,
         "FIGWAY_SECRET_ETL_SOURCE_MYSQL": mysql,

@@ -22,17 +22,16 @@ from pathlib import Path
 import psycopg
 import pymysql
 import pytest
-import redis
 from sqlalchemy import Engine
 
 from backends.store import Store, create_database_engine, upgrade
 from backends.store.models import Base
 from tests.support.policy import test_policy_env
+from tests.support.services import flushed_redis
 
 PG_ADMIN_URL = os.environ.get(
     "FIGWAY_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_TEST_URL = os.environ.get("FIGWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 MYSQL_TEST_URL = os.environ.get("FIGWAY_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 
 #: The artifact store of every figway process this session starts (see the module docstring).
@@ -82,15 +81,9 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """Redis database 9, empty before and after the test."""
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    try:
-        client.flushdb()
-    except redis.ConnectionError as exc:
-        pytest.fail(f"Redis is not reachable at {REDIS_TEST_URL} ({exc}); run `make services`")
-    yield REDIS_TEST_URL
-    client.flushdb()
-    client.close()
+    """The tests' Redis database (``FIGWAY_TEST_REDIS_URL``), empty before and after."""
+    with flushed_redis() as url:
+        yield url
 
 
 def _truncate(engine: Engine) -> None:

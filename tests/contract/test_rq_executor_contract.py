@@ -3,7 +3,6 @@ and production-shaped (real Redis, real PostgreSQL, two ``figway worker rq`` pro
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,10 +26,10 @@ from backends.store.models import Base
 from tests.contract.executor_contract import ExecutorContract, ExecutorHarness
 from tests.support.processes import LoggedProcess
 from tests.support.rq_workers import log_tails, start_workers, stop_workers
+from tests.support.services import REDIS_TEST_URL
 
 # The same Redis database as tests/conftest.py's `redis_url`; the workers here live for a
 # whole class, so this suite cleans around each test itself instead of flushing the database.
-REDIS_URL = os.environ.get("FIGWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 #: Redis keys that belong to the running workers, not to any test's runs.
 _WORKER_KEYS = ("rq:worker", "rq:scheduler-lock:", "rq:pubsub:")
@@ -109,18 +108,18 @@ def rq_workers(
     pg_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[LoggedProcess]]:
     """Two forking `figway worker rq` processes on the real Redis and PostgreSQL, per class."""
-    redis = Redis.from_url(REDIS_URL)
+    redis = Redis.from_url(REDIS_TEST_URL)
     try:
         redis.flushdb()
     except RedisConnectionError as exc:
-        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({exc}); run `make services`")
+        pytest.fail(f"Redis is not reachable at {REDIS_TEST_URL} ({exc}); run `make services`")
     settings = {
         "FIGWAY_DATABASE_URL": pg_url,
-        "FIGWAY_REDIS_URL": REDIS_URL,
+        "FIGWAY_REDIS_URL": REDIS_TEST_URL,
         "FIGWAY_HEARTBEAT_SECONDS": "0.5",
     }
     workers = start_workers(
-        2, settings=settings, redis_url=REDIS_URL, log_dir=tmp_path_factory.mktemp("workers")
+        2, settings=settings, redis_url=REDIS_TEST_URL, log_dir=tmp_path_factory.mktemp("workers")
     )
     try:
         yield workers
@@ -137,7 +136,7 @@ class TestRQOnRealServices(RQContract):
     @pytest.fixture
     def harness(self, pg_url: str, rq_workers: list[LoggedProcess]) -> Iterator[ExecutorHarness]:
         engine = create_database_engine(pg_url)
-        redis = Redis.from_url(REDIS_URL)
+        redis = Redis.from_url(REDIS_TEST_URL)
         _truncate(engine)
         _forget_jobs(redis)
         try:

@@ -9,23 +9,21 @@ outcome it expects, so that two backends that are wrong in the same way still fa
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from redis import Redis
 
 from tests.support.prefect_services import PrefectServices
 from tests.support.prefect_stack import PrefectStack, prefect_stack
+from tests.support.services import flushed_redis
 
 pytestmark = pytest.mark.service
 
 # The same Redis database as tests/conftest.py's `redis_url`; the gateway and RQ worker
 # here serve the whole module, so the database is flushed around the module instead.
-REDIS_URL = os.environ.get("FIGWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 RUN_TIMEOUT = 90.0
 
 
@@ -110,24 +108,18 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[PrefectStack]:
     """One gateway and one RQ worker for the module; Prefect's worker is the session's."""
-    with Redis.from_url(REDIS_URL) as redis:
-        redis.flushdb()
-    log_dir = tmp_path_factory.mktemp("parity")
-    rules = log_dir / "routing_rules.yaml"
-    rules.write_text(SHADOW_RULES)
-    try:
-        with prefect_stack(
+    with (
+        flushed_redis() as redis_url,
+        prefect_stack(
             database_url=upgraded_pg_url,
-            redis_url=REDIS_URL,
-            log_dir=log_dir,
+            redis_url=redis_url,
+            log_dir=tmp_path_factory.mktemp("parity"),
             services=prefect_services,
-            settings={"FIGWAY_ROUTING_RULES": str(rules)},
-        ) as running:
-            running.start_workers("parity-rq")
-            yield running
-    finally:
-        with Redis.from_url(REDIS_URL) as redis:
-            redis.flushdb()
+            rules=SHADOW_RULES,
+        ) as running,
+    ):
+        running.start_workers("parity-rq")
+        yield running
 
 
 def node_facts(run: dict[str, Any]) -> dict[str, tuple[str, int, Any, str | None]]:

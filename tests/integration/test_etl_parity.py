@@ -25,17 +25,16 @@ import psycopg
 import pymysql
 import pytest
 import yaml
-from redis import Redis
 
 from backends.artifacts import comparable_output
 from backends.store.models import Base
 from tests.support.figway_stack import FIGWAY
 from tests.support.prefect_services import PrefectServices
 from tests.support.prefect_stack import PrefectStack, prefect_stack
+from tests.support.services import flushed_redis
 
 pytestmark = pytest.mark.service
 
-REDIS_URL = os.environ.get("FIGWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "workflows" / "sales_etl.yaml"
 SEED = REPO / "examples" / "etl" / "seed.py"
@@ -111,28 +110,30 @@ def stack(
     assert "secret block figway-etl-source-pg: stored" in stored.stdout
     assert MARKER not in stored.stdout + stored.stderr
 
-    with Redis.from_url(REDIS_URL) as redis:
-        redis.flushdb()
-    log_dir = tmp_path_factory.mktemp("etl")
-    rules = log_dir / "routing_rules.yaml"
-    rules.write_text(SHADOW_RULES)
-    try:
-        with prefect_stack(
+    with (
+        flushed_redis() as redis_url,
+        prefect_stack(
             database_url=upgraded_pg_url,
-            redis_url=REDIS_URL,
-            log_dir=log_dir,
+            redis_url=redis_url,
+            log_dir=tmp_path_factory.mktemp("etl"),
             services=prefect_services,
-            settings={"FIGWAY_ROUTING_RULES": str(rules), **secrets},
-        ) as running:
+            rules=SHADOW_RULES,
+            settings=secrets,
+        ) as running,
+    ):
+        try:
             running.start_workers("etl-rq")
             yield running
-    finally:
-        with Redis.from_url(REDIS_URL) as redis:
-            redis.flushdb()
-        with psycopg.connect(upgraded_pg_url, autocommit=True) as connection:
-            connection.execute("DROP TABLE IF EXISTS etl_orders")
-            for table in ("etl_target_rq", "etl_target_prefect", "etl_target_shadowed"):
-                connection.execute(f"DROP TABLE IF EXISTS {table}")
+        finally:
+            drop_targets(upgraded_pg_url)
+
+
+def drop_targets(database_url: str) -> None:
+    """Remove the tables the example read and wrote."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("DROP TABLE IF EXISTS etl_orders")
+        for table in ("etl_target_rq", "etl_target_prefect", "etl_target_shadowed"):
+            connection.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def example(target: str, **fields: Any) -> dict[str, Any]:

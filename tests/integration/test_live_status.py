@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import uuid
@@ -21,14 +20,13 @@ from typing import Any
 import psycopg
 import pytest
 import websockets
-from redis import Redis
 
 from tests.support.prefect_services import PrefectServices
 from tests.support.prefect_stack import PrefectStack, prefect_stack
+from tests.support.services import flushed_redis
 
 pytestmark = pytest.mark.service
 
-REDIS_URL = os.environ.get("FIGWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 RUN_TIMEOUT = 120.0
 
 NODES = {
@@ -46,33 +44,29 @@ def gateways(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[PrefectStack, PrefectStack]]:
     """Gateway A (with an RQ worker) and gateway B (nothing but the API), one database."""
-    with Redis.from_url(REDIS_URL) as redis:
-        redis.flushdb()
-    log_dir = tmp_path_factory.mktemp("live")
-    try:
-        with prefect_stack(
+    with (
+        flushed_redis() as redis_url,
+        prefect_stack(
             database_url=upgraded_pg_url,
-            redis_url=REDIS_URL,
-            log_dir=log_dir,
+            redis_url=redis_url,
+            log_dir=tmp_path_factory.mktemp("live"),
             services=prefect_services,
-        ) as first:
-            first.start_workers("live-rq")
-            second = PrefectStack(
-                database_url=upgraded_pg_url,
-                redis_url=REDIS_URL,
-                log_dir=tmp_path_factory.mktemp("live-b"),
-                settings=dict(first.settings),
-                prefect=prefect_services,
-            )
-            second.start_gateway()
-            try:
-                second.wait_for_gateway()
-                yield first, second
-            finally:
-                second.close()
-    finally:
-        with Redis.from_url(REDIS_URL) as redis:
-            redis.flushdb()
+        ) as first,
+    ):
+        first.start_workers("live-rq")
+        second = PrefectStack(
+            database_url=upgraded_pg_url,
+            redis_url=redis_url,
+            log_dir=tmp_path_factory.mktemp("live-b"),
+            settings=dict(first.settings),
+            prefect=prefect_services,
+        )
+        second.start_gateway()
+        try:
+            second.wait_for_gateway()
+            yield first, second
+        finally:
+            second.close()
 
 
 async def follow(url: str) -> tuple[list[dict[str, Any]], int | None, str]:

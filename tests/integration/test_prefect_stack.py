@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from prefect.client.schemas.objects import StateType
 
@@ -142,15 +139,7 @@ def test_a_prefect_run_succeeds_and_ten_identical_posts_make_one_flow_run(
     stack.put_workflow("pf_diamond", DIAMOND["nodes"], DIAMOND["dependencies"], backend="prefect")
     job_run_id = new_run_id()
     body = stack.run_body("pf_diamond", job_run_id)
-    gate = threading.Barrier(10)
-
-    def post(_: int) -> httpx.Response:
-        with httpx.Client(base_url=str(stack.http.base_url), timeout=30) as client:
-            gate.wait()
-            return client.post("/workflow_runs/", json=body)
-
-    with ThreadPoolExecutor(max_workers=10) as pool:
-        responses = list(pool.map(post, range(10)))
+    responses = stack.post_at_once(body, 10)
 
     codes = sorted(r.status_code for r in responses)
     assert codes == [200] * 9 + [201], [(r.status_code, r.text) for r in responses]

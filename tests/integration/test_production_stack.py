@@ -9,16 +9,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from redis import Redis
@@ -96,15 +93,7 @@ def test_a_run_succeeds_and_ten_identical_posts_start_it_once(stack: Stack) -> N
     stack.put_workflow("diamond", DIAMOND["nodes"], DIAMOND["dependencies"])
     job_run_id = new_run_id()
     body = stack.run_body("diamond", job_run_id)
-    gate = threading.Barrier(10)
-
-    def post(_: int) -> httpx.Response:
-        with httpx.Client(base_url=str(stack.http.base_url), timeout=30) as client:
-            gate.wait()
-            return client.post("/workflow_runs/", json=body)
-
-    with ThreadPoolExecutor(max_workers=10) as pool:
-        responses = list(pool.map(post, range(10)))
+    responses = stack.post_at_once(body, 10)
 
     codes = sorted(r.status_code for r in responses)
     assert codes == [200] * 9 + [201], [(r.status_code, r.text) for r in responses]

@@ -26,6 +26,7 @@ from backends.store.routing_records import RoutingRecords
 from tests.support.api_client import Gateway, define, start, wait_for, wait_for_run
 from tests.support.gateway import client_of, running_gateway
 from tests.support.processes import free_port
+from tests.support.rules import PREFECT_AND_SHADOW_RULES
 
 pytestmark = pytest.mark.service
 
@@ -39,18 +40,7 @@ VARIABLES = {"$workflow": ".*", "${workflow}": ".*", "$__rate_interval": "1m"}
 #: The rule the history's guard trip is recorded for (no rule of any test's rules file).
 TRIPPED_RULE = "prometheus-test-guard"
 
-RULES = """\
-phase: 2
-default: rq
-rules:
-  - id: to-prefect
-    match: {workflow_id: "pf-*"}
-    backend: prefect
-  - id: shadowed
-    match: {workflow_id: "shadow-*"}
-    backend: rq
-    shadow: prefect
-"""
+RULES = PREFECT_AND_SHADOW_RULES
 
 
 def tool(name: str) -> str:

@@ -29,21 +29,11 @@ from tests.support.api_client import (
     wait_for_run,
 )
 from tests.support.gateway import client_of, running_gateway
+from tests.support.rules import PREFECT_AND_SHADOW_RULES
 
 pytestmark = pytest.mark.service
 
-RULES = """\
-phase: 2
-default: rq
-rules:
-  - id: to-prefect
-    match: {workflow_id: "pf-*"}
-    backend: prefect
-  - id: shadowed
-    match: {workflow_id: "shadow-*"}
-    backend: rq
-    shadow: prefect
-"""
+RULES = PREFECT_AND_SHADOW_RULES
 
 #: The first Prefect flow in a process starts Prefect's ephemeral API (14 s measured).
 PREFECT_START_SECONDS = 120

@@ -47,7 +47,9 @@ class Gateway:
 
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-DEADLINE_SECONDS = 30.0
+#: Generous: the first in-process Prefect run of a session starts Prefect's API, which
+#: migrates its database (about 20 s on a quiet machine, much longer on a busy one).
+DEADLINE_SECONDS = 120.0
 
 
 def unique(prefix: str) -> str:

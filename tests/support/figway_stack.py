@@ -10,8 +10,10 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,6 +193,18 @@ class Stack:
         assert response.status_code == 201, response.text
         run: dict[str, Any] = response.json()
         return run
+
+    def post_at_once(self, body: Mapping[str, Any], count: int) -> list[httpx.Response]:
+        """POST the same run ``count`` times at the same moment, each on its own connection."""
+        gate = threading.Barrier(count)
+
+        def post(_: int) -> httpx.Response:
+            with httpx.Client(base_url=str(self.http.base_url), timeout=30) as client:
+                gate.wait()
+                return client.post("/workflow_runs/", json=dict(body))
+
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            return list(pool.map(post, range(count)))
 
     def get_run(self, job_run_id: str) -> dict[str, Any]:
         response = self.http.get(f"/workflow_runs/{job_run_id}")

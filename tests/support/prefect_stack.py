@@ -59,14 +59,20 @@ def prefect_stack(
     log_dir: Path,
     services: PrefectServices,
     settings: Mapping[str, str] | None = None,
+    rules: str | None = None,
 ) -> Iterator[PrefectStack]:
     """A running gateway whose PREFECT_API_URL is the session's server; cleaned before and after.
+
+    ``rules``: the content of its routing rules file.
 
     On the way out every process of the stack is stopped, and the test's flow runs
     must have settled (final, no flow-run process left) before the database is emptied.
     """
     engine = create_database_engine(database_url)
     _truncate(engine)
+    if rules is not None:  # the gateway's routing rules file, written into its folder
+        (log_dir / "routing_rules.yaml").write_text(rules)
+        settings = {"FIGWAY_ROUTING_RULES": str(log_dir / "routing_rules.yaml"), **(settings or {})}
     running = PrefectStack(
         database_url=database_url,
         redis_url=redis_url,

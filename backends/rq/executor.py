@@ -33,13 +33,12 @@ from backends.model.errors import BackendUnavailableError
 from backends.model.status import NodeStatus
 from backends.model.workflow import POOLS, RunPlan
 from backends.rq.jobs import drop_jobs, job_id_for, run_node
+from backends.rq.recovery import FAILURE_TTL, release_abandoned
 
 __all__ = ["RQExecutor"]
 
 #: RQ keeps a finished job's result this long (seconds); figway's database keeps the record.
 RESULT_TTL = 3_600
-#: A failed job stays in RQ's FailedJobRegistry this long, for `rq info` and debugging.
-FAILURE_TTL = 7 * 24 * 3_600
 
 
 def rq_retry_interval(delay_seconds: float) -> int:
@@ -244,20 +243,6 @@ class RQExecutor:
 
     def _recover_abandoned(self, job: Job, node_id: str, attempt: int, lost: str) -> NodeReport:
         """The worker and its horse are gone: retry the job if RQ would, else fail it."""
-        queue = self.queue(job.origin)
-        with self.redis.pipeline() as pipeline:
-            # RQ 3 keys started jobs by execution; its registry's remove(job) is not implemented.
-            StartedJobRegistry(job.origin, connection=self.redis).remove_executions(
-                job, pipeline=pipeline
-            )
-            if job.should_retry:
-                job.retry(queue, pipeline)
-                pipeline.execute()
-                return NodeReport(node_id, attempt, NodeStatus.RETRYING, f"{lost}; retried")
-            job.set_status(JobStatus.FAILED, pipeline=pipeline)
-            # Listed with the other failures, so `rq info` and RQ's dashboards show it.
-            FailedJobRegistry(job.origin, connection=self.redis).add(
-                job, ttl=FAILURE_TTL, exc_string=lost, pipeline=pipeline
-            )
-            pipeline.execute()
+        if release_abandoned(self.redis, job, lost):
+            return NodeReport(node_id, attempt, NodeStatus.RETRYING, f"{lost}; retried")
         return NodeReport(node_id, attempt, NodeStatus.FAILED, f"{lost}; no attempt left")

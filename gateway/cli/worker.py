@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import uuid
 
 import click
 
@@ -35,10 +36,12 @@ def worker() -> None:
 )
 @click.option("--name", default=None, help="Worker name shown by `rq info`.")
 def worker_rq(queues: tuple[str, ...], burst: bool, simple: bool, name: str | None) -> None:
-    """Start RQ's own worker on figway's queues, recording into figway's database."""
-    from redis import Redis
+    """Start RQ's own worker on figway's queues, recording into figway's database.
 
-    from backends.rq.worker import build_worker
+    It rides out Redis and database outages (it never exits on a connection error)
+    and stops on SIGINT or SIGTERM, after the node it is running.
+    """
+    from backends.rq.worker import WorkerNameTakenError, build_worker, run_worker, worker_redis
     from backends.runtime.bootstrap import current_runtime, install_runtime
 
     settings = settings_or_exit()
@@ -52,13 +55,17 @@ def worker_rq(queues: tuple[str, ...], burst: bool, simple: bool, name: str | No
         raise click.BadParameter(f"unknown queue(s) {', '.join(unknown)}; use {', '.join(POOLS)}")
     # Only what a worker needs (no gateway services): every work horse is a fork of this process.
     runtime = or_exit(current_runtime)
-    rq_worker = build_worker(Redis.from_url(settings.redis_url), queues, simple=simple, name=name)
-    click.echo(f"figway RQ worker {rq_worker.name} on queues {', '.join(queues)}")
+    redis = worker_redis(settings.redis_url)
+    # One name for every restart of the work loop: RQ's default differs each time.
+    name = name or f"figway-{uuid.uuid4().hex[:12]}"
+    click.echo(f"figway RQ worker {name} on queues {', '.join(queues)}")
     # Objects that exist now are never collected in a horse: freezing them keeps the
     # collector from touching (and so copying) the parent's pages after each fork.
     gc.freeze()
     try:
-        rq_worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+        run_worker(lambda: build_worker(redis, queues, simple=simple, name=name), burst=burst)
+    except WorkerNameTakenError as exc:
+        raise click.ClickException(str(exc)) from exc
     finally:
         install_runtime(None)
         runtime.store.engine.dispose()

@@ -244,6 +244,26 @@ class Stack:
             job_run_id, "the run finishing", lambda run: run["status"] in TERMINAL, timeout=timeout
         )
 
+    def wait_for_all(self, job_run_ids: list[str], *, timeout: float) -> dict[str, dict[str, Any]]:
+        """Wait until every run has ended; fail naming those that did not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        ended: dict[str, dict[str, Any]] = {}
+        while True:
+            for job_run_id in job_run_ids:
+                if job_run_id not in ended:
+                    run = self.get_run(job_run_id)
+                    if run["status"] in TERMINAL:
+                        ended[job_run_id] = run
+            if len(ended) == len(job_run_ids):
+                return ended
+            if time.monotonic() > deadline:
+                stuck = {i: self.get_run(i) for i in job_run_ids if i not in ended}
+                raise AssertionError(
+                    f"{len(stuck)} run(s) did not end within {timeout:.0f} s: "
+                    f"{json.dumps(stuck, indent=1)[:6000]}\n{self.logs()}"
+                )
+            time.sleep(0.2)
+
     def wait_for_node(self, job_run_id: str, node_id: str, status: str) -> dict[str, Any]:
         return self.wait_for(
             job_run_id,

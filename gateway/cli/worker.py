@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import gc
+import logging
+import time
 import uuid
+from typing import TYPE_CHECKING
 
 import click
 
 from backends.model.workflow import POOLS
 from gateway.cli.support import or_exit, settings_or_exit
+
+if TYPE_CHECKING:
+    from backends.runtime.attempts import NodeRuntime
 
 __all__ = ["worker"]
 
@@ -42,7 +48,7 @@ def worker_rq(queues: tuple[str, ...], burst: bool, simple: bool, name: str | No
     and stops on SIGINT or SIGTERM, after the node it is running.
     """
     from backends.rq.worker import WorkerNameTakenError, build_worker, run_worker, worker_redis
-    from backends.runtime.bootstrap import current_runtime, install_runtime
+    from backends.runtime.bootstrap import install_runtime
 
     settings = settings_or_exit()
     if settings.redis_url is None:
@@ -54,7 +60,7 @@ def worker_rq(queues: tuple[str, ...], burst: bool, simple: bool, name: str | No
     if unknown:
         raise click.BadParameter(f"unknown queue(s) {', '.join(unknown)}; use {', '.join(POOLS)}")
     # Only what a worker needs (no gateway services): every work horse is a fork of this process.
-    runtime = or_exit(current_runtime)
+    runtime = or_exit(runtime_when_database_answers)
     redis = worker_redis(settings.redis_url)
     # One name for every restart of the work loop: RQ's default differs each time.
     name = name or f"figway-{uuid.uuid4().hex[:12]}"
@@ -69,3 +75,22 @@ def worker_rq(queues: tuple[str, ...], burst: bool, simple: bool, name: str | No
     finally:
         install_runtime(None)
         runtime.store.engine.dispose()
+
+
+def runtime_when_database_answers() -> NodeRuntime:
+    """The node runtime, waiting with backoff while the database cannot be reached.
+
+    A worker started during a database outage (a supervisor restarting it, a host
+    booting before the database) waits for it instead of exiting.
+    """
+    from backends.model.errors import StoreUnavailableError
+    from backends.runtime.bootstrap import current_runtime
+
+    wait = 1.0
+    while True:
+        try:
+            return current_runtime()
+        except StoreUnavailableError as exc:
+            logging.getLogger(__name__).warning("%s; trying again in %.0f s", exc, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 30.0)

@@ -9,7 +9,6 @@ name for a while, and its scheduler child lived on.
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from redis import Redis
 from rq import Worker
 
 from tests.faults.conftest import WORKERS
-from tests.support.faults import OwnRedis, chain, execution_problems
+from tests.support.faults import OwnRedis, chain, execution_problems, start_runs, wait_running
 from tests.support.figway_stack import Stack
 from tests.support.processes import descendants, process_alive
 
@@ -42,29 +41,6 @@ def wait_registered(stack: Stack, names: set[str], *, timeout: float = 45) -> No
                 f"{sorted(registered(stack.redis_url))}\n{stack.logs()}"
             )
         time.sleep(0.2)
-
-
-def start_runs(stack: Stack, workflow_id: str, count: int) -> list[str]:
-    ids = [f"{workflow_id}-{uuid.uuid4().hex[:8]}" for _ in range(count)]
-    for job_run_id in ids:
-        stack.start_run(workflow_id, job_run_id)
-    return ids
-
-
-def wait_running(stack: Stack, job_run_ids: list[str], *, at_least: int) -> None:
-    """Wait until ``at_least`` nodes of these runs are running: the workers are busy."""
-    deadline = time.monotonic() + 60
-    while True:
-        running = sum(
-            node["status"] == "running"
-            for job_run_id in job_run_ids
-            for node in stack.get_run(job_run_id)["nodes"].values()
-        )
-        if running >= at_least:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"fewer than {at_least} nodes running\n{stack.logs()}")
-        time.sleep(0.05)
 
 
 def test_busy_workers_ride_out_a_redis_restart_and_register_again(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,10 +26,20 @@ from typing import Any
 import redis
 
 from backends.nodes import NodeContext
+from tests.support.figway_stack import Stack
 from tests.support.processes import LoggedProcess, free_port
 from tests.support.tcp_proxy import TcpProxy
 
-__all__ = ["CuttableLink", "OwnRedis", "count_execution", "executions"]
+__all__ = [
+    "CuttableLink",
+    "OwnRedis",
+    "chain",
+    "count_execution",
+    "execution_problems",
+    "executions",
+    "start_runs",
+    "wait_running",
+]
 
 
 class OwnRedis:
@@ -183,3 +194,26 @@ def execution_problems(runs: dict[str, dict[str, Any]], ledger: Path) -> list[st
                     f"executions {sorted((k[2], n) for k, n in actual.items())}"
                 )
     return problems
+
+
+def start_runs(stack: Stack, workflow_id: str, count: int) -> list[str]:
+    ids = [f"{workflow_id}-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    for job_run_id in ids:
+        stack.start_run(workflow_id, job_run_id)
+    return ids
+
+
+def wait_running(stack: Stack, job_run_ids: list[str], *, at_least: int) -> None:
+    """Wait until ``at_least`` nodes of these runs are running: the workers are busy."""
+    deadline = time.monotonic() + 60
+    while True:
+        running = sum(
+            node["status"] == "running"
+            for job_run_id in job_run_ids
+            for node in stack.get_run(job_run_id)["nodes"].values()
+        )
+        if running >= at_least:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {at_least} nodes running\n{stack.logs()}")
+        time.sleep(0.05)

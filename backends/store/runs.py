@@ -412,6 +412,39 @@ class Store(Transactions):
             ).all()
         return [(job_run_id, backend) for job_run_id, backend in rows]
 
+    def node_states(self, *, job_run_id: str) -> dict[str, tuple[NodeStatus, int]]:
+        """Each node's status and attempts started, as recorded (empty for an unknown run)."""
+        with self._transaction() as session:
+            rows = session.execute(
+                select(NodeRun.node_id, NodeRun.status, NodeRun.attempts).where(
+                    NodeRun.job_run_id == job_run_id
+                )
+            ).all()
+        return {node_id: (NodeStatus(status), attempts) for node_id, status, attempts in rows}
+
+    def unsubmitted_runs(self, *, older_than: timedelta, limit: int = 50) -> list[str]:
+        """Client runs still ``pending`` whose submission nobody holds any more.
+
+        A gateway that stopped mid-submit, or a submission its backend refused while
+        unreachable, leaves one: unclaimed (or claimed longer than ``older_than``
+        ago) and untouched for ``older_than``, so each is tried once per window.
+        """
+        cutoff = utcnow() - older_than
+        with self._transaction() as session:
+            return list(
+                session.scalars(
+                    select(Run.job_run_id)
+                    .where(
+                        Run.status == RunStatus.PENDING,
+                        Run.shadow_of.is_(None),
+                        Run.updated_at < cutoff,
+                        (Run.submit_claimed_at.is_(None)) | (Run.submit_claimed_at < cutoff),
+                    )
+                    .order_by(Run.created_at)
+                    .limit(limit)
+                )
+            )
+
     def cancelling_runs(self, *, limit: int = 100) -> list[str]:
         with self._transaction() as session:
             return list(

@@ -290,7 +290,7 @@ class RQExecutor:
             if status in NODE_TERMINAL:
                 if status is not NodeStatus.SUCCEEDED and held in _WAITING:
                     drop_jobs(self.redis, [job_id_for(plan.job_run_id, node_id)])
-                    fixes.append(f"{node_id} is {status}: dropped its {held} job")
+                    fixes.append(f"{node_id} is {status.value}: dropped its {_held(held)}")
                 continue
             if not all(states[up][0] is NodeStatus.SUCCEEDED for up in plan.upstream[node_id]):
                 # Waiting on upstream nodes: it needs a job that they will release.
@@ -302,13 +302,17 @@ class RQExecutor:
                 continue
             if held is JobStatus.STARTED and job is not None and self._worker_alive(job):
                 continue
+            if held is JobStatus.DEFERRED and any(
+                self._still_finishing(jobs[up]) for up in plan.upstream[node_id]
+            ):
+                continue  # an upstream job's worker is recording its end: it releases this one
             if held is JobStatus.READY_TO_ENQUEUE and job is not None:
                 ReadyJobRegistry(job.origin, connection=self.redis).enqueue_jobs([job.id])
                 fixes.append(f"{node_id}: released its job parked ready-to-enqueue")
                 continue
             self._enqueue_again(plan, node_id, job, attempts, after_upstream=False)
             fixes.append(
-                f"{node_id} is {status}, its upstream nodes succeeded, and RQ held "
+                f"{node_id} is {status.value}, its upstream nodes succeeded, and RQ held "
                 f"{_held(held, job)}: queued it again"
             )
         if fixes:
@@ -336,9 +340,17 @@ class RQExecutor:
         )
         if old is not None:
             old.delete(remove_from_queue=True, delete_dependents=False)
+        if not after_upstream:
+            # Queued now, so no upstream job may release it again when it ends.
+            for up in plan.upstream[node_id]:
+                self.redis.srem(Job.dependents_key_for(job_id_for(plan.job_run_id, up)), job_id)
         self.queue(plan.pool).enqueue_many([data])
         if waiting_on_it:
             self.redis.sadd(Job.dependents_key_for(job_id), *waiting_on_it)
+
+    def _still_finishing(self, job: Job | None) -> bool:
+        """A job whose node ended but whose live worker has not recorded it in RQ yet."""
+        return job is not None and job.get_status() is JobStatus.STARTED and self._worker_alive(job)
 
     def _redis_uptime(self) -> str:
         """What Redis says of itself, for reasons: how long it has been up."""
@@ -355,7 +367,7 @@ class RQExecutor:
         if status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
             return NodeReport(node_id, attempt, NodeStatus.RETRYING, f"{lost}; RQ retries it")
         if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.FINISHED):
-            why = f"{lost}; RQ marked its job {status}"
+            why = f"{lost}; RQ marked its job {status.value}"
             failure = _failure_of(job)
             return NodeReport(
                 node_id, attempt, NodeStatus.FAILED, f"{why}: {failure}" if failure else why
@@ -402,7 +414,7 @@ def _held(status: JobStatus | None, job: Job | None = None) -> str:
     if status is None:
         return "no job"
     failure = _failure_of(job) if job is not None else None
-    return f"its job {status}" + (f" ({failure})" if failure else "")
+    return f"its job {status.value}" + (f" ({failure})" if failure else "")
 
 
 def _failure_of(job: Job) -> str | None:

@@ -14,6 +14,7 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.results import Result
 
 __all__ = ["FAILURE_TTL", "release_abandoned"]
 
@@ -39,5 +40,7 @@ def release_abandoned(redis: Redis, job: Job, cause: str) -> bool:
         FailedJobRegistry(job.origin, connection=redis).add(
             job, ttl=FAILURE_TTL, exc_string=cause, pipeline=pipeline
         )
+        # Where RQ keeps a failure's text (job.latest_result()), so the reconciler can quote it.
+        Result.create_failure(job, ttl=FAILURE_TTL, exc_string=cause, pipeline=pipeline)
         pipeline.execute()
     return False

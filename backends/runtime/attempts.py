@@ -219,7 +219,7 @@ class NodeRuntime:
                     raise
                 log.warning("%s: %s; trying again in %.1f s", what, exc, wait)
                 time.sleep(wait)
-                wait = min(wait * 2, 10.0)
+                wait = min(wait * 2, 5.0)
 
     @contextmanager
     def _heartbeat(self, context: NodeContext, sink: _LogSink) -> Iterator[None]:

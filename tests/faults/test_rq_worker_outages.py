@@ -16,7 +16,14 @@ from redis import Redis
 from rq import Worker
 
 from tests.faults.conftest import WORKERS
-from tests.support.faults import OwnRedis, chain, execution_problems, start_runs, wait_running
+from tests.support.faults import (
+    OwnRedis,
+    chain,
+    execution_problems,
+    start_runs,
+    wait_executing,
+    wait_running,
+)
 from tests.support.figway_stack import Stack
 from tests.support.processes import descendants, process_alive
 
@@ -82,13 +89,16 @@ def test_idle_workers_ride_out_a_redis_outage_and_take_new_runs(
 
 def test_a_killed_worker_starts_again_at_once_under_its_name(stack: Stack, ledger: Path) -> None:
     name = WORKERS[0]
-    # No child runs beside an idle worker: RQ's scheduler is a thread of figway's worker,
-    # so nothing can be orphaned when the worker is killed.
+    # No child runs beside an idle worker (once its last horse has ended): RQ's scheduler
+    # is a thread of figway's worker, so nothing can be orphaned when it is killed.
+    deadline = time.monotonic() + 30
+    while descendants(stack.workers[name].pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert descendants(stack.workers[name].pid) == []
     nodes, dependencies = chain(ledger, (4.0, 0.2))
     stack.put_workflow("killed_chain", nodes, dependencies)
     ids = start_runs(stack, "killed_chain", 2)
-    wait_running(stack, ids, at_least=2)  # both workers are busy, one with each run
+    wait_executing(ledger, ids, at_least=2)  # both workers are busy, one with each run
 
     victim = stack.workers[name]
     family = [victim.pid, *descendants(victim.pid)]
@@ -101,3 +111,26 @@ def test_a_killed_worker_starts_again_at_once_under_its_name(stack: Stack, ledge
     assert sorted(run["nodes"]["n0"]["attempts"] for run in runs.values()) == [1, 2]
     assert execution_problems(runs, ledger) == []
     assert [pid for pid in family if process_alive(pid)] == []
+
+
+def test_a_killed_worker_fails_a_node_with_no_retry_left_saying_why(
+    stack: Stack, ledger: Path
+) -> None:
+    nodes, dependencies = chain(ledger, (30.0, 0.2), retries=0)
+    stack.put_workflow("killed_once", nodes, dependencies)
+    [job_run_id] = start_runs(stack, "killed_once", 1)
+    wait_executing(ledger, [job_run_id], at_least=1)
+    # The worker whose work horse runs the node (a horse is the only child a worker has).
+    holder = next(w for w in WORKERS if descendants(stack.workers[w].pid))
+    stack.workers[holder].kill_everything()
+    stack.start_workers(holder)
+
+    run = stack.wait_for_end(job_run_id, timeout=SETTLE_SECONDS)
+    assert run["status"] == "failed"
+    error = run["nodes"]["n0"]["error"]
+    assert "worker lost during attempt 1" in error
+    assert f"its worker {holder}" in error
+    assert "was gone when a worker of that name started" in error
+    assert run["nodes"]["n1"]["status"] == "skipped"
+    assert run["nodes"]["n1"]["error"] == "upstream node 'n0' failed"
+    assert execution_problems({job_run_id: run}, ledger) == []

@@ -38,6 +38,7 @@ __all__ = [
     "execution_problems",
     "executions",
     "start_runs",
+    "wait_executing",
     "wait_running",
 ]
 
@@ -216,4 +217,17 @@ def wait_running(stack: Stack, job_run_ids: list[str], *, at_least: int) -> None
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"fewer than {at_least} nodes running\n{stack.logs()}")
+        time.sleep(0.05)
+
+
+def wait_executing(ledger: Path, job_run_ids: list[str], *, at_least: int) -> None:
+    """Wait until ``at_least`` executions of these runs are in the ledger (nodes really run).
+
+    A node recorded ``running`` may not have reached its function yet; a test that kills
+    its worker must wait for this, or the attempt counts no execution.
+    """
+    deadline = time.monotonic() + 60
+    while sum(n for key, n in executions(ledger).items() if key[0] in job_run_ids) < at_least:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {at_least} executions of {job_run_ids} began")
         time.sleep(0.05)

@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint types bench bench-rq bench-prefect bench-etl bench-routing bench-metrics bench-decisions services tools clean
+.PHONY: run test check lint types bench bench-rq bench-prefect bench-etl bench-routing bench-metrics bench-decisions bench-faults services tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ bench-metrics: $(STAMP)
 ## against the old point-estimate rule; in-process, no service (docs/decisions.md)
 bench-decisions: $(STAMP)
 	$(BIN)/python -m bench.decisions
+
+## bench-faults: 500 runs through a random sequence of Redis restarts and wipes, PostgreSQL
+## cuts and worker SIGKILLs (its own redis-server; docs/reliability.md). Fewer: ARGS="--runs 100"
+bench-faults: $(STAMP) services
+	$(BIN)/python -m bench.faults $(ARGS)
 
 ## services: start PostgreSQL and Redis on loopback when they are not answering
 services:

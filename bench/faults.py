@@ -14,7 +14,8 @@ a ledger) are submitted in batches; right after each batch one fault strikes:
 Redis and PostgreSQL faults last ``--outage`` seconds. A few runs are POSTed
 during each outage; one the gateway could not record is sent again after it,
 with the same ``job_run_id``, as a client would. For every fault it reports how
-long after the fault ended every accepted run had ended (settle time), and at
+long after the fault ended runs were ending again (progress) and every accepted
+run had ended (settle time; it includes the batch's own remaining work), and at
 the end the runs lost (ended ``failed``: the workflow cannot fail by itself),
 the runs stuck (not ended ``--settle`` seconds after the last fault), and the
 node executions that were not one per recorded attempt. Nothing is ever fixed
@@ -134,15 +135,22 @@ class Chaos:
         except httpx.TransportError:
             return Counter()
 
-    def wait_settled(self, timeout: float) -> float | None:
-        """Seconds until every accepted run has ended; None if some had not within ``timeout``."""
+    def wait_settled(self, timeout: float) -> tuple[float | None, float | None]:
+        """Seconds until runs end again (progress) and until every accepted run has ended.
+
+        Either is None when it did not happen within ``timeout``.
+        """
         start = time.monotonic()
+        before = sum(self.counts()[s] for s in TERMINAL)
+        progress: float | None = None
         while time.monotonic() - start < timeout:
-            counts = self.counts()
-            if sum(counts[s] for s in TERMINAL) >= len(self.accepted):
-                return time.monotonic() - start
+            ended = sum(self.counts()[s] for s in TERMINAL)
+            if progress is None and ended > before:
+                progress = time.monotonic() - start
+            if ended >= len(self.accepted):
+                return progress, time.monotonic() - start
             time.sleep(0.25)
-        return None
+        return progress, None
 
     def strike(self, fault: str, outage: float, during: list[str]) -> None:
         """Inject ``fault``; POST the ``during`` runs while it lasts."""
@@ -199,11 +207,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 during = ids[(index + 1) * batch - 3 : (index + 1) * batch]
                 chaos.strike(fault, args.outage, during)
                 chaos.resend_unrecorded()
-                settle = chaos.wait_settled(args.settle)
+                progress, settle = chaos.wait_settled(args.settle)
                 faults.append(
                     {
                         "fault": fault,
                         "runs_accepted_so_far": len(chaos.accepted),
+                        "progress_seconds": None if progress is None else round(progress, 1),
                         "settled_seconds": None if settle is None else round(settle, 1),
                     }
                 )
@@ -243,10 +252,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(results: dict[str, Any]) -> str:
     rows = [
-        [str(i + 1), f["fault"], str(f["runs_accepted_so_far"]), str(f["settled_seconds"])]
+        [
+            str(i + 1),
+            f["fault"],
+            str(f["runs_accepted_so_far"]),
+            str(f.get("progress_seconds")),
+            str(f["settled_seconds"]),
+        ]
         for i, f in enumerate(results["faults"])
     ]
-    table = markdown_table(["#", "fault", "runs accepted so far", "settled after (s)"], rows)
+    table = markdown_table(
+        [
+            "#",
+            "fault",
+            "runs accepted so far",
+            "runs ending again after (s)",
+            "all ended after (s)",
+        ],
+        rows,
+    )
     summary = markdown_table(
         ["runs", "accepted", "succeeded", "lost", "stuck", "not once per attempt", "retries"],
         [

@@ -3,8 +3,9 @@ took, and runs whose workers went quiet, judged by what their backend still hold
 
 A run left ``pending`` (its gateway stopped mid-submit, or its backend was unreachable
 and the client never repeated the request) is submitted again to the backend it was
-routed to once its submit claim has expired, through the executor contract; a backend
-that refuses it fails it with the backend's reason.
+routed to, through the executor contract: once its submit claim has expired, or, when
+its submission failed, every ``FIGWAY_NODE_SILENCE_SECONDS``; a backend that refuses it
+fails it with the backend's reason.
 
 Each gateway runs :meth:`Reconciler.reconcile_once` every
 ``FIGWAY_RECONCILE_INTERVAL_SECONDS``. Every move it makes goes through the store's
@@ -52,7 +53,9 @@ class Reconciler:
         settled = 0
         # A shadow's gateway stops between recording and submitting it: nobody else will.
         claim = timedelta(seconds=self.settings.submit_claim_seconds)
-        for job_run_id in self.store.unsubmitted_runs(older_than=claim):
+        # A failed submission is tried again every silence window: within the bound.
+        retry_after = timedelta(seconds=self.settings.node_silence_seconds)
+        for job_run_id in self.store.unsubmitted_runs(claim=claim, retry_after=retry_after):
             settled += self._submit_again(job_run_id, claim)
         for job_run_id in self.store.unstarted_shadows(older_than=2 * claim):
             self.store.abandon_run(

@@ -298,7 +298,7 @@ class RQExecutor:
                     self._enqueue_again(plan, node_id, job, attempts, after_upstream=True)
                     fixes.append(f"{node_id} had {_held(held)}: made its job again")
                 continue
-            if held in _WILL_RUN:
+            if held in _WILL_RUN and job is not None and self._in_its_place(job, held):
                 continue
             if held is JobStatus.STARTED and job is not None and self._worker_alive(job):
                 continue
@@ -311,9 +311,10 @@ class RQExecutor:
                 fixes.append(f"{node_id}: released its job parked ready-to-enqueue")
                 continue
             self._enqueue_again(plan, node_id, job, attempts, after_upstream=False)
+            lost_place = " on no queue" if held in _WILL_RUN else ""
             fixes.append(
                 f"{node_id} is {status.value}, its upstream nodes succeeded, and RQ held "
-                f"{_held(held, job)}: queued it again"
+                f"{_held(held, job)}{lost_place}: queued it again"
             )
         if fixes:
             log.warning(
@@ -347,6 +348,19 @@ class RQExecutor:
         self.queue(plan.pool).enqueue_many([data])
         if waiting_on_it:
             self.redis.sadd(Job.dependents_key_for(job_id), *waiting_on_it)
+
+    def _in_its_place(self, job: Job, status: JobStatus) -> bool:
+        """Whether a queued or scheduled job is really on its queue or schedule.
+
+        A worker that popped a job and died before starting it leaves the job
+        ``queued`` on no queue at all (RQ pops jobs of several queues with BLPOP).
+        """
+        if status is JobStatus.QUEUED:
+            return self.redis.lpos(Queue(job.origin, connection=self.redis).key, job.id) is not None
+        if status is JobStatus.SCHEDULED:
+            key = ScheduledJobRegistry(job.origin, connection=self.redis).key  # type: ignore[no-untyped-call]
+            return self.redis.zscore(key, job.id) is not None
+        return True
 
     def _still_finishing(self, job: Job | None) -> bool:
         """A job whose node ended but whose live worker has not recorded it in RQ yet."""

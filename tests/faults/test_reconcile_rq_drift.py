@@ -182,3 +182,17 @@ def test_an_attempt_whose_job_vanished_is_retried_naming_what_was_seen(harness: 
     harness.work()
     assert harness.status(plan) == "succeeded"
     assert harness.starts(plan) == [("a", 1), ("b", 1), ("b", 2), ("c", 1)]
+
+
+def test_a_job_popped_by_a_worker_killed_before_it_started_is_queued_again(
+    harness: Harness,
+) -> None:
+    plan = harness.submitted(make_plan({"a": "noop"}))
+    # The worker's BLPOP took the job off its queue; the worker died before starting it.
+    harness.redis.lrem("rq:queue:default", 0, harness.job(plan, "a").id)
+    assert harness.job(plan, "a").get_status() is JobStatus.QUEUED
+
+    harness.executor.reconcile(plan, {})
+    harness.work()
+    assert harness.status(plan) == "succeeded"
+    assert harness.starts(plan) == [("a", 1)]

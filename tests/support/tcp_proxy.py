@@ -72,14 +72,11 @@ class _Link:
 
 
 class TcpProxy:
-    """Forwards ``127.0.0.1:<port>`` to ``target`` until stopped.
-
-    ``port`` 0 picks a free port; a given port lets a stopped proxy be started
-    again where its clients look for it (a link that comes back).
-    """
+    """Forwards ``127.0.0.1:<port>`` to ``target`` until stopped."""
 
     def __init__(self, target: tuple[str, int], *, port: int = 0) -> None:
         self.target = target
+        # A given port: a proxy stopped earlier comes back where its clients look for it.
         self._listener = socket.create_server(("127.0.0.1", port))
         self._listener.settimeout(0.05)  # accept() polls, so stop() is noticed
         self.port: int = self._listener.getsockname()[1]

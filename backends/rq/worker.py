@@ -30,7 +30,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -286,16 +287,20 @@ def run_worker(
     asked to stop (SIGINT/SIGTERM), or in ``burst`` mode when the queues are empty.
     Raises :class:`WorkerNameTakenError` when a live worker holds the name.
     """
-    first = build()
-    scheduler = SchedulerThread(first.connection, first.queue_names(), name=f"figway-{first.name}")
-    scheduler.start()
     backoff = Backoff(first=1.0, cap=30.0)
     stopping = threading.Event()
+    first = _build_when_redis_answers(build, backoff, stopping)
+    if first is None:
+        return
+    scheduler = SchedulerThread(first.connection, first.queue_names(), name=f"figway-{first.name}")
+    scheduler.start()
     worker: BaseWorker | None = first
     try:
         while not stopping.is_set():
-            current = worker or build()
+            current = worker or _build_when_redis_answers(build, backoff, stopping)
             worker = None
+            if current is None:
+                return
             started = time.monotonic()
             try:
                 current.work(burst=burst, logging_level=logging_level, with_scheduler=False)
@@ -314,20 +319,42 @@ def run_worker(
         scheduler.stop()
 
 
-def _wait_for_redis(redis: Redis, backoff: Backoff, stopping: threading.Event) -> None:
-    """Sleep with backoff until Redis answers, or until SIGINT/SIGTERM sets ``stopping``."""
+def _build_when_redis_answers(
+    build: Callable[[], BaseWorker], backoff: Backoff, stopping: threading.Event
+) -> BaseWorker | None:
+    """``build()``, tried again with backoff while Redis is away (RQ's worker asks it for
+    its address); None when SIGINT/SIGTERM came meanwhile."""
+    while not stopping.is_set():
+        try:
+            return build()
+        except OUTAGE_ERRORS as exc:
+            log.warning("cannot start the worker yet, Redis unreachable (%s)", exc)
+            with _stopping_on_signals(stopping):
+                stopping.wait(backoff.next())
+    return None
+
+
+@contextmanager
+def _stopping_on_signals(stopping: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stopping`` while outside RQ's work loop (which has its own)."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
         stopping.set()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _wait_for_redis(redis: Redis, backoff: Backoff, stopping: threading.Event) -> None:
+    """Sleep with backoff until Redis answers, or until SIGINT/SIGTERM sets ``stopping``."""
+    with _stopping_on_signals(stopping):
         while not stopping.wait(backoff.next()):
             try:
                 redis.ping()
                 return
             except RedisError as exc:
                 log.warning("waiting for Redis: %s", exc)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

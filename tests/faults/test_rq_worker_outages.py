@@ -134,3 +134,20 @@ def test_a_killed_worker_fails_a_node_with_no_retry_left_saying_why(
     assert run["nodes"]["n1"]["status"] == "skipped"
     assert run["nodes"]["n1"]["error"] == "upstream node 'n0' failed"
     assert execution_problems({job_run_id: run}, ledger) == []
+
+
+def test_a_worker_started_while_redis_is_away_waits_for_it(
+    stack: Stack, own_redis: OwnRedis
+) -> None:
+    own_redis.stop()
+    try:
+        late = stack.launch_worker("fault-worker-late")
+        time.sleep(3)  # long enough for a worker that gives up to have exited
+        assert late.running(), late.tail()
+    finally:
+        own_redis.start()
+    try:
+        wait_registered(stack, {"fault-worker-late"})
+    finally:
+        late.kill_everything()
+        del stack.workers["fault-worker-late"]

@@ -104,15 +104,20 @@ class Stack:
                 raise AssertionError(f"the gateway did not answer within 60 s\n{self.logs()}")
             time.sleep(0.1)
 
+    def launch_worker(self, name: str) -> LoggedProcess:
+        """Start one `figway worker rq` named ``name``, without waiting for it."""
+        self.workers[name] = LoggedProcess.start(
+            name,
+            [FIGWAY, "worker", "rq", "--name", name],
+            env={**self.env(), **self.worker_settings},
+            log_dir=self.log_dir,
+        )
+        return self.workers[name]
+
     def start_workers(self, *names: str) -> None:
         """Start one `figway worker rq` per name and wait until Redis lists them all."""
         for name in names:
-            self.workers[name] = LoggedProcess.start(
-                name,
-                [FIGWAY, "worker", "rq", "--name", name],
-                env={**self.env(), **self.worker_settings},
-                log_dir=self.log_dir,
-            )
+            self.launch_worker(name)
         self.wait_for_gateway()
         deadline = time.monotonic() + 60
         with Redis.from_url(self.redis_url) as redis:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from rq import Queue, Retry, Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -368,7 +368,10 @@ class RQExecutor:
 
     def _redis_uptime(self) -> str:
         """What Redis says of itself, for reasons: how long it has been up."""
-        uptime = self.redis.info("server").get("uptime_in_seconds")
+        try:
+            uptime = self.redis.info("server").get("uptime_in_seconds")
+        except ResponseError:  # a stand-in without INFO (the embedded default's fakeredis)
+            uptime = None
         return f"Redis has been up {uptime} s" if uptime is not None else "Redis uptime unknown"
 
     def _judge(self, plan: RunPlan, node_id: str, attempt: int) -> NodeReport | None:

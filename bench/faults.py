@@ -40,7 +40,7 @@ import httpx
 
 from bench.report import machine, markdown_table, stop_on_sigterm, write_results
 from bench.stack import BenchStack, StackConfig
-from tests.support.faults import CuttableLink, OwnRedis, execution_problems
+from tests.support.faults import CuttableLink, OwnRedis, execution_problems, executions
 from tests.support.policy import test_policy_env
 
 FAULTS = ("redis-restart", "redis-wipe", "postgres-cut", "worker-kill")
@@ -226,6 +226,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         link.close()
         redis.close()
     problems = execution_problems(runs, ledger)
+    ran = executions(ledger)
+    # Executed more than once in one attempt, or in an attempt figway never recorded: a
+    # broken promise. An attempt recorded but never executed (its worker killed between
+    # recording the start and the node's first line) is a lost attempt, retried.
+    twice = sum(1 for key, n in ran.items() if n > 1 or key[0] not in runs)
+    twice += sum(
+        1
+        for (run_id, node_id, attempt) in ran
+        if run_id in runs and attempt > runs[run_id]["nodes"][node_id]["attempts"]
+    )
+    unexecuted = sum(
+        1
+        for run_id, run in runs.items()
+        for node_id, node in run["nodes"].items()
+        for attempt in range(1, node["attempts"] + 1)
+        if ran[(run_id, node_id, attempt)] == 0
+    )
     shutil.rmtree(workdir, ignore_errors=True)
     failed = {i: r.get("error") for i, r in runs.items() if r["status"] == "failed"}
     stuck = [i for i, r in runs.items() if r["status"] not in TERMINAL]
@@ -242,6 +259,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "lost_reasons": dict(Counter(str(e) for e in failed.values())),
         "runs_stuck": len(stuck),
         "nodes_not_once_per_attempt": len(problems),
+        "executions_beyond_attempts": twice,
+        "attempts_never_executed": unexecuted,
         "execution_problems": problems[:20],
         "retries": sum(
             max(0, node["attempts"] - 1) for r in runs.values() for node in r["nodes"].values()
@@ -272,7 +291,16 @@ def render(results: dict[str, Any]) -> str:
         rows,
     )
     summary = markdown_table(
-        ["runs", "accepted", "succeeded", "lost", "stuck", "not once per attempt", "retries"],
+        [
+            "runs",
+            "accepted",
+            "succeeded",
+            "lost",
+            "stuck",
+            "executed twice",
+            "attempts killed before running",
+            "retries",
+        ],
         [
             [
                 str(results["runs_submitted"]),
@@ -280,7 +308,8 @@ def render(results: dict[str, Any]) -> str:
                 str(results["runs_succeeded"]),
                 str(results["runs_lost"]),
                 str(results["runs_stuck"]),
-                str(results["nodes_not_once_per_attempt"]),
+                str(results["executions_beyond_attempts"]),
+                str(results["attempts_never_executed"]),
                 str(results["retries"]),
             ]
         ],
@@ -294,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = run(args)
     write_results(results, render(results), output=args.output, name="faults")
-    return 0 if results["runs_lost"] == results["runs_stuck"] == 0 else 1
+    broken = results["runs_lost"] + results["runs_stuck"] + results["executions_beyond_attempts"]
+    return 0 if broken == 0 else 1
 
 
 if __name__ == "__main__":

@@ -72,6 +72,9 @@ JOB_MONITORING_SECONDS = 5
 #: RQ's registry maintenance (abandoned jobs, dependents parked ready-to-enqueue) runs
 #: this often (seconds) instead of RQ's ten minutes; one worker at a time does it.
 MAINTENANCE_SECONDS = 5
+#: The longest wait (seconds) between tries while Redis is away: a worker is back at
+#: work at most this long after Redis is, well within the reconciler's bound.
+OUTAGE_WAIT_CAP = 5.0
 #: Errors that mean "Redis is away for now", as opposed to a refused command.
 OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
@@ -90,7 +93,9 @@ class Backoff:
     [1.0, 2.0, 4.0, 4.0]
     """
 
-    def __init__(self, *, first: float = 0.5, cap: float = 15.0, jitter: float = 0.2) -> None:
+    def __init__(
+        self, *, first: float = 0.5, cap: float = OUTAGE_WAIT_CAP, jitter: float = 0.2
+    ) -> None:
         self.first = first
         self.cap = cap
         self.jitter = jitter
@@ -139,6 +144,9 @@ class _RidesOutOutages(BaseWorker):
     #: Set when the process was asked to stop (SIGINT/SIGTERM), as opposed to RQ's loop
     #: ending on an error: only then does :func:`run_worker` return.
     stop_asked = False
+    #: An idle worker's longest wait between tries while Redis is away (RQ's default is a
+    #: minute, which a worker could sleep through after Redis came back).
+    max_connection_wait_time = OUTAGE_WAIT_CAP
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop_asked = True
@@ -287,7 +295,7 @@ def run_worker(
     asked to stop (SIGINT/SIGTERM), or in ``burst`` mode when the queues are empty.
     Raises :class:`WorkerNameTakenError` when a live worker holds the name.
     """
-    backoff = Backoff(first=1.0, cap=30.0)
+    backoff = Backoff(first=1.0)
     stopping = threading.Event()
     first = _build_when_redis_answers(build, backoff, stopping)
     if first is None:

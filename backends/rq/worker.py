@@ -24,6 +24,7 @@ to record a start or an outcome (:mod:`backends.runtime.attempts`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import signal
@@ -44,6 +45,8 @@ from redis.retry import Retry
 from rq import SimpleWorker, Worker, worker_registration
 from rq.job import Job
 from rq.registry import StartedJobRegistry
+from rq.utils import now as utcnow
+from rq.utils import utcparse
 from rq.worker import BaseWorker
 
 from backends.model.errors import FigwayError
@@ -219,15 +222,24 @@ class _RidesOutOutages(BaseWorker):
     def _take_over_dead_namesake(self) -> None:
         """Clear the record of a dead worker of this name, settling the jobs it held.
 
-        Only a worker of this host whose process is gone (or that was this very
-        process, before a restart of the work loop) is taken over; a live one keeps
-        its name and this worker refuses to start (RQ's own check).
+        Taken over: a worker of this host whose process is gone (or that was this
+        very process, before a restart of the work loop), or one of another host
+        that has not heartbeat for a worker TTL (a busy worker beats every 5 s, an
+        idle one every 15). A live one keeps its name and this worker refuses to start.
         """
-        pid_text, host_text, death = self.connection.hmget(self.key, ["pid", "hostname", "death"])
+        fields = ["pid", "hostname", "death", "last_heartbeat"]
+        pid_text, host_text, death, beat_text = self.connection.hmget(self.key, fields)
         if pid_text is None or death is not None:
             return
-        pid, host = int(pid_text), host_text.decode() if isinstance(host_text, bytes) else ""
-        if host != socket.gethostname() or (pid != os.getpid() and _process_exists(pid)):
+        pid = int(pid_text)
+        host = host_text.decode() if isinstance(host_text, bytes) else ""
+        if host == socket.gethostname():
+            alive = pid != os.getpid() and _process_exists(pid)
+        else:
+            beat = utcparse(beat_text.decode()) if isinstance(beat_text, bytes) else None
+            silent = (utcnow() - beat).total_seconds() if beat is not None else math.inf
+            alive = silent < self.worker_ttl
+        if alive:
             raise WorkerNameTakenError(
                 f"a live RQ worker named {self.name!r} runs already (pid {pid} on {host or '?'}); "
                 "give this one another --name"

@@ -85,7 +85,12 @@ class Reconciler:
                 by_run.setdefault((job_run_id, backend), {})
         if len(self._quiet_asked) > _QUIET_MEMORY:
             self._quiet_asked.clear()
+        unreachable: set[str] = set()
         for (job_run_id, backend), running in by_run.items():
+            if backend in unreachable:
+                # Not asked after all: asked again next round, as soon as the backend is back.
+                self._quiet_asked.pop(job_run_id, None)
+                continue
             plan = self.store.load_plan(job_run_id=job_run_id)
             executor = self.executors.get(backend)
             if plan is None or executor is None:
@@ -93,7 +98,10 @@ class Reconciler:
             try:
                 reports = executor.reconcile(plan, running)
             except BackendUnavailableError as exc:
-                log.warning("cannot reconcile %s yet: %s", job_run_id, exc)
+                # One answer for the round: every other run of this backend waits too.
+                log.warning("cannot reconcile runs on %s yet (%s): %s", backend, job_run_id, exc)
+                unreachable.add(backend)
+                self._quiet_asked.pop(job_run_id, None)
                 continue
             lost = next((r for r in reports if r.run_lost), None)
             if lost is not None:

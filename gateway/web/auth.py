@@ -22,7 +22,7 @@ from backends.store.api_keys import ApiKeys, KeyView
 from gateway.web.errors import access_denied_headers
 from gateway.web.limits import RateLimiter
 
-__all__ = ["WEBSOCKET_CLOSE", "AccessGate", "acting_key", "key_for_websocket", "require_scope"]
+__all__ = ["AccessGate", "acting_key", "key_for_websocket", "require_scope"]
 
 
 def _bearer(header: str | None) -> str | None:
@@ -103,7 +103,3 @@ async def key_for_websocket(websocket: WebSocket, gate: AccessGate, scope: str) 
     """The WebSocket's key (header or ``token`` query parameter); raises AccessDeniedError."""
     token = _bearer(websocket.headers.get("authorization")) or websocket.query_params.get("token")
     return await gate.check(token, scope)
-
-
-#: Close codes for a refused WebSocket (HTTP's, in the application's range).
-WEBSOCKET_CLOSE = {401: 4401, 403: 4403, 429: 4429}

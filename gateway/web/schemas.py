@@ -68,6 +68,9 @@ class NodeOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_seconds: float | None
+    level: int = Field(
+        0, description="The node's depth in the DAG: nodes of one level run in parallel."
+    )
 
 
 class RouteOut(BaseModel):
@@ -122,6 +125,7 @@ class RunOut(BaseModel):
                     started_at=node.started_at,
                     finished_at=node.finished_at,
                     duration_seconds=_seconds(node.started_at, node.finished_at),
+                    level=node.level,
                 )
                 for node_id, node in run.nodes.items()
             },

@@ -157,7 +157,11 @@ def test_worker_rq_needs_a_redis_url(data_dir: Path) -> None:
 
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, command in group.commands.items():
+    """Every command below ``group``, as a user would type it (lazy groups included)."""
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None, name
         yield (*prefix, name)
         if isinstance(command, click.Group):
             yield from all_commands(command, (*prefix, name))
@@ -172,6 +176,8 @@ def test_the_command_tree_has_the_documented_commands() -> None:
         ("db", "upgrade"),
         ("workflows",),
         ("workflows", "load"),
+        ("runs",),
+        ("runs", "watch"),
     }
 
 

@@ -32,18 +32,15 @@ from starlette.routing import WebSocketRoute
 
 from backends.model.errors import AccessDeniedError
 from backends.model.status import RUN_TERMINAL
+from gateway.live.close_codes import CLOSE_TOO_SLOW, CLOSE_UNKNOWN_RUN, WEBSOCKET_CLOSE
 from gateway.live.feed import OVERFLOW
 from gateway.services import Services
-from gateway.web.auth import WEBSOCKET_CLOSE, key_for_websocket
+from gateway.web.auth import key_for_websocket
 from gateway.web.exposure import HostGuard, origin_allowed
 from gateway.web.schemas import RunOut
 
-__all__ = ["CLOSE_TOO_SLOW", "CLOSE_UNKNOWN_RUN", "create_legacy_app", "follow_run", "router"]
+__all__ = ["create_legacy_app", "follow_run", "router"]
 
-#: Close codes: 4404 for a run figway does not know (4000-4999 are the application's).
-CLOSE_UNKNOWN_RUN = 4404
-#: 1013 "try again later": the client fell too far behind.
-CLOSE_TOO_SLOW = 1013
 
 router = APIRouter(tags=["live status"])
 

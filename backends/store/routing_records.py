@@ -66,17 +66,16 @@ class GuardTripView:
     reset_by: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FinishedRun:
+    """A client run that succeeded or failed, with the moments the judge's figures span."""
+
     workflow_id: str
     backend: str
     status: RunStatus
-    created_at: datetime
+    submitted_at: datetime | None
+    started_at: datetime | None
     finished_at: datetime
-
-    @property
-    def seconds(self) -> float:
-        return (self.finished_at - self.created_at).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -189,7 +188,8 @@ class RoutingRecords(Transactions):
     def finished_runs_of_rule(
         self, *, rule_id: str, since: datetime, limit: int = 50_000
     ) -> list[FinishedRun]:
-        """Client runs that succeeded or failed since ``since``, of the workflows the rule routed.
+        """Client runs that succeeded or failed since ``since``, of the workflows the rule
+        routed, in the order they finished (the latest ``limit`` of them).
 
         Runs of those workflows count whichever rule routed them, so the old
         backend's recent runs are the baseline the new backend is held to.
@@ -201,20 +201,27 @@ class RoutingRecords(Transactions):
         )
         with self._transaction() as session:
             rows = session.execute(
-                select(Run.workflow_id, Run.backend, Run.status, Run.created_at, Run.finished_at)
+                select(
+                    Run.workflow_id,
+                    Run.backend,
+                    Run.status,
+                    Run.submitted_at,
+                    Run.started_at,
+                    Run.finished_at,
+                )
                 .where(
                     Run.workflow_id.in_(routed),
                     Run.shadow_of.is_(None),
                     Run.finished_at >= since,
-                    Run.status.in_([RunStatus.SUCCEEDED.value, RunStatus.FAILED.value]),
+                    Run.status.in_(_RESULTS),
                 )
-                .order_by(Run.finished_at.desc())
+                .order_by(Run.finished_at.desc(), Run.job_run_id.desc())
                 .limit(limit)
             ).all()
         return [
-            FinishedRun(workflow_id, backend, RunStatus(status), created_at, finished_at)
-            for workflow_id, backend, status, created_at, finished_at in rows
-            if finished_at is not None  # always set on a finished run; this tells mypy
+            FinishedRun(workflow_id, backend, RunStatus(status), submitted, started, finished)
+            for workflow_id, backend, status, submitted, started, finished in reversed(rows)
+            if finished is not None  # always set on a finished run; this tells mypy
         ]
 
     # -- shadows ---------------------------------------------------------------------

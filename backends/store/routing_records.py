@@ -186,10 +186,17 @@ class RoutingRecords(Transactions):
             )
 
     def finished_runs_of_rule(
-        self, *, rule_id: str, since: datetime, limit: int = 50_000
+        self,
+        *,
+        rule_id: str,
+        since: datetime,
+        created_since: datetime | None = None,
+        limit: int = 50_000,
     ) -> list[FinishedRun]:
-        """Client runs that succeeded or failed since ``since``, of the workflows the rule
-        routed, in the order they finished (the latest ``limit`` of them).
+        """Client runs that succeeded or failed since ``since`` (and, when given, were
+        accepted since ``created_since``: a rollout step counts only the runs routed at
+        that step), of the workflows the rule routed, in the order they finished (the
+        latest ``limit`` of them).
 
         Runs of those workflows count whichever rule routed them, so the old
         backend's recent runs are the baseline the new backend is held to.
@@ -199,6 +206,14 @@ class RoutingRecords(Transactions):
             .where(Run.route_rule == rule_id, Run.created_at >= since, Run.shadow_of.is_(None))
             .distinct()
         )
+        conditions = [
+            Run.workflow_id.in_(routed),
+            Run.shadow_of.is_(None),
+            Run.finished_at >= since,
+            Run.status.in_(_RESULTS),
+        ]
+        if created_since is not None:
+            conditions.append(Run.created_at >= created_since)
         with self._transaction() as session:
             rows = session.execute(
                 select(
@@ -209,12 +224,7 @@ class RoutingRecords(Transactions):
                     Run.started_at,
                     Run.finished_at,
                 )
-                .where(
-                    Run.workflow_id.in_(routed),
-                    Run.shadow_of.is_(None),
-                    Run.finished_at >= since,
-                    Run.status.in_(_RESULTS),
-                )
+                .where(*conditions)
                 .order_by(Run.finished_at.desc(), Run.job_run_id.desc())
                 .limit(limit)
             ).all()

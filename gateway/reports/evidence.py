@@ -178,9 +178,13 @@ def rule_evidence(
     baseline: str,
     since: datetime,
     until: datetime,
+    accepted_since: bool = False,
 ) -> Evidence:
-    """The finished runs of the workflows ``rule_id`` routed, since ``since``, by side."""
-    runs = records.finished_runs_of_rule(rule_id=rule_id, since=since)
+    """The finished runs of the workflows ``rule_id`` routed, since ``since``, by side
+    (with ``accepted_since``, only runs also accepted since then)."""
+    runs = records.finished_runs_of_rule(
+        rule_id=rule_id, since=since, created_since=since if accepted_since else None
+    )
     return Evidence.of(
         ((run.backend, sample_of(run)) for run in runs),
         candidate=candidate,

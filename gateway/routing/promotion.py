@@ -155,6 +155,7 @@ class RolloutKeeper:
             baseline=self.router.table.rollback_backend(rule),
             since=self._since(rule, row),
             until=now,
+            accepted_since=True,  # runs routed at this step, not before it
         )
         policy = policy_of(judged, time_ratio=judged.max_ratio)
         return evidence.judge(watch=judged.watched, policy=policy), evidence
@@ -222,6 +223,9 @@ class RolloutKeeper:
         )
         if not tripped:
             return False  # another gateway, or the guard, rolled it back first
+        # In force here at once; other gateways load it with the trips on their next round.
+        text = f"at {utcnow():%Y-%m-%d %H:%M:%S} UTC: {reason}"
+        self.router.set_tripped({**self.router.tripped, rule.id: text})
         backend = self.router.table.rollback_backend(rule)
         self.records.record_event(
             rule_id=rule.id,

@@ -138,13 +138,14 @@ class Services:
         shadows."""
         self.rules.reload_if_changed()
         self.guards.refresh()
-        self.rollouts.sync()
+        self.metrics.rollouts(self.rollouts.sync(), self.rules.router.tripped)
         self.shadows.compare_finished()
 
     def judge_round(self) -> None:
         """One round of the judge: every guard, then every rollout in steps."""
         self.guards.check()
         self.rollouts.check()
+        self.metrics.rollouts(self.rules.router.rollouts, self.rules.router.tripped)
 
     def metrics_round(self) -> None:
         """One round of the metrics ledger (fold finished runs if this gateway leads)."""

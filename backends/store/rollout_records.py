@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from backends.store.models import Rollout, RolloutEvent
 from backends.store.transactions import Transactions, insert_ignoring_conflicts, utcnow
@@ -190,16 +190,6 @@ class RolloutRecords(Transactions):
             )
             for row in rows
         ]
-
-    def advance_counts(self) -> dict[str, int]:
-        """Advances ever recorded per rule, for the metrics."""
-        with self._transaction() as session:
-            rows = session.execute(
-                select(RolloutEvent.rule_id, func.count())
-                .where(RolloutEvent.action == "advanced")
-                .group_by(RolloutEvent.rule_id)
-            ).all()
-        return {rule_id: count for rule_id, count in rows}
 
 
 def _row(row: Rollout) -> RolloutRow:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import aliased
 from backends.model.status import RUN_TERMINAL_VALUES, RunStatus
 from backends.store.models import (
     GuardTrip,
+    RolloutEvent,
     RulesApplied,
     RulesVersion,
     Run,
@@ -326,6 +327,16 @@ class RoutingRecords(Transactions):
         with self._transaction() as session:
             rows = session.execute(
                 select(GuardTrip.rule_id, func.count()).group_by(GuardTrip.rule_id)
+            ).all()
+        return {rule_id: count for rule_id, count in rows}
+
+    def rollout_advance_counts(self) -> dict[str, int]:
+        """Rollout advances ever recorded per rule, for the metrics."""
+        with self._transaction() as session:
+            rows = session.execute(
+                select(RolloutEvent.rule_id, func.count())
+                .where(RolloutEvent.action == "advanced")
+                .group_by(RolloutEvent.rule_id)
             ).all()
         return {rule_id: count for rule_id, count in rows}
 

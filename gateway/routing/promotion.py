@@ -96,6 +96,17 @@ class RolloutKeeper:
     def _stepped(self) -> list[Rule]:
         return [rule for rule in self.router.table.rules.rules if rule.steps is not None]
 
+    def _start(self, rule: Rule) -> None:
+        assert rule.steps is not None
+        start = start_position(rule.steps)
+        self.records.start(
+            rule_id=rule.id,
+            steps=start.steps,
+            percent=start.percent,
+            state=start.state.value,
+            by=GATEWAY,
+        )
+
     def sync(self) -> dict[str, RolloutPosition]:
         """Reconcile the stored rollouts with the file in force and hand them to the router."""
         rows = self.records.rollouts()
@@ -103,14 +114,7 @@ class RolloutKeeper:
             assert rule.steps is not None
             row = rows.get(rule.id)
             if row is None:
-                start = start_position(rule.steps)
-                self.records.start(
-                    rule_id=rule.id,
-                    steps=start.steps,
-                    percent=start.percent,
-                    state=start.state.value,
-                    by=GATEWAY,
-                )
+                self._start(rule)
                 continue
             change = reconcile(position_of(row), rule.steps)
             if not change.changed:
@@ -135,8 +139,15 @@ class RolloutKeeper:
         return self.refresh()
 
     def refresh(self) -> dict[str, RolloutPosition]:
-        """Load every stored position into the router (any gateway may have moved one)."""
-        positions = {rule_id: position_of(row) for rule_id, row in self.records.rollouts().items()}
+        """Load the stored positions of the rules in force into the router (any gateway may
+        have moved one)."""
+        stepped = {rule.id for rule in self._stepped()}
+        # A rule taken out of the file keeps its row (it is reconciled if it comes back).
+        positions = {
+            rule_id: position_of(row)
+            for rule_id, row in self.records.rollouts().items()
+            if rule_id in stepped
+        }
         self.router.set_rollouts(positions)
         return positions
 
@@ -249,10 +260,10 @@ class RolloutKeeper:
                 f"rule {rule_id!r} has no steps in the rules in force (rules with steps: {stepped})"
             )
         row = self.records.rollout(rule_id=rule_id)
-        if row is None:
-            self.sync()
+        if row is None:  # no gateway has started it yet: start this one only
+            self._start(rule)
             row = self.records.rollout(rule_id=rule_id)
-        assert row is not None  # sync() starts every stepped rule's rollout
+        assert row is not None
         return rule, row
 
     def pause(self, rule_id: str, *, by: str) -> RolloutRow:

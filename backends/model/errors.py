@@ -15,6 +15,7 @@ with ``raise ... from exc``. The web layer maps them to HTTP answers
     │   ├── WorkflowNotFoundError
     │   └── RunNotFoundError
     ├── RunConflictError             the request contradicts the run's recorded state (409)
+    ├── RolloutConflictError         a rollout cannot do what was asked in its state (409)
     ├── SubmitFailedError            the run is recorded, its backend could not take it (503)
     ├── AccessDeniedError            no key, an unknown or revoked one, the wrong scope, too fast
     ├── SecretMissingError           a node asked for a secret no source holds
@@ -46,6 +47,7 @@ __all__ = [
     "NodeError",
     "NodeFailedError",
     "NotFoundError",
+    "RolloutConflictError",
     "RulesInvalidError",
     "RulesProblem",
     "RunConflictError",
@@ -158,6 +160,11 @@ class RunNotFoundError(NotFoundError):
 
 class RunConflictError(FigwayError):
     """The request contradicts the run's recorded state (already finished, other workflow)."""
+
+
+class RolloutConflictError(FigwayError):
+    """A rollout cannot do what was asked in its current state (pause a paused one, pin at
+    a percentage that is not one of its steps, move one another gateway just moved)."""
 
 
 class SubmitFailedError(FigwayError):

@@ -42,6 +42,9 @@ SUBCOMMANDS = (
     "show",
     "guards",
     "guard-reset",
+    "pause",
+    "resume",
+    "pin",
 )
 
 
@@ -481,6 +484,7 @@ def test_explain_json_matches_the_text(engine: Engine, tmp_path: Path) -> None:
             f"rule 'critical-stays' (line {rule_line(rules, 'critical-stays')}): "
             "the workflow lacks tag(s) critical",
         ],
+        "evidence": None,  # the deciding rule has no guard and no steps
     }
     for line in document["passed_over"]:
         assert f"  passed over: {line}" in text.stdout
@@ -799,7 +803,12 @@ def test_guard_trip_shows_in_force_and_reset_puts_the_rule_back(
     tripped = figway(*explain)
     assert tripped.exit_code == 0, tripped.output
     assert "  backend: rq" in tripped.stdout
-    assert f"its guard tripped ({reason}); rolled back to rq" in tripped.stdout
+    assert re.search(
+        rf"its guard tripped \(at [0-9: -]+ UTC: {re.escape(reason)}\); rolled back to rq",
+        tripped.stdout,
+    ), tripped.stdout
+    # The guard's evidence follows the decision: what it judges now, what it still needs.
+    assert "  guard (TRIPPED (rolled back); window 24 h): Too early to say" in tripped.stdout
 
     reset = figway("rules", "guard-reset", rule_id, "--by", "alice")
     assert reset.exit_code == 0, reset.output

@@ -4,7 +4,7 @@ Each round, for every rule of the file with ``steps``:
 
 - the stored position is reconciled with the file (a new rule starts at its first
   step; changed steps are reconciled as ``rollout.py`` says);
-- a running rollout whose rule is not rolled back is judged on the runs finished
+- a running rollout whose rule is not rolled back is judged on the runs accepted
   since its step began (or since the last guard reset, if later), on the figures and
   margins of its ``promote`` block (or its guard's, without one);
 - **not worse**: it advances to the next step, recorded with the judgement;

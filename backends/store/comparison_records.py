@@ -23,7 +23,17 @@ from backends.model.status import RUN_TERMINAL_VALUES, RunStatus
 from backends.store.models import NodeRun, Run
 from backends.store.transactions import Transactions
 
-__all__ = ["FinishedRunRecord", "Reports"]
+__all__ = ["TIMED_RUN_COLUMNS", "FinishedRunRecord", "Reports"]
+
+#: What the judge needs of a finished run: its workflow, side, outcome and three moments.
+TIMED_RUN_COLUMNS = (
+    Run.workflow_id,
+    Run.backend,
+    Run.status,
+    Run.submitted_at,
+    Run.started_at,
+    Run.finished_at,
+)
 
 
 #: Rows fetched from the database at a time: a week of runs is never held in memory at once.
@@ -63,15 +73,7 @@ class Reports(Transactions):
             .where(NodeRun.job_run_id == Run.job_run_id)
             .scalar_subquery()
         )
-        statement = select(
-            Run.workflow_id,
-            Run.backend,
-            Run.status,
-            Run.submitted_at,
-            Run.started_at,
-            Run.finished_at,
-            retries,
-        ).where(
+        statement = select(*TIMED_RUN_COLUMNS, retries).where(
             Run.shadow_of.is_(None),
             Run.finished_at >= since,
             Run.status.in_(RUN_TERMINAL_VALUES),

@@ -91,18 +91,8 @@ class RolloutRecords(Transactions):
             ).first()
             if inserted is None:
                 return False
-            session.add(
-                RolloutEvent(
-                    rule_id=rule_id,
-                    at=now,
-                    action="started",
-                    from_percent=None,
-                    to_percent=percent,
-                    by=by,
-                    reason=f"the rules file gives rule {rule_id!r} steps; it starts at {percent:g}%",
-                    evidence={},
-                )
-            )
+            reason = f"the rules file gives rule {rule_id!r} steps; it starts at {percent:g}%"
+            session.add(_event(rule_id, "started", by, reason, None, percent))
             return True
 
     def move(self, *, rule_id: str, revision: int, move: RolloutMove) -> bool:
@@ -131,15 +121,14 @@ class RolloutRecords(Transactions):
             if changed is None:
                 return False
             session.add(
-                RolloutEvent(
-                    rule_id=rule_id,
-                    at=now,
-                    action=move.action,
-                    from_percent=from_percent,
-                    to_percent=move.percent,
-                    by=move.by[:128],
-                    reason=move.reason,
-                    evidence=move.evidence or {},
+                _event(
+                    rule_id,
+                    move.action,
+                    move.by,
+                    move.reason,
+                    from_percent,
+                    move.percent,
+                    move.evidence,
                 )
             )
             return True
@@ -156,18 +145,7 @@ class RolloutRecords(Transactions):
     ) -> None:
         """An event that moves nothing (a rollback is a guard trip; the rollout stays put)."""
         with self._transaction() as session:
-            session.add(
-                RolloutEvent(
-                    rule_id=rule_id,
-                    at=utcnow(),
-                    action=action,
-                    from_percent=percent,
-                    to_percent=percent,
-                    by=by[:128],
-                    reason=reason,
-                    evidence=evidence or {},
-                )
-            )
+            session.add(_event(rule_id, action, by, reason, percent, percent, evidence))
 
     def events(self, *, rule_id: str | None = None, limit: int = 100) -> list[RolloutEventView]:
         """Moves, newest first (of one rule, when given)."""
@@ -190,6 +168,27 @@ class RolloutRecords(Transactions):
             )
             for row in rows
         ]
+
+
+def _event(
+    rule_id: str,
+    action: str,
+    by: str,
+    reason: str,
+    from_percent: float | None,
+    to_percent: float | None,
+    evidence: dict[str, Any] | None = None,
+) -> RolloutEvent:
+    return RolloutEvent(
+        rule_id=rule_id,
+        at=utcnow(),
+        action=action,
+        from_percent=from_percent,
+        to_percent=to_percent,
+        by=by[:128],
+        reason=reason,
+        evidence=evidence or {},
+    )
 
 
 def _row(row: Rollout) -> RolloutRow:

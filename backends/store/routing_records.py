@@ -15,6 +15,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import aliased
 
 from backends.model.status import RUN_TERMINAL_VALUES, RunStatus
+from backends.store.comparison_records import TIMED_RUN_COLUMNS
 from backends.store.models import (
     GuardTrip,
     RolloutEvent,
@@ -217,14 +218,7 @@ class RoutingRecords(Transactions):
             conditions.append(Run.created_at >= created_since)
         with self._transaction() as session:
             rows = session.execute(
-                select(
-                    Run.workflow_id,
-                    Run.backend,
-                    Run.status,
-                    Run.submitted_at,
-                    Run.started_at,
-                    Run.finished_at,
-                )
+                select(*TIMED_RUN_COLUMNS)
                 .where(*conditions)
                 .order_by(Run.finished_at.desc(), Run.job_run_id.desc())
                 .limit(limit)

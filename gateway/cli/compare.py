@@ -209,8 +209,8 @@ def render_table(report: ComparisonReport) -> str:
         judged = workflow.judgement
         rows.append(f"  judge: {_ANSWER_TEXT[judged.answer]} - {judged.sentence}")
         for figure in judged.figures.values():
-            mark = "*" if figure.watched else " "
-            rows.append(f"   {mark} {figure.answer.value:<12} {figure.text}")
+            mark = "*" if figure["watched"] else " "
+            rows.append(f"   {mark} {figure['answer']:<12} {figure['text']}")
         if judged.shadow:
             rows.append(f"  shadows: {judged.shadow} (not judged)")
     widths = [len(h) for h in header]

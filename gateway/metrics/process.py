@@ -7,6 +7,7 @@ as they are; they start from zero when a gateway restarts, which Prometheus'
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Collection, Mapping
 
@@ -81,6 +82,7 @@ class GatewayMetrics:
             labels("figway_rollout_step"),
             registry=registry,
         )
+        self._rollout_rules: set[str] = set()
         self.leader = Gauge(
             "figway_metrics_leader", doc("figway_metrics_leader"), registry=registry
         )
@@ -93,6 +95,11 @@ class GatewayMetrics:
     def rollouts(self, positions: Mapping[str, RolloutPosition], tripped: Collection[str]) -> None:
         """Where each rollout in steps stands, as this gateway's router has it (every gateway
         reads the same rows: take the max over gateways)."""
+        for gone in self._rollout_rules - positions.keys():  # no longer stepped: no series
+            with contextlib.suppress(KeyError):
+                self.rollout_percent.remove(gone)
+                self.rollout_step.remove(gone)
+        self._rollout_rules = set(positions)
         for rule_id, position in positions.items():
             rolled_back = rule_id in tripped
             steps_reached = sum(step <= position.percent for step in position.steps)

@@ -51,7 +51,6 @@ __all__ = [
     "CANDIDATE",
     "BackendReport",
     "ComparisonReport",
-    "FigureOut",
     "JudgementOut",
     "Percentiles",
     "ShadowFigures",
@@ -186,27 +185,6 @@ class BackendReport(_Out):
     shadow: ShadowFigures
 
 
-class FigureOut(_Out):
-    """The judge on one figure (``docs/decisions.md``): ratios for times, points for failures."""
-
-    figure: Figure
-    answer: Answer
-    watched: bool
-    unit: str
-    estimate: float | None
-    lower: float | None
-    upper: float | None
-    threshold: float
-    confidence: float
-    candidate_runs: int
-    baseline_runs: int
-    pairs: int
-    candidate_value: float | None = Field(description="Failure rate in percent, or median s.")
-    baseline_value: float | None
-    more_runs: int | None
-    text: str
-
-
 class JudgementOut(_Out):
     """The judge's answer on one workflow, with all four figures side by side."""
 
@@ -224,7 +202,12 @@ class JudgementOut(_Out):
     expected_seconds: float | None = Field(
         description="How long ``more_runs`` should take at ``runs_per_hour``."
     )
-    figures: dict[str, FigureOut]
+    figures: dict[str, dict[str, Any]] = Field(
+        description="All four figures by name, watched or not: answer, estimate, bounds and "
+        "margin (points for the failure rate, candidate / baseline ratios for times), runs "
+        "and pairs, each side's value (failure rate in percent, or median seconds), "
+        "more_runs, and the figure's text (docs/decisions.md)."
+    )
     sentence: str = Field(description="One sentence for a change ticket.")
     shadow: str | None = Field(
         description="Shadow mismatches on the candidate: reported, not judged."

@@ -4,7 +4,7 @@ Each round, for every rule of the file with ``steps``:
 
 - the stored position is reconciled with the file (a new rule starts at its first
   step; changed steps are reconciled as ``rollout.py`` says);
-- a running rollout whose rule is not rolled back is judged on the runs finished
+- a running rollout whose rule is not rolled back is judged on the runs accepted
   since its step began (or since the last guard reset, if later), on the figures and
   margins of its ``promote`` block (or its guard's, without one);
 - **not worse**: it advances to the next step, recorded with the judgement;
@@ -120,23 +120,45 @@ class RolloutKeeper:
             if not change.changed:
                 continue
             after = change.after
-            moved = self.records.move(
-                rule_id=rule.id,
-                revision=row.revision,
-                move=RolloutMove(
-                    action="reconciled",
-                    by=GATEWAY,
-                    reason=f"the rules file changed the steps to {_listing(after.steps)}: "
-                    + change.text,
-                    percent=after.percent,
-                    steps=after.steps,
-                    state=after.state.value,
-                    restart_evidence=change.restart_evidence,
-                ),
+            moved = self._record(
+                row,
+                action="reconciled",
+                by=GATEWAY,
+                reason=f"the rules file changed the steps to {_listing(after.steps)}: "
+                + change.text,
+                after=after,
+                restart=change.restart_evidence,
             )
             if moved:
                 log.warning("rollout of rule %r reconciled with the file: %s", rule.id, change.text)
         return self.refresh()
+
+    def _record(
+        self,
+        row: RolloutRow,
+        *,
+        action: str,
+        by: str,
+        reason: str,
+        after: RolloutPosition,
+        restart: bool,
+        evidence: dict[str, Any] | None = None,
+    ) -> bool:
+        """Move ``row``'s rollout to ``after`` if no gateway moved it since it was read."""
+        return self.records.move(
+            rule_id=row.rule_id,
+            revision=row.revision,
+            move=RolloutMove(
+                action=action,
+                by=by,
+                reason=reason,
+                percent=after.percent,
+                steps=after.steps,
+                state=after.state.value,
+                restart_evidence=restart,
+                evidence=evidence,
+            ),
+        )
 
     def refresh(self) -> dict[str, RolloutPosition]:
         """Load the stored positions of the rules in force into the router (any gateway may
@@ -202,19 +224,14 @@ class RolloutKeeper:
         after = advanced(before)
         sentence = judgement.sentence(candidate=evidence.candidate, baseline=evidence.baseline)
         reason = f"at {before.describe()}: {sentence} Advanced to {after.describe()}."
-        done = self.records.move(
-            rule_id=rule.id,
-            revision=row.revision,
-            move=RolloutMove(
-                action="advanced",
-                by=GATEWAY,
-                reason=reason,
-                percent=after.percent,
-                steps=after.steps,
-                state=after.state.value,
-                restart_evidence=True,
-                evidence=_evidence(judgement, evidence),
-            ),
+        done = self._record(
+            row,
+            action="advanced",
+            by=GATEWAY,
+            reason=reason,
+            after=after,
+            restart=True,
+            evidence=_evidence(judgement, evidence),
         )
         if done:
             log.warning("rollout of rule %r advanced: %s", rule.id, reason)
@@ -314,19 +331,7 @@ class RolloutKeeper:
         *,
         restart: bool,
     ) -> RolloutRow:
-        moved = self.records.move(
-            rule_id=rule.id,
-            revision=row.revision,
-            move=RolloutMove(
-                action=action,
-                by=by,
-                reason=reason,
-                percent=after.percent,
-                steps=after.steps,
-                state=after.state.value,
-                restart_evidence=restart,
-            ),
-        )
+        moved = self._record(row, action=action, by=by, reason=reason, after=after, restart=restart)
         if not moved:
             raise RolloutConflictError(
                 f"the rollout of rule {rule.id!r} moved while this was asked; look again"

@@ -245,7 +245,7 @@ def test_rules_reload_under_concurrent_posts_never_drops_a_request(
         )
         assert refused["version"] == rules_version(second), "the last good rules stay"
         problems = {(p["line"], p["field"]) for p in refused["refused"]["problems"]}
-        assert problems == {(15, "rules[3] (broken).backend"), (16, "rules[3] (broken).percent")}
+        assert problems == {(21, "rules[4] (broken).backend"), (22, "rules[4] (broken).percent")}
         time.sleep(0.5)
         apply_rules(client, rules_path, third)
         time.sleep(0.5)
@@ -323,7 +323,7 @@ def test_readiness_lists_what_still_holds_rq(client: httpx.Client) -> None:
     # Runs of earlier tests may still be in flight and held too; the rules always are.
     assert readiness["holds"][0] == (
         f"routing rules version {rules_version(RULES)} still name rq at: default, "
-        "rule 'shadowed' backend"
+        "rule 'shadowed' backend, rule 'stepped' otherwise"
     )
     assert set(readiness["figures"]["rq_jobs"]) >= {"default.queued", "default.failed"}
 

@@ -9,8 +9,8 @@ guards, promotion and the comparison read the same rows they read in production.
 
 from __future__ import annotations
 
-import itertools
 import math
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, update
@@ -24,8 +24,6 @@ from tests.support.plans import one_node_workflow
 
 __all__ = ["record_runs"]
 
-_ids = itertools.count()
-
 
 def record_runs(
     store: Store,
@@ -38,6 +36,7 @@ def record_runs(
     rule: str | None = "canary",
     workflow_id: str = "etl",
     accepted_from: datetime | None = None,
+    every: timedelta = timedelta(milliseconds=10),
     spread: float = 0.05,
 ) -> list[str]:
     """``count`` finished client runs of ``workflow_id`` on ``backend``, routed by ``rule``.
@@ -45,20 +44,21 @@ def record_runs(
     The first ``failed`` of them failed; each waited about ``wait`` seconds for its
     first node and ran about ``seconds`` (times vary by up to ``spread``, the same way
     on every call, so two calls with the same figures describe identical backends).
-    They are accepted 10 ms apart from ``accepted_from`` (now by default), so runs
-    recorded after a rollout's step began count at that step.
+    They are accepted ``every`` apart (10 ms) from ``accepted_from`` (now by default),
+    so runs recorded after a rollout's step began count at that step.
     """
     definition = one_node_workflow(workflow_id)
     start = accepted_from or datetime.now(UTC)
+    batch = uuid.uuid4().hex[:12]
     rows = []
     ids = []
     for index in range(count):
-        job_run_id = f"judged-{next(_ids)}-{backend}"
+        job_run_id = f"judged-{batch}-{index}-{backend}"
         plan = RunPlan.from_definition(definition, job_run_id=job_run_id, job_id=job_run_id)
         route = Route(rule, "v1", "test")
         assert store.create_run(plan=plan, backend=backend, from_job=None, route=route)
         wobble = 1 + spread * math.sin(index * 1.7)
-        submitted = start + timedelta(milliseconds=10 * index)
+        submitted = start + every * index
         started = submitted + timedelta(seconds=wait * wobble)
         finished = started + timedelta(seconds=seconds * wobble)
         rows.append(

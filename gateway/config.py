@@ -136,6 +136,13 @@ class Settings(RuntimeSettings):
     metrics_require_key: bool = Field(
         default=False, description="With auth on, /metrics also requires a key (any scope)."
     )
+    live_ticket_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3_600,
+        description="How long a ticket from POST /live/tickets may wait before it opens its "
+        "WebSocket (it opens one, once).",
+    )
     max_body_bytes: int = Field(
         default=1_048_576,
         gt=0,

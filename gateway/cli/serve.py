@@ -14,6 +14,7 @@ from backends.model.errors import FigwayError
 from backends.store.routing_records import RoutingRecords
 from gateway.cli.support import configure_logging, migrated_engine, or_exit, settings_or_exit
 from gateway.routing.source import RulesSource
+from gateway.web.access_log import ACCESS_LOGGER
 from gateway.web.exposure import is_loopback, security_lines
 
 __all__ = ["serve"]
@@ -91,15 +92,25 @@ def serve(host: str, port: int, ws_port: int, log_level: str, insecure_no_auth: 
         log.info("security: %s", line)
     if not access.required and not is_loopback(host):
         log.warning("access control is OFF on %s: anyone who reaches it can run workflows", host)
+    # figway's own access log (gateway/web/access_log.py), at the level asked for here:
+    # Prefect's logging set-up cannot lower it, as it lowers uvicorn's.
+    logging.getLogger(ACCESS_LOGGER).setLevel(log_level.upper())
     api = create_app(settings, owns_process=True)
     server = uvicorn.Server(
-        uvicorn.Config(api, host=host, port=port, log_level=log_level, lifespan="on")
+        uvicorn.Config(
+            api, host=host, port=port, log_level=log_level, lifespan="on", access_log=False
+        )
     )
     # The legacy WebSocket port serves from the API's services: it has no lifespan of
     # its own, and starts once the API's has built them.
     legacy = uvicorn.Server(
         uvicorn.Config(
-            create_legacy_app(api), host=host, port=ws_port, log_level=log_level, lifespan="off"
+            create_legacy_app(api),
+            host=host,
+            port=ws_port,
+            log_level=log_level,
+            lifespan="off",
+            access_log=False,
         )
     )
     try:

@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from backends.store.live_tickets import LiveTickets
 from gateway.config import Settings, get_settings
 from gateway.services import build_services, stop_ephemeral_prefect
+from gateway.web.access_log import AccessLog, redact_uvicorn_logs
 from gateway.web.auth import AccessGate, require_scope
 from gateway.web.errors import install_error_handlers
 from gateway.web.exposure import HostGuard
@@ -44,8 +46,10 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         app.state.dispatcher = services.dispatcher
         app.state.access = AccessGate(
             services.keys,
+            LiveTickets(services.engine),
             required=settings.auth_required,
             limiter=RateLimiter(settings.rate_limit_per_minute),
+            ticket_seconds=settings.live_ticket_seconds,
         )
         try:
             yield
@@ -73,8 +77,12 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     # Added last, so it runs first: a request for a foreign host name is refused before
     # anything else looks at it.
     app.add_middleware(HostGuard, settings=settings)
+    # Outermost: every answer is logged, the host guard's and the body limit's included.
+    app.add_middleware(AccessLog)
+    redact_uvicorn_logs()
     guarded = [
         (runs.router, "runs"),
+        (live.tickets_router, "runs"),
         (workflows.router, "workflows"),
         (routing.router, "admin"),
         (compare.router, "admin"),

@@ -1,8 +1,9 @@
 """Access control: API keys with scopes, on every route but the health checks.
 
 A request sends ``Authorization: Bearer fgw_…``; a WebSocket may send the
-key as that header or as ``?token=fgw_…`` (browsers cannot set headers on a
-WebSocket). No key, or one figway does not know or has revoked: 401. A key
+key as that header, or a one-use ticket as ``?ticket=fgt_…`` (browsers cannot set
+headers on a WebSocket; ``POST /live/tickets`` gives the ticket), or, for older
+clients, the key itself as ``?token=fgw_…`` (never logged). No key, or one figway does not know or has revoked: 401. A key
 without the route's scope: 403. The check runs before the route does, so
 neither answer says whether the run or workflow asked for exists.
 
@@ -19,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backends.model.errors import AccessDeniedError
 from backends.store.api_keys import ApiKeys, KeyView
+from backends.store.live_tickets import LiveTickets
 from gateway.web.errors import access_denied_headers
 from gateway.web.limits import RateLimiter
 
@@ -38,20 +40,38 @@ class AccessGate:
     The app builds one when it starts; every route and WebSocket asks it.
     """
 
-    def __init__(self, keys: ApiKeys, *, required: bool, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        keys: ApiKeys,
+        tickets: LiveTickets,
+        *,
+        required: bool,
+        limiter: RateLimiter,
+        ticket_seconds: float = 30.0,
+    ) -> None:
         self.keys = keys
+        self.tickets = tickets
         self.required = required
         self.limiter = limiter
+        self.ticket_seconds = ticket_seconds
 
-    async def check(self, token: str | None, scope: str | None) -> KeyView | None:
-        """The key ``token`` names, holding ``scope``; raises :class:`AccessDeniedError`."""
+    async def check(
+        self, token: str | None, scope: str | None, *, ticket: str | None = None
+    ) -> KeyView | None:
+        """The key ``token`` names (or that ``ticket`` was issued to), holding ``scope``;
+        raises :class:`AccessDeniedError`."""
         if not self.required:
             return None
-        if token is None:
+        if token is not None:
+            key = await run_in_threadpool(self.keys.verify, token)
+        elif ticket is not None:
+            key = await run_in_threadpool(self._redeem, ticket)
+        else:
             raise AccessDeniedError(401, "an API key is required: send Authorization: Bearer <key>")
-        key = await run_in_threadpool(self.keys.verify, token)
         if key is None:
-            raise AccessDeniedError(401, "unknown or revoked API key")
+            raise AccessDeniedError(
+                401, "unknown or revoked API key" if token else "unknown, used or expired ticket"
+            )
         wait = self.limiter.wait_seconds(key.key_id)
         if wait:
             raise AccessDeniedError(
@@ -67,6 +87,16 @@ class AccessGate:
                 + ", ".join(sorted(key.scopes)),
             )
         return key
+
+    def _redeem(self, ticket: str) -> KeyView | None:
+        key_id = self.tickets.redeem(ticket)
+        return None if key_id is None else self.keys.in_force(key_id)
+
+    async def issue_ticket(self, key: KeyView) -> str:
+        """A one-use ticket that opens one WebSocket as ``key`` within ``ticket_seconds``."""
+        return await run_in_threadpool(
+            lambda: self.tickets.issue(key_id=key.key_id, ttl_seconds=self.ticket_seconds)
+        )
 
 
 def require_scope(scope: str | None) -> Callable[[Request], Awaitable[KeyView | None]]:
@@ -100,9 +130,10 @@ def acting_key(request: Request) -> str | None:
 
 
 async def key_for_websocket(websocket: WebSocket, gate: AccessGate, scope: str) -> KeyView | None:
-    """The WebSocket's key (header or ``token`` query parameter); raises AccessDeniedError."""
+    """The WebSocket's key (header, ``ticket`` or ``token`` query parameter); raises
+    AccessDeniedError."""
     token = _bearer(websocket.headers.get("authorization")) or websocket.query_params.get("token")
-    return await gate.check(token, scope)
+    return await gate.check(token, scope, ticket=websocket.query_params.get("ticket"))
 
 
 #: Close codes for a refused WebSocket (HTTP's, in the application's range).

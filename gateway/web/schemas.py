@@ -11,7 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from backends.model.workflow import non_finite_number_at
 from backends.store import RunView
 
-__all__ = ["LogLineOut", "LogsOut", "NodeOut", "RunIn", "RunOut", "StatsOut", "WorkflowOut"]
+__all__ = [
+    "LogLineOut",
+    "LogsOut",
+    "NodeOut",
+    "RunIn",
+    "RunOut",
+    "StatsOut",
+    "TicketOut",
+    "WorkflowOut",
+]
 
 _ID = Field(min_length=1, max_length=128)
 _JOB_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
@@ -151,6 +160,14 @@ class LogsOut(BaseModel):
     job_run_id: str
     lines: list[LogLineOut]
     next_after: int = Field(description="Pass as `after` to read the lines that follow.")
+
+
+class TicketOut(BaseModel):
+    ticket: str | None = Field(
+        description="Open the WebSocket with `?ticket=` and this value, once; null when "
+        "access control is off (no ticket is needed)."
+    )
+    expires_in_seconds: float = Field(description="The ticket is refused after this long.")
 
 
 class WorkflowOut(BaseModel):

@@ -21,6 +21,7 @@ from tests.support.gateway import client_of, running_gateway
 OPEN = {"/healthz", "/readyz"}
 SCOPE_OF_PREFIX = {
     "/workflow_runs": "runs",
+    "/live": "runs",
     "/workflows": "workflows",
     "/routing": "admin",
     "/metrics": None,  # any key, with FIGWAY_METRICS_REQUIRE_KEY

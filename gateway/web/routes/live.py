@@ -24,7 +24,7 @@ import asyncio
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Path, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI, Path, Request, WebSocket, WebSocketDisconnect, status
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
@@ -34,11 +34,19 @@ from backends.model.errors import AccessDeniedError
 from backends.model.status import RUN_TERMINAL
 from gateway.live.feed import OVERFLOW
 from gateway.services import Services
-from gateway.web.auth import WEBSOCKET_CLOSE, key_for_websocket
+from gateway.web.access_log import AccessLog
+from gateway.web.auth import WEBSOCKET_CLOSE, AccessGate, acting_key_view, key_for_websocket
 from gateway.web.exposure import HostGuard, origin_allowed
-from gateway.web.schemas import RunOut
+from gateway.web.schemas import RunOut, TicketOut
 
-__all__ = ["CLOSE_TOO_SLOW", "CLOSE_UNKNOWN_RUN", "create_legacy_app", "follow_run", "router"]
+__all__ = [
+    "CLOSE_TOO_SLOW",
+    "CLOSE_UNKNOWN_RUN",
+    "create_legacy_app",
+    "follow_run",
+    "router",
+    "tickets_router",
+]
 
 #: Close codes: 4404 for a run figway does not know (4000-4999 are the application's).
 CLOSE_UNKNOWN_RUN = 4404
@@ -46,8 +54,21 @@ CLOSE_UNKNOWN_RUN = 4404
 CLOSE_TOO_SLOW = 1013
 
 router = APIRouter(tags=["live status"])
+#: ``POST /live/tickets``: plain HTTP, so it is guarded like every other route.
+tickets_router = APIRouter(prefix="/live", tags=["live status"])
 
 RunId = Annotated[str, Path(min_length=1, max_length=128, description="The run's job_run_id.")]
+
+
+@tickets_router.post("/tickets", status_code=status.HTTP_201_CREATED, response_model=TicketOut)
+async def issue_ticket(request: Request) -> TicketOut:
+    """A one-use ticket for a browser to open one WebSocket with (`?ticket=`), instead of its key."""
+    gate: AccessGate = request.app.state.access
+    key = acting_key_view(request)
+    if key is None:  # access control off: every socket opens without one
+        return TicketOut(ticket=None, expires_in_seconds=0)
+    ticket = await gate.issue_ticket(key)
+    return TicketOut(ticket=ticket, expires_in_seconds=gate.ticket_seconds)
 
 
 @router.websocket("/ws/workflow_runs/{job_run_id}")
@@ -125,4 +146,5 @@ def create_legacy_app(api: FastAPI) -> Starlette:
 
     app = Starlette(routes=[WebSocketRoute("/{job_run_id}", legacy)])
     app.add_middleware(HostGuard, settings=api.state.settings)
+    app.add_middleware(AccessLog)
     return app

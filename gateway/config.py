@@ -134,7 +134,14 @@ class Settings(RuntimeSettings):
         "(production), off on the embedded default.",
     )
     metrics_require_key: bool = Field(
-        default=False, description="With auth on, /metrics also requires a key (any scope)."
+        default=True,
+        description="With access control on, /metrics requires a key (any scope; a `metrics` "
+        "key can do nothing else). false: /metrics is open to anyone reaching the port.",
+    )
+    api_docs_open: bool = Field(
+        default=False,
+        description="With access control on, /docs, /redoc and /openapi.json answer without a "
+        "key. Unset: they need a key (any scope), like every route but the health checks.",
     )
     live_ticket_seconds: float = Field(
         default=30.0,

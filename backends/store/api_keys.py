@@ -24,8 +24,9 @@ from backends.store.transactions import Transactions, utcnow
 __all__ = ["SCOPES", "ApiKeys", "KeyView", "NewKey"]
 
 #: What a key may do: runs (workflow_runs and live status), workflows (definitions),
-#: admin (routing rules, guards, keys).
-SCOPES = ("runs", "workflows", "code", "admin")
+#: code (python nodes), admin (routing rules, guards), metrics (/metrics and the API docs
+#: only: what a Prometheus server is given).
+SCOPES = ("runs", "workflows", "code", "admin", "metrics")
 _PREFIX = "fgw"
 
 

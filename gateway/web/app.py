@@ -16,7 +16,16 @@ from gateway.web.auth import AccessGate, require_scope
 from gateway.web.errors import install_error_handlers
 from gateway.web.exposure import HostGuard
 from gateway.web.limits import BodyLimit, RateLimiter
-from gateway.web.routes import compare, health, live, metrics, routing, runs, workflows
+from gateway.web.routes import (
+    api_docs,
+    compare,
+    health,
+    live,
+    metrics,
+    routing,
+    runs,
+    workflows,
+)
 from gateway.web.schemas import ERROR_RESPONSES
 
 __all__ = ["create_app"]
@@ -63,6 +72,10 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         summary="The workflow_runs API, routed to Redis RQ or Prefect 3 run by run.",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by routes/api_docs.py, behind the key check unless an operator opens them.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings  # what the legacy WebSocket app is guarded by, too
     install_error_handlers(app)
@@ -92,7 +105,9 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
             router, dependencies=[Depends(require_scope(scope))], responses=ERROR_RESPONSES
         )
     app.include_router(health.router)
-    metrics_access = [Depends(require_scope(None))] if settings.metrics_require_key else []
+    any_key = [Depends(require_scope(None))]
+    metrics_access = any_key if settings.metrics_require_key else []
     app.include_router(metrics.router, dependencies=metrics_access, responses=ERROR_RESPONSES)
+    app.include_router(api_docs.router, dependencies=[] if settings.api_docs_open else any_key)
     app.include_router(live.router)  # checks its key itself: a WebSocket is closed, not 401
     return app

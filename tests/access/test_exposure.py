@@ -6,6 +6,7 @@ set-up."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 
@@ -14,6 +15,8 @@ import websockets
 
 from backends.store import create_database_engine
 from backends.store.api_keys import ApiKeys, NewKey
+from gateway.config import Settings
+from gateway.web.app import create_app
 from tests.support.figway_stack import Stack
 from tests.support.services import flushed_redis
 
@@ -50,7 +53,7 @@ def keys(stack: Stack) -> dict[str, NewKey]:
     store = ApiKeys(engine)
     made = {
         scope: store.create(name=f"exposure {scope}", scopes=[scope], created_by="test")
-        for scope in ("runs", "workflows", "admin")
+        for scope in ("runs", "workflows", "admin", "metrics")
     }
     engine.dispose()
     return made
@@ -119,6 +122,49 @@ def test_a_ticket_opens_one_websocket_once_and_is_never_logged(
     # A ticket is for a key that may follow runs.
     refused = stack.http.post("/live/tickets", headers=bearer(keys["admin"]))
     assert refused.status_code == 403
+
+
+# -- 2. only the health checks answer without a key ------------------------------------------
+
+OPEN = {"/healthz", "/readyz"}
+DOCS = ("/openapi.json", "/docs", "/redoc")
+
+
+def every_path() -> list[tuple[str, str]]:
+    schema = create_app(Settings(_env_file=None)).openapi()
+    found = [
+        (method.upper(), re.sub(r"\{[^}]+\}", "x", path))
+        for path, operations in schema["paths"].items()
+        for method in operations
+    ]
+    return [*found, *(("GET", path) for path in DOCS)]
+
+
+def test_without_a_key_only_the_health_checks_answer(stack: Stack) -> None:
+    answers = {
+        (method, path): stack.http.request(method, path).status_code
+        for method, path in every_path()
+    }
+    assert {where: code for where, code in answers.items() if where[1] in OPEN} == {
+        ("GET", "/healthz"): 200,
+        ("GET", "/readyz"): 200,
+    }
+    opened = {
+        where: code for where, code in answers.items() if where[1] not in OPEN and code != 401
+    }
+    assert opened == {}
+    assert ("GET", "/metrics") in answers
+
+
+def test_any_key_reads_the_docs_and_a_metrics_key_nothing_else(
+    stack: Stack, keys: dict[str, NewKey]
+) -> None:
+    for path in (*DOCS, "/metrics"):
+        answer = stack.http.get(path, headers=bearer(keys["metrics"]))
+        assert answer.status_code == 200, (path, answer.text)
+    assert "figway_" in stack.http.get("/metrics", headers=bearer(keys["metrics"])).text
+    for path in ("/workflow_runs/stats", "/routing/rules", "/workflows/x"):
+        assert stack.http.get(path, headers=bearer(keys["metrics"])).status_code == 403
 
 
 # -- 7. the access log outlives Prefect's logging set-up ---------------------------------------

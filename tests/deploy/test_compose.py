@@ -562,3 +562,17 @@ def test_every_figway_process_shares_one_artifact_store(
         store = interpolated(service["environment"]["FIGWAY_ARTIFACT_URL"])
         mounts = [interpolated(v).split(":") for v in service.get("volumes") or []]
         assert ["artifacts", store] in [mount[:2] for mount in mounts], name
+
+
+def test_prometheus_scrapes_with_the_metrics_key_mounted_as_a_secret(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    (job,) = load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]
+    authorization = job["authorization"]
+    assert authorization.get("type", "Bearer") == "Bearer"
+    secret = Path(authorization["credentials_file"])
+    assert secret.parent == Path("/run/secrets")
+    assert services["prometheus"]["secrets"] == [secret.name]
+    assert secret.name in compose["secrets"]
+    assert "--scope metrics" in COMPOSE_FILE.read_text(encoding="utf-8")
+    assert "compose/metrics.key" in (ROOT / ".gitignore").read_text(encoding="utf-8")

@@ -66,6 +66,21 @@ class Settings(RuntimeSettings):
         "file, no for a configured database (run `figway db upgrade`).",
     )
     max_levels: int = Field(default=20, ge=1, le=1_000, description="Deepest DAG accepted.")
+    max_nodes: int = Field(
+        default=500, ge=1, le=1_000, description="Most nodes a workflow may have (422 past it)."
+    )
+    max_query_chars: int = Field(
+        default=262_144,
+        ge=1,
+        description="Most characters of query text (every node's `query` together) a workflow "
+        "may hold; past it, 422 before any query is parsed.",
+    )
+    max_definition_bytes: int = Field(
+        default=1_048_576,
+        gt=0,
+        description="Largest workflow definition (its JSON body) PUT /workflows accepts; a "
+        "larger one gets 413. FIGWAY_MAX_BODY_BYTES caps every body before this.",
+    )
     default_backend: BackendName = Field(
         default=LEGACY_BACKEND,
         description="Backend for every run when there is no routing rules file at all.",

@@ -13,9 +13,11 @@ from gateway.config import Settings, get_settings
 from gateway.services import build_services, stop_ephemeral_prefect
 from gateway.web.access_log import AccessLog, redact_uvicorn_logs
 from gateway.web.auth import AccessGate, require_scope
+from gateway.web.bodies import JsonBodies, refuse_control_characters
 from gateway.web.errors import install_error_handlers
 from gateway.web.exposure import HostGuard
 from gateway.web.limits import BodyLimit, RateLimiter
+from gateway.web.methods import AllowedMethods
 from gateway.web.routes import (
     api_docs,
     compare,
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         summary="The workflow_runs API, routed to Redis RQ or Prefect 3 run by run.",
         version="0.1.0",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_control_characters)],
         # Served by routes/api_docs.py, behind the key check unless an operator opens them.
         openapi_url=None,
         docs_url=None,
@@ -79,6 +82,10 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     )
     app.state.settings = settings  # what the legacy WebSocket app is guarded by, too
     install_error_handlers(app)
+    app.add_middleware(AllowedMethods, paths=lambda: app.openapi()["paths"])
+    # JSON bodies decoded off the loop (422 for one that is not JSON); inside BodyLimit, so
+    # an oversized body is refused before it is read whole.
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # closed unless an operator names the origins
         app.add_middleware(

@@ -20,6 +20,7 @@ from backends.model.errors import (
     BackendError,
     BackendUnavailableError,
     DefinitionError,
+    DefinitionTooLargeError,
     NotFoundError,
     RunConflictError,
     StoreError,
@@ -71,7 +72,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DefinitionError)
     async def invalid_definition(request: Request, exc: DefinitionError) -> JSONResponse:
         errors = [{"field": p.location, "message": p.message} for p in exc.problems]
-        return JSONResponse(status_code=422, content=error_body(f"invalid workflow: {exc}", errors))
+        # A definition too large to take is 413 (its size), any other problem 422.
+        code = 413 if isinstance(exc, DefinitionTooLargeError) else 422
+        return JSONResponse(
+            status_code=code, content=error_body(f"invalid workflow: {exc}", errors)
+        )
 
     @app.exception_handler(AccessDeniedError)
     async def access_denied(request: Request, exc: AccessDeniedError) -> JSONResponse:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from backends.model.ids import PRINTABLE_PATTERN, PrintableId, printable
 from backends.model.workflow import non_finite_number_at
 from backends.store import RunView
 
@@ -15,14 +17,30 @@ __all__ = [
     "LogLineOut",
     "LogsOut",
     "NodeOut",
+    "RunIdPath",
     "RunIn",
     "RunOut",
     "StatsOut",
     "TicketOut",
+    "WorkflowIdPath",
     "WorkflowOut",
 ]
 
-_ID = Field(min_length=1, max_length=128)
+#: An id in a URL path: printable text, refused naming the parameter otherwise (422).
+RunIdPath = Annotated[
+    PrintableId,
+    Path(description="The run's job_run_id.", json_schema_extra={"pattern": PRINTABLE_PATTERN}),
+]
+WorkflowIdPath = Annotated[
+    PrintableId,
+    Path(description="The workflow's id.", json_schema_extra={"pattern": PRINTABLE_PATTERN}),
+]
+#: An optional id in a body (``from_job``): printable text, possibly empty.
+_OptionalText = Annotated[
+    str,
+    Field(max_length=128, json_schema_extra={"pattern": PRINTABLE_PATTERN}),
+    AfterValidator(printable),
+]
 _JOB_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
 
 
@@ -31,10 +49,10 @@ class RunIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    workspace_id: str = _ID
-    folder_id: str = _ID
-    job_id: str = _ID
-    workflow_id: str = _ID
+    workspace_id: PrintableId
+    folder_id: PrintableId
+    job_id: PrintableId
+    workflow_id: PrintableId
     job_run_id: str | None = Field(
         default=None,
         min_length=1,
@@ -43,7 +61,7 @@ class RunIn(BaseModel):
         json_schema_extra={"not": {"const": "stats"}},
         description="Letters, digits and _ . : - (not `stats`); generated when absent.",
     )
-    from_job: str | None = Field(default=None, max_length=128)
+    from_job: _OptionalText | None = None
     parameters: dict[str, Any] | None = None
 
     @field_validator("job_run_id")

@@ -22,22 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Path, Request, WebSocket, WebSocketDisconnect, status
+from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect, status
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 from starlette.routing import WebSocketRoute
 
 from backends.model.errors import AccessDeniedError
+from backends.model.ids import control_character_problem
 from backends.model.status import RUN_TERMINAL
 from gateway.live.feed import OVERFLOW
 from gateway.services import Services
 from gateway.web.access_log import AccessLog
 from gateway.web.auth import WEBSOCKET_CLOSE, AccessGate, acting_key_view, key_for_websocket
 from gateway.web.exposure import HostGuard, origin_allowed
-from gateway.web.schemas import RunOut, TicketOut
+from gateway.web.schemas import RunIdPath, RunOut, TicketOut
 
 __all__ = [
     "CLOSE_TOO_SLOW",
@@ -57,7 +57,7 @@ router = APIRouter(tags=["live status"])
 #: ``POST /live/tickets``: plain HTTP, so it is guarded like every other route.
 tickets_router = APIRouter(prefix="/live", tags=["live status"])
 
-RunId = Annotated[str, Path(min_length=1, max_length=128, description="The run's job_run_id.")]
+RunId = RunIdPath
 
 
 @tickets_router.post("/tickets", status_code=status.HTTP_201_CREATED, response_model=TicketOut)
@@ -95,6 +95,9 @@ async def follow_run(websocket: WebSocket, job_run_id: str, api_state: State) ->
         await key_for_websocket(websocket, api_state.access, "runs")
     except AccessDeniedError as failed:  # before the run is looked up: no hint whether it exists
         await websocket.close(code=WEBSOCKET_CLOSE[failed.code], reason=failed.detail)
+        return
+    if control_character_problem(job_run_id):  # the legacy port's path is not typed
+        await websocket.close(code=CLOSE_UNKNOWN_RUN, reason=f"no run {job_run_id!r}")
         return
     # The journal position first, then the snapshot: a transition between the two is
     # sent again rather than missed.

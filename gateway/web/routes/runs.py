@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from backends.model.errors import RunNotFoundError
 from backends.store.models import RUN_LEVEL
 from gateway.dispatch.dispatcher import RunRequest
 from gateway.web.deps import DispatcherDep, ServicesDep
-from gateway.web.schemas import LogLineOut, LogsOut, RunIn, RunOut, StatsOut
+from gateway.web.schemas import LogLineOut, LogsOut, RunIdPath, RunIn, RunOut, StatsOut
 
 router = APIRouter(prefix="/workflow_runs", tags=["workflow runs"])
 
-RunId = Annotated[str, Path(min_length=1, max_length=128, description="The run's job_run_id.")]
+RunId = RunIdPath
 
 
 @router.post("/", status_code=status.HTTP_201_CREATED, response_model=RunOut)

@@ -176,6 +176,32 @@ class Settings(RuntimeSettings):
         description="Requests each API key may make per minute (bursts up to as many), per "
         "gateway; past it, 429 with Retry-After. 0: no limit. Applies with FIGWAY_AUTH on.",
     )
+    address_rate_limit_per_minute: int = Field(
+        default=1_200,
+        ge=0,
+        description="Requests each client address may make per minute (bursts up to as many), "
+        "per gateway, counted before its key is looked up; a refused key counts 10. Past it, "
+        "429 with Retry-After. 0: no limit. Applies with FIGWAY_AUTH on.",
+    )
+    key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=5,
+        description="How long a verified key is remembered by a gateway (at most 5 s): a revoked "
+        "key is refused within this long. 0: every request looks its key up.",
+    )
+    live_followers_per_key: int = Field(
+        default=100,
+        ge=1,
+        description="WebSocket clients one key may have following runs at once, per gateway; "
+        "past it a new one is closed with 1013.",
+    )
+    live_followers_max: int = Field(
+        default=2_000,
+        ge=1,
+        description="WebSocket clients following runs on one gateway (both ports); past it a "
+        "new one is closed with 1013.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="Origins (https://app.example.com) whose browser pages may call the API. "

@@ -67,7 +67,7 @@ def list_keys() -> None:
 @keys.command("revoke")
 @click.argument("key_id")
 def revoke(key_id: str) -> None:
-    """Revoke a key at once, on every gateway (its next request gets 401)."""
+    """Revoke a key on every gateway: refused within FIGWAY_KEY_CACHE_SECONDS (5 s at most)."""
     engine = migrated_engine(settings_or_exit())
     try:
         revoked = ApiKeys(engine).revoke(key_id=key_id, revoked_by="cli")

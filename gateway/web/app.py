@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -13,10 +14,14 @@ from gateway.config import Settings, get_settings
 from gateway.services import build_services, stop_ephemeral_prefect
 from gateway.web.access_log import AccessLog, redact_uvicorn_logs
 from gateway.web.auth import AccessGate, require_scope
-from gateway.web.bodies import JsonBodies, refuse_control_characters
+from gateway.web.bodies import (
+    JsonBodies,
+    document_printable_parameters,
+    refuse_control_characters,
+)
 from gateway.web.errors import install_error_handlers
 from gateway.web.exposure import HostGuard
-from gateway.web.limits import BodyLimit, RateLimiter
+from gateway.web.limits import BodyLimit, FollowerCaps, RateLimiter
 from gateway.web.methods import AllowedMethods
 from gateway.web.routes import (
     api_docs,
@@ -60,7 +65,12 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
             LiveTickets(services.engine),
             required=settings.auth_required,
             limiter=RateLimiter(settings.rate_limit_per_minute),
+            address_limiter=RateLimiter(settings.address_rate_limit_per_minute),
+            key_cache_seconds=settings.key_cache_seconds,
             ticket_seconds=settings.live_ticket_seconds,
+        )
+        app.state.followers = FollowerCaps(
+            per_key=settings.live_followers_per_key, total=settings.live_followers_max
         )
         try:
             yield
@@ -80,6 +90,14 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         docs_url=None,
         redoc_url=None,
     )
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_printable_parameters(plain_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.settings = settings  # what the legacy WebSocket app is guarded by, too
     install_error_handlers(app)
     app.add_middleware(AllowedMethods, paths=lambda: app.openapi()["paths"])

@@ -25,13 +25,14 @@ from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 
-from backends.model.ids import control_character_problem
+from backends.model.ids import PRINTABLE_PATTERN, control_character_problem
 
 __all__ = [
     "MAX_DEPTH",
     "MAX_INT_DIGITS",
     "JsonBodies",
     "decoded_json",
+    "document_printable_parameters",
     "json_problem",
     "refuse_control_characters",
 ]
@@ -198,3 +199,24 @@ def refuse_control_characters(connection: HTTPConnection) -> None:
                 )
     if errors:
         raise RequestValidationError(errors)
+
+
+def document_printable_parameters(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add :func:`refuse_control_characters`'s rule to the OpenAPI ``schema``: every
+    string path or query parameter without a pattern of its own gets the printable one."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") not in ("path", "query"):
+                    continue
+                for variant in _string_schemas(parameter.get("schema", {})):
+                    variant.setdefault("pattern", PRINTABLE_PATTERN)
+    return schema
+
+
+def _string_schemas(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    if schema.get("type") == "string":
+        return [schema]
+    if schema.get("type") == "array":
+        return _string_schemas(schema.get("items", {}))
+    return [found for variant in schema.get("anyOf", []) for found in _string_schemas(variant)]

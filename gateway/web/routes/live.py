@@ -37,9 +37,11 @@ from gateway.services import Services
 from gateway.web.access_log import AccessLog
 from gateway.web.auth import WEBSOCKET_CLOSE, AccessGate, acting_key_view, key_for_websocket
 from gateway.web.exposure import HostGuard, origin_allowed
+from gateway.web.limits import FollowerCaps
 from gateway.web.schemas import RunIdPath, RunOut, TicketOut
 
 __all__ = [
+    "CLOSE_TOO_MANY",
     "CLOSE_TOO_SLOW",
     "CLOSE_UNKNOWN_RUN",
     "create_legacy_app",
@@ -52,6 +54,8 @@ __all__ = [
 CLOSE_UNKNOWN_RUN = 4404
 #: 1013 "try again later": the client fell too far behind.
 CLOSE_TOO_SLOW = 1013
+#: 1013 as well: too many clients follow runs with this key or on this gateway.
+CLOSE_TOO_MANY = 1013
 
 router = APIRouter(tags=["live status"])
 #: ``POST /live/tickets``: plain HTTP, so it is guarded like every other route.
@@ -92,10 +96,23 @@ async def follow_run(websocket: WebSocket, job_run_id: str, api_state: State) ->
         )
         return
     try:
-        await key_for_websocket(websocket, api_state.access, "runs")
+        key = await key_for_websocket(websocket, api_state.access, "runs")
     except AccessDeniedError as failed:  # before the run is looked up: no hint whether it exists
         await websocket.close(code=WEBSOCKET_CLOSE[failed.code], reason=failed.detail)
         return
+    caps: FollowerCaps = api_state.followers
+    key_id = None if key is None else key.key_id
+    refusal = caps.take(key_id)
+    if refusal is not None:
+        await websocket.close(code=CLOSE_TOO_MANY, reason=refusal)
+        return
+    try:
+        await _follow(websocket, job_run_id, services)
+    finally:
+        caps.give_back(key_id)
+
+
+async def _follow(websocket: WebSocket, job_run_id: str, services: Services) -> None:
     if control_character_problem(job_run_id):  # the legacy port's path is not typed
         await websocket.close(code=CLOSE_UNKNOWN_RUN, reason=f"no run {job_run_id!r}")
         return

@@ -9,6 +9,7 @@ import asyncio
 import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import websockets
@@ -201,3 +202,80 @@ def test_a_401_after_an_in_process_prefect_run_is_logged(
     refused = http.get("/routing/rules", headers=bearer(keys["runs"]))
     assert refused.status_code == 403
     wait_for_log(stack, '"GET /routing/rules HTTP/1.1" 403')
+
+
+# -- 6. keys bound to workspaces -----------------------------------------------------------
+
+
+def test_a_key_bound_to_a_workspace_sees_nothing_of_another(
+    stack: Stack, keys: dict[str, NewKey]
+) -> None:
+    engine = create_database_engine(stack.database_url)
+    store = ApiKeys(engine)
+    ws1_runs = store.create(name="ws1 runs", scopes=["runs"], created_by="test", workspaces=["ws1"])
+    ws1_writer = store.create(
+        name="ws1 workflows", scopes=["workflows"], created_by="test", workspaces=["ws1"]
+    )
+    engine.dispose()
+    http = stack.http
+    for workspace in ("ws1", "ws2"):
+        workflow = {"workspace_id": workspace, "folder_id": "f", "nodes": {"a": {"type": "noop"}}}
+        put = http.put(
+            f"/workflows/bound-{workspace}", json=workflow, headers=bearer(keys["workflows"])
+        )
+        assert put.status_code in (200, 201), put.text
+        body = {
+            "workspace_id": workspace,
+            "folder_id": "f",
+            "job_id": "j",
+            "workflow_id": f"bound-{workspace}",
+            "job_run_id": f"bound-{workspace}-1",
+        }
+        started = http.post("/workflow_runs/", json=body, headers=bearer(keys["runs"]))
+        assert started.status_code in (200, 201), started.text
+
+    def as_ws1(method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        answer = http.request(method, path, headers=bearer(ws1_runs), **kwargs)
+        return answer.status_code, answer.json()
+
+    assert as_ws1("GET", "/workflow_runs/bound-ws1-1")[0] == 200
+    for method, suffix in (("GET", ""), ("GET", "/logs"), ("DELETE", "")):
+        foreign = as_ws1(method, f"/workflow_runs/bound-ws2-1{suffix}")
+        missing = as_ws1(method, f"/workflow_runs/bound-none-1{suffix}")
+        assert foreign[0] == 404
+        assert foreign[1] == {
+            **missing[1],
+            "detail": missing[1]["detail"].replace("bound-none-1", "bound-ws2-1"),
+        }
+    stats = as_ws1("GET", "/workflow_runs/stats")[1]
+    assert "bound-ws1" in stats["by_workflow"]
+    assert "bound-ws2" not in stats["by_workflow"]
+    # Starting another workspace's workflow: exactly what a workflow that does not exist gets.
+    start = {"folder_id": "f", "job_id": "j", "job_run_id": "bound-x"}
+    foreign = as_ws1(
+        "POST", "/workflow_runs/", json={**start, "workspace_id": "ws2", "workflow_id": "bound-ws2"}
+    )
+    missing = as_ws1(
+        "POST",
+        "/workflow_runs/",
+        json={**start, "workspace_id": "ws2", "workflow_id": "bound-nope"},
+    )
+    assert foreign[0] == missing[0] == 404
+    assert foreign[1]["detail"] == missing[1]["detail"].replace("bound-nope", "bound-ws2")
+    # Following another workspace's run: closed as an unknown run.
+    base = f"ws://127.0.0.1:{stack.ws_port}/"
+    foreign_close = asyncio.run(close_of(base + "bound-ws2-1", bearer(ws1_runs)))
+    missing_close = asyncio.run(close_of(base + "bound-none-1", bearer(ws1_runs)))
+    assert foreign_close[0] == missing_close[0] == 4404
+    # Definitions: another workspace's workflow is not there; one cannot be put there.
+    read = http.get("/workflows/bound-ws2", headers=bearer(ws1_writer))
+    assert (read.status_code, read.json()["detail"]) == (404, "no workflow 'bound-ws2'")
+    moved = {"workspace_id": "ws2", "folder_id": "f", "nodes": {"a": {"type": "noop"}}}
+    assert (
+        http.put("/workflows/bound-ws1", json=moved, headers=bearer(ws1_writer)).status_code == 403
+    )
+    taken = {"workspace_id": "ws1", "folder_id": "f", "nodes": {"a": {"type": "noop"}}}
+    assert (
+        http.put("/workflows/bound-ws2", json=taken, headers=bearer(ws1_writer)).status_code == 403
+    )
+    assert http.get("/workflows/bound-ws1", headers=bearer(ws1_writer)).status_code == 200

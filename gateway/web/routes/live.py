@@ -32,6 +32,7 @@ from starlette.routing import WebSocketRoute
 from backends.model.errors import AccessDeniedError
 from backends.model.ids import control_character_problem
 from backends.model.status import RUN_TERMINAL
+from backends.store.api_keys import KeyView
 from gateway.live.feed import OVERFLOW
 from gateway.services import Services
 from gateway.web.access_log import AccessLog
@@ -107,12 +108,14 @@ async def follow_run(websocket: WebSocket, job_run_id: str, api_state: State) ->
         await websocket.close(code=CLOSE_TOO_MANY, reason=refusal)
         return
     try:
-        await _follow(websocket, job_run_id, services)
+        await _follow(websocket, job_run_id, services, key)
     finally:
         caps.give_back(key_id)
 
 
-async def _follow(websocket: WebSocket, job_run_id: str, services: Services) -> None:
+async def _follow(
+    websocket: WebSocket, job_run_id: str, services: Services, key: KeyView | None
+) -> None:
     if control_character_problem(job_run_id):  # the legacy port's path is not typed
         await websocket.close(code=CLOSE_UNKNOWN_RUN, reason=f"no run {job_run_id!r}")
         return
@@ -120,7 +123,7 @@ async def _follow(websocket: WebSocket, job_run_id: str, services: Services) -> 
     # sent again rather than missed.
     after_id = await run_in_threadpool(services.journal.last_id, job_run_id=job_run_id)
     run = await run_in_threadpool(services.store.get_run, job_run_id=job_run_id)
-    if run is None:
+    if run is None or (key is not None and not key.reaches(run.workspace_id)):
         await websocket.close(code=CLOSE_UNKNOWN_RUN, reason=f"no run {job_run_id!r}")
         return
     snapshot = {"type": "snapshot", "run": RunOut.from_view(run).model_dump(mode="json")}

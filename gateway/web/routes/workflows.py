@@ -21,6 +21,7 @@ from gateway.web.auth import acting_key_view
 from gateway.web.bodies import decoded_json
 from gateway.web.deps import ServicesDep
 from gateway.web.schemas import WorkflowIdPath, WorkflowOut
+from gateway.web.workspaces import refuse_foreign_definition, workflow_reachable
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
@@ -56,6 +57,13 @@ def _check_definition(
         )
     if not isinstance(definition, dict):
         raise DefinitionError([DefinitionProblem("body", "a definition is a JSON object")])
+    if key is not None and key.workspaces is not None:
+        stored = services.store.get_workflow(workflow_id=workflow_id)
+        refuse_foreign_definition(
+            key,
+            str(definition.get("workspace_id", "")),
+            None if stored is None else stored.workspace_id,
+        )
     named = definition.setdefault("workflow_id", workflow_id)
     if named != workflow_id:
         raise DefinitionError(
@@ -101,14 +109,17 @@ async def put_workflow(
     _, created = await run_in_threadpool(lambda: services.store.put_workflow(definition=parsed))
     if created:
         response.status_code = status.HTTP_201_CREATED
-    return await get_workflow(workflow_id, services)
+    return await get_workflow(workflow_id, services, request)
 
 
 @router.get("/{workflow_id}", response_model=WorkflowOut)
-async def get_workflow(workflow_id: WorkflowId, services: ServicesDep) -> WorkflowOut:
+async def get_workflow(
+    workflow_id: WorkflowId, services: ServicesDep, request: Request
+) -> WorkflowOut:
     """A workflow's current definition and version."""
     row = await run_in_threadpool(lambda: services.store.get_workflow(workflow_id=workflow_id))
-    if row is None:
+    # Outside the key's workspaces: the same 404 as a workflow that does not exist.
+    if row is None or not workflow_reachable(acting_key_view(request), row.workspace_id):
         raise WorkflowNotFoundError(f"no workflow {workflow_id!r}")
     return WorkflowOut(
         workflow_id=row.workflow_id,

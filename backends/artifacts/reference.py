@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-__all__ = ["ArtifactRef", "comparable_output"]
+__all__ = ["ArtifactRef", "comparable_output", "store_relative"]
 
 #: The key a node output holds its reference under: ``{"artifact": {...}}``.
 ARTIFACT_KEY = "artifact"
@@ -78,3 +79,28 @@ def comparable_output(output: Any) -> Any:
             "columns": [list(column) for column in reference.columns],
         }
     }
+
+
+def store_relative(output: Any, job_run_id: str) -> Any:
+    """A node output whose table reference names its file relative to the artifact store,
+    as API answers show it: where the store is (a server path, a bucket) is the
+    operator's business, not the client's.
+
+    >>> ref = ArtifactRef("file:///srv/figway/artifacts/runs/r-1/x/attempt-1-output.parquet",
+    ...                   2, "f00d", (("id", "int64"),), 10)
+    >>> store_relative(ref.to_output(), "r-1")["artifact"]["uri"]
+    'runs/r-1/x/attempt-1-output.parquet'
+    >>> store_relative({"plain": 1}, "r-1")
+    {'plain': 1}
+    """
+    reference = ArtifactRef.from_output(output)
+    if reference is None:
+        return output
+    run = quote(job_run_id, safe="")
+    relative = reference.uri.rsplit("/", 1)[-1]
+    for area in ("runs", "shadow"):  # ArtifactStore.run_path's layout
+        at = reference.uri.rfind(f"/{area}/{run}/")
+        if at != -1:
+            relative = reference.uri[at + 1 :]
+            break
+    return {**output, ARTIFACT_KEY: {**output[ARTIFACT_KEY], "uri": relative}}

@@ -30,6 +30,7 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from backends.artifacts.fingerprint import Fingerprinter, columns_of, fingerprint_file
 from backends.artifacts.reference import ArtifactRef
+from backends.private_files import private_dir, seal
 
 __all__ = ["ArtifactStore", "RunArtifacts", "TableWriter"]
 
@@ -51,7 +52,8 @@ class ArtifactStore:
         self.root = self.root.rstrip("/")
         self.is_local = isinstance(self.fs, LocalFileSystem)
         if self.is_local:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
+            # 0700: every file below holds a node's whole table.
+            private_dir(Path(self.root))
 
     @classmethod
     def from_settings(
@@ -136,6 +138,7 @@ class RunArtifacts:
         if self.store.is_local:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             shutil.move(local_file, path)
+            seal(path)
         else:
             self.store.fs.put_file(str(local_file), path)
         return ArtifactRef(
@@ -195,6 +198,7 @@ class TableWriter:
         self._close()
         self._finished = True
         if self.store.is_local:
+            seal(self._target)
             os.replace(self._target, self.path)
         return ArtifactRef(
             uri=self.store.uri(self.path),

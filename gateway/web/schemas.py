@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from backends.artifacts.reference import store_relative
 from backends.model.ids import PRINTABLE_PATTERN, PrintableId, printable
 from backends.model.workflow import non_finite_number_at
 from backends.store import RunView
@@ -145,7 +146,7 @@ class RunOut(BaseModel):
                     attempts=node.attempts,
                     max_attempts=node.max_attempts,
                     error=node.error,
-                    output=node.output,
+                    output=store_relative(node.output, run.job_run_id),
                     started_at=node.started_at,
                     finished_at=node.finished_at,
                     duration_seconds=_seconds(node.started_at, node.finished_at),

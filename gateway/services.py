@@ -22,7 +22,8 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from backends.contract import Executor
-from backends.model.errors import FigwayError
+from backends.model.backend_names import LEGACY_BACKEND
+from backends.model.errors import BackendRejectedError, FigwayError
 from backends.model.status import RunStatus
 from backends.model.workflow import POOLS
 from backends.nodes import NodeRegistry, default_registry
@@ -244,8 +245,14 @@ def connect_redis(settings: Settings) -> Redis:
     """Redis at ``FIGWAY_REDIS_URL``; on the embedded default, an in-process stand-in."""
     if settings.redis_url:
         return Redis.from_url(settings.redis_url)
-    import fakeredis  # the embedded default only
-
+    try:
+        import fakeredis  # the embedded default only: the `embedded` extra
+    except ImportError:
+        raise BackendRejectedError(
+            LEGACY_BACKEND,
+            "the embedded default needs its in-process Redis stand-in: pip install "
+            "'figway[embedded]' (make run does), or set FIGWAY_REDIS_URL to a real Redis",
+        ) from None
     return fakeredis.FakeRedis(server=fakeredis.FakeServer())
 
 

@@ -200,8 +200,15 @@ def test_the_dockerfile_is_pinned_and_installs_figway() -> None:
     dockerfile = DOCKERFILE.read_text(encoding="utf-8")
     base = re.search(r"^FROM\s+(\S+)", dockerfile, flags=re.MULTILINE)
     assert base is not None
-    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base[1]), base[1]
-    assert re.search(r"pip install \.", dockerfile)
+    # Pinned by tag and by digest: a rebuilt tag cannot change what the image is built on.
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?@sha256:[0-9a-f]{64}", base[1]), base[1]
+    assert re.search(r"pip install --no-deps \.", dockerfile)
+    # The locked production dependencies, by hash: no test tool, no embedded Redis stand-in.
+    assert "pip install --require-hashes -r requirements/production.lock" in dockerfile
+    lock = (ROOT / "requirements" / "production.lock").read_text(encoding="utf-8")
+    assert "--hash=sha256:" in lock
+    assert "fakeredis" not in lock
+    assert "pytest" not in lock
     ignore = (ROOT / "compose" / "Dockerfile.dockerignore").read_text(encoding="utf-8")
     kept = {line[1:].rstrip("/") for line in ignore.splitlines() if line.startswith("!")}
     for line in re.findall(r"^COPY\s+(.+)$", dockerfile, flags=re.MULTILINE):

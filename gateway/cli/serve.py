@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -34,18 +35,41 @@ log = logging.getLogger(__name__)
 )
 @click.option("--log-level", default="info", show_default=True)
 @click.option(
+    "--ssl-certfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Serve https and wss on both ports with this certificate (PEM, chain included); "
+    "with --ssl-keyfile. Unset: plain http, for a reverse proxy that terminates TLS.",
+)
+@click.option(
+    "--ssl-keyfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The certificate's private key (PEM).",
+)
+@click.option(
     "--insecure-no-auth",
     is_flag=True,
     help="Serve on a non-loopback interface with access control off, on purpose: anyone "
     "who reaches the port can define and run workflows.",
 )
-def serve(host: str, port: int, ws_port: int, log_level: str, insecure_no_auth: bool) -> None:
+def serve(
+    host: str,
+    port: int,
+    ws_port: int,
+    log_level: str,
+    ssl_certfile: Path | None,
+    ssl_keyfile: Path | None,
+    insecure_no_auth: bool,
+) -> None:
     """Serve the HTTP API (Ctrl-C or SIGTERM stops it cleanly)."""
     import uvicorn
 
     from gateway.web.app import create_app
     from gateway.web.routes.live import create_legacy_app
 
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
+    tls = {} if ssl_certfile is None else {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile}
+    scheme, ws_scheme = ("https", "wss") if tls else ("http", "ws")
     settings = settings_or_exit()
     configure_logging(log_level)
     access = settings.access()
@@ -78,15 +102,17 @@ def serve(host: str, port: int, ws_port: int, log_level: str, insecure_no_auth: 
         mode = f"embedded default: SQLite at {where}, {settings.embedded_workers} in-process RQ workers"
     else:
         mode = "production: RQ workers run separately (`figway worker rq`)"
-    click.echo(f"figway API on http://{host}:{port}  ({mode})")
-    click.echo(f"API docs:   http://{host}:{port}/docs")
+    click.echo(f"figway API on {scheme}://{host}:{port}  ({mode})")
+    click.echo(f"API docs:   {scheme}://{host}:{port}/docs")
     document = rules.document
     click.echo(
         f"routing:    rules version {document.version}, phase {document.rules.phase}, "
         f"{len(document.rules.rules)} rule(s), default {document.rules.default} "
         f"(from {document.source})"
     )
-    click.echo(f"live:       ws://{host}:{ws_port}/{{job_run_id}} and /ws/workflow_runs/{{id}}")
+    click.echo(
+        f"live:       {ws_scheme}://{host}:{ws_port}/{{job_run_id}} and /ws/workflow_runs/{{id}}"
+    )
     for line in security_lines(settings):
         click.echo(f"security:   {line}")
         log.info("security: %s", line)
@@ -98,7 +124,13 @@ def serve(host: str, port: int, ws_port: int, log_level: str, insecure_no_auth: 
     api = create_app(settings, owns_process=True)
     server = uvicorn.Server(
         uvicorn.Config(
-            api, host=host, port=port, log_level=log_level, lifespan="on", access_log=False
+            api,
+            host=host,
+            port=port,
+            log_level=log_level,
+            lifespan="on",
+            access_log=False,
+            **tls,  # type: ignore[arg-type]
         )
     )
     # The legacy WebSocket port serves from the API's services: it has no lifespan of
@@ -111,6 +143,7 @@ def serve(host: str, port: int, ws_port: int, log_level: str, insecure_no_auth: 
             log_level=log_level,
             lifespan="off",
             access_log=False,
+            **tls,  # type: ignore[arg-type]
         )
     )
     try:

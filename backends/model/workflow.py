@@ -68,8 +68,11 @@ class NodeSpec(BaseModel):
 
     type: str = Field(min_length=1, max_length=64)
     config: dict[str, Any] = Field(default_factory=dict)
-    retries: int = Field(default=0, ge=0, le=20, description="Attempts after the first.")
-    retry_delay_seconds: float = Field(default=0, ge=0, le=86_400)
+    # Strict: JSON's true is not 1 retry, nor false a delay of 0 s.
+    retries: int = Field(
+        default=0, ge=0, le=20, strict=True, description="Attempts after the first."
+    )
+    retry_delay_seconds: float = Field(default=0, ge=0, le=86_400, strict=True)
 
 
 class WorkflowDefinition(BaseModel):

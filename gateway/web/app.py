@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from backends.nodes import default_registry
 from backends.store.live_tickets import LiveTickets
 from gateway.config import Settings, get_settings
 from gateway.services import build_services, stop_ephemeral_prefect
@@ -94,7 +95,10 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_printable_parameters(plain_openapi())
+            app.openapi_schema = api_docs.describe_answers_and_links(
+                document_printable_parameters(plain_openapi()),
+                node_types=list(default_registry(settings.node_policy())),
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -56,14 +56,15 @@ def _field(location: Sequence[Any]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
+        errors = []
+        for e in exc.errors():
             # A JSON syntax error's location is a character offset, not a field.
-            {
+            error = {
                 "field": "body" if e["type"] == "json_invalid" else _field(e["loc"]),
                 "message": e["msg"],
             }
-            for e in exc.errors()
-        ]
+            if error not in errors:  # a body a dependency reads too is checked twice
+                errors.append(error)
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse(
             status_code=422, content=error_body(f"invalid request: {summary}", errors)

@@ -33,7 +33,8 @@ def _pattern(template: str) -> re.Pattern[str]:
 
 
 class AllowedMethods:
-    """ASGI middleware: the ``Allow`` header of a 405 lists every method of the path.
+    """ASGI middleware: the ``Allow`` header of a 405 lists every method of the path
+    (of its most specific template, when several match).
 
     ``paths`` maps each path template to its methods (the OpenAPI schema's ``paths``),
     read when the first 405 is answered, so routes added after the middleware count.
@@ -50,10 +51,17 @@ class AllowedMethods:
                 (_pattern(template), {m.upper() for m in operations})
                 for template, operations in self._paths().items()
             ]
-        # Every template the path matches: /workflow_runs/stats is also a {job_run_id}.
-        methods = set().union(*(found for pattern, found in self._table if pattern.fullmatch(path)))
-        if not methods:
+        matches = [
+            (pattern.pattern.count("[^/]+"), found)
+            for pattern, found in self._table
+            if pattern.fullmatch(path)
+        ]
+        if not matches:
             return None
+        # The most specific templates: /workflow_runs/stats is its own resource, although
+        # it also matches /workflow_runs/{job_run_id}.
+        fewest = min(count for count, _ in matches)
+        methods = set().union(*(found for count, found in matches if count == fewest))
         if "GET" in methods:
             methods.add("HEAD")
         return ", ".join(sorted(methods))

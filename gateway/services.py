@@ -182,7 +182,11 @@ def build_services(settings: Settings) -> Services:
     node_types = default_registry(settings.node_policy())
     artifacts = settings.artifact_store()
     runtime = NodeRuntime(
-        store, node_types, heartbeat_seconds=settings.heartbeat_seconds, artifacts=artifacts
+        store,
+        node_types,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        artifacts=artifacts,
+        max_output_bytes=settings.max_output_bytes,
     )
     previous_runtime = install_runtime(runtime)
     redis = connect_redis(settings)

@@ -7,10 +7,28 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["ArtifactRef", "comparable_output", "store_relative"]
+__all__ = [
+    "STORED_OUTPUT_KEY",
+    "ArtifactRef",
+    "comparable_output",
+    "store_relative",
+    "stored_output_of",
+]
 
 #: The key a node output holds its reference under: ``{"artifact": {...}}``.
 ARTIFACT_KEY = "artifact"
+#: The key of an output too large for the database, kept as a JSON file in the store:
+#: ``{"stored_output": {"uri", "bytes", "sha256"}}``.
+STORED_OUTPUT_KEY = "stored_output"
+
+
+def stored_output_of(output: Any) -> Mapping[str, Any] | None:
+    """The reference a stored node output holds to its JSON file, or None."""
+    if isinstance(output, Mapping) and set(output) == {STORED_OUTPUT_KEY}:
+        body = output[STORED_OUTPUT_KEY]
+        if isinstance(body, Mapping) and isinstance(body.get("uri"), str):
+            return body
+    return None
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,9 @@ def comparable_output(output: Any) -> Any:
     >>> comparable_output(a.to_output()) == comparable_output(b.to_output())
     True
     """
+    stored = stored_output_of(output)
+    if stored is not None:  # the same JSON is the same hash, wherever the file is
+        return {STORED_OUTPUT_KEY: {"sha256": stored.get("sha256"), "bytes": stored.get("bytes")}}
     reference = ArtifactRef.from_output(output)
     if reference is None:
         return output
@@ -93,14 +114,16 @@ def store_relative(output: Any, job_run_id: str) -> Any:
     >>> store_relative({"plain": 1}, "r-1")
     {'plain': 1}
     """
+    stored = stored_output_of(output)
     reference = ArtifactRef.from_output(output)
-    if reference is None:
+    if reference is None and stored is None:
         return output
+    key, uri = (ARTIFACT_KEY, reference.uri) if reference else (STORED_OUTPUT_KEY, stored["uri"])  # type: ignore[index]
     run = quote(job_run_id, safe="")
-    relative = reference.uri.rsplit("/", 1)[-1]
+    relative = uri.rsplit("/", 1)[-1]
     for area in ("runs", "shadow"):  # ArtifactStore.run_path's layout
-        at = reference.uri.rfind(f"/{area}/{run}/")
+        at = uri.rfind(f"/{area}/{run}/")
         if at != -1:
-            relative = reference.uri[at + 1 :]
+            relative = uri[at + 1 :]
             break
-    return {**output, ARTIFACT_KEY: {**output[ARTIFACT_KEY], "uri": relative}}
+    return {**output, key: {**output[key], "uri": relative}}

@@ -104,6 +104,12 @@ class ArtifactStore:
             path, filesystem=PyFileSystem(FSSpecHandler(self.fs)), pre_buffer=False
         )
 
+    def read_bytes(self, uri: str) -> bytes:
+        """A stored file's content (FileNotFoundError once it is purged)."""
+        with self.fs.open(self.fs._strip_protocol(uri), "rb") as file:
+            data: bytes = file.read()
+        return data
+
     def purge_run(self, job_run_id: str) -> int:
         """Remove every file a run (or its shadow area) wrote; returns how many."""
         removed = 0
@@ -151,6 +157,20 @@ class RunArtifacts:
 
     def open_table(self, reference: ArtifactRef) -> pq.ParquetFile:
         return self.store.open_table(reference)
+
+    def put_json(self, data: bytes, name: str = "output") -> str:
+        """Store an output's JSON (too large for the database) as a file; its URI."""
+        path = f"{self.prefix}-{name}.json"
+        if self.store.is_local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            partial = f"{path}.{uuid.uuid4().hex[:8]}.partial"
+            Path(partial).write_bytes(data)
+            seal(partial)
+            os.replace(partial, path)
+        else:
+            with self.store.fs.open(path, "wb") as file:
+                file.write(data)
+        return self.store.uri(path)
 
 
 class TableWriter:

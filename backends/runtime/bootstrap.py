@@ -18,6 +18,7 @@ from backends.artifacts import ArtifactStore
 from backends.nodes import default_registry
 from backends.nodes.policy import DEMO_CALLABLES, NodePolicy, split_list
 from backends.runtime.attempts import NodeRuntime
+from backends.runtime.bounds import DEFAULT_MAX_OUTPUT_BYTES
 from backends.runtime.secrets import SecretsPolicy
 from backends.store import Store, create_database_engine, ensure_migrated
 
@@ -45,6 +46,12 @@ class RuntimeSettings(BaseSettings):
     )
     heartbeat_seconds: float = Field(
         default=1.0, gt=0, description="How often a running node reports it is alive."
+    )
+    max_output_bytes: int = Field(
+        default=DEFAULT_MAX_OUTPUT_BYTES,
+        ge=1_024,
+        description="Largest node output (its JSON) kept in the database; a larger one is "
+        "written to the artifact store and the run view holds a reference to it.",
     )
     artifact_url: str | None = Field(
         default=None,
@@ -144,5 +151,6 @@ def current_runtime() -> NodeRuntime:
                 default_registry(settings.node_policy()),
                 heartbeat_seconds=settings.heartbeat_seconds,
                 artifacts=settings.artifact_store(),
+                max_output_bytes=settings.max_output_bytes,
             )
         return _runtime

@@ -116,9 +116,12 @@ def store_relative(output: Any, job_run_id: str) -> Any:
     """
     stored = stored_output_of(output)
     reference = ArtifactRef.from_output(output)
-    if reference is None and stored is None:
+    if reference is not None:
+        key, uri = ARTIFACT_KEY, reference.uri
+    elif stored is not None:
+        key, uri = STORED_OUTPUT_KEY, str(stored["uri"])
+    else:
         return output
-    key, uri = (ARTIFACT_KEY, reference.uri) if reference else (STORED_OUTPUT_KEY, stored["uri"])  # type: ignore[index]
     run = quote(job_run_id, safe="")
     relative = uri.rsplit("/", 1)[-1]
     for area in ("runs", "shadow"):  # ArtifactStore.run_path's layout

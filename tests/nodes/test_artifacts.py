@@ -533,3 +533,15 @@ def test_the_api_shows_an_artifact_relative_to_the_store() -> None:
     shown = store_relative(reference.to_output(), "r/1")["artifact"]
     assert shown["uri"] == "runs/r%2F1/n/attempt-1-output.parquet"
     assert shown["fingerprint"] == "f00d"
+
+
+def test_a_stored_output_is_shown_relative_and_compared_by_its_hash() -> None:
+    def stored(uri: str) -> dict[str, Any]:
+        return {"stored_output": {"uri": uri, "bytes": 300_000, "sha256": "ab12"}}
+
+    one = stored("file:///srv/a/runs/r-1/big/attempt-1-output.json")
+    other = stored("file:///srv/a/shadow/r-1~shadow/big/attempt-1-output.json")
+    assert (
+        store_relative(one, "r-1")["stored_output"]["uri"] == "runs/r-1/big/attempt-1-output.json"
+    )
+    assert comparable_output(one) == comparable_output(other)

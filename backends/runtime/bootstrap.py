@@ -93,6 +93,25 @@ class RuntimeSettings(BaseSettings):
         "it does not declare may not be used.",
     )
 
+    node_max_response_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="The most an http_request node may set max_response_bytes to (422 at "
+        "definition, refused again on the worker). Unset: the node type's maximum.",
+    )
+    node_memory_limit_mb: int | None = Field(
+        default=None,
+        gt=0,
+        description="The most a sql_transform node may set memory_limit_mb to. Unset: the "
+        "node type's maximum.",
+    )
+    node_threads: int | None = Field(
+        default=None,
+        gt=0,
+        description="The most a sql_transform node may set threads to. Unset: the node "
+        "type's maximum.",
+    )
+
     def node_policy(self) -> NodePolicy:
         """What node configs may reach, from these settings (the same on every process)."""
         db_allow: tuple[str, ...] | None = split_list(self.db_allow)
@@ -103,6 +122,9 @@ class RuntimeSettings(BaseSettings):
             http_allow=split_list(self.http_allow),
             db_allow=db_allow,
             secrets=SecretsPolicy.load(self.secrets_policy),
+            max_response_bytes=self.node_max_response_bytes,
+            memory_limit_mb=self.node_memory_limit_mb,
+            threads=self.node_threads,
         )
 
     def artifact_store(self) -> ArtifactStore:

@@ -22,7 +22,8 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from backends.contract import Executor
-from backends.model.errors import FigwayError
+from backends.model.backend_names import LEGACY_BACKEND
+from backends.model.errors import BackendRejectedError, FigwayError
 from backends.model.status import RunStatus
 from backends.model.workflow import POOLS
 from backends.nodes import NodeRegistry, default_registry
@@ -192,7 +193,11 @@ def build_services(settings: Settings) -> Services:
     node_types = default_registry(settings.node_policy())
     artifacts = settings.artifact_store()
     runtime = NodeRuntime(
-        store, node_types, heartbeat_seconds=settings.heartbeat_seconds, artifacts=artifacts
+        store,
+        node_types,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        artifacts=artifacts,
+        max_output_bytes=settings.max_output_bytes,
     )
     previous_runtime = install_runtime(runtime)
     redis = connect_redis(settings)
@@ -258,8 +263,14 @@ def connect_redis(settings: Settings) -> Redis:
     """Redis at ``FIGWAY_REDIS_URL``; on the embedded default, an in-process stand-in."""
     if settings.redis_url:
         return Redis.from_url(settings.redis_url)
-    import fakeredis  # the embedded default only
-
+    try:
+        import fakeredis  # the embedded default only: the `embedded` extra
+    except ImportError:
+        raise BackendRejectedError(
+            LEGACY_BACKEND,
+            "the embedded default needs its in-process Redis stand-in: pip install "
+            "'figway[embedded]' (make run does), or set FIGWAY_REDIS_URL to a real Redis",
+        ) from None
     return fakeredis.FakeRedis(server=fakeredis.FakeServer())
 
 

@@ -10,6 +10,7 @@ with ``raise ... from exc``. The web layer maps them to HTTP answers
     │   ├── BackendUnavailableError  it cannot be reached right now (retry later)
     │   └── BackendRejectedError     it refused the request (retrying will not help)
     ├── DefinitionError              a workflow definition is invalid (carries every problem)
+    │   └── DefinitionTooLargeError  it is larger than the operator allows (HTTP 413)
     ├── RulesInvalidError            a routing rules file was refused (every problem, by line)
     ├── NotFoundError                what was asked for does not exist (HTTP 404)
     │   ├── WorkflowNotFoundError
@@ -41,6 +42,7 @@ __all__ = [
     "DatabaseNotMigratedError",
     "DefinitionError",
     "DefinitionProblem",
+    "DefinitionTooLargeError",
     "FigwayError",
     "NodeAttemptFailedError",
     "NodeCancelledError",
@@ -114,6 +116,10 @@ class DefinitionError(FigwayError):
     def __init__(self, problems: Sequence[DefinitionProblem]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(str(p) for p in self.problems))
+
+
+class DefinitionTooLargeError(DefinitionError):
+    """A definition larger than the operator allows: its size, not its content, is wrong."""
 
 
 @dataclass(frozen=True)

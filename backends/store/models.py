@@ -34,6 +34,7 @@ __all__ = [
     "Base",
     "GuardTrip",
     "Lease",
+    "LiveTicket",
     "LogLine",
     "MetricTotal",
     "NodeRun",
@@ -332,3 +333,18 @@ class ApiKey(Base):
     created_by: Mapped[str] = mapped_column(String(128))
     revoked_at: Mapped[datetime | None]
     revoked_by: Mapped[str | None] = mapped_column(String(128))
+    # Space-separated workspace ids the key is limited to; NULL: every workspace.
+    workspaces: Mapped[str | None] = mapped_column(Text)
+
+
+class LiveTicket(Base):
+    """A short-lived, one-use ticket a browser opens a WebSocket with instead of its key.
+
+    Only its hash is kept; redeeming deletes it, so it opens one socket, on any gateway.
+    """
+
+    __tablename__ = "live_tickets"
+
+    ticket_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -11,7 +11,7 @@ were the last.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -459,17 +459,19 @@ class Store(Transactions):
             for r in rows
         ]
 
-    def stats(self) -> dict[str, Any]:
-        """Client runs counted in total, by status, by backend and by workflow (with statuses).
+    def stats(self, *, workspaces: Collection[str] | None = None) -> dict[str, Any]:
+        """Client runs counted in total, by status, by backend and by workflow (with statuses);
+        only those of ``workspaces`` when given.
 
         Shadow runs are not the client's and are left out.
         """
+        query = select(Run.workflow_id, Run.backend, Run.status, func.count()).where(
+            Run.shadow_of.is_(None)
+        )
+        if workspaces is not None:
+            query = query.where(Run.workspace_id.in_(sorted(workspaces)))
         with self._transaction() as session:
-            rows = session.execute(
-                select(Run.workflow_id, Run.backend, Run.status, func.count())
-                .where(Run.shadow_of.is_(None))
-                .group_by(Run.workflow_id, Run.backend, Run.status)
-            ).all()
+            rows = session.execute(query.group_by(Run.workflow_id, Run.backend, Run.status)).all()
         by_status: dict[str, int] = {status.value: 0 for status in RunStatus}
         by_backend: dict[str, int] = {}
         by_workflow: dict[str, dict[str, int]] = {}

@@ -6,7 +6,7 @@ status would (4401 no valid key, 4403 not allowed, 4404 no such run, 4429 too ma
 
 from __future__ import annotations
 
-__all__ = ["CLOSE_TOO_SLOW", "CLOSE_UNKNOWN_RUN", "WEBSOCKET_CLOSE"]
+__all__ = ["CLOSE_TOO_MANY", "CLOSE_TOO_SLOW", "CLOSE_UNKNOWN_RUN", "WEBSOCKET_CLOSE"]
 
 #: A refused key, a forbidden origin or too many requests, by HTTP status.
 WEBSOCKET_CLOSE = {401: 4401, 403: 4403, 429: 4429}
@@ -14,3 +14,5 @@ WEBSOCKET_CLOSE = {401: 4401, 403: 4403, 429: 4429}
 CLOSE_UNKNOWN_RUN = 4404
 #: 1013 "try again later": the client fell too far behind; reconnecting gives a fresh snapshot.
 CLOSE_TOO_SLOW = 1013
+#: 1013 as well: too many clients follow runs with this key or on this gateway.
+CLOSE_TOO_MANY = 1013

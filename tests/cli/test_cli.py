@@ -232,3 +232,12 @@ def test_setup_prefect_secrets_from_env_with_no_secret_says_what_to_export(
     assert result.exit_code == 1
     assert "found no FIGWAY_SECRET_<NAME> variable" in result.output
     assert "FIGWAY_SECRET_PG_SALES" in result.output
+
+
+@pytest.mark.timeout(60)  # if the check were missing, serve would block here until this fires
+@pytest.mark.usefixtures("restore_logging")
+def test_serve_refuses_a_public_interface_with_access_control_off(data_dir: Path) -> None:
+    result = figway("serve", "--host", "0.0.0.0", "--port", str(free_port()))
+    assert result.exit_code != 0
+    assert "refusing to serve on 0.0.0.0 with access control off" in result.output
+    assert "--insecure-no-auth" in result.output

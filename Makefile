@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 LOCK   := requirements/dev.lock
 
-.PHONY: run test check lint types audit lock bench bench-rq bench-prefect bench-etl bench-routing bench-metrics bench-decisions services tools clean
+.PHONY: run test check lint types audit lock bench bench-rq bench-prefect bench-etl bench-routing bench-metrics bench-decisions bench-faults services tools clean
 
 # Exactly the locked versions, each checked against its hash (requirements/dev.lock:
 # figway's dependencies, the embedded extra and the tools); then figway itself.
@@ -73,6 +73,11 @@ bench-metrics: $(STAMP)
 ## against the old point-estimate rule; in-process, no service (docs/decisions.md)
 bench-decisions: $(STAMP)
 	$(BIN)/python -m bench.decisions
+
+## bench-faults: 500 runs through a random sequence of Redis restarts and wipes, PostgreSQL
+## cuts and worker SIGKILLs (its own redis-server; docs/reliability.md). Fewer: ARGS="--runs 100"
+bench-faults: $(STAMP) services
+	$(BIN)/python -m bench.faults $(ARGS)
 
 ## services: start PostgreSQL and Redis on loopback when they are not answering
 services:

@@ -30,6 +30,7 @@ import httpx
 import psycopg
 from redis import Redis
 from rq import Worker
+from sqlalchemy.engine import make_url
 
 __all__ = [
     "BenchStack",
@@ -75,6 +76,9 @@ class StackConfig:
     strip_env_prefixes: tuple[str, ...] = ("FIGWAY_",)
     #: Extra variables for `figway db upgrade`, `figway serve` and the workers.
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    #: A loopback port the gateway and workers reach PostgreSQL through (a link the fault
+    #: benchmark cuts); None: straight to the server of ``pg_admin_url``.
+    database_port: int | None = None
 
 
 class ManagedProcess:
@@ -278,7 +282,7 @@ class BenchStack:
         # The benchmarks measure the paths, not key checks: the API is open to them.
         env["FIGWAY_AUTH"] = "off"
         env.update(self.config.extra_env)
-        env["FIGWAY_DATABASE_URL"] = self.database_url
+        env["FIGWAY_DATABASE_URL"] = self.linked_database_url()
         env["FIGWAY_REDIS_URL"] = self.redis_url
         # The workers import the baseline's job function from this checkout's `bench` package.
         env["PYTHONPATH"] = os.pathsep.join(
@@ -286,6 +290,36 @@ class BenchStack:
         )
         env["PYTHONUNBUFFERED"] = "1"
         return env
+
+    def linked_database_url(self) -> str:
+        """The database's URL as the stack's processes reach it (through the link, if any)."""
+        if self.config.database_port is None:
+            return self.database_url
+        return str(
+            make_url(self.database_url)
+            .set(host="127.0.0.1", port=self.config.database_port)
+            .render_as_string(hide_password=False)
+        )
+
+    def kill_worker(self, index: int) -> int:
+        """SIGKILL worker ``index`` and its work horse, then start it again under its name.
+
+        What a supervisor (systemd, compose's ``restart:``) does after a crash; returns
+        the pid that was killed.
+        """
+        process = self._workers[index]
+        pid = process.popen.pid
+        for child in process.children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        process.popen.wait(10)
+        process.stop()  # closes its log
+        self._workers[index] = ManagedProcess(
+            f"{process.name}-again", process.popen.args, env=self.env(), workdir=self.workdir
+        )
+        return pid
 
     def _wait_ready(self, server: ManagedProcess, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -29,7 +29,7 @@ from backends.model.workflow import POOLS
 from backends.nodes import NodeRegistry, default_registry
 from backends.prefect.executor import PrefectExecutor
 from backends.rq.embedded import EmbeddedWorkers
-from backends.rq.executor import RQExecutor
+from backends.rq.executor import NodeStates, RQExecutor
 from backends.runtime.attempts import NodeRuntime
 from backends.runtime.bootstrap import install_runtime
 from backends.store import Store, create_database_engine, ensure_migrated
@@ -202,7 +202,10 @@ def build_services(settings: Settings) -> Services:
     previous_runtime = install_runtime(runtime)
     redis = connect_redis(settings)
     executors = build_executors(
-        settings, redis, run_status=lambda job_run_id: store.run_status(job_run_id=job_run_id)
+        settings,
+        redis,
+        run_status=lambda job_run_id: store.run_status(job_run_id=job_run_id),
+        node_states=lambda job_run_id: store.node_states(job_run_id=job_run_id),
     )
     records = RoutingRecords(engine)
     journal = Journal(engine)
@@ -279,11 +282,13 @@ def build_executors(
     redis: Redis,
     *,
     run_status: Callable[[str], RunStatus | None] | None = None,
+    node_states: NodeStates | None = None,
 ) -> dict[str, Executor]:
     """Every backend's executor, by name: the one place a concrete executor is built.
 
     ``run_status`` reads figway's own record of a run (the Prefect executor leaves a
-    finished run's flow run alone when a late cancel arrives).
+    finished run's flow run alone when a late cancel arrives); ``node_states`` its
+    nodes (the RQ executor lines its jobs up with them after an outage).
     """
     if settings.prefect_api_url is None:
         _keep_ephemeral_prefect_local(settings)
@@ -292,6 +297,7 @@ def build_executors(
             redis,
             job_timeout_seconds=settings.job_timeout_seconds,
             worker_silence=timedelta(seconds=settings.rq_worker_silence_seconds),
+            node_states=node_states,
         ),
         PrefectExecutor(
             embedded=settings.prefect_api_url is None,

@@ -16,18 +16,17 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import psycopg
 import pymysql
 import pytest
-from sqlalchemy import Engine
 
 from backends.store import Store, create_database_engine, upgrade
-from backends.store.models import Base
+from tests.support.figway_stack import Stack
 from tests.support.policy import test_policy_env
-from tests.support.services import flushed_redis
+from tests.support.services import empty_tables, flushed_redis
 
 PG_ADMIN_URL = os.environ.get(
     "FIGWAY_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -86,12 +85,6 @@ def redis_url() -> Iterator[str]:
         yield url
 
 
-def _truncate(engine: Engine) -> None:
-    with engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(table.delete())
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated, empty database: each test using it runs on SQLite and on PostgreSQL."""
@@ -104,9 +97,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     url = request.getfixturevalue("pg_url")
     engine = create_database_engine(url)
-    _truncate(engine)
+    empty_tables(engine)
     yield url
-    _truncate(engine)
+    empty_tables(engine)
     engine.dispose()
 
 
@@ -129,3 +122,15 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("FIGWAY_DATA_DIR", str(tmp_path / "data"))
     return workdir
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failing test that ran a production-shaped ``stack`` shows its processes' logs."""
+    report = yield
+    running = getattr(item, "funcargs", {}).get("stack")
+    if report.failed and isinstance(running, Stack):
+        report.sections.append(("figway process logs", running.logs()))
+    return report

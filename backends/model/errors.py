@@ -26,6 +26,7 @@ with ``raise ... from exc``. The web layer maps them to HTTP answers
     │   ├── NodeCancelledError       a node stopped because its run was killed
     │   └── NodeAttemptFailedError   tells the backend the attempt failed (it may retry)
     └── StoreError                   the database could not do what was asked
+        ├── StoreUnavailableError    it cannot be reached right now (retry later)
         └── DatabaseNotMigratedError the schema is behind the code (``figway db upgrade``)
 """
 
@@ -57,6 +58,7 @@ __all__ = [
     "SecretMissingError",
     "SecretRefusedError",
     "StoreError",
+    "StoreUnavailableError",
     "SubmitFailedError",
     "WorkflowNotFoundError",
 ]
@@ -221,6 +223,10 @@ class NodeAttemptFailedError(NodeError):
 
 class StoreError(FigwayError):
     """The database could not do what was asked."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached right now (down, restarting, the link cut): retry later."""
 
 
 class DatabaseNotMigratedError(StoreError):

@@ -9,7 +9,6 @@ scheduled registries back onto their queues.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -18,12 +17,11 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.job import Job
-from rq.scheduler import RQScheduler
 from rq.timeouts import TimerDeathPenalty
 
-__all__ = ["EmbeddedWorkers", "ThreadWorker"]
+from backends.rq.scheduler import SchedulerThread
 
-log = logging.getLogger(__name__)
+__all__ = ["EmbeddedWorkers", "ThreadWorker"]
 
 # A worker checks for a stop request between blocking dequeues of this many seconds.
 _POLL_TTL = 16  # RQ's dequeue timeout is worker_ttl - 15 = 1 s
@@ -61,7 +59,7 @@ class EmbeddedWorkers:
         self.count = count
         self._workers: list[ThreadWorker] = []
         self._threads: list[threading.Thread] = []
-        self._stop = threading.Event()
+        self._scheduler: SchedulerThread | None = None
 
     def start(self) -> None:
         for index in range(self.count):
@@ -79,10 +77,12 @@ class EmbeddedWorkers:
             )
             self._workers.append(worker)
             self._threads.append(thread)
-        scheduler = threading.Thread(target=self._schedule, name="rq-scheduler", daemon=True)
-        self._threads.append(scheduler)
+        self._scheduler = SchedulerThread(
+            self.redis, self.queue_names, name=f"figway-embedded-{id(self):x}", interval=0.25
+        )
         for thread in self._threads:
             thread.start()
+        self._scheduler.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask every thread to stop and wait up to ``timeout`` seconds in all.
@@ -90,18 +90,10 @@ class EmbeddedWorkers:
         A node still running after that is abandoned with the process; the next
         start of the embedded gateway records its run as lost.
         """
-        self._stop.set()
+        if self._scheduler is not None:
+            self._scheduler.stop()
         for worker in self._workers:
             worker.stop_soon()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-
-    def _schedule(self) -> None:
-        scheduler = RQScheduler(self.queue_names, connection=self.redis, interval=1)
-        while not self._stop.wait(0.25):
-            try:
-                scheduler.acquire_locks()  # type: ignore[no-untyped-call]
-                scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
-            except Exception:  # keep retrying: a scheduler that dies strands every retry
-                log.exception("embedded RQ scheduler failed; trying again")

@@ -6,23 +6,34 @@ parallel on as many workers as there are. RQ leaves the dependents of a
 failed job deferred forever, so the job function drops them itself when a
 node fails for good (see :mod:`backends.rq.jobs`), and :meth:`reconcile`
 does it for nodes whose work horse died without a word.
+
+figway's database is the record; Redis only carries the work. When a run has
+been quiet, :meth:`reconcile` lines RQ's jobs up with that record again
+(:meth:`RQExecutor._resync`): a node figway has not ended whose upstream nodes
+all succeeded must have a job that can still run, and gets one if it has not
+(missing after Redis lost its data, failed or deferred though figway did not
+fail it, parked ready-to-enqueue); a node figway ended holds no waiting job.
+So a Redis restart, flush or outage delays runs and loses none.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from rq import Queue, Retry, Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Dependency, Job, JobStatus
+from rq.queue import EnqueueData
 from rq.registry import (
     DeferredJobRegistry,
     FailedJobRegistry,
+    ReadyJobRegistry,
     ScheduledJobRegistry,
     StartedJobRegistry,
 )
@@ -30,16 +41,31 @@ from rq.worker import BaseWorker
 
 from backends.contract import BackendHealth, NodeReport
 from backends.model.errors import BackendUnavailableError
-from backends.model.status import NodeStatus
+from backends.model.status import NODE_TERMINAL, NodeStatus
 from backends.model.workflow import POOLS, RunPlan
 from backends.rq.jobs import drop_jobs, job_id_for, run_node
+from backends.rq.recovery import FAILURE_TTL, release_abandoned
 
-__all__ = ["RQExecutor"]
+__all__ = ["NodeStates", "RQExecutor"]
+
+log = logging.getLogger(__name__)
+
+#: Reads figway's record of a run's nodes: node id -> (status, attempts started).
+NodeStates = Callable[[str], Mapping[str, tuple[NodeStatus, int]]]
+#: RQ statuses of a job that will still run by itself (given a live worker).
+_WILL_RUN = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RATE_LIMITED)
+#: RQ statuses of a job waiting for something: dropped when figway ended its node.
+_WAITING = (
+    JobStatus.CREATED,
+    JobStatus.DEFERRED,
+    JobStatus.READY_TO_ENQUEUE,
+    JobStatus.QUEUED,
+    JobStatus.SCHEDULED,
+    JobStatus.RATE_LIMITED,
+)
 
 #: RQ keeps a finished job's result this long (seconds); figway's database keeps the record.
 RESULT_TTL = 3_600
-#: A failed job stays in RQ's FailedJobRegistry this long, for `rq info` and debugging.
-FAILURE_TTL = 7 * 24 * 3_600
 
 
 def rq_retry_interval(delay_seconds: float) -> int:
@@ -66,41 +92,51 @@ class RQExecutor:
         *,
         job_timeout_seconds: int = 6 * 3_600,
         worker_silence: timedelta = timedelta(seconds=60),
+        node_states: NodeStates | None = None,
     ) -> None:
         self.redis = redis
         self.job_timeout_seconds = job_timeout_seconds
         self.worker_silence = worker_silence
+        #: figway's record of each node; without it a quiet run is only checked, not repaired.
+        self.node_states = node_states
 
     def queue(self, pool: str) -> Queue:
         return Queue(pool, connection=self.redis, default_timeout=self.job_timeout_seconds)
 
+    def _job_data(
+        self, plan: RunPlan, node_id: str, *, attempts_done: int = 0, after_upstream: bool = True
+    ) -> EnqueueData:
+        """The RQ job of a node: its next attempt is ``attempts_done + 1``.
+
+        The job function derives the attempt from ``retries - retries_left + 1``, so
+        a job made again after ``attempts_done`` attempts carries fewer retries.
+        """
+        spec = plan.nodes[node_id]
+        upstream: list[Dependency | Job | str] = (
+            [job_id_for(plan.job_run_id, up) for up in plan.upstream[node_id]]
+            if after_upstream
+            else []
+        )
+        retries_left = spec.retries - attempts_done
+        retry = None
+        if retries_left > 0:
+            retry = Retry(max=retries_left, interval=rq_retry_interval(spec.retry_delay_seconds))
+        return Queue.prepare_data(
+            run_node,
+            args=(plan.job_run_id, node_id, spec.retries),
+            job_id=job_id_for(plan.job_run_id, node_id),
+            description=f"{plan.workflow_id}/{node_id} (run {plan.job_run_id})",
+            depends_on=upstream or None,
+            retry=retry,
+            result_ttl=RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
+            meta={"job_run_id": plan.job_run_id, "node_id": node_id},
+        )
+
     def submit(self, plan: RunPlan) -> None:
+        """Enqueue the run's jobs; a repeated submission adds only the jobs Redis lacks."""
         queue = self.queue(plan.pool)
-        job_datas = []
-        for level in plan.levels():
-            for node_id in level:
-                spec = plan.nodes[node_id]
-                upstream: list[Dependency | Job | str] = [
-                    job_id_for(plan.job_run_id, up) for up in plan.upstream[node_id]
-                ]
-                retry = None
-                if spec.retries:
-                    retry = Retry(
-                        max=spec.retries, interval=rq_retry_interval(spec.retry_delay_seconds)
-                    )
-                job_datas.append(
-                    Queue.prepare_data(
-                        run_node,
-                        args=(plan.job_run_id, node_id, spec.retries),
-                        job_id=job_id_for(plan.job_run_id, node_id),
-                        description=f"{plan.workflow_id}/{node_id} (run {plan.job_run_id})",
-                        depends_on=upstream or None,
-                        retry=retry,
-                        result_ttl=RESULT_TTL,
-                        failure_ttl=FAILURE_TTL,
-                        meta={"job_run_id": plan.job_run_id, "node_id": node_id},
-                    )
-                )
+        order = [node_id for level in plan.levels() for node_id in level]
         try:
             # A ping first tells "Redis is down, nothing written" (safe to send the run
             # elsewhere) from a failure part-way through writing the jobs (not safe).
@@ -110,10 +146,18 @@ class RQExecutor:
                 self.name, f"Redis is unreachable: {exc}", may_have_started=False
             ) from exc
         try:
+            # A gateway that stopped mid-submit may have written some jobs, which may be
+            # running: those are left alone.
+            with self.redis.pipeline(transaction=False) as pipeline:
+                for node_id in order:
+                    pipeline.exists(Job.key_for(job_id_for(plan.job_run_id, node_id)))
+                held = pipeline.execute()
+            job_datas = [self._job_data(plan, n) for n, h in zip(order, held, strict=True) if not h]
             # No pipeline of our own: given one, RQ checks dependencies against jobs not yet
             # written and starts a multi-parent node at once. Without one it saves every job
             # first, then registers each dependent under WATCH.
-            queue.enqueue_many(job_datas)
+            if job_datas:
+                queue.enqueue_many(job_datas)
         except RedisError as exc:
             raise BackendUnavailableError(self.name, f"Redis refused the run: {exc}") from exc
 
@@ -140,13 +184,34 @@ class RQExecutor:
             ) from exc
 
     def health(self) -> BackendHealth:
+        """Redis answers; ``unserved`` names the queues holding jobs no live worker takes.
+
+        A queue counts as holding work when jobs wait on it or retries are scheduled
+        for it (those need a worker's scheduler); a worker is live when it
+        heartbeat within the silence window (RQ lists dead ones for a while).
+        """
         try:
             self.redis.ping()
-            workers = len([w for w in Worker.all(connection=self.redis) if self._heard_from(w)])
+            live = [w for w in Worker.all(connection=self.redis) if self._heard_from(w)]
+            served = {name for w in live for name in w.queue_names()}
             queued = {pool: self.queue(pool).count for pool in POOLS}
+            unserved: list[str] = []
+            details: list[str] = []
+            for pool in POOLS:
+                waiting = queued[pool] + ScheduledJobRegistry(queue=self.queue(pool)).count  # type: ignore[no-untyped-call]
+                if waiting and pool not in served:
+                    unserved.append(pool)
+                    details.append(f"queue {pool!r} holds {waiting} job(s) and no live worker")
         except RedisError as exc:
             return BackendHealth(self.name, up=False, detail=f"Redis unreachable: {exc}")
-        return BackendHealth(self.name, up=True, workers=workers, queued=queued)
+        return BackendHealth(
+            self.name,
+            up=True,
+            detail="; ".join(details),
+            workers=len(live),
+            queued=queued,
+            unserved=tuple(unserved),
+        )
 
     def holdings(self) -> dict[str, int]:
         """Jobs RQ still holds, per queue and registry (``default.scheduled``); zeros included.
@@ -197,32 +262,144 @@ class RQExecutor:
         return reports
 
     def _judge_quiet_run(self, plan: RunPlan) -> list[NodeReport]:
-        """A quiet run is lost when none of its jobs can still run (Redis lost them)."""
+        """A quiet run: line RQ's jobs up with figway's record (see the module docstring)."""
+        if self.node_states is not None:
+            self._resync(plan, self.node_states(plan.job_run_id))
+            return []
+        # No record to go by: the run is lost only when RQ holds nothing that can still run.
         jobs = Job.fetch_many(
             [job_id_for(plan.job_run_id, node_id) for node_id in plan.nodes], connection=self.redis
         )
         done = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
         if any(job is not None and job.get_status() not in done for job in jobs):
             return []
-        reason = "RQ holds no job of this run that can still run (was Redis flushed or restarted?)"
+        reason = f"RQ holds no job of this run that can still run ({self._redis_uptime()})"
         return [NodeReport("", 0, NodeStatus.FAILED, reason, run_lost=True)]
 
+    def _resync(self, plan: RunPlan, states: Mapping[str, tuple[NodeStatus, int]]) -> None:
+        order = [node_id for level in plan.levels() for node_id in level]
+        fetched = Job.fetch_many(
+            [job_id_for(plan.job_run_id, node_id) for node_id in order], connection=self.redis
+        )
+        jobs = dict(zip(order, fetched, strict=True))
+        fixes: list[str] = []
+        for node_id in order:
+            status, attempts = states[node_id]
+            job = jobs[node_id]
+            held = job.get_status() if job is not None else None
+            if status in NODE_TERMINAL:
+                if status is not NodeStatus.SUCCEEDED and held in _WAITING:
+                    drop_jobs(self.redis, [job_id_for(plan.job_run_id, node_id)])
+                    fixes.append(f"{node_id} is {status.value}: dropped its {_held(held)}")
+                continue
+            if not all(states[up][0] is NodeStatus.SUCCEEDED for up in plan.upstream[node_id]):
+                # Waiting on upstream nodes: it needs a job that they will release.
+                if job is None or held in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+                    self._enqueue_again(plan, node_id, job, attempts, after_upstream=True)
+                    fixes.append(f"{node_id} had {_held(held)}: made its job again")
+                continue
+            if held in _WILL_RUN and job is not None and self._in_its_place(job, held):
+                continue
+            if held is JobStatus.STARTED and job is not None and self._worker_alive(job):
+                continue
+            if held is JobStatus.DEFERRED and any(
+                self._still_finishing(jobs[up]) for up in plan.upstream[node_id]
+            ):
+                continue  # an upstream job's worker is recording its end: it releases this one
+            if held is JobStatus.READY_TO_ENQUEUE and job is not None:
+                ReadyJobRegistry(job.origin, connection=self.redis).enqueue_jobs([job.id])
+                fixes.append(f"{node_id}: released its job parked ready-to-enqueue")
+                continue
+            self._enqueue_again(plan, node_id, job, attempts, after_upstream=False)
+            lost_place = " on no queue" if held in _WILL_RUN else ""
+            fixes.append(
+                f"{node_id} is {status.value}, its upstream nodes succeeded, and RQ held "
+                f"{_held(held, job)}{lost_place}: queued it again"
+            )
+        if fixes:
+            log.warning(
+                "run %s: RQ's jobs did not match figway's record (%s): %s",
+                plan.job_run_id,
+                self._redis_uptime(),
+                "; ".join(fixes),
+            )
+
+    def _enqueue_again(
+        self,
+        plan: RunPlan,
+        node_id: str,
+        old: Job | None,
+        attempts_done: int,
+        *,
+        after_upstream: bool,
+    ) -> None:
+        """Replace a node's job by a new one (same id), keeping the jobs waiting on it."""
+        job_id = job_id_for(plan.job_run_id, node_id)
+        waiting_on_it = self.redis.smembers(Job.dependents_key_for(job_id))
+        data = self._job_data(
+            plan, node_id, attempts_done=attempts_done, after_upstream=after_upstream
+        )
+        if old is not None:
+            old.delete(remove_from_queue=True, delete_dependents=False)
+        if not after_upstream:
+            # Queued now, so no upstream job may release it again when it ends.
+            for up in plan.upstream[node_id]:
+                self.redis.srem(Job.dependents_key_for(job_id_for(plan.job_run_id, up)), job_id)
+        self.queue(plan.pool).enqueue_many([data])
+        if waiting_on_it:
+            self.redis.sadd(Job.dependents_key_for(job_id), *waiting_on_it)
+
+    def _in_its_place(self, job: Job, status: JobStatus) -> bool:
+        """Whether a queued or scheduled job is really on its queue or schedule.
+
+        A worker that popped a job and died before starting it leaves the job
+        ``queued`` on no queue at all (RQ pops jobs of several queues with BLPOP).
+        """
+        if status is JobStatus.QUEUED:
+            return self.redis.lpos(Queue(job.origin, connection=self.redis).key, job.id) is not None
+        if status is JobStatus.SCHEDULED:
+            key = ScheduledJobRegistry(job.origin, connection=self.redis).key  # type: ignore[no-untyped-call]
+            return self.redis.zscore(key, job.id) is not None
+        return True
+
+    def _still_finishing(self, job: Job | None) -> bool:
+        """A job whose node ended but whose live worker has not recorded it in RQ yet."""
+        return job is not None and job.get_status() is JobStatus.STARTED and self._worker_alive(job)
+
+    def _redis_uptime(self) -> str:
+        """What Redis says of itself, for reasons: how long it has been up."""
+        try:
+            uptime = self.redis.info("server").get("uptime_in_seconds")
+        except ResponseError:  # a stand-in without INFO (the embedded default's fakeredis)
+            uptime = None
+        return f"Redis has been up {uptime} s" if uptime is not None else "Redis uptime unknown"
+
     def _judge(self, plan: RunPlan, node_id: str, attempt: int) -> NodeReport | None:
+        lost = f"worker lost during attempt {attempt}"
         try:
             job = Job.fetch(job_id_for(plan.job_run_id, node_id), connection=self.redis)
         except NoSuchJobError:
-            return NodeReport(
-                node_id, attempt, NodeStatus.FAILED, "RQ no longer has this node's job"
-            )
+            return self._attempt_vanished(plan, node_id, attempt, lost)
         status = job.get_status()
-        lost = f"worker lost during attempt {attempt}"
         if status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
             return NodeReport(node_id, attempt, NodeStatus.RETRYING, f"{lost}; RQ retries it")
         if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.FINISHED):
-            return NodeReport(node_id, attempt, NodeStatus.FAILED, f"{lost}; RQ marked it {status}")
+            why = f"{lost}; RQ marked its job {status.value}"
+            failure = _failure_of(job)
+            return NodeReport(
+                node_id, attempt, NodeStatus.FAILED, f"{why}: {failure}" if failure else why
+            )
         if status == JobStatus.STARTED and not self._worker_alive(job):
             return self._recover_abandoned(job, node_id, attempt, lost)
         return None  # still in the hands of a live worker
+
+    def _attempt_vanished(self, plan: RunPlan, node_id: str, attempt: int, lost: str) -> NodeReport:
+        """The node's worker went silent and Redis no longer has its job: retry if allowed."""
+        why = f"{lost}: its worker stopped reporting and RQ no longer holds its job ({self._redis_uptime()})"
+        if attempt < plan.nodes[node_id].retries + 1:
+            self._enqueue_again(plan, node_id, None, attempt, after_upstream=False)
+            return NodeReport(node_id, attempt, NodeStatus.RETRYING, f"{why}; retried")
+        return NodeReport(node_id, attempt, NodeStatus.FAILED, f"{why}; no attempt left")
 
     def _worker_alive(self, job: Job) -> bool:
         name = job.worker_name
@@ -244,20 +421,29 @@ class RQExecutor:
 
     def _recover_abandoned(self, job: Job, node_id: str, attempt: int, lost: str) -> NodeReport:
         """The worker and its horse are gone: retry the job if RQ would, else fail it."""
-        queue = self.queue(job.origin)
-        with self.redis.pipeline() as pipeline:
-            # RQ 3 keys started jobs by execution; its registry's remove(job) is not implemented.
-            StartedJobRegistry(job.origin, connection=self.redis).remove_executions(
-                job, pipeline=pipeline
-            )
-            if job.should_retry:
-                job.retry(queue, pipeline)
-                pipeline.execute()
-                return NodeReport(node_id, attempt, NodeStatus.RETRYING, f"{lost}; retried")
-            job.set_status(JobStatus.FAILED, pipeline=pipeline)
-            # Listed with the other failures, so `rq info` and RQ's dashboards show it.
-            FailedJobRegistry(job.origin, connection=self.redis).add(
-                job, ttl=FAILURE_TTL, exc_string=lost, pipeline=pipeline
-            )
-            pipeline.execute()
+        if release_abandoned(self.redis, job, lost):
+            return NodeReport(node_id, attempt, NodeStatus.RETRYING, f"{lost}; retried")
         return NodeReport(node_id, attempt, NodeStatus.FAILED, f"{lost}; no attempt left")
+
+
+def _held(status: JobStatus | None, job: Job | None = None) -> str:
+    """How a reason names what RQ held for a node."""
+    if status is None:
+        return "no job"
+    failure = _failure_of(job) if job is not None else None
+    return f"its job {status.value}" + (f" ({failure})" if failure else "")
+
+
+def _failure_of(job: Job) -> str | None:
+    """The last line of RQ's record of why a job failed, if it recorded one."""
+    try:
+        result = job.latest_result()
+    except RedisError:
+        raise
+    except Exception:  # an unreadable result (another serializer) is no reason to stop
+        return None
+    text = getattr(result, "exc_string", None) if result is not None else None
+    if not text:
+        return None
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else None

@@ -11,6 +11,14 @@ outcome: ``succeeded``, ``retrying`` (another attempt is due), ``failed``
 The backend only has to act on the returned :class:`AttemptResult`: let its
 own retry machinery schedule the next attempt, and drop the jobs of skipped
 nodes.
+
+A database outage is not a node's failure. When the database cannot be reached
+to record the start, the attempt waits for it with backoff (the job stays with
+its worker, which RQ and the reconciler see alive) and starts once it is back;
+an outcome the node has produced waits the same way to be recorded. Only past
+``store_patience_seconds`` does the runtime give up and raise
+:class:`~backends.model.errors.StoreUnavailableError` (the reconciler then finds
+the node not started and has it queued again).
 """
 
 from __future__ import annotations
@@ -22,16 +30,22 @@ import json
 import logging
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from backends.artifacts import ArtifactStore
 from backends.artifacts.reference import STORED_OUTPUT_KEY, stored_output_of
-from backends.model.errors import FigwayError, SecretMissingError, SecretRefusedError
+from backends.model.errors import (
+    FigwayError,
+    SecretMissingError,
+    SecretRefusedError,
+    StoreUnavailableError,
+)
 from backends.model.status import NodeStatus
 from backends.nodes import NodeCancelledError, NodeContext, NodeFailedError, NodeRegistry
 from backends.runtime.bounds import DEFAULT_MAX_OUTPUT_BYTES, MAX_TEXT_CHARS, bounded
@@ -51,7 +65,11 @@ log = logging.getLogger(__name__)
 
 #: Logger handed to nodes; INFO and above are captured into the run's logs.
 NODE_LOGGER = "figway.node"
+#: How long an attempt waits for an unreachable database to record its start or outcome.
+STORE_PATIENCE_SECONDS = 15 * 60
 
+
+T = TypeVar("T")
 
 #: Receives each captured log line of a node as it is written.
 LogMirror = Callable[[LogRecord], None]
@@ -84,10 +102,12 @@ class NodeRuntime:
         artifacts: ArtifactStore | None = None,
         secrets: SecretSource | None = None,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        store_patience_seconds: float = STORE_PATIENCE_SECONDS,
     ) -> None:
         self.store = store
         self.node_types = node_types
         self.heartbeat_seconds = heartbeat_seconds
+        self.store_patience_seconds = store_patience_seconds
         self.artifacts = artifacts
         self.max_output_bytes = max_output_bytes
         self.secrets: SecretSource = secrets or EnvironmentSecrets()
@@ -111,7 +131,12 @@ class NodeRuntime:
         adds its Secret blocks). Every secret the node reveals is masked in what
         this attempt records: log lines, the error and the output.
         """
-        start = self.store.start_attempt(job_run_id=job_run_id, node_id=node_id, attempt=attempt)
+        start = self._patiently(
+            f"recording the start of {job_run_id}/{node_id}",
+            lambda: self.store.start_attempt(
+                job_run_id=job_run_id, node_id=node_id, attempt=attempt
+            ),
+        )
         if not start.outcome.applied or start.spec is None:
             return AttemptResult(Outcome.NOT_RUN)
         spec = start.spec
@@ -168,16 +193,23 @@ class NodeRuntime:
             else:
                 error, status, outcome = None, NodeStatus.SUCCEEDED, Outcome.SUCCEEDED
         _release_unused_memory()
-        recorded = self.store.record_node(
-            job_run_id=job_run_id,
-            node_id=node_id,
-            attempt=attempt,
-            status=status,
-            error=error,
-            output=self._bounded_output(redactor.redact_value(_jsonable(output)), context)
+        stored_output = (
+            self._bounded_output(redactor.redact_value(_jsonable(output)), context)
             if outcome is Outcome.SUCCEEDED
-            else None,
-            logs=sink.drain(),
+            else None
+        )
+        logs = sink.drain()
+        recorded = self._patiently(
+            f"recording the outcome of {job_run_id}/{node_id}",
+            lambda: self.store.record_node(
+                job_run_id=job_run_id,
+                node_id=node_id,
+                attempt=attempt,
+                status=status,
+                error=error,
+                output=stored_output,
+                logs=logs,
+            ),
         )
         if not recorded.applied and recorded.node_status is NodeStatus.CANCELLED:
             return AttemptResult(Outcome.CANCELLED, error)
@@ -208,6 +240,24 @@ class NodeRuntime:
                 "(removed after FIGWAY_ARTIFACT_RETENTION_HOURS?)"
             ) from None
 
+    def _patiently(self, what: str, write: Callable[[], T]) -> T:
+        """``write()``, tried again with backoff while the database is unreachable.
+
+        Every write here is idempotent (the journal's key), so one that reached the
+        database before its connection broke is refused when repeated, not doubled.
+        """
+        deadline = time.monotonic() + self.store_patience_seconds
+        wait = 0.5
+        while True:
+            try:
+                return write()
+            except StoreUnavailableError as exc:
+                if time.monotonic() + wait > deadline:
+                    raise
+                log.warning("%s: %s; trying again in %.1f s", what, exc, wait)
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
+
     @contextmanager
     def _heartbeat(self, context: NodeContext, sink: _LogSink) -> Iterator[None]:
         """Beat while the node runs: proves the worker alive, flushes logs, relays kills."""
@@ -215,16 +265,21 @@ class NodeRuntime:
 
         def beat() -> None:
             while not stop.wait(self.heartbeat_seconds):
+                # Complete lines only: a line half printed is masked whole at the end.
+                lines = sink.drain(partial=False)
                 try:
-                    # Complete lines only: a line half printed is masked whole at the end.
-                    self.store.append_logs(sink.drain(partial=False))
+                    self.store.append_logs(lines)
+                    lines = []
                     alive = self.store.heartbeat(
                         job_run_id=context.job_run_id,
                         node_id=context.node_id,
                         attempt=context.attempt,
                     )
-                except FigwayError:
-                    log.warning("heartbeat for %s/%s failed", context.job_run_id, context.node_id)
+                except FigwayError as exc:
+                    sink.put_back(lines)  # kept for the next beat, not lost with the database
+                    log.warning(
+                        "heartbeat for %s/%s failed: %s", context.job_run_id, context.node_id, exc
+                    )
                     continue
                 if not alive:
                     context.cancel_event.set()
@@ -329,6 +384,12 @@ class _LogSink:
         level = "INFO" if stream == "stdout" else "WARNING"
         for line in lines:
             self.add(level, line)
+
+    def put_back(self, records: list[LogRecord]) -> None:
+        """Return drained lines that could not be stored, ahead of the newer ones."""
+        if records:
+            with self._lock:
+                self._records[:0] = records
 
     def drain(self, *, partial: bool = True) -> list[LogRecord]:
         """The lines captured so far; ``partial`` also takes lines not ended yet."""

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from backends.model.errors import DatabaseNotMigratedError, StoreError
+from backends.model.errors import DatabaseNotMigratedError, StoreUnavailableError
 from backends.private_files import private_file
 
 __all__ = [
@@ -107,13 +107,14 @@ def schema_is_current(engine: Engine) -> bool:
 def ensure_migrated(engine: Engine, *, auto_migrate: bool) -> None:
     """Migrate (embedded default) or refuse to go on with an outdated schema (production).
 
-    An unreachable database is a :class:`StoreError` naming it, not a driver traceback.
+    An unreachable database is a :class:`StoreUnavailableError` naming it, not a driver
+    traceback.
     """
     try:
         current = schema_is_current(engine)
     except OperationalError as exc:
         where = make_url(engine.url).render_as_string(hide_password=True)
-        raise StoreError(f"cannot reach the database at {where}: {exc.orig}") from exc
+        raise StoreUnavailableError(f"cannot reach the database at {where}: {exc.orig}") from exc
     if current:
         return
     if auto_migrate:

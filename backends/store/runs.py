@@ -267,25 +267,36 @@ class Store(Transactions):
     def start_attempt(self, *, job_run_id: str, node_id: str, attempt: int) -> AttemptStart:
         """Record ``running`` and hand back what the attempt needs, in one transaction.
 
-        When the start is refused (run killed, node finished, stale attempt),
-        ``outcome.applied`` is False and the node must not run.
+        When the start is refused (run killed, node finished, stale attempt, an
+        upstream node not succeeded), ``outcome.applied`` is False and the node must
+        not run.
         """
         with self._transaction() as session:
             run, document = _lock_run(session, job_run_id, with_plan=True)
+            upstream = list(document["upstream"].get(node_id, ()))
+            outputs: dict[str, Any] = {}
+            if upstream:
+                rows = session.execute(
+                    select(NodeRun.node_id, NodeRun.status, NodeRun.output).where(
+                        NodeRun.job_run_id == job_run_id, NodeRun.node_id.in_(upstream)
+                    )
+                ).all()
+                if any(status != NodeStatus.SUCCEEDED for _, status, _ in rows):
+                    # A job released early (a duplicate delivery) never runs on missing inputs.
+                    current = session.scalar(
+                        select(NodeRun.status).where(
+                            NodeRun.job_run_id == job_run_id, NodeRun.node_id == node_id
+                        )
+                    )
+                    if current is None:
+                        raise StoreError(f"run {job_run_id!r} has no node {node_id!r}")
+                    return AttemptStart(NodeOutcome(False, NodeStatus(current), run.status))
+                outputs = {upstream_id: value for upstream_id, _, value in rows}
             outcome = _apply_node_transition(
                 session, run, node_id, attempt, NodeStatus.RUNNING, utcnow()
             )
             if not outcome.applied:
                 return AttemptStart(outcome)
-            upstream = list(document["upstream"].get(node_id, ()))
-            outputs: dict[str, Any] = {}
-            if upstream:
-                rows = session.execute(
-                    select(NodeRun.node_id, NodeRun.output).where(
-                        NodeRun.job_run_id == job_run_id, NodeRun.node_id.in_(upstream)
-                    )
-                ).all()
-                outputs = {upstream_id: value for upstream_id, value in rows}
             return AttemptStart(
                 outcome,
                 spec=NodeSpec.model_validate(document["nodes"][node_id]),
@@ -411,6 +422,41 @@ class Store(Transactions):
                 .limit(limit)
             ).all()
         return [(job_run_id, backend) for job_run_id, backend in rows]
+
+    def node_states(self, *, job_run_id: str) -> dict[str, tuple[NodeStatus, int]]:
+        """Each node's status and attempts started, as recorded (empty for an unknown run)."""
+        with self._transaction() as session:
+            rows = session.execute(
+                select(NodeRun.node_id, NodeRun.status, NodeRun.attempts).where(
+                    NodeRun.job_run_id == job_run_id
+                )
+            ).all()
+        return {node_id: (NodeStatus(status), attempts) for node_id, status, attempts in rows}
+
+    def unsubmitted_runs(
+        self, *, claim: timedelta, retry_after: timedelta, limit: int = 50
+    ) -> list[str]:
+        """Client runs still ``pending`` whose submission nobody holds any more.
+
+        Either a gateway stopped mid-submit (its claim is older than ``claim``), or a
+        submission failed (unclaimed) at least ``retry_after`` ago: each is tried
+        once per such window, oldest first.
+        """
+        now = utcnow()
+        with self._transaction() as session:
+            return list(
+                session.scalars(
+                    select(Run.job_run_id)
+                    .where(
+                        Run.status == RunStatus.PENDING,
+                        Run.shadow_of.is_(None),
+                        (Run.submit_claimed_at < now - claim)
+                        | (Run.submit_claimed_at.is_(None) & (Run.updated_at < now - retry_after)),
+                    )
+                    .order_by(Run.created_at)
+                    .limit(limit)
+                )
+            )
 
     def cancelling_runs(self, *, limit: int = 100) -> list[str]:
         with self._transaction() as session:

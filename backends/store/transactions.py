@@ -12,9 +12,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from backends.model.errors import StoreError
+from backends.model.errors import StoreError, StoreUnavailableError
 
-__all__ = ["Transactions", "dialect_insert", "insert_ignoring_conflicts", "utcnow"]
+__all__ = [
+    "Transactions",
+    "dialect_insert",
+    "insert_ignoring_conflicts",
+    "is_disconnect",
+    "utcnow",
+]
 
 
 class Transactions:
@@ -30,7 +36,28 @@ class Transactions:
             with self._sessions.begin() as session:
                 yield session
         except OperationalError as exc:
+            if is_disconnect(exc):
+                raise StoreUnavailableError(f"database unreachable: {exc.orig}") from exc
             raise StoreError(f"database error: {exc.orig}") from exc
+
+
+#: SQLSTATEs of a server that is going away or not accepting connections yet:
+#: class 08 (connection exception), admin/crash shutdown, cannot connect now.
+_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def is_disconnect(exc: OperationalError) -> bool:
+    """Whether the error means the database cannot be reached (as opposed to a refused statement).
+
+    A connection that could not be made carries no SQLSTATE; one that broke is
+    marked invalidated by SQLAlchemy.
+    """
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    if state is None:
+        return "sqlite" not in type(exc.orig).__module__  # SQLite's errors carry none
+    return bool(state.startswith(_UNAVAILABLE_STATES))
 
 
 def dialect_insert(session: Session, model: type[Any]) -> Any:

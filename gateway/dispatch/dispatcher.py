@@ -294,9 +294,23 @@ class Dispatcher:
     # -- killing -----------------------------------------------------------------------
 
     def cancel_run(self, job_run_id: str) -> RunView:
-        """Kill a run on the backend that owns it; 409-worthy if it already ended."""
-        if self.store.run_status(job_run_id=job_run_id) is None:
+        """Kill a run on the backend that owns it; 409-worthy if it already ended.
+
+        A kill its backend cannot take right now (unreachable) is refused before
+        anything changes, so a 503 leaves the run as it was and the client may
+        repeat the DELETE. Once the run is marked, the kill is under way: should
+        the backend fail between the check and the stop, the run stays
+        ``cancelling`` and the reconciler finishes it.
+        """
+        known = self.store.get_run(job_run_id=job_run_id, with_nodes=False)
+        if known is None:
             raise RunNotFoundError(f"no run {job_run_id!r}")
+        if known.status not in RUN_TERMINAL and known.submitted_at is not None:
+            health = self.executors[known.backend].health()
+            if not health.up:
+                raise BackendUnavailableError(
+                    known.backend, f"cannot reach {known.backend} to stop the run: {health.detail}"
+                )
         before = self.store.request_cancel(job_run_id=job_run_id)
         if before in RUN_TERMINAL:
             raise RunConflictError(f"run {job_run_id!r} already finished: it is {before.value}")
@@ -305,7 +319,12 @@ class Dispatcher:
         # Read after marking it: a submission that finished meanwhile is seen here.
         run = self.store.get_run(job_run_id=job_run_id, with_nodes=False)
         assert run is not None
-        self._stop_on_backend(run)
+        try:
+            self._stop_on_backend(run)
+        except BackendUnavailableError as exc:
+            log.warning(
+                "run %s is cancelling; its backend went away meanwhile: %s", job_run_id, exc
+            )
         return self._view(job_run_id)
 
     def _cancel_shadow(self, job_run_id: str) -> None:

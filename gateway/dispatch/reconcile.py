@@ -1,5 +1,11 @@
-"""Settling what nobody else will: interrupted cancels, unstarted shadows, and runs whose
-workers went quiet, judged by what their backend still holds.
+"""Settling what nobody else will: interrupted cancels, unstarted shadows, runs no backend
+took, and runs whose workers went quiet, judged by what their backend still holds.
+
+A run left ``pending`` (its gateway stopped mid-submit, or its backend was unreachable
+and the client never repeated the request) is submitted again to the backend it was
+routed to, through the executor contract: once its submit claim has expired, or, when
+its submission failed, every ``FIGWAY_NODE_SILENCE_SECONDS``; a backend that refuses it
+fails it with the backend's reason.
 
 Each gateway runs :meth:`Reconciler.reconcile_once` every
 ``FIGWAY_RECONCILE_INTERVAL_SECONDS``. Every move it makes goes through the store's
@@ -16,7 +22,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from backends.contract import Executor
-from backends.model.errors import BackendUnavailableError
+from backends.model.errors import BackendError, BackendUnavailableError
 from backends.store import Store
 from gateway.config import Settings
 from gateway.dispatch.dispatcher import stop_on_backend
@@ -47,6 +53,10 @@ class Reconciler:
         settled = 0
         # A shadow's gateway stops between recording and submitting it: nobody else will.
         claim = timedelta(seconds=self.settings.submit_claim_seconds)
+        # A failed submission is tried again every silence window: within the bound.
+        retry_after = timedelta(seconds=self.settings.node_silence_seconds)
+        for job_run_id in self.store.unsubmitted_runs(claim=claim, retry_after=retry_after):
+            settled += self._submit_again(job_run_id, claim)
         for job_run_id in self.store.unstarted_shadows(older_than=2 * claim):
             self.store.abandon_run(
                 job_run_id=job_run_id, reason="shadow not started: its gateway stopped first"
@@ -102,3 +112,32 @@ class Reconciler:
                 settled += int(outcome.applied)
                 log.warning("run %s node %s: %s", job_run_id, report.node_id, report.error)
         return settled
+
+    def _submit_again(self, job_run_id: str, claim: timedelta) -> int:
+        """Submit a pending run nobody holds to its own backend; 1 if it was settled."""
+        if not self.store.claim_submission(job_run_id=job_run_id, stale_after=claim):
+            return 0  # a client's repeated request (or another gateway) took it meanwhile
+        run = self.store.get_run(job_run_id=job_run_id, with_nodes=False)
+        plan = self.store.load_plan(job_run_id=job_run_id)
+        executor = self.executors.get(run.backend) if run is not None else None
+        if run is None or plan is None or executor is None:
+            return 0
+        try:
+            executor.submit(plan)
+        except BackendUnavailableError as exc:
+            # Still pending, with the reason; tried again once the claim window has passed.
+            self.store.mark_submit_failed(job_run_id=job_run_id, error=str(exc))
+            log.warning("run %s still not submitted to %s: %s", job_run_id, run.backend, exc)
+            return 0
+        except BackendError as exc:
+            reason = f"{run.backend} refused the run when it was submitted again: {exc.message}"
+            self.store.abandon_run(job_run_id=job_run_id, reason=reason)
+            log.warning("run %s failed: %s", job_run_id, reason)
+            return 1
+        self.store.mark_submitted(job_run_id=job_run_id)
+        log.warning(
+            "run %s was pending with no submission under way; submitted it to %s",
+            job_run_id,
+            run.backend,
+        )
+        return 1

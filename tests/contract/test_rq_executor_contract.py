@@ -12,7 +12,6 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry, StartedJobRegistry
-from sqlalchemy import Engine
 
 from backends.model.workflow import POOLS, RunPlan
 from backends.nodes import default_registry
@@ -22,11 +21,10 @@ from backends.rq.jobs import job_id_for
 from backends.runtime.attempts import NodeRuntime
 from backends.runtime.bootstrap import install_runtime
 from backends.store import Store, create_database_engine, upgrade
-from backends.store.models import Base
 from tests.contract.executor_contract import ExecutorContract, ExecutorHarness
 from tests.support.processes import LoggedProcess
 from tests.support.rq_workers import log_tails, start_workers, stop_workers
-from tests.support.services import REDIS_TEST_URL
+from tests.support.services import REDIS_TEST_URL, empty_tables
 
 # The same Redis database as tests/conftest.py's `redis_url`; the workers here live for a
 # whole class, so this suite cleans around each test itself instead of flushing the database.
@@ -86,12 +84,6 @@ class TestRQEmbedded(RQContract):
             engine.dispose()
 
 
-def _truncate(engine: Engine) -> None:
-    with engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(table.delete())
-
-
 def _forget_jobs(redis: Redis) -> None:
     """Delete every job, queue and registry key, keeping the workers' own registration."""
     doomed = [
@@ -137,7 +129,7 @@ class TestRQOnRealServices(RQContract):
     def harness(self, pg_url: str, rq_workers: list[LoggedProcess]) -> Iterator[ExecutorHarness]:
         engine = create_database_engine(pg_url)
         redis = Redis.from_url(REDIS_TEST_URL)
-        _truncate(engine)
+        empty_tables(engine)
         _forget_jobs(redis)
         try:
             yield ExecutorHarness(
@@ -148,6 +140,6 @@ class TestRQOnRealServices(RQContract):
             )
         finally:
             _forget_jobs(redis)
-            _truncate(engine)
+            empty_tables(engine)
             engine.dispose()
             redis.close()

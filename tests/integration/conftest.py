@@ -9,22 +9,15 @@ the outcome, and a failing test shows their logs.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
 
 from backends.store import create_database_engine
-from backends.store.models import Base
 from tests.support.figway_stack import FIGWAY, Stack, clean_env
 from tests.support.prefect_services import PrefectServices, shared_prefect_services
-
-
-def _truncate(engine: Engine) -> None:
-    with engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(table.delete())
+from tests.support.services import empty_tables
 
 
 @pytest.fixture(scope="module")
@@ -57,23 +50,12 @@ def prefect_services(
 def stack(upgraded_pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
     """A running gateway on the real services; tests add workers with `stack.start_workers`."""
     engine = create_database_engine(upgraded_pg_url)
-    _truncate(engine)
+    empty_tables(engine)
     running = Stack(database_url=upgraded_pg_url, redis_url=redis_url, log_dir=tmp_path)
     try:
         running.start_gateway()
         yield running
     finally:
         running.close()
-        _truncate(engine)
+        empty_tables(engine)
         engine.dispose()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    running = getattr(item, "funcargs", {}).get("stack")
-    if report.failed and isinstance(running, Stack):
-        report.sections.append(("figway process logs", running.logs()))
-    return report

@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from backends.contract import BackendHealth, NodeReport
-from backends.model.errors import BackendUnavailableError, SubmitFailedError
+from backends.model.errors import (
+    BackendRejectedError,
+    BackendUnavailableError,
+    SubmitFailedError,
+)
 from backends.model.status import RunStatus
 from backends.model.workflow import RunPlan, parse_definition
 from backends.nodes import default_registry
@@ -192,6 +196,37 @@ def test_a_job_run_id_too_long_for_a_shadow_id_is_not_shadowed(
     assert backends["prefect"].submitted == []
 
 
+def test_a_pending_run_nobody_submits_is_submitted_by_the_reconciler(
+    dispatcher: Dispatcher, backends: dict[str, StandIn], store: Store
+) -> None:
+    backends["rq"].failure = BackendUnavailableError("rq", "down", may_have_started=False)
+    with pytest.raises(SubmitFailedError):
+        dispatcher.start_run(request("shadowed", "r8"))
+    assert store.run_status(job_run_id="r8") is RunStatus.PENDING
+    backends["rq"].failure = None
+    settings = Settings(_env_file=None, node_silence_seconds=0.001)  # type: ignore[call-arg]
+    Reconciler(store=store, executors=dispatcher.executors, settings=settings).reconcile_once()
+    run = store.get_run(job_run_id="r8", with_nodes=False)
+    assert run is not None
+    assert (run.status, run.error) == (RunStatus.QUEUED, None)
+    assert backends["rq"].submitted == ["r8"]
+
+
+def test_a_pending_run_its_backend_refuses_fails_with_the_backends_reason(
+    dispatcher: Dispatcher, backends: dict[str, StandIn], store: Store
+) -> None:
+    backends["rq"].failure = BackendUnavailableError("rq", "down", may_have_started=False)
+    with pytest.raises(SubmitFailedError):
+        dispatcher.start_run(request("shadowed", "r9"))
+    backends["rq"].failure = BackendRejectedError("rq", "no such queue")
+    settings = Settings(_env_file=None, node_silence_seconds=0.001)  # type: ignore[call-arg]
+    Reconciler(store=store, executors=dispatcher.executors, settings=settings).reconcile_once()
+    run = store.get_run(job_run_id="r9", with_nodes=False)
+    assert run is not None
+    assert run.status is RunStatus.FAILED
+    assert run.error == "rq refused the run when it was submitted again: no such queue"
+
+
 def test_a_shadow_left_unsubmitted_by_a_stopped_gateway_is_ended(
     dispatcher: Dispatcher, store: Store
 ) -> None:
@@ -205,4 +240,5 @@ def test_a_shadow_left_unsubmitted_by_a_stopped_gateway_is_ended(
     settings = Settings(_env_file=None, submit_claim_seconds=0.001)  # type: ignore[call-arg]
     Reconciler(store=store, executors=dispatcher.executors, settings=settings).reconcile_once()
     assert store.run_status(job_run_id="r7~shadow") is RunStatus.FAILED
-    assert store.run_status(job_run_id="r7") is RunStatus.PENDING, "the client's run is not touched"
+    # The client's run is not ended with its shadow: nobody held it, so it is submitted.
+    assert store.run_status(job_run_id="r7") is RunStatus.QUEUED

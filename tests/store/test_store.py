@@ -136,6 +136,16 @@ def test_a_stale_attempt_cannot_start_again(store: Store) -> None:
     assert node_status(store, jid, "a") is NodeStatus.RETRYING
 
 
+def test_a_node_never_starts_before_its_upstream_nodes_succeeded(store: Store) -> None:
+    plan = start_run(store, {"a": "noop", "b": "noop"}, {"b": ["a"]})
+    jid = plan.job_run_id
+    early = store.start_attempt(job_run_id=jid, node_id="b", attempt=1)  # a duplicate released b
+    assert early.outcome.applied is False
+    assert node_status(store, jid, "b") is NodeStatus.QUEUED
+    finish(store, jid, "a", NodeStatus.SUCCEEDED)
+    assert store.start_attempt(job_run_id=jid, node_id="b", attempt=1).outcome.applied
+
+
 def test_running_is_refused_while_the_run_is_cancelling(store: Store) -> None:
     plan = start_run(store, {"a": {"type": "noop", "retries": 1}, "b": "noop"})
     jid = plan.job_run_id

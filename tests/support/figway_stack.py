@@ -104,15 +104,20 @@ class Stack:
                 raise AssertionError(f"the gateway did not answer within 60 s\n{self.logs()}")
             time.sleep(0.1)
 
+    def launch_worker(self, name: str) -> LoggedProcess:
+        """Start one `figway worker rq` named ``name``, without waiting for it."""
+        self.workers[name] = LoggedProcess.start(
+            name,
+            [FIGWAY, "worker", "rq", "--name", name],
+            env={**self.env(), **self.worker_settings},
+            log_dir=self.log_dir,
+        )
+        return self.workers[name]
+
     def start_workers(self, *names: str) -> None:
         """Start one `figway worker rq` per name and wait until Redis lists them all."""
         for name in names:
-            self.workers[name] = LoggedProcess.start(
-                name,
-                [FIGWAY, "worker", "rq", "--name", name],
-                env={**self.env(), **self.worker_settings},
-                log_dir=self.log_dir,
-            )
+            self.launch_worker(name)
         self.wait_for_gateway()
         deadline = time.monotonic() + 60
         with Redis.from_url(self.redis_url) as redis:
@@ -243,6 +248,26 @@ class Stack:
         return self.wait_for(
             job_run_id, "the run finishing", lambda run: run["status"] in TERMINAL, timeout=timeout
         )
+
+    def wait_for_all(self, job_run_ids: list[str], *, timeout: float) -> dict[str, dict[str, Any]]:
+        """Wait until every run has ended; fail naming those that did not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        ended: dict[str, dict[str, Any]] = {}
+        while True:
+            for job_run_id in job_run_ids:
+                if job_run_id not in ended:
+                    run = self.get_run(job_run_id)
+                    if run["status"] in TERMINAL:
+                        ended[job_run_id] = run
+            if len(ended) == len(job_run_ids):
+                return ended
+            if time.monotonic() > deadline:
+                stuck = {i: self.get_run(i) for i in job_run_ids if i not in ended}
+                raise AssertionError(
+                    f"{len(stuck)} run(s) did not end within {timeout:.0f} s: "
+                    f"{json.dumps(stuck, indent=1)[:6000]}\n{self.logs()}"
+                )
+            time.sleep(0.2)
 
     def wait_for_node(self, job_run_id: str, node_id: str, status: str) -> dict[str, Any]:
         return self.wait_for(

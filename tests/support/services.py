@@ -8,8 +8,11 @@ from contextlib import contextmanager
 
 import pytest
 import redis
+from sqlalchemy import Engine
 
-__all__ = ["REDIS_TEST_URL", "flushed_redis"]
+from backends.store.models import Base
+
+__all__ = ["REDIS_TEST_URL", "empty_tables", "flushed_redis"]
 
 #: The logical Redis database tests use: flushed before and after each use. Sessions that
 #: run beside each other (several checkouts on one machine) each set their own.
@@ -29,3 +32,10 @@ def flushed_redis(url: str = REDIS_TEST_URL) -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+def empty_tables(engine: Engine) -> None:
+    """Delete every row of figway's tables (children first), keeping the schema."""
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())

@@ -27,7 +27,11 @@ a concrete backend, no probing for optional methods. Every implementation must:
     ``BackendUnavailableError`` when the backend cannot be reached.
 
 ``health()``
-    A cheap check of the backend, never raising.
+    A cheap check of the backend that never raises and never hangs (its calls have
+    short timeouts). ``up`` says the backend answers; ``unserved`` names the places
+    (queues, work pools) that hold work no live worker serves, so nothing there can
+    start. ``detail`` is for the log, never for an unauthenticated caller: it may
+    name hosts and connection errors.
 
 ``holdings()``
     The work the backend still holds, by place (``default.queued``,
@@ -81,6 +85,9 @@ class BackendHealth:
     detail: str = ""
     workers: int | None = None
     queued: Mapping[str, int] = field(default_factory=dict)
+    #: Places holding work that no live worker serves (a work pool with flow runs waiting
+    #: and no online worker): the backend answers, but nothing there can start.
+    unserved: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

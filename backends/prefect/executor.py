@@ -29,12 +29,17 @@ from backends.prefect.names import FLOW_NAME, deployment_name, run_tags, work_po
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.objects import FlowRun
+    from prefect.settings import Settings
 
 __all__ = ["PrefectExecutor"]
 
 log = logging.getLogger(__name__)
 
 _FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED)
+#: Seconds one Prefect API request may take (connecting, then each read or write). A
+#: POST waits for one such request, so it answers within seconds while Prefect is down.
+REQUEST_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 2.0
 
 
 class PrefectExecutor:
@@ -62,6 +67,7 @@ class PrefectExecutor:
         self._ephemeral_lock = threading.Lock()
         self._ephemeral_ready = False
         self._open_client: SyncPrefectClient | None = None
+        self._settings: Settings | None = None
 
     # -- submit ----------------------------------------------------------------------
 
@@ -152,10 +158,6 @@ class PrefectExecutor:
                 else:
                     client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
 
-    def _pool_has_live_worker(self, client: SyncPrefectClient, pool: str) -> bool:
-        workers = client.read_workers_for_work_pool(work_pool_name(pool))
-        return any(str(w.status).upper().endswith("ONLINE") for w in workers)
-
     def _flow_runs(self, client: SyncPrefectClient, plan: RunPlan) -> list[FlowRun]:
         from prefect.client.schemas.filters import (
             FlowRunFilter,
@@ -175,6 +177,7 @@ class PrefectExecutor:
     # -- health ----------------------------------------------------------------------
 
     def health(self) -> BackendHealth:
+        """Whether the API answers, and which work pools hold work with no online worker."""
         if self.embedded:
             return BackendHealth(
                 self.name, up=True, detail="in-process flows on Prefect's ephemeral API"
@@ -185,17 +188,19 @@ class PrefectExecutor:
             with self._client() as client:
                 failure = client.api_healthcheck()
                 if failure is not None:
-                    return BackendHealth(self.name, up=False, detail=f"Prefect API: {failure}")
-                workers, missing = 0, []
+                    return BackendHealth(
+                        self.name, up=False, detail=f"Prefect API: {_describe(failure)}"
+                    )
+                workers, missing, unserved = 0, [], []
                 for pool in POOLS:
                     try:
-                        pool_workers = client.read_workers_for_work_pool(work_pool_name(pool))
+                        online = self._online_workers(client, pool)
                     except ObjectNotFound:
                         missing.append(work_pool_name(pool))
                         continue
-                    workers += sum(
-                        1 for w in pool_workers if str(w.status).upper().endswith("ONLINE")
-                    )
+                    workers += online
+                    if online == 0 and self._unfinished_flow_runs(client, pool) > 0:
+                        unserved.append(work_pool_name(pool))
         except Exception as exc:  # health never raises: an unreachable API is "down"
             return BackendHealth(self.name, up=False, detail=f"Prefect unreachable: {exc}")
         # The API answers: up. Missing pools only stop Prefect runs, which say so themselves.
@@ -204,13 +209,19 @@ class PrefectExecutor:
             if missing
             else ""
         )
-        return BackendHealth(self.name, up=True, detail=detail, workers=workers)
+        if unserved:
+            detail = f"{detail}; " if detail else ""
+            detail += f"flow runs wait in {', '.join(unserved)} with no online worker"
+        return BackendHealth(
+            self.name, up=True, detail=detail, workers=workers, unserved=tuple(unserved)
+        )
 
-    def holdings(self) -> dict[str, int]:
-        """Flow runs of figway not yet finished, per work pool (``default.flow_runs``);
-        in-process, the flows this gateway is running (``in_process.flow_runs``)."""
-        if self.embedded:
-            return {"in_process.flow_runs": len(self._threads)}
+    def _online_workers(self, client: SyncPrefectClient, pool: str) -> int:
+        workers = client.read_workers_for_work_pool(work_pool_name(pool))
+        return sum(1 for w in workers if str(w.status).upper().endswith("ONLINE"))
+
+    def _unfinished_flow_runs(self, client: SyncPrefectClient, pool: str) -> int:
+        """figway's flow runs of the pool that are not finished (waiting or running)."""
         from prefect.client.schemas.filters import (
             FlowRunFilter,
             FlowRunFilterState,
@@ -219,6 +230,7 @@ class PrefectExecutor:
         )
         from prefect.client.schemas.objects import StateType
 
+        # Waiting, starting or running: what a worker still has to serve.
         unfinished = [
             StateType.SCHEDULED,
             StateType.PENDING,
@@ -226,17 +238,21 @@ class PrefectExecutor:
             StateType.PAUSED,
             StateType.CANCELLING,
         ]
-        figures: dict[str, int] = {}
+        return client.count_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=["figway"]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)),
+            ),
+            work_pool_filter=_pool_filter(pool),
+        )
+
+    def holdings(self) -> dict[str, int]:
+        """Flow runs of figway not yet finished, per work pool (``default.flow_runs``);
+        in-process, the flows this gateway is running (``in_process.flow_runs``)."""
+        if self.embedded:
+            return {"in_process.flow_runs": len(self._threads)}
         with self._client() as client:
-            for pool in POOLS:
-                figures[f"{pool}.flow_runs"] = client.count_flow_runs(
-                    flow_run_filter=FlowRunFilter(
-                        tags=FlowRunFilterTags(all_=["figway"]),
-                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)),
-                    ),
-                    work_pool_filter=_pool_filter(pool),
-                )
-        return figures
+            return {f"{pool}.flow_runs": self._unfinished_flow_runs(client, pool) for pool in POOLS}
 
     # -- reconcile -------------------------------------------------------------------
 
@@ -262,7 +278,7 @@ class PrefectExecutor:
             if state is None:
                 return [_lost(running, "Prefect has no flow run for this run")]
             if running and not state.is_final():
-                if self._pool_has_live_worker(client, plan.pool):
+                if self._online_workers(client, plan.pool) > 0:
                     # A live worker reports its own dead flow-run processes (the flow run
                     # turns Crashed, caught below next round); a silent node alone may just
                     # be holding the GIL.
@@ -286,35 +302,58 @@ class PrefectExecutor:
         One client is kept open and shared (its httpx pool is thread-safe): building
         one costs about 60 ms, more than the request it would serve. After a
         transport error it is dropped, and the next call connects afresh.
+
+        Every call fails fast: each request has :data:`REQUEST_TIMEOUT` and Prefect's
+        client does not retry it (its default backs off for up to a minute, which kept
+        a POST, ``/readyz`` and the health check hanging through a server outage). The
+        gateway has its own way to try again: the client's retry, the reconciler.
         """
         import httpx
+        from prefect.context import SettingsContext
         from prefect.exceptions import PrefectHTTPStatusError
 
         try:
-            yield self._shared_client()
+            with SettingsContext(profile=self._profile(), settings=self._call_settings()):
+                yield self._shared_client()
         except (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError) as exc:
             # The request never left: nothing was created on the server.
             self._drop_client()
             raise BackendUnavailableError(
-                self.name, f"Prefect API: {exc}", may_have_started=False
+                self.name, f"Prefect API: {_describe(exc)}", may_have_started=False
             ) from exc
         except (httpx.HTTPError, OSError) as exc:
             self._drop_client()
-            raise BackendUnavailableError(self.name, f"Prefect API: {exc}") from exc
+            raise BackendUnavailableError(self.name, f"Prefect API: {_describe(exc)}") from exc
         except PrefectHTTPStatusError as exc:
             raise BackendUnavailableError(self.name, f"Prefect API: {exc}") from exc
 
+    def _call_settings(self) -> Settings:
+        """Prefect's settings for the executor's calls: this server, no client retries."""
+        from prefect.context import get_settings_context
+        from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES
+
+        with self._client_lock:
+            if self._settings is None:
+                updates: dict[Any, Any] = {PREFECT_CLIENT_MAX_RETRIES: 0}
+                if self.api_url is not None:
+                    updates[PREFECT_API_URL] = self.api_url
+                self._settings = get_settings_context().settings.copy_with_update(updates=updates)
+            return self._settings
+
+    @staticmethod
+    def _profile() -> Any:
+        from prefect.context import get_settings_context
+
+        return get_settings_context().profile
+
     def _shared_client(self) -> SyncPrefectClient:
+        import httpx
         from prefect.client.orchestration import get_client
-        from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with self._client_lock:
             if self._open_client is None:
-                if self.api_url is None:
-                    client = get_client(sync_client=True)
-                else:
-                    with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
-                        client = get_client(sync_client=True)
+                timeout = httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
+                client = get_client(sync_client=True, httpx_settings={"timeout": timeout})
                 client.__enter__()
                 self._open_client = client
             return self._open_client
@@ -339,3 +378,8 @@ def _pool_filter(pool: str) -> Any:
 def _lost(running: Mapping[str, int], reason: str) -> NodeReport:
     node_id, attempt = next(iter(running.items()), ("", 0))
     return NodeReport(node_id, attempt, NodeStatus.FAILED, reason, run_lost=True)
+
+
+def _describe(exc: BaseException) -> str:
+    """An httpx error as a message: its text, or its kind when it has none (timeouts)."""
+    return str(exc) or type(exc).__name__

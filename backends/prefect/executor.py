@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from backends.contract import BackendHealth, NodeReport
@@ -25,6 +27,7 @@ from backends.model.errors import BackendRejectedError, BackendUnavailableError
 from backends.model.status import NodeStatus, RunStatus
 from backends.model.workflow import POOLS, RunPlan
 from backends.prefect.names import FLOW_NAME, deployment_name, run_tags, work_pool_name
+from backends.prefect.resumes import lost_attempt_error
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -36,6 +39,18 @@ __all__ = ["PrefectExecutor"]
 log = logging.getLogger(__name__)
 
 _FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED)
+#: A silent flow run that Prefect says is running is taken for dead when it is still
+#: silent this long after it was first seen silent.
+DEATH_CONFIRM_SECONDS = 5.0
+#: A sighting older than this is forgotten: the next one counts as the first again.
+_SIGHTINGS_FORGOTTEN = 120.0
+#: A flow run pending this long lost the worker that took it: its process never started
+#: (starting one takes seconds).
+PENDING_GRACE_SECONDS = 120.0
+#: Silent runs remembered; the memory starts over past this.
+_SILENT_MEMORY = 10_000
+#: New flow runs a run may be resumed in after its flow-run process was lost.
+MAX_RESUMES = 5
 #: Seconds one Prefect API request may take (connecting, then each read or write). A
 #: POST waits for one such request, so it answers within seconds while Prefect is down.
 REQUEST_TIMEOUT = 5.0
@@ -68,6 +83,9 @@ class PrefectExecutor:
         self._ephemeral_ready = False
         self._open_client: SyncPrefectClient | None = None
         self._settings: Settings | None = None
+        # Runs whose flow run Prefect says is running but which were silent: the flow
+        # run and when it was first seen so (see _confirmed_silent).
+        self._silent_since: dict[str, tuple[Any, float]] = {}
 
     # -- submit ----------------------------------------------------------------------
 
@@ -257,14 +275,19 @@ class PrefectExecutor:
     # -- reconcile -------------------------------------------------------------------
 
     def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]:
-        """Runs whose flow-run process is gone: the whole run is lost.
+        """Resume a run whose flow-run process is gone, in a new flow run; lose it only
+        when it was resumed :data:`MAX_RESUMES` times already or was cancelled in Prefect.
 
-        Prefect does not re-run a crashed flow run, and it orchestrates the nodes
-        in that one process, so nothing of the run would ever move again. A flow
-        run that ended (Crashed, reported by its worker) before its nodes did is
-        lost. Silent nodes of a running flow run are lost only when no worker of
-        the pool is online (the machine died with its worker); the flow run is
-        then marked Crashed so the Prefect UI agrees.
+        Prefect never re-runs a crashed flow run, and the flow-run process is what
+        orchestrates the nodes, so without a new flow run nothing of the run would move
+        again. The process is gone when its flow run ended Crashed or Failed (its
+        worker saw it die; the flow raised), or when Prefect still says it is running
+        but it has been silent twice, at least :data:`DEATH_CONFIRM_SECONDS` apart
+        (its worker died with it, or the server was down when it died: nobody reported
+        it). The new flow run reads figway's record and skips the nodes already done
+        (``flow.py``). Nodes that were running are reported retrying, or failed when
+        that attempt was their last; the dead flow run's unfinished task runs are
+        marked Crashed, so Prefect's record is never left running.
         """
         if self.embedded:
             if plan.job_run_id in self._threads:
@@ -272,26 +295,120 @@ class PrefectExecutor:
             return [_lost(running, "the in-process Prefect flow run ended before its nodes did")]
         from prefect.states import Crashed
 
+        if len(self._silent_since) > _SILENT_MEMORY:
+            self._silent_since.clear()
         with self._client() as client:
-            flow_runs = self._flow_runs(client, plan)
-            state = flow_runs[0].state if flow_runs else None
-            if state is None:
-                return [_lost(running, "Prefect has no flow run for this run")]
-            if running and not state.is_final():
-                if self._online_workers(client, plan.pool) > 0:
-                    # A live worker reports its own dead flow-run processes (the flow run
-                    # turns Crashed, caught below next round); a silent node alone may just
-                    # be holding the GIL.
+            flow_runs = sorted(self._flow_runs(client, plan), key=lambda r: r.created or 0)
+            latest = flow_runs[-1] if flow_runs else None
+            state = latest.state if latest is not None else None
+            if latest is None or state is None:
+                return self._resume(client, plan, flow_runs, running, "Prefect has no flow run")
+            if state.is_scheduled() or state.is_paused() or state.is_cancelling():
+                self._silent_since.pop(plan.job_run_id, None)
+                return []  # waiting for a worker, or being stopped: slow, not lost
+            if state.is_pending() and not _pending_too_long(state.timestamp):
+                return []  # a worker took it and is starting its process (seconds)
+            if not state.is_final():  # running (or stuck pending) in Prefect's record
+                if not state.is_pending() and not self._confirmed_silent(
+                    plan.job_run_id, latest.id
+                ):
                     return []
                 client.set_flow_run_state(
-                    flow_runs[0].id,
+                    latest.id,
                     Crashed(message="figway: the flow-run process stopped reporting"),
                     force=True,
                 )
-                return [_lost(running, "the Prefect flow-run process was lost mid-node")]
-        if state.is_final():
-            return [_lost(running, f"the Prefect flow run ended {state.name} before its nodes did")]
-        return []  # scheduled or waiting for a worker: not lost, only slow
+                return self._resume(
+                    client, plan, flow_runs, running, "the flow-run process stopped reporting"
+                )
+            if state.is_crashed() or state.is_failed() or state.is_completed():
+                why = f"the Prefect flow run ended {state.name}"
+                return self._resume(client, plan, flow_runs, running, why)
+        return [_lost(running, f"the Prefect flow run ended {state.name} before its nodes did")]
+
+    def _confirmed_silent(self, job_run_id: str, flow_run_id: Any) -> bool:
+        """True on the second sighting of the same silent flow run, far enough apart.
+
+        One sighting is not enough: just after an outage of figway's database, a live
+        process may not have beaten yet.
+        """
+        now = time.monotonic()
+        seen = self._silent_since.get(job_run_id)
+        if seen is None or seen[0] != flow_run_id or now - seen[1] > _SIGHTINGS_FORGOTTEN:
+            self._silent_since[job_run_id] = (flow_run_id, now)
+            return False
+        return now - seen[1] >= DEATH_CONFIRM_SECONDS
+
+    def _resume(
+        self,
+        client: SyncPrefectClient,
+        plan: RunPlan,
+        flow_runs: Sequence[FlowRun],
+        running: Mapping[str, int],
+        why: str,
+    ) -> list[NodeReport]:
+        """Start the run again in a new flow run, or lose it when its resumes are spent."""
+        self._silent_since.pop(plan.job_run_id, None)
+        for flow_run in flow_runs:
+            self._crash_task_runs(client, flow_run.id)
+        reports = []
+        for node_id, attempt in running.items():
+            retried = attempt < plan.nodes[node_id].retries + 1
+            status = NodeStatus.RETRYING if retried else NodeStatus.FAILED
+            reports.append(
+                NodeReport(node_id, attempt, status, lost_attempt_error(attempt, retried=retried))
+            )
+        if reports and all(r.status is NodeStatus.FAILED for r in reports):
+            # Those nodes end here; whether work is left (an independent branch) is known
+            # once they are recorded: the next round resumes the run if it is still active.
+            return reports
+        resumes = max(len(flow_runs) - 1, 0)
+        if resumes >= MAX_RESUMES:
+            return [_lost(running, f"{why}; resumed {resumes} times already, so it is lost")]
+        deployment_id = self._deployment_id(client, plan.pool)
+        # One key per resume: gateways reconciling the same run at once make one flow run.
+        client.create_flow_run_from_deployment(
+            deployment_id,
+            parameters={"job_run_id": plan.job_run_id},
+            idempotency_key=f"{plan.job_run_id}~resume-{len(flow_runs)}",
+            name=plan.job_run_id,
+            tags=[*run_tags(plan), "figway-resumed"],
+        )
+        log.warning(
+            "run %s: %s; resumed in a new Prefect flow run (resume %d of at most %d)",
+            plan.job_run_id,
+            why,
+            resumes + 1,
+            MAX_RESUMES,
+        )
+        return reports
+
+    def _crash_task_runs(self, client: SyncPrefectClient, flow_run_id: Any) -> None:
+        """Mark a dead flow run's unfinished task runs Crashed: nothing will finish them."""
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterId,
+            TaskRunFilter,
+            TaskRunFilterState,
+            TaskRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import TERMINAL_STATES, StateType
+
+        unfinished = [t for t in StateType if t not in TERMINAL_STATES]
+        left = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            task_run_filter=TaskRunFilter(
+                state=TaskRunFilterState(type=TaskRunFilterStateType(any_=unfinished))
+            ),
+        )
+        from prefect.states import Crashed
+
+        for task_run in left:
+            client.set_task_run_state(
+                task_run.id,
+                Crashed(message="figway: its flow-run process was lost"),
+                force=True,
+            )
 
     # -- client ----------------------------------------------------------------------
 
@@ -373,6 +490,12 @@ def _pool_filter(pool: str) -> Any:
     from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
 
     return WorkPoolFilter(name=WorkPoolFilterName(any_=[work_pool_name(pool)]))
+
+
+def _pending_too_long(since: datetime | None) -> bool:
+    if since is None:
+        return False
+    return (datetime.now(UTC) - since).total_seconds() > PENDING_GRACE_SECONDS
 
 
 def _lost(running: Mapping[str, int], reason: str) -> NodeReport:

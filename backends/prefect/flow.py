@@ -1,4 +1,5 @@
-"""The figway flow: runs one figway run's DAG as Prefect tasks.
+"""The figway flow: runs one figway run's DAG as Prefect tasks, resuming where figway's
+record says the run stands.
 
 A node is submitted only when all of its upstream nodes are done (the
 notes measured this faster than parking waiting tasks on ``wait_for``), so one
@@ -7,11 +8,22 @@ shared node runtime, which records every transition in figway's database;
 Prefect's own retries (``retries``/``retry_delay_seconds`` per node) drive the
 attempts. A flow that returned normally would end Completed even when a node
 failed, so the flow returns a Failed state when any node failed for good.
+
+Resuming: the flow reads the run's nodes from figway's record before it starts any,
+so a flow run started after an earlier one crashed (the gateway's reconciler starts
+it, see ``executor.py``) skips the nodes that are done, continues the attempt numbers
+of the others within their retry budget, and fails a node whose lost attempt was its
+last. While it runs, a heartbeat thread keeps the run's record fresh, so a run whose
+flow-run process lives is never taken for a lost one between nodes.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
 
 from prefect import flow, get_run_logger, task
@@ -22,20 +34,29 @@ from prefect.runtime import task_run
 from prefect.states import Cancelled, Failed
 
 from backends.model.errors import FigwayError, NodeAttemptFailedError
-from backends.model.status import RunStatus
+from backends.model.status import RUN_TERMINAL, NodeStatus, RunStatus
+from backends.model.workflow import RunPlan
+from backends.prefect.resumes import lost_attempt_error
 from backends.prefect.secrets import prefect_secrets
-from backends.runtime.attempts import Outcome
+from backends.runtime.attempts import NodeRuntime, Outcome
 from backends.runtime.bootstrap import current_runtime
-from backends.store import LogRecord
+from backends.store import LogRecord, RunView
 
-__all__ = ["figway_run", "run_node"]
+__all__ = ["FLOW_HEARTBEAT_SECONDS", "figway_run", "run_node"]
+
+log = logging.getLogger(__name__)
 
 _KILLED = (RunStatus.CANCELLING, RunStatus.CANCELLED)
+#: How often a running flow marks its run alive (well inside FIGWAY_NODE_SILENCE_SECONDS).
+FLOW_HEARTBEAT_SECONDS = 2.0
+#: Node statuses a resumed flow has nothing to do for (a failed one's downstream is skipped).
+_SETTLED = (NodeStatus.SUCCEEDED, NodeStatus.SKIPPED, NodeStatus.CANCELLED)
 
 
 @task(name="figway-node", cache_policy=NO_CACHE, persist_result=False)
-def run_node(job_run_id: str, node_id: str) -> str:
-    """One attempt of one node; Prefect's run_count is the attempt number."""
+def run_node(job_run_id: str, node_id: str, attempts_before: int = 0) -> str:
+    """One attempt of one node. The attempt number continues from the attempts earlier
+    flow runs made (``attempts_before``), counted on by Prefect's run_count."""
     logger = get_run_logger()
 
     def to_prefect(record: LogRecord) -> None:
@@ -45,7 +66,7 @@ def run_node(job_run_id: str, node_id: str) -> str:
     result = current_runtime().execute(
         job_run_id=job_run_id,
         node_id=node_id,
-        attempt=task_run.run_count,
+        attempt=attempts_before + task_run.run_count,
         mirror=to_prefect,
         secrets=prefect_secrets(),
     )
@@ -54,34 +75,104 @@ def run_node(job_run_id: str, node_id: str) -> str:
     return result.outcome.value
 
 
+@dataclass
+class _ResumePoint:
+    """Where a (possibly resumed) flow run starts: what is done, failed, and how far on."""
+
+    settled: set[str] = field(default_factory=set)
+    failed: list[str] = field(default_factory=list)
+    doomed: set[str] = field(default_factory=set)  # downstream of a failure: already skipped
+    attempts_before: dict[str, int] = field(default_factory=dict)
+
+
+def _resume_point(runtime: NodeRuntime, plan: RunPlan, run: RunView) -> _ResumePoint:
+    """Read figway's record of the run; settle attempts an earlier flow run lost."""
+    point = _ResumePoint()
+    for node_id, node in run.nodes.items():
+        if node.status in _SETTLED:
+            point.settled.add(node_id)
+        elif node.status is NodeStatus.FAILED:
+            point.failed.append(node_id)
+            point.doomed |= plan.downstream_of(node_id)
+        elif node.status in (NodeStatus.RUNNING, NodeStatus.RETRYING):
+            # Left by a flow run that is gone (this one is the run's only live flow run).
+            budget = plan.nodes[node_id].retries + 1
+            if node.attempts >= budget:
+                if node.status is NodeStatus.RUNNING:
+                    runtime.store.record_node(
+                        job_run_id=run.job_run_id,
+                        node_id=node_id,
+                        attempt=node.attempts,
+                        status=NodeStatus.FAILED,
+                        error=lost_attempt_error(node.attempts, retried=False),
+                    )
+                point.failed.append(node_id)
+                point.doomed |= plan.downstream_of(node_id)
+            else:
+                point.attempts_before[node_id] = node.attempts
+    return point
+
+
+@contextmanager
+def _flow_heartbeat(runtime: NodeRuntime, job_run_id: str) -> Iterator[None]:
+    """Keep the run's record fresh while this flow-run process orchestrates it."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(FLOW_HEARTBEAT_SECONDS):
+            try:
+                runtime.store.touch_run(job_run_id=job_run_id)
+            except FigwayError:
+                log.warning("flow heartbeat for %s failed", job_run_id)
+
+    thread = threading.Thread(target=beat, name=f"flow-heartbeat-{job_run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 @flow(name="figway-run", persist_result=False, log_prints=False)
 def figway_run(job_run_id: str) -> State[None] | None:
-    """Run every node of a figway run, in dependency order."""
+    """Run every node of a figway run that is not done yet, in dependency order."""
     runtime = current_runtime()
     plan = runtime.store.load_plan(job_run_id=job_run_id)
-    if plan is None:
+    run = runtime.store.get_run(job_run_id=job_run_id)
+    if plan is None or run is None:
         raise FigwayError(f"figway has no run {job_run_id!r}")
+    if run.status in RUN_TERMINAL or run.status in _KILLED:  # a late resume: nothing to do
+        ended = [n for n, node in run.nodes.items() if node.status is NodeStatus.FAILED]
+        return _outcome(runtime, job_run_id, ended)
+    with _flow_heartbeat(runtime, job_run_id):
+        failed = _walk(runtime, plan, _resume_point(runtime, plan, run))
+    return _outcome(runtime, job_run_id, failed)
+
+
+def _walk(runtime: NodeRuntime, plan: RunPlan, point: _ResumePoint) -> list[str]:
+    """Run the nodes left, each once its parents are done; returns the nodes that failed."""
+    job_run_id = plan.job_run_id
     order = TopologicalSorter(plan.upstream)
     order.prepare()
     running: dict[PrefectFuture[str], str] = {}
-    failed: list[str] = []
-    doomed: set[str] = set()  # downstream of a failure: the store already skipped them
-
+    failed, doomed = list(point.failed), set(point.doomed)
     killed = False
     while order.is_active() and not killed:
         for node_id in order.get_ready():
-            if node_id in doomed:
+            if node_id in doomed or node_id in point.settled or node_id in point.failed:
                 order.done(node_id)
                 continue
             spec = plan.nodes[node_id]
+            before = point.attempts_before.get(node_id, 0)
             options = run_node.with_options(
                 task_run_name=node_id,
-                retries=spec.retries,
+                retries=spec.retries - before,
                 retry_delay_seconds=spec.retry_delay_seconds,
             )
-            running[options.submit(job_run_id, node_id)] = node_id
+            running[options.submit(job_run_id, node_id, before)] = node_id
         if not running:
-            continue  # only doomed nodes were ready; the sorter hands out their children next
+            continue  # only finished nodes were ready; the sorter hands out their children next
         finished = next(as_completed(list(running)))
         node_id = running.pop(finished)
         # as_completed can hand over a future whose cached state still reads Pending;
@@ -96,7 +187,11 @@ def figway_run(job_run_id: str) -> State[None] | None:
         order.done(node_id)
     for future in running:
         future.wait()  # let nodes already started stop on their own before the flow ends
+    return failed
 
+
+def _outcome(runtime: NodeRuntime, job_run_id: str, failed: list[str]) -> State[None] | None:
+    """The flow run's final state, agreeing with figway's record of the run."""
     if runtime.store.run_status(job_run_id=job_run_id) in _KILLED:
         return Cancelled(message=f"figway run {job_run_id} was cancelled")
     if failed:

@@ -319,6 +319,22 @@ class Store(Transactions):
             run_status = session.scalar(select(Run.status).where(Run.job_run_id == job_run_id))
         return alive == 1 and run_status not in (RunStatus.CANCELLING, RunStatus.CANCELLED)
 
+    def touch_run(self, *, job_run_id: str) -> None:
+        """Mark an active run's orchestrator alive (a Prefect flow run between nodes).
+
+        ``updated_at`` is what :meth:`active_runs_without_running_nodes` reads, so a run
+        whose flow-run process lives is never taken for a quiet, lost one.
+        """
+        with self._transaction() as session:
+            session.execute(
+                update(Run)
+                .where(
+                    Run.job_run_id == job_run_id,
+                    Run.status.in_([s.value for s in RUN_ACTIVE]),
+                )
+                .values(updated_at=utcnow())
+            )
+
     def stale_nodes(self, *, silent_for: timedelta, limit: int = 500) -> list[StaleNode]:
         """Running nodes whose worker has not reported for ``silent_for``."""
         cutoff = utcnow() - silent_for

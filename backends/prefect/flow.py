@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -147,6 +148,7 @@ def figway_run(job_run_id: str) -> State[None] | None:
         return _outcome(runtime, job_run_id, ended)
     with _flow_heartbeat(runtime, job_run_id):
         failed = _walk(runtime, plan, _resume_point(runtime, plan, run))
+    _task_runs_agree(runtime, job_run_id)
     return _outcome(runtime, job_run_id, failed)
 
 
@@ -188,6 +190,49 @@ def _walk(runtime: NodeRuntime, plan: RunPlan, point: _ResumePoint) -> list[str]
     for future in running:
         future.wait()  # let nodes already started stop on their own before the flow ends
     return failed
+
+
+def _task_runs_agree(runtime: NodeRuntime, job_run_id: str) -> None:
+    """Give this flow run's unfinished task runs the final state figway recorded.
+
+    Task-run states reach Prefect as events, and events sent while the server was
+    down are lost: after an outage a finished node's task run would read Running
+    forever. figway's record is the truth; Prefect's is made to agree with it. A
+    task run that only lags (its event is on the way) gets the state it was about
+    to get anyway. Best effort: failing here must not fail a run whose nodes ended.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.objects import TERMINAL_STATES
+    from prefect.runtime import flow_run
+    from prefect.states import Cancelled, Completed, Crashed
+
+    flow_run_id = flow_run.get_id()
+    if flow_run_id is None:
+        return
+    try:
+        run = runtime.store.get_run(job_run_id=job_run_id)
+        nodes = run.nodes if run is not None else {}
+        with get_client(sync_client=True) as client:
+            for task_run in client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+            ):
+                if task_run.state_type in TERMINAL_STATES:
+                    continue
+                node = nodes.get(task_run.name)
+                status = node.status if node is not None else None
+                said = f"figway recorded node {task_run.name} {status}" if status else ""
+                if status is NodeStatus.SUCCEEDED:
+                    state: State[None] = Completed(message=said)
+                elif status in (NodeStatus.FAILED, NodeStatus.SKIPPED):
+                    state = Failed(message=said)
+                elif status is NodeStatus.CANCELLED:
+                    state = Cancelled(message=said)
+                else:
+                    state = Crashed(message="figway: this task run's state reports were lost")
+                client.set_task_run_state(task_run.id, state, force=True)
+    except Exception:  # Prefect's view only: figway's record is complete already
+        log.warning("could not bring the task runs of %s in line", job_run_id, exc_info=True)
 
 
 def _outcome(runtime: NodeRuntime, job_run_id: str, failed: list[str]) -> State[None] | None:

@@ -16,8 +16,16 @@ from typing import Any
 from prefect.client.schemas.objects import TERMINAL_STATES
 
 from tests.support.prefect_services import PrefectServices, flow_runs_of
+from tests.support.tcp_proxy import TcpProxy
 
-__all__ = ["counted_sleep", "executions", "tally_node", "unfinished_task_runs", "wait_until"]
+__all__ = [
+    "CuttableLink",
+    "counted_sleep",
+    "executions",
+    "tally_node",
+    "unfinished_task_runs",
+    "wait_until",
+]
 
 
 def counted_sleep(tally: str, seconds: float) -> dict[str, Any]:
@@ -78,3 +86,22 @@ def wait_until(what: str, check: Callable[[], Any], *, timeout: float, context: 
             raise AssertionError(f"{what} did not happen within {timeout:.0f} s\n{context}")
         time.sleep(0.25)
     return result
+
+
+class CuttableLink:
+    """A TCP path to ``target`` that a test cuts (every connection dropped, new ones
+    refused, as while a database restarts) and restores on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._proxy = TcpProxy(target)
+        self.port = self._proxy.port
+
+    def cut(self) -> None:
+        self._proxy.stop()
+
+    def restore(self) -> None:
+        self._proxy = TcpProxy(self.target, port=self.port)
+
+    def close(self) -> None:
+        self._proxy.stop()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BIN",
+    "PG_ADMIN_URL",
     "PrefectServices",
     "descendants",
     "flow_runs_of",
@@ -342,9 +344,19 @@ def _wait_worker_online(services: PrefectServices) -> None:
         time.sleep(0.25)
 
 
-def start_prefect_services(figway_database_url: str, log_dir: Path) -> PrefectServices:
-    """Start the server on a fresh database, set figway up on it, start the worker."""
+def start_prefect_services(
+    figway_database_url: str, log_dir: Path, *, database_port: int | None = None
+) -> PrefectServices:
+    """Start the server on a fresh database, set figway up on it, start the worker.
+
+    ``database_port``: the server reaches PostgreSQL through this loopback port (a
+    proxy a fault test can cut) instead of PostgreSQL's own.
+    """
     database, server_database_url = _create_database()
+    if database_port is not None:
+        server_database_url = re.sub(
+            r"@[^/@]+/", f"@127.0.0.1:{database_port}/", server_database_url, count=1
+        )
     port = free_port()
     home = log_dir / "prefect-home"
     home.mkdir(exist_ok=True)
@@ -398,10 +410,12 @@ def start_prefect_services(figway_database_url: str, log_dir: Path) -> PrefectSe
 
 
 @contextlib.contextmanager
-def own_prefect_services(figway_database_url: str, log_dir: Path) -> Iterator[PrefectServices]:
+def own_prefect_services(
+    figway_database_url: str, log_dir: Path, *, database_port: int | None = None
+) -> Iterator[PrefectServices]:
     """A Prefect server and worker of the caller's own, which it may kill and restart
     (the fault tests); stopped and their database dropped on the way out."""
-    services = start_prefect_services(figway_database_url, log_dir)
+    services = start_prefect_services(figway_database_url, log_dir, database_port=database_port)
     try:
         yield services
     finally:

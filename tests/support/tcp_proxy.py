@@ -74,9 +74,10 @@ class _Link:
 class TcpProxy:
     """Forwards ``127.0.0.1:<port>`` to ``target`` until stopped."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], *, port: int = 0) -> None:
         self.target = target
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        # A given port: a proxy stopped earlier comes back where its clients look for it.
+        self._listener = socket.create_server(("127.0.0.1", port))
         self._listener.settimeout(0.05)  # accept() polls, so stop() is noticed
         self.port: int = self._listener.getsockname()[1]
         #: Local ports of the proxy's connections to the target (the server's client_port).

@@ -41,9 +41,9 @@ from backends.prefect.resumes import lost_attempt_error
 from backends.prefect.secrets import prefect_secrets
 from backends.runtime.attempts import NodeRuntime, Outcome
 from backends.runtime.bootstrap import current_runtime
-from backends.store import LogRecord, RunView
+from backends.store import LogRecord, RunView, Store
 
-__all__ = ["FLOW_HEARTBEAT_SECONDS", "figway_run", "run_node"]
+__all__ = ["FLOW_HEARTBEAT_SECONDS", "ResumePoint", "figway_run", "resume_point", "run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def run_node(job_run_id: str, node_id: str, attempts_before: int = 0) -> str:
 
 
 @dataclass
-class _ResumePoint:
+class ResumePoint:
     """Where a (possibly resumed) flow run starts: what is done, failed, and how far on."""
 
     settled: set[str] = field(default_factory=set)
@@ -86,9 +86,9 @@ class _ResumePoint:
     attempts_before: dict[str, int] = field(default_factory=dict)
 
 
-def _resume_point(runtime: NodeRuntime, plan: RunPlan, run: RunView) -> _ResumePoint:
+def resume_point(store: Store, plan: RunPlan, run: RunView) -> ResumePoint:
     """Read figway's record of the run; settle attempts an earlier flow run lost."""
-    point = _ResumePoint()
+    point = ResumePoint()
     for node_id, node in run.nodes.items():
         if node.status in _SETTLED:
             point.settled.add(node_id)
@@ -100,7 +100,7 @@ def _resume_point(runtime: NodeRuntime, plan: RunPlan, run: RunView) -> _ResumeP
             budget = plan.nodes[node_id].retries + 1
             if node.attempts >= budget:
                 if node.status is NodeStatus.RUNNING:
-                    runtime.store.record_node(
+                    store.record_node(
                         job_run_id=run.job_run_id,
                         node_id=node_id,
                         attempt=node.attempts,
@@ -147,12 +147,12 @@ def figway_run(job_run_id: str) -> State[None] | None:
         ended = [n for n, node in run.nodes.items() if node.status is NodeStatus.FAILED]
         return _outcome(runtime, job_run_id, ended)
     with _flow_heartbeat(runtime, job_run_id):
-        failed = _walk(runtime, plan, _resume_point(runtime, plan, run))
+        failed = _walk(runtime, plan, resume_point(runtime.store, plan, run))
     _task_runs_agree(runtime, job_run_id)
     return _outcome(runtime, job_run_id, failed)
 
 
-def _walk(runtime: NodeRuntime, plan: RunPlan, point: _ResumePoint) -> list[str]:
+def _walk(runtime: NodeRuntime, plan: RunPlan, point: ResumePoint) -> list[str]:
     """Run the nodes left, each once its parents are done; returns the nodes that failed."""
     job_run_id = plan.job_run_id
     order = TopologicalSorter(plan.upstream)

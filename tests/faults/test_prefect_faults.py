@@ -171,9 +171,12 @@ def test_a_prefect_server_outage_with_runs_in_flight(stack: PrefectStack, tmp_pa
     assert all(r["error"] is None for r in runs), context
     assert_executions_are_attempts(tmp_path, runs, context)
     wait_until(
-        "Prefect's task runs all finished",
-        lambda: not unfinished_task_runs(stack.services, [r["job_run_id"] for r in runs]),
-        timeout=60,
+        "Prefect's flow runs and task runs all finished",
+        lambda: (
+            not stack.services.unfinished_flow_runs()
+            and not unfinished_task_runs(stack.services, [r["job_run_id"] for r in runs])
+        ),
+        timeout=SETTLE_SECONDS,
         context=str(unfinished_task_runs(stack.services, [r["job_run_id"] for r in runs])),
     )
     print(
@@ -209,9 +212,12 @@ def test_a_restart_of_prefects_database_with_runs_in_flight(
     assert [r["status"] for r in runs] == ["succeeded"] * len(runs), context
     assert_executions_are_attempts(tmp_path, runs, context)
     wait_until(
-        "Prefect's task runs all finished",
-        lambda: not unfinished_task_runs(stack.services, in_flight),
-        timeout=60,
+        "Prefect's flow runs and task runs all finished",
+        lambda: (
+            not stack.services.unfinished_flow_runs()
+            and not unfinished_task_runs(stack.services, in_flight)
+        ),
+        timeout=SETTLE_SECONDS,
         context=str(unfinished_task_runs(stack.services, in_flight)),
     )
     print(

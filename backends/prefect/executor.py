@@ -10,6 +10,14 @@ the gateway against Prefect's ephemeral API.
 Kills: a deployment's flow run is moved to Cancelling and Prefect's worker
 stops its process; an in-process flow run stops cooperatively, through the
 node runtime's heartbeat, because Prefect cannot stop a flow called directly.
+
+Faults: every API call fails fast (:data:`REQUEST_TIMEOUT`, no client retries),
+so a POST, ``/readyz`` and the backend check answer within seconds while Prefect
+is down. A run whose flow-run process died is resumed in a new flow run that
+starts where figway's record stands (``reconcile``; ``flow.py``), and Prefect's
+record is made to agree with figway's: dead flow runs and their task runs are
+marked Crashed, flow runs left Running after their run ended are ended
+(``health``). ``docs/reliability-prefect.md`` walks through each fault.
 """
 
 from __future__ import annotations

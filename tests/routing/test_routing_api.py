@@ -415,15 +415,17 @@ def test_readiness_waits_only_for_the_backends_the_rules_enable(
     with httpx.Client(base_url=prefect_down.base_url, timeout=30) as client:
         down = client.get("/readyz")
         assert down.status_code == 503
-        assert down.json()["checks"]["prefect"]["up"] is False
+        assert down.json()["checks"]["prefect"] == {
+            "up": False,
+            "reason": "unreachable",
+            "workers": None,
+        }, "only up or down and a reason word: hosts and errors go to the log"
         try:
             apply_rules(
                 client, down_rules, "phase: 1\ndefault: rq\nbackends: {prefect: {enabled: false}}\n"
             )
             ready = client.get("/readyz")
             assert ready.status_code == 200, ready.text
-            assert (
-                ready.json()["checks"]["prefect"]["detail"] == "switched off in the routing rules"
-            )
+            assert ready.json()["checks"]["prefect"] == {"up": True, "reason": "switched_off"}
         finally:
             apply_rules(client, down_rules, DOWN_RULES)

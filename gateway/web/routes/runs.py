@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from backends.model.errors import RunNotFoundError
+from backends.model.status import RunStatus
 from backends.store.models import RUN_LEVEL
 from gateway.dispatch.dispatcher import RunRequest
 from gateway.web.deps import DispatcherDep, ServicesDep
@@ -24,11 +25,15 @@ RunId = ReachableRunId
     "/", status_code=status.HTTP_201_CREATED, response_model=RunOut, dependencies=[ReachableStart]
 )
 async def start_run(body: RunIn, dispatcher: DispatcherDep, response: Response) -> RunOut:
-    """Start a run; repeating a job_run_id returns the same run (200) and starts nothing."""
+    """Start a run; repeating a job_run_id returns the same run (200) and starts nothing
+    (202 while the run is still being submitted: look at it again shortly)."""
     request = RunRequest(**body.model_dump())
     run, created = await run_in_threadpool(dispatcher.start_run, request)
     if not created:
-        response.status_code = status.HTTP_200_OK
+        # A repeat that finds the run still pending (another request is submitting it)
+        # must not read as final: 202 says accepted, not yet with its backend.
+        pending = run.status is RunStatus.PENDING
+        response.status_code = status.HTTP_202_ACCEPTED if pending else status.HTTP_200_OK
     return RunOut.from_view(run)
 
 

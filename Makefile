@@ -5,13 +5,25 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint types bench bench-rq bench-prefect bench-etl bench-routing bench-metrics bench-decisions bench-faults services tools clean
+LOCK   := requirements/dev.lock
 
-$(STAMP): pyproject.toml
+.PHONY: run test check lint types audit lock bench bench-rq bench-prefect bench-etl bench-routing bench-metrics bench-decisions bench-faults services tools clean
+
+# Exactly the locked versions, each checked against its hash (requirements/dev.lock:
+# figway's dependencies, the embedded extra and the tools); then figway itself.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+## lock: resolve pyproject.toml again into the hashed lock files (after changing a dependency)
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command "make lock" -q -o requirements/production.lock
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+		--extra dev --extra embedded --extra bigquery \
+		--custom-compile-command "make lock" -q -o requirements/dev.lock
 
 ## run: figway on its embedded default (SQLite, in-process Redis stand-in and RQ workers)
 run: $(STAMP)
@@ -22,8 +34,9 @@ run: $(STAMP)
 test: $(STAMP) services tools
 	$(BIN)/pytest
 
-## check: lint and types (ruff, mypy strict on gateway/ and backends/)
-check: lint types
+## check: lint, types (ruff, mypy strict on gateway/ and backends/) and known vulnerabilities
+## in the locked dependencies (pip-audit; says so when its database cannot be reached)
+check: lint types audit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,6 +44,9 @@ lint: $(STAMP)
 
 types: $(STAMP)
 	$(BIN)/mypy
+
+audit: $(STAMP)
+	$(BIN)/python scripts/audit
 
 ## bench: the benchmarks behind docs/performance.md (real PostgreSQL, Redis and Prefect server;
 ## bench-routing needs none of them)

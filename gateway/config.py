@@ -66,6 +66,21 @@ class Settings(RuntimeSettings):
         "file, no for a configured database (run `figway db upgrade`).",
     )
     max_levels: int = Field(default=20, ge=1, le=1_000, description="Deepest DAG accepted.")
+    max_nodes: int = Field(
+        default=500, ge=1, le=1_000, description="Most nodes a workflow may have (422 past it)."
+    )
+    max_query_chars: int = Field(
+        default=262_144,
+        ge=1,
+        description="Most characters of query text (every node's `query` together) a workflow "
+        "may hold; past it, 422 before any query is parsed.",
+    )
+    max_definition_bytes: int = Field(
+        default=1_048_576,
+        gt=0,
+        description="Largest workflow definition (its JSON body) PUT /workflows accepts; a "
+        "larger one gets 413. FIGWAY_MAX_BODY_BYTES caps every body before this.",
+    )
     default_backend: BackendName = Field(
         default=LEGACY_BACKEND,
         description="Backend for every run when there is no routing rules file at all.",
@@ -134,7 +149,21 @@ class Settings(RuntimeSettings):
         "(production), off on the embedded default.",
     )
     metrics_require_key: bool = Field(
-        default=False, description="With auth on, /metrics also requires a key (any scope)."
+        default=True,
+        description="With access control on, /metrics requires a key (any scope; a `metrics` "
+        "key can do nothing else). false: /metrics is open to anyone reaching the port.",
+    )
+    api_docs_open: bool = Field(
+        default=False,
+        description="With access control on, /docs, /redoc and /openapi.json answer without a "
+        "key. Unset: they need a key (any scope), like every route but the health checks.",
+    )
+    live_ticket_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3_600,
+        description="How long a ticket from POST /live/tickets may wait before it opens its "
+        "WebSocket (it opens one, once).",
     )
     max_body_bytes: int = Field(
         default=1_048_576,
@@ -146,6 +175,32 @@ class Settings(RuntimeSettings):
         ge=0,
         description="Requests each API key may make per minute (bursts up to as many), per "
         "gateway; past it, 429 with Retry-After. 0: no limit. Applies with FIGWAY_AUTH on.",
+    )
+    address_rate_limit_per_minute: int = Field(
+        default=1_200,
+        ge=0,
+        description="Requests each client address may make per minute (bursts up to as many), "
+        "per gateway, counted before its key is looked up; a refused key counts 10. Past it, "
+        "429 with Retry-After. 0: no limit. Applies with FIGWAY_AUTH on.",
+    )
+    key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=5,
+        description="How long a verified key is remembered by a gateway (at most 5 s): a revoked "
+        "key is refused within this long. 0: every request looks its key up.",
+    )
+    live_followers_per_key: int = Field(
+        default=100,
+        ge=1,
+        description="WebSocket clients one key may have following runs at once, per gateway; "
+        "past it a new one is closed with 1013.",
+    )
+    live_followers_max: int = Field(
+        default=2_000,
+        ge=1,
+        description="WebSocket clients following runs on one gateway (both ports); past it a "
+        "new one is closed with 1013.",
     )
     cors_origins: list[str] = Field(
         default_factory=list,

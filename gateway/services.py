@@ -22,7 +22,8 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from backends.contract import Executor
-from backends.model.errors import FigwayError
+from backends.model.backend_names import LEGACY_BACKEND
+from backends.model.errors import BackendRejectedError, FigwayError
 from backends.model.status import RunStatus
 from backends.model.workflow import POOLS
 from backends.nodes import NodeRegistry, default_registry
@@ -36,6 +37,7 @@ from backends.store.api_keys import ApiKeys
 from backends.store.artifact_records import ArtifactRecords
 from backends.store.journal import Journal
 from backends.store.metric_records import MetricRecords
+from backends.store.rollout_records import RolloutRecords
 from backends.store.routing_records import RoutingRecords
 from gateway.config import Settings
 from gateway.dispatch.dispatcher import Dispatcher
@@ -45,6 +47,7 @@ from gateway.live.listener import NotificationListener
 from gateway.metrics.ledger import LedgerCollector, MetricsLedger
 from gateway.metrics.process import GatewayMetrics
 from gateway.routing.guard import GuardKeeper
+from gateway.routing.promotion import RolloutKeeper
 from gateway.routing.shadow import ShadowComparer
 from gateway.routing.source import RulesSource
 from gateway.upkeep.artifact_janitor import ArtifactJanitor
@@ -67,6 +70,7 @@ class Services:
     records: RoutingRecords
     rules: RulesSource
     guards: GuardKeeper
+    rollouts: RolloutKeeper
     shadows: ShadowComparer
     metrics: GatewayMetrics
     ledger: MetricsLedger
@@ -114,7 +118,7 @@ class Services:
             Periodic(
                 "routing", self.routing_upkeep, interval_seconds=settings.routing_reload_seconds
             ),
-            Periodic("guards", self.guards.check, interval_seconds=settings.guard_interval_seconds),
+            Periodic("guards", self.judge_round, interval_seconds=settings.guard_interval_seconds),
             Periodic("metrics", self.metrics_round, interval_seconds=settings.metrics_fold_seconds),
             Periodic(
                 "backend-checks",
@@ -131,10 +135,18 @@ class Services:
             thread.start()
 
     def routing_upkeep(self) -> None:
-        """One round of keeping routing current: the file, trips by any gateway, shadows."""
+        """One round of keeping routing current: the file, trips and rollouts by any gateway,
+        shadows."""
         self.rules.reload_if_changed()
         self.guards.refresh()
+        self.metrics.rollouts(self.rollouts.sync(), self.rules.router.tripped)
         self.shadows.compare_finished()
+
+    def judge_round(self) -> None:
+        """One round of the judge: every guard, then every rollout in steps."""
+        self.guards.check()
+        self.rollouts.check()
+        self.metrics.rollouts(self.rules.router.rollouts, self.rules.router.tripped)
 
     def metrics_round(self) -> None:
         """One round of the metrics ledger (fold finished runs if this gateway leads)."""
@@ -181,7 +193,11 @@ def build_services(settings: Settings) -> Services:
     node_types = default_registry(settings.node_policy())
     artifacts = settings.artifact_store()
     runtime = NodeRuntime(
-        store, node_types, heartbeat_seconds=settings.heartbeat_seconds, artifacts=artifacts
+        store,
+        node_types,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        artifacts=artifacts,
+        max_output_bytes=settings.max_output_bytes,
     )
     previous_runtime = install_runtime(runtime)
     redis = connect_redis(settings)
@@ -207,6 +223,8 @@ def build_services(settings: Settings) -> Services:
     registry.register(LedgerCollector(ledger))
     guards = GuardKeeper(rules.router, records)
     guards.refresh()
+    rollouts = RolloutKeeper(rules.router, records, RolloutRecords(engine))
+    rollouts.sync()
     return Services(
         settings=settings,
         engine=engine,
@@ -218,6 +236,7 @@ def build_services(settings: Settings) -> Services:
         records=records,
         rules=rules,
         guards=guards,
+        rollouts=rollouts,
         shadows=ShadowComparer(store, records),
         metrics=metrics,
         ledger=ledger,
@@ -247,8 +266,14 @@ def connect_redis(settings: Settings) -> Redis:
     """Redis at ``FIGWAY_REDIS_URL``; on the embedded default, an in-process stand-in."""
     if settings.redis_url:
         return Redis.from_url(settings.redis_url)
-    import fakeredis  # the embedded default only
-
+    try:
+        import fakeredis  # the embedded default only: the `embedded` extra
+    except ImportError:
+        raise BackendRejectedError(
+            LEGACY_BACKEND,
+            "the embedded default needs its in-process Redis stand-in: pip install "
+            "'figway[embedded]' (make run does), or set FIGWAY_REDIS_URL to a real Redis",
+        ) from None
     return fakeredis.FakeRedis(server=fakeredis.FakeServer())
 
 

@@ -5,11 +5,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-__all__ = ["ArtifactRef", "comparable_output"]
+__all__ = [
+    "STORED_OUTPUT_KEY",
+    "ArtifactRef",
+    "comparable_output",
+    "store_relative",
+    "stored_output_of",
+]
 
 #: The key a node output holds its reference under: ``{"artifact": {...}}``.
 ARTIFACT_KEY = "artifact"
+#: The key of an output too large for the database, kept as a JSON file in the store:
+#: ``{"stored_output": {"uri", "bytes", "sha256"}}``.
+STORED_OUTPUT_KEY = "stored_output"
+
+
+def stored_output_of(output: Any) -> Mapping[str, Any] | None:
+    """The reference a stored node output holds to its JSON file, or None."""
+    if isinstance(output, Mapping) and set(output) == {STORED_OUTPUT_KEY}:
+        body = output[STORED_OUTPUT_KEY]
+        if isinstance(body, Mapping) and isinstance(body.get("uri"), str):
+            return body
+    return None
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,9 @@ def comparable_output(output: Any) -> Any:
     >>> comparable_output(a.to_output()) == comparable_output(b.to_output())
     True
     """
+    stored = stored_output_of(output)
+    if stored is not None:  # the same JSON is the same hash, wherever the file is
+        return {STORED_OUTPUT_KEY: {"sha256": stored.get("sha256"), "bytes": stored.get("bytes")}}
     reference = ArtifactRef.from_output(output)
     if reference is None:
         return output
@@ -78,3 +100,33 @@ def comparable_output(output: Any) -> Any:
             "columns": [list(column) for column in reference.columns],
         }
     }
+
+
+def store_relative(output: Any, job_run_id: str) -> Any:
+    """A node output whose table reference names its file relative to the artifact store,
+    as API answers show it: where the store is (a server path, a bucket) is the
+    operator's business, not the client's.
+
+    >>> ref = ArtifactRef("file:///srv/figway/artifacts/runs/r-1/x/attempt-1-output.parquet",
+    ...                   2, "f00d", (("id", "int64"),), 10)
+    >>> store_relative(ref.to_output(), "r-1")["artifact"]["uri"]
+    'runs/r-1/x/attempt-1-output.parquet'
+    >>> store_relative({"plain": 1}, "r-1")
+    {'plain': 1}
+    """
+    stored = stored_output_of(output)
+    reference = ArtifactRef.from_output(output)
+    if reference is not None:
+        key, uri = ARTIFACT_KEY, reference.uri
+    elif stored is not None:
+        key, uri = STORED_OUTPUT_KEY, str(stored["uri"])
+    else:
+        return output
+    run = quote(job_run_id, safe="")
+    relative = uri.rsplit("/", 1)[-1]
+    for area in ("runs", "shadow"):  # ArtifactStore.run_path's layout
+        at = uri.rfind(f"/{area}/{run}/")
+        if at != -1:
+            relative = uri[at + 1 :]
+            break
+    return {**output, key: {**output[key], "uri": relative}}

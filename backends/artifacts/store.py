@@ -30,6 +30,7 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from backends.artifacts.fingerprint import Fingerprinter, columns_of, fingerprint_file
 from backends.artifacts.reference import ArtifactRef
+from backends.private_files import private_dir, seal
 
 __all__ = ["ArtifactStore", "RunArtifacts", "TableWriter"]
 
@@ -51,7 +52,8 @@ class ArtifactStore:
         self.root = self.root.rstrip("/")
         self.is_local = isinstance(self.fs, LocalFileSystem)
         if self.is_local:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
+            # 0700: every file below holds a node's whole table.
+            private_dir(Path(self.root))
 
     @classmethod
     def from_settings(
@@ -102,6 +104,12 @@ class ArtifactStore:
             path, filesystem=PyFileSystem(FSSpecHandler(self.fs)), pre_buffer=False
         )
 
+    def read_bytes(self, uri: str) -> bytes:
+        """A stored file's content (FileNotFoundError once it is purged)."""
+        with self.fs.open(self.fs._strip_protocol(uri), "rb") as file:
+            data: bytes = file.read()
+        return data
+
     def purge_run(self, job_run_id: str) -> int:
         """Remove every file a run (or its shadow area) wrote; returns how many."""
         removed = 0
@@ -136,6 +144,7 @@ class RunArtifacts:
         if self.store.is_local:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             shutil.move(local_file, path)
+            seal(path)
         else:
             self.store.fs.put_file(str(local_file), path)
         return ArtifactRef(
@@ -148,6 +157,20 @@ class RunArtifacts:
 
     def open_table(self, reference: ArtifactRef) -> pq.ParquetFile:
         return self.store.open_table(reference)
+
+    def put_json(self, data: bytes, name: str = "output") -> str:
+        """Store an output's JSON (too large for the database) as a file; its URI."""
+        path = f"{self.prefix}-{name}.json"
+        if self.store.is_local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            partial = f"{path}.{uuid.uuid4().hex[:8]}.partial"
+            Path(partial).write_bytes(data)
+            seal(partial)
+            os.replace(partial, path)
+        else:
+            with self.store.fs.open(path, "wb") as file:
+                file.write(data)
+        return self.store.uri(path)
 
 
 class TableWriter:
@@ -195,6 +218,7 @@ class TableWriter:
         self._close()
         self._finished = True
         if self.store.is_local:
+            seal(self._target)
             os.replace(self._target, self.path)
         return ArtifactRef(
             uri=self.store.uri(self.path),

@@ -10,11 +10,13 @@ with ``raise ... from exc``. The web layer maps them to HTTP answers
     │   ├── BackendUnavailableError  it cannot be reached right now (retry later)
     │   └── BackendRejectedError     it refused the request (retrying will not help)
     ├── DefinitionError              a workflow definition is invalid (carries every problem)
+    │   └── DefinitionTooLargeError  it is larger than the operator allows (HTTP 413)
     ├── RulesInvalidError            a routing rules file was refused (every problem, by line)
     ├── NotFoundError                what was asked for does not exist (HTTP 404)
     │   ├── WorkflowNotFoundError
     │   └── RunNotFoundError
     ├── RunConflictError             the request contradicts the run's recorded state (409)
+    ├── RolloutConflictError         a rollout cannot do what was asked in its state (409)
     ├── SubmitFailedError            the run is recorded, its backend could not take it (503)
     ├── AccessDeniedError            no key, an unknown or revoked one, the wrong scope, too fast
     ├── SecretMissingError           a node asked for a secret no source holds
@@ -41,12 +43,14 @@ __all__ = [
     "DatabaseNotMigratedError",
     "DefinitionError",
     "DefinitionProblem",
+    "DefinitionTooLargeError",
     "FigwayError",
     "NodeAttemptFailedError",
     "NodeCancelledError",
     "NodeError",
     "NodeFailedError",
     "NotFoundError",
+    "RolloutConflictError",
     "RulesInvalidError",
     "RulesProblem",
     "RunConflictError",
@@ -116,6 +120,10 @@ class DefinitionError(FigwayError):
         super().__init__("; ".join(str(p) for p in self.problems))
 
 
+class DefinitionTooLargeError(DefinitionError):
+    """A definition larger than the operator allows: its size, not its content, is wrong."""
+
+
 @dataclass(frozen=True)
 class RulesProblem:
     """One thing wrong with a routing rules file, with its line when it has one.
@@ -160,6 +168,11 @@ class RunNotFoundError(NotFoundError):
 
 class RunConflictError(FigwayError):
     """The request contradicts the run's recorded state (already finished, other workflow)."""
+
+
+class RolloutConflictError(FigwayError):
+    """A rollout cannot do what was asked in its current state (pause a paused one, pin at
+    a percentage that is not one of its steps, move one another gateway just moved)."""
 
 
 class SubmitFailedError(FigwayError):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from backends.model import dag
 from backends.model.backend_names import BackendName
 from backends.model.errors import DefinitionError, DefinitionProblem
+from backends.model.ids import PrintableId
 
 __all__ = [
     "DEFAULT_MAX_LEVELS",
@@ -67,8 +68,11 @@ class NodeSpec(BaseModel):
 
     type: str = Field(min_length=1, max_length=64)
     config: dict[str, Any] = Field(default_factory=dict)
-    retries: int = Field(default=0, ge=0, le=20, description="Attempts after the first.")
-    retry_delay_seconds: float = Field(default=0, ge=0, le=86_400)
+    # Strict: JSON's true is not 1 retry, nor false a delay of 0 s.
+    retries: int = Field(
+        default=0, ge=0, le=20, strict=True, description="Attempts after the first."
+    )
+    retry_delay_seconds: float = Field(default=0, ge=0, le=86_400, strict=True)
 
 
 class WorkflowDefinition(BaseModel):
@@ -77,10 +81,10 @@ class WorkflowDefinition(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     workflow_id: str = Field(pattern=_ID_PATTERN)
-    workspace_id: str = Field(min_length=1, max_length=128)
-    folder_id: str = Field(min_length=1, max_length=128)
+    workspace_id: PrintableId
+    folder_id: PrintableId
     description: str = Field(default="", max_length=2_000)
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    tags: list[PrintableId] = Field(default_factory=list, max_length=32)
     pool: str | None = Field(default=None, description="Override the pool chosen from the nodes.")
     backend: BackendName | None = Field(
         default=None, description="Run on this backend whatever the routing default says."
@@ -110,14 +114,22 @@ def parse_definition(
     *,
     node_types: Mapping[str, NodeKind],
     max_levels: int = DEFAULT_MAX_LEVELS,
+    max_nodes: int | None = None,
+    max_query_chars: int | None = None,
 ) -> WorkflowDefinition:
     """Validate a definition, raising :class:`DefinitionError` with every problem found.
+
+    ``max_nodes`` and ``max_query_chars`` (the query text of all nodes together) are
+    checked first, so an oversized definition is refused before its queries are parsed.
 
     >>> from backends.nodes import default_registry
     >>> parse_definition({"workflow_id": "w", "workspace_id": "ws", "folder_id": "f",
     ...     "nodes": {"a": {"type": "noop"}}}, node_types=default_registry()).chosen_pool()
     'default'
     """
+    oversized = _size_problems(raw, max_nodes=max_nodes, max_query_chars=max_query_chars)
+    if oversized:
+        raise DefinitionError(oversized)
     non_finite = non_finite_number_at(raw)
     if non_finite is not None:
         raise DefinitionError(
@@ -203,6 +215,38 @@ def non_finite_number_at(value: Any, path: str = "") -> str | None:
         if found is not None:
             return found
     return None
+
+
+def _size_problems(
+    raw: Mapping[str, Any], *, max_nodes: int | None, max_query_chars: int | None
+) -> list[DefinitionProblem]:
+    nodes = raw.get("nodes")
+    if not isinstance(nodes, Mapping):
+        return []  # the model names what is wrong with it
+    problems = []
+    if max_nodes is not None and len(nodes) > max_nodes:
+        problems.append(
+            DefinitionProblem("nodes", f"{len(nodes)} nodes; a workflow may have {max_nodes}")
+        )
+    if max_query_chars is not None:
+        queries = {
+            node_id: len(spec["config"]["query"])
+            for node_id, spec in nodes.items()
+            if isinstance(spec, Mapping)
+            and isinstance(spec.get("config"), Mapping)
+            and isinstance(spec["config"].get("query"), str)
+        }
+        total = sum(queries.values())
+        if total > max_query_chars:
+            largest = sorted(queries, key=queries.__getitem__, reverse=True)[:3]
+            problems.append(
+                DefinitionProblem(
+                    "nodes",
+                    f"the queries hold {total} characters together; a workflow may hold "
+                    f"{max_query_chars} (largest: {', '.join(map(str, largest))})",
+                )
+            )
+    return problems
 
 
 def _problem_from(error: Mapping[str, Any]) -> DefinitionProblem:

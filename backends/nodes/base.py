@@ -65,6 +65,16 @@ class Admission:
         return cls(NodePolicy.from_environment())
 
 
+def within_operator_cap(value: int, info: ValidationInfo) -> int:
+    """A field validator: ``value``, unless it is over the operator's cap on the field
+    (``FIGWAY_NODE_*``), checked where the workflow is defined and again on the worker."""
+    assert info.field_name is not None
+    refusal = Admission.of(info).policy.cap_refusal(info.field_name, value)
+    if refusal is not None:
+        raise ValueError(refusal)
+    return value
+
+
 class NodeConfig(BaseModel):
     """Base of every node type's config: unknown keys are errors, so a typo is named."""
 

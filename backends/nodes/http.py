@@ -51,7 +51,14 @@ import pyarrow as pa
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from backends.model.errors import NodeCancelledError, NodeFailedError
-from backends.nodes.base import Admission, NodeConfig, NodeContext, NodeType, SideEffects
+from backends.nodes.base import (
+    Admission,
+    NodeConfig,
+    NodeContext,
+    NodeType,
+    SideEffects,
+    within_operator_cap,
+)
 from backends.nodes.policy import NodePolicy
 from backends.runtime.secrets import (
     Redactor,
@@ -196,6 +203,12 @@ class HttpRequestConfig(NodeConfig):
         description="The node fails, and stops reading, once the (decompressed) answer "
         "is larger than this.",
     )
+
+    @field_validator("max_response_bytes")
+    @classmethod
+    def _capped(cls, value: int, info: ValidationInfo) -> int:
+        return within_operator_cap(value, info)
+
     as_table: bool = Field(
         default=False,
         description="Write the answer, which must be a JSON array of objects, as a table "
@@ -623,7 +636,7 @@ def _read(
     context: NodeContext,
 ) -> bytes:
     """The whole body, decompressed, failing as soon as it is too large or too late."""
-    limit = config.max_response_bytes
+    limit = context.policy.capped("max_response_bytes", config.max_response_bytes)
     declared = response.headers.get("content-length", "")
     # A HEAD answer announces the length of a body it does not send.
     if config.method != "HEAD" and declared.isdigit() and int(declared) > limit:

@@ -79,6 +79,11 @@ class NodePolicy:
     db_allow: tuple[str, ...] | None = ()
     #: Which workspaces may use each secret, for what, and where it may be sent.
     secrets: SecretsPolicy = field(default_factory=SecretsPolicy.undeclared)
+    #: The operator's caps on what one node may ask for (None: the node type's own maximum):
+    #: http_request's max_response_bytes, sql_transform's memory_limit_mb and threads.
+    max_response_bytes: int | None = None
+    memory_limit_mb: int | None = None
+    threads: int | None = None
     _networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         init=False, repr=False, compare=False
     )
@@ -106,7 +111,27 @@ class NodePolicy:
             http_allow=split_list(env.get("FIGWAY_HTTP_ALLOW")),
             db_allow=db_allow,
             secrets=SecretsPolicy.load(Path(policy_file) if policy_file else None),
+            max_response_bytes=_cap(env, "FIGWAY_NODE_MAX_RESPONSE_BYTES"),
+            memory_limit_mb=_cap(env, "FIGWAY_NODE_MEMORY_LIMIT_MB"),
+            threads=_cap(env, "FIGWAY_NODE_THREADS"),
         )
+
+    def capped(self, field_name: str, value: int) -> int:
+        """``value``, lowered to the operator's cap on ``field_name`` (a node type's
+        default may be above it; what a definition sets explicitly is refused instead)."""
+        cap = getattr(self, field_name)
+        return value if cap is None else min(value, cap)
+
+    def cap_refusal(self, field_name: str, value: int) -> str | None:
+        """Why ``value`` is over the operator's cap on ``field_name``, or None.
+
+        >>> NodePolicy(threads=2).cap_refusal("threads", 4)
+        'at most 2 (FIGWAY_NODE_THREADS)'
+        """
+        cap = getattr(self, field_name)
+        if cap is None or value <= cap:
+            return None
+        return f"at most {cap} ({_CAP_SETTINGS[field_name]})"
 
     # -- python nodes ----------------------------------------------------------------
 
@@ -190,6 +215,24 @@ class NodePolicy:
         else:
             yield "database nodes: secret: connections only"
         yield self.secrets.describe()
+        caps = [
+            f"{name} {getattr(self, name)}"
+            for name in _CAP_SETTINGS
+            if getattr(self, name) is not None
+        ]
+        yield "node caps: " + (", ".join(caps) or "none (each node type's own maximum)")
+
+
+_CAP_SETTINGS = {
+    "max_response_bytes": "FIGWAY_NODE_MAX_RESPONSE_BYTES",
+    "memory_limit_mb": "FIGWAY_NODE_MEMORY_LIMIT_MB",
+    "threads": "FIGWAY_NODE_THREADS",
+}
+
+
+def _cap(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name, "").strip()
+    return int(value) if value else None
 
 
 def _restricted_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:

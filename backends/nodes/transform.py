@@ -23,11 +23,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 from pyarrow.fs import FSSpecHandler, PyFileSystem
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from backends.artifacts import ArtifactRef, RunArtifacts
 from backends.model.errors import NodeCancelledError, NodeFailedError
-from backends.nodes.base import NodeConfig, NodeContext, NodeType
+from backends.nodes.base import NodeConfig, NodeContext, NodeType, within_operator_cap
 from backends.nodes.tables import (
     Progress,
     interrupt_on_cancel,
@@ -57,6 +57,11 @@ class SqlTransformConfig(NodeConfig):
         description="DuckDB's threads. More than one can change the last digits of a "
         "floating-point sum from run to run, and so its fingerprint.",
     )
+
+    @field_validator("memory_limit_mb", "threads")
+    @classmethod
+    def _capped(cls, value: int, info: ValidationInfo) -> int:
+        return within_operator_cap(value, info)
 
     @field_validator("query")
     @classmethod
@@ -154,8 +159,8 @@ def run_sql_transform(config: SqlTransformConfig, context: NodeContext) -> objec
     with tempfile.TemporaryDirectory(prefix="figway-transform-") as scratch:
         connection = duckdb.connect(
             config={
-                "threads": config.threads,
-                "memory_limit": f"{config.memory_limit_mb}MB",
+                "threads": context.policy.capped("threads", config.threads),
+                "memory_limit": f"{context.policy.capped('memory_limit_mb', config.memory_limit_mb)}MB",
                 "temp_directory": scratch,
                 # Row order is not part of a table's fingerprint; not keeping it saves memory.
                 "preserve_insertion_order": False,

@@ -10,31 +10,62 @@ the gateway against Prefect's ephemeral API.
 Kills: a deployment's flow run is moved to Cancelling and Prefect's worker
 stops its process; an in-process flow run stops cooperatively, through the
 node runtime's heartbeat, because Prefect cannot stop a flow called directly.
+
+Faults: every API call fails fast (:data:`REQUEST_TIMEOUT`, no client retries),
+so a POST, ``/readyz`` and the backend check answer within seconds while Prefect
+is down. A run whose flow-run process died is resumed in a new flow run that
+starts where figway's record stands (``reconcile``; ``flow.py``), and Prefect's
+record is made to agree with figway's: dead flow runs and their task runs are
+marked Crashed, flow runs left Running after their run ended are ended
+(``health``). ``docs/reliability-prefect.md`` walks through each fault.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from backends.contract import BackendHealth, NodeReport
 from backends.model.errors import BackendRejectedError, BackendUnavailableError
-from backends.model.status import NodeStatus, RunStatus
+from backends.model.status import RUN_TERMINAL, NodeStatus, RunStatus
 from backends.model.workflow import POOLS, RunPlan
 from backends.prefect.names import FLOW_NAME, deployment_name, run_tags, work_pool_name
+from backends.prefect.resumes import lost_attempt_error
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.objects import FlowRun
+    from prefect.client.schemas.objects import FlowRun, State
+    from prefect.settings import Settings
 
 __all__ = ["PrefectExecutor"]
 
 log = logging.getLogger(__name__)
 
 _FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED)
+#: A silent flow run that Prefect says is running is taken for dead when it is still
+#: silent this long after it was first seen silent.
+DEATH_CONFIRM_SECONDS = 5.0
+#: A sighting older than this is forgotten: the next one counts as the first again.
+_SIGHTINGS_FORGOTTEN = 120.0
+#: A flow run pending this long lost the worker that took it: its process never started
+#: (starting one takes seconds).
+PENDING_GRACE_SECONDS = 120.0
+#: How often the health check looks for flow runs left running after their run ended.
+FINISHED_SWEEP_SECONDS = 15.0
+#: Silent runs remembered; the memory starts over past this.
+_SILENT_MEMORY = 10_000
+#: New flow runs a run may be resumed in after its flow-run process was lost.
+MAX_RESUMES = 5
+#: Seconds one Prefect API request may take (connecting, then each read or write). A
+#: POST waits for one such request, so it answers within seconds while Prefect is down.
+REQUEST_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 2.0
 
 
 class PrefectExecutor:
@@ -62,6 +93,13 @@ class PrefectExecutor:
         self._ephemeral_lock = threading.Lock()
         self._ephemeral_ready = False
         self._open_client: SyncPrefectClient | None = None
+        self._settings: Settings | None = None
+        # Runs whose flow run Prefect says is running but which were silent: the flow
+        # run and when it was first seen so (see _confirmed_silent).
+        self._silent_since: dict[str, tuple[Any, float]] = {}
+        # Flow runs seen running although their figway run had ended, on the last sweep.
+        self._finished_seen: dict[Any, float] = {}
+        self._last_sweep = -math.inf
 
     # -- submit ----------------------------------------------------------------------
 
@@ -152,10 +190,6 @@ class PrefectExecutor:
                 else:
                     client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
 
-    def _pool_has_live_worker(self, client: SyncPrefectClient, pool: str) -> bool:
-        workers = client.read_workers_for_work_pool(work_pool_name(pool))
-        return any(str(w.status).upper().endswith("ONLINE") for w in workers)
-
     def _flow_runs(self, client: SyncPrefectClient, plan: RunPlan) -> list[FlowRun]:
         from prefect.client.schemas.filters import (
             FlowRunFilter,
@@ -175,6 +209,7 @@ class PrefectExecutor:
     # -- health ----------------------------------------------------------------------
 
     def health(self) -> BackendHealth:
+        """Whether the API answers, and which work pools hold work with no online worker."""
         if self.embedded:
             return BackendHealth(
                 self.name, up=True, detail="in-process flows on Prefect's ephemeral API"
@@ -185,17 +220,20 @@ class PrefectExecutor:
             with self._client() as client:
                 failure = client.api_healthcheck()
                 if failure is not None:
-                    return BackendHealth(self.name, up=False, detail=f"Prefect API: {failure}")
-                workers, missing = 0, []
+                    return BackendHealth(
+                        self.name, up=False, detail=f"Prefect API: {_describe(failure)}"
+                    )
+                workers, missing, unserved = 0, [], []
                 for pool in POOLS:
                     try:
-                        pool_workers = client.read_workers_for_work_pool(work_pool_name(pool))
+                        online = self._online_workers(client, pool)
                     except ObjectNotFound:
                         missing.append(work_pool_name(pool))
                         continue
-                    workers += sum(
-                        1 for w in pool_workers if str(w.status).upper().endswith("ONLINE")
-                    )
+                    workers += online
+                    if online == 0 and self._unfinished_flow_runs(client, pool) > 0:
+                        unserved.append(work_pool_name(pool))
+                self._end_flow_runs_of_finished_runs(client)
         except Exception as exc:  # health never raises: an unreachable API is "down"
             return BackendHealth(self.name, up=False, detail=f"Prefect unreachable: {exc}")
         # The API answers: up. Missing pools only stop Prefect runs, which say so themselves.
@@ -204,13 +242,72 @@ class PrefectExecutor:
             if missing
             else ""
         )
-        return BackendHealth(self.name, up=True, detail=detail, workers=workers)
+        if unserved:
+            detail = f"{detail}; " if detail else ""
+            detail += f"flow runs wait in {', '.join(unserved)} with no online worker"
+        return BackendHealth(
+            self.name, up=True, detail=detail, workers=workers, unserved=tuple(unserved)
+        )
 
-    def holdings(self) -> dict[str, int]:
-        """Flow runs of figway not yet finished, per work pool (``default.flow_runs``);
-        in-process, the flows this gateway is running (``in_process.flow_runs``)."""
-        if self.embedded:
-            return {"in_process.flow_runs": len(self._threads)}
+    def _end_flow_runs_of_finished_runs(self, client: SyncPrefectClient) -> None:
+        """End flow runs Prefect still holds running whose figway run has ended.
+
+        A flow-run process that died as it reported its end (the server or its
+        database was away just then) leaves its flow run Running forever, and the
+        reconciler never looks at a run figway holds finished. Part of the health
+        check, since that runs on its own every FIGWAY_BACKEND_CHECK_SECONDS: at most
+        every :data:`FINISHED_SWEEP_SECONDS`, and a flow run is ended only when it
+        was seen so on two sweeps (a live one ends a moment after its last node).
+        """
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+            FlowRunFilterTags,
+        )
+        from prefect.client.schemas.objects import StateType
+        from prefect.states import Cancelled, Completed, Failed
+
+        now = time.monotonic()
+        with self._client_lock:  # /readyz and the periodic check may both get here
+            if self.run_status is None or now - self._last_sweep < FINISHED_SWEEP_SECONDS:
+                return
+            self._last_sweep = now
+        seen, self._finished_seen = self._finished_seen, {}
+        running = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=["figway"]),
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
+                ),
+            ),
+            limit=200,
+        )
+        for flow_run in running:
+            status = self.run_status(flow_run.name)
+            if status not in RUN_TERMINAL:
+                continue
+            if flow_run.id not in seen:
+                self._finished_seen[flow_run.id] = now
+                continue
+            said = f"figway: the run ended {status}; its flow-run process never reported it"
+            state: State[Any] = (
+                Completed(message=said)
+                if status is RunStatus.SUCCEEDED
+                else Cancelled(message=said)
+                if status is RunStatus.CANCELLED
+                else Failed(message=said)
+            )
+            client.set_flow_run_state(flow_run.id, state, force=True)
+            self._crash_task_runs(client, flow_run.id)
+            log.warning("Prefect flow run %s of run %s: %s", flow_run.id, flow_run.name, said)
+
+    def _online_workers(self, client: SyncPrefectClient, pool: str) -> int:
+        workers = client.read_workers_for_work_pool(work_pool_name(pool))
+        return sum(1 for w in workers if str(w.status).upper().endswith("ONLINE"))
+
+    def _unfinished_flow_runs(self, client: SyncPrefectClient, pool: str) -> int:
+        """figway's flow runs of the pool that are not finished (waiting or running)."""
         from prefect.client.schemas.filters import (
             FlowRunFilter,
             FlowRunFilterState,
@@ -219,6 +316,7 @@ class PrefectExecutor:
         )
         from prefect.client.schemas.objects import StateType
 
+        # Waiting, starting or running: what a worker still has to serve.
         unfinished = [
             StateType.SCHEDULED,
             StateType.PENDING,
@@ -226,29 +324,38 @@ class PrefectExecutor:
             StateType.PAUSED,
             StateType.CANCELLING,
         ]
-        figures: dict[str, int] = {}
+        return client.count_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=["figway"]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)),
+            ),
+            work_pool_filter=_pool_filter(pool),
+        )
+
+    def holdings(self) -> dict[str, int]:
+        """Flow runs of figway not yet finished, per work pool (``default.flow_runs``);
+        in-process, the flows this gateway is running (``in_process.flow_runs``)."""
+        if self.embedded:
+            return {"in_process.flow_runs": len(self._threads)}
         with self._client() as client:
-            for pool in POOLS:
-                figures[f"{pool}.flow_runs"] = client.count_flow_runs(
-                    flow_run_filter=FlowRunFilter(
-                        tags=FlowRunFilterTags(all_=["figway"]),
-                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)),
-                    ),
-                    work_pool_filter=_pool_filter(pool),
-                )
-        return figures
+            return {f"{pool}.flow_runs": self._unfinished_flow_runs(client, pool) for pool in POOLS}
 
     # -- reconcile -------------------------------------------------------------------
 
     def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]:
-        """Runs whose flow-run process is gone: the whole run is lost.
+        """Resume a run whose flow-run process is gone, in a new flow run; lose it only
+        when it was resumed :data:`MAX_RESUMES` times already or was cancelled in Prefect.
 
-        Prefect does not re-run a crashed flow run, and it orchestrates the nodes
-        in that one process, so nothing of the run would ever move again. A flow
-        run that ended (Crashed, reported by its worker) before its nodes did is
-        lost. Silent nodes of a running flow run are lost only when no worker of
-        the pool is online (the machine died with its worker); the flow run is
-        then marked Crashed so the Prefect UI agrees.
+        Prefect never re-runs a crashed flow run, and the flow-run process is what
+        orchestrates the nodes, so without a new flow run nothing of the run would move
+        again. The process is gone when its flow run ended Crashed or Failed (its
+        worker saw it die; the flow raised), or when Prefect still says it is running
+        but it has been silent twice, at least :data:`DEATH_CONFIRM_SECONDS` apart
+        (its worker died with it, or the server was down when it died: nobody reported
+        it). The new flow run reads figway's record and skips the nodes already done
+        (``flow.py``). Nodes that were running are reported retrying, or failed when
+        that attempt was their last; the dead flow run's unfinished task runs are
+        marked Crashed, so Prefect's record is never left running.
         """
         if self.embedded:
             if plan.job_run_id in self._threads:
@@ -256,26 +363,120 @@ class PrefectExecutor:
             return [_lost(running, "the in-process Prefect flow run ended before its nodes did")]
         from prefect.states import Crashed
 
+        if len(self._silent_since) > _SILENT_MEMORY:
+            self._silent_since.clear()
         with self._client() as client:
-            flow_runs = self._flow_runs(client, plan)
-            state = flow_runs[0].state if flow_runs else None
-            if state is None:
-                return [_lost(running, "Prefect has no flow run for this run")]
-            if running and not state.is_final():
-                if self._pool_has_live_worker(client, plan.pool):
-                    # A live worker reports its own dead flow-run processes (the flow run
-                    # turns Crashed, caught below next round); a silent node alone may just
-                    # be holding the GIL.
+            flow_runs = sorted(self._flow_runs(client, plan), key=lambda r: r.created or 0)
+            latest = flow_runs[-1] if flow_runs else None
+            state = latest.state if latest is not None else None
+            if latest is None or state is None:
+                return self._resume(client, plan, flow_runs, running, "Prefect has no flow run")
+            if state.is_scheduled() or state.is_paused() or state.is_cancelling():
+                self._silent_since.pop(plan.job_run_id, None)
+                return []  # waiting for a worker, or being stopped: slow, not lost
+            if state.is_pending() and not _pending_too_long(state.timestamp):
+                return []  # a worker took it and is starting its process (seconds)
+            if not state.is_final():  # running (or stuck pending) in Prefect's record
+                if not state.is_pending() and not self._confirmed_silent(
+                    plan.job_run_id, latest.id
+                ):
                     return []
                 client.set_flow_run_state(
-                    flow_runs[0].id,
+                    latest.id,
                     Crashed(message="figway: the flow-run process stopped reporting"),
                     force=True,
                 )
-                return [_lost(running, "the Prefect flow-run process was lost mid-node")]
-        if state.is_final():
-            return [_lost(running, f"the Prefect flow run ended {state.name} before its nodes did")]
-        return []  # scheduled or waiting for a worker: not lost, only slow
+                return self._resume(
+                    client, plan, flow_runs, running, "the flow-run process stopped reporting"
+                )
+            if state.is_crashed() or state.is_failed() or state.is_completed():
+                why = f"the Prefect flow run ended {state.name}"
+                return self._resume(client, plan, flow_runs, running, why)
+        return [_lost(running, f"the Prefect flow run ended {state.name} before its nodes did")]
+
+    def _confirmed_silent(self, job_run_id: str, flow_run_id: Any) -> bool:
+        """True on the second sighting of the same silent flow run, far enough apart.
+
+        One sighting is not enough: just after an outage of figway's database, a live
+        process may not have beaten yet.
+        """
+        now = time.monotonic()
+        seen = self._silent_since.get(job_run_id)
+        if seen is None or seen[0] != flow_run_id or now - seen[1] > _SIGHTINGS_FORGOTTEN:
+            self._silent_since[job_run_id] = (flow_run_id, now)
+            return False
+        return now - seen[1] >= DEATH_CONFIRM_SECONDS
+
+    def _resume(
+        self,
+        client: SyncPrefectClient,
+        plan: RunPlan,
+        flow_runs: Sequence[FlowRun],
+        running: Mapping[str, int],
+        why: str,
+    ) -> list[NodeReport]:
+        """Start the run again in a new flow run, or lose it when its resumes are spent."""
+        self._silent_since.pop(plan.job_run_id, None)
+        for flow_run in flow_runs:
+            self._crash_task_runs(client, flow_run.id)
+        reports = []
+        for node_id, attempt in running.items():
+            retried = attempt < plan.nodes[node_id].retries + 1
+            status = NodeStatus.RETRYING if retried else NodeStatus.FAILED
+            reports.append(
+                NodeReport(node_id, attempt, status, lost_attempt_error(attempt, retried=retried))
+            )
+        if reports and all(r.status is NodeStatus.FAILED for r in reports):
+            # Those nodes end here; whether work is left (an independent branch) is known
+            # once they are recorded: the next round resumes the run if it is still active.
+            return reports
+        resumes = max(len(flow_runs) - 1, 0)
+        if resumes >= MAX_RESUMES:
+            return [_lost(running, f"{why}; resumed {resumes} times already, so it is lost")]
+        deployment_id = self._deployment_id(client, plan.pool)
+        # One key per resume: gateways reconciling the same run at once make one flow run.
+        client.create_flow_run_from_deployment(
+            deployment_id,
+            parameters={"job_run_id": plan.job_run_id},
+            idempotency_key=f"{plan.job_run_id}~resume-{len(flow_runs)}",
+            name=plan.job_run_id,
+            tags=[*run_tags(plan), "figway-resumed"],
+        )
+        log.warning(
+            "run %s: %s; resumed in a new Prefect flow run (resume %d of at most %d)",
+            plan.job_run_id,
+            why,
+            resumes + 1,
+            MAX_RESUMES,
+        )
+        return reports
+
+    def _crash_task_runs(self, client: SyncPrefectClient, flow_run_id: Any) -> None:
+        """Mark a dead flow run's unfinished task runs Crashed: nothing will finish them."""
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterId,
+            TaskRunFilter,
+            TaskRunFilterState,
+            TaskRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import TERMINAL_STATES, StateType
+
+        unfinished = [t for t in StateType if t not in TERMINAL_STATES]
+        left = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            task_run_filter=TaskRunFilter(
+                state=TaskRunFilterState(type=TaskRunFilterStateType(any_=unfinished))
+            ),
+        )
+        from prefect.states import Crashed
+
+        for task_run in left:
+            client.set_task_run_state(
+                task_run.id,
+                Crashed(message="figway: its flow-run process was lost"),
+                force=True,
+            )
 
     # -- client ----------------------------------------------------------------------
 
@@ -286,35 +487,58 @@ class PrefectExecutor:
         One client is kept open and shared (its httpx pool is thread-safe): building
         one costs about 60 ms, more than the request it would serve. After a
         transport error it is dropped, and the next call connects afresh.
+
+        Every call fails fast: each request has :data:`REQUEST_TIMEOUT` and Prefect's
+        client does not retry it (its default backs off for up to a minute, which kept
+        a POST, ``/readyz`` and the health check hanging through a server outage). The
+        gateway has its own way to try again: the client's retry, the reconciler.
         """
         import httpx
+        from prefect.context import SettingsContext
         from prefect.exceptions import PrefectHTTPStatusError
 
         try:
-            yield self._shared_client()
+            with SettingsContext(profile=self._profile(), settings=self._call_settings()):
+                yield self._shared_client()
         except (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError) as exc:
             # The request never left: nothing was created on the server.
             self._drop_client()
             raise BackendUnavailableError(
-                self.name, f"Prefect API: {exc}", may_have_started=False
+                self.name, f"Prefect API: {_describe(exc)}", may_have_started=False
             ) from exc
         except (httpx.HTTPError, OSError) as exc:
             self._drop_client()
-            raise BackendUnavailableError(self.name, f"Prefect API: {exc}") from exc
+            raise BackendUnavailableError(self.name, f"Prefect API: {_describe(exc)}") from exc
         except PrefectHTTPStatusError as exc:
             raise BackendUnavailableError(self.name, f"Prefect API: {exc}") from exc
 
+    def _call_settings(self) -> Settings:
+        """Prefect's settings for the executor's calls: this server, no client retries."""
+        from prefect.context import get_settings_context
+        from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES
+
+        with self._client_lock:
+            if self._settings is None:
+                updates: dict[Any, Any] = {PREFECT_CLIENT_MAX_RETRIES: 0}
+                if self.api_url is not None:
+                    updates[PREFECT_API_URL] = self.api_url
+                self._settings = get_settings_context().settings.copy_with_update(updates=updates)
+            return self._settings
+
+    @staticmethod
+    def _profile() -> Any:
+        from prefect.context import get_settings_context
+
+        return get_settings_context().profile
+
     def _shared_client(self) -> SyncPrefectClient:
+        import httpx
         from prefect.client.orchestration import get_client
-        from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with self._client_lock:
             if self._open_client is None:
-                if self.api_url is None:
-                    client = get_client(sync_client=True)
-                else:
-                    with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
-                        client = get_client(sync_client=True)
+                timeout = httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
+                client = get_client(sync_client=True, httpx_settings={"timeout": timeout})
                 client.__enter__()
                 self._open_client = client
             return self._open_client
@@ -336,6 +560,17 @@ def _pool_filter(pool: str) -> Any:
     return WorkPoolFilter(name=WorkPoolFilterName(any_=[work_pool_name(pool)]))
 
 
+def _pending_too_long(since: datetime | None) -> bool:
+    if since is None:
+        return False
+    return (datetime.now(UTC) - since).total_seconds() > PENDING_GRACE_SECONDS
+
+
 def _lost(running: Mapping[str, int], reason: str) -> NodeReport:
     node_id, attempt = next(iter(running.items()), ("", 0))
     return NodeReport(node_id, attempt, NodeStatus.FAILED, reason, run_lost=True)
+
+
+def _describe(exc: BaseException) -> str:
+    """An httpx error as a message: its text, or its kind when it has none (timeouts)."""
+    return str(exc) or type(exc).__name__

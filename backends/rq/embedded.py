@@ -20,6 +20,7 @@ from rq.job import Job
 from rq.timeouts import TimerDeathPenalty
 
 from backends.rq.scheduler import SchedulerThread
+from backends.rq.serialization import JOB_SERIALIZER
 
 __all__ = ["EmbeddedWorkers", "ThreadWorker"]
 
@@ -64,8 +65,12 @@ class EmbeddedWorkers:
     def start(self) -> None:
         for index in range(self.count):
             worker = ThreadWorker(
-                [Queue(name, connection=self.redis) for name in self.queue_names],
+                [
+                    Queue(name, connection=self.redis, serializer=JOB_SERIALIZER)
+                    for name in self.queue_names
+                ],
                 connection=self.redis,
+                serializer=JOB_SERIALIZER,
                 name=f"figway-embedded-{index}-{id(self):x}",
                 worker_ttl=_POLL_TTL,
             )

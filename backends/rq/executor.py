@@ -45,6 +45,7 @@ from backends.model.status import NODE_TERMINAL, NodeStatus
 from backends.model.workflow import POOLS, RunPlan
 from backends.rq.jobs import drop_jobs, job_id_for, run_node
 from backends.rq.recovery import FAILURE_TTL, release_abandoned
+from backends.rq.serialization import JOB_SERIALIZER
 
 __all__ = ["NodeStates", "RQExecutor"]
 
@@ -101,7 +102,12 @@ class RQExecutor:
         self.node_states = node_states
 
     def queue(self, pool: str) -> Queue:
-        return Queue(pool, connection=self.redis, default_timeout=self.job_timeout_seconds)
+        return Queue(
+            pool,
+            connection=self.redis,
+            default_timeout=self.job_timeout_seconds,
+            serializer=JOB_SERIALIZER,
+        )
 
     def _job_data(
         self, plan: RunPlan, node_id: str, *, attempts_done: int = 0, after_upstream: bool = True
@@ -164,7 +170,7 @@ class RQExecutor:
     def cancel(self, plan: RunPlan) -> None:
         job_ids = [job_id_for(plan.job_run_id, node_id) for node_id in plan.nodes]
         try:
-            jobs = Job.fetch_many(job_ids, connection=self.redis)
+            jobs = Job.fetch_many(job_ids, connection=self.redis, serializer=JOB_SERIALIZER)
             # Waiting jobs first, so nothing downstream starts while running ones stop.
             waiting = [j for j in jobs if j is not None and j.get_status() != JobStatus.STARTED]
             for job in waiting:
@@ -268,7 +274,9 @@ class RQExecutor:
             return []
         # No record to go by: the run is lost only when RQ holds nothing that can still run.
         jobs = Job.fetch_many(
-            [job_id_for(plan.job_run_id, node_id) for node_id in plan.nodes], connection=self.redis
+            [job_id_for(plan.job_run_id, node_id) for node_id in plan.nodes],
+            connection=self.redis,
+            serializer=JOB_SERIALIZER,
         )
         done = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
         if any(job is not None and job.get_status() not in done for job in jobs):
@@ -279,7 +287,9 @@ class RQExecutor:
     def _resync(self, plan: RunPlan, states: Mapping[str, tuple[NodeStatus, int]]) -> None:
         order = [node_id for level in plan.levels() for node_id in level]
         fetched = Job.fetch_many(
-            [job_id_for(plan.job_run_id, node_id) for node_id in order], connection=self.redis
+            [job_id_for(plan.job_run_id, node_id) for node_id in order],
+            connection=self.redis,
+            serializer=JOB_SERIALIZER,
         )
         jobs = dict(zip(order, fetched, strict=True))
         fixes: list[str] = []
@@ -377,7 +387,11 @@ class RQExecutor:
     def _judge(self, plan: RunPlan, node_id: str, attempt: int) -> NodeReport | None:
         lost = f"worker lost during attempt {attempt}"
         try:
-            job = Job.fetch(job_id_for(plan.job_run_id, node_id), connection=self.redis)
+            job = Job.fetch(
+                job_id_for(plan.job_run_id, node_id),
+                connection=self.redis,
+                serializer=JOB_SERIALIZER,
+            )
         except NoSuchJobError:
             return self._attempt_vanished(plan, node_id, attempt, lost)
         status = job.get_status()

@@ -16,6 +16,7 @@ from rq.job import Job, get_current_job
 
 from backends.model.errors import FigwayError, NodeAttemptFailedError
 from backends.nodes.connections import close_all_pools, in_forked_child
+from backends.rq.serialization import JOB_SERIALIZER
 from backends.runtime.attempts import Outcome
 from backends.runtime.bootstrap import current_runtime
 
@@ -57,6 +58,6 @@ def drop_jobs(connection: Redis, job_ids: Iterable[str]) -> None:
     """Cancel jobs that must never run (downstream of a failure, or of a killed run)."""
     for job_id in job_ids:
         try:
-            Job.fetch(job_id, connection=connection).cancel()
+            Job.fetch(job_id, connection=connection, serializer=JOB_SERIALIZER).cancel()
         except (NoSuchJobError, InvalidJobOperation):
             continue  # gone already, or cancelled twice

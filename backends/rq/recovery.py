@@ -16,6 +16,8 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.results import Result
 
+from backends.rq.serialization import JOB_SERIALIZER
+
 __all__ = ["FAILURE_TTL", "release_abandoned"]
 
 #: A failed job stays in RQ's FailedJobRegistry this long, for `rq info` and debugging.
@@ -27,7 +29,7 @@ def release_abandoned(redis: Redis, job: Job, cause: str) -> bool:
 
     ``cause`` is recorded as the failure's text, so `rq info` shows why.
     """
-    queue = Queue(job.origin, connection=redis)
+    queue = Queue(job.origin, connection=redis, serializer=JOB_SERIALIZER)
     with redis.pipeline() as pipeline:
         # RQ 3 keys started jobs by execution; its registry's remove(job) is not implemented.
         StartedJobRegistry(job.origin, connection=redis).remove_executions(job, pipeline=pipeline)

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from redis import Redis
 from rq.scheduler import RQScheduler
 
+from backends.rq.serialization import JOB_SERIALIZER
+
 __all__ = ["SchedulerThread"]
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,9 @@ class SchedulerThread:
     def __init__(
         self, redis: Redis, queues: Sequence[str], *, name: str, interval: float = 1.0
     ) -> None:
-        self._scheduler = RQScheduler(list(queues), connection=redis, interval=1, name=name)
+        self._scheduler = RQScheduler(
+            list(queues), connection=redis, interval=1, name=name, serializer=JOB_SERIALIZER
+        )
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rq-scheduler", daemon=True)

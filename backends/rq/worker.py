@@ -52,6 +52,7 @@ from rq.worker import BaseWorker
 from backends.model.errors import FigwayError
 from backends.rq.recovery import release_abandoned
 from backends.rq.scheduler import SchedulerThread
+from backends.rq.serialization import JOB_SERIALIZER
 
 __all__ = [
     "JOB_MONITORING_SECONDS",
@@ -247,7 +248,9 @@ class _RidesOutOutages(BaseWorker):
         cause = f"its worker {self.name} (pid {pid}) was gone when a worker of that name started"
         for queue in self.queues:
             registry = StartedJobRegistry(queue.name, connection=self.connection)
-            for job in Job.fetch_many(registry.get_job_ids(cleanup=False), self.connection):
+            for job in Job.fetch_many(
+                registry.get_job_ids(cleanup=False), self.connection, serializer=JOB_SERIALIZER
+            ):
                 if job is not None and job.worker_name == self.name:
                     retried = release_abandoned(self.connection, job, cause)
                     log.warning(
@@ -293,6 +296,7 @@ def build_worker(
         worker_ttl=WORKER_TTL_SECONDS,
         job_monitoring_interval=JOB_MONITORING_SECONDS,
         maintenance_interval=MAINTENANCE_SECONDS,
+        serializer=JOB_SERIALIZER,
     )
 
 

@@ -24,6 +24,7 @@ the node not started and has it queued again).
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import io
 import json
 import logging
@@ -38,6 +39,7 @@ from enum import StrEnum
 from typing import Any, TextIO, TypeVar
 
 from backends.artifacts import ArtifactStore
+from backends.artifacts.reference import STORED_OUTPUT_KEY, stored_output_of
 from backends.model.errors import (
     FigwayError,
     SecretMissingError,
@@ -46,6 +48,7 @@ from backends.model.errors import (
 )
 from backends.model.status import NodeStatus
 from backends.nodes import NodeCancelledError, NodeContext, NodeFailedError, NodeRegistry
+from backends.runtime.bounds import DEFAULT_MAX_OUTPUT_BYTES, MAX_TEXT_CHARS, bounded
 from backends.runtime.secrets import (
     EnvironmentSecrets,
     Redactor,
@@ -98,6 +101,7 @@ class NodeRuntime:
         heartbeat_seconds: float = 1.0,
         artifacts: ArtifactStore | None = None,
         secrets: SecretSource | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         store_patience_seconds: float = STORE_PATIENCE_SECONDS,
     ) -> None:
         self.store = store
@@ -105,6 +109,7 @@ class NodeRuntime:
         self.heartbeat_seconds = heartbeat_seconds
         self.store_patience_seconds = store_patience_seconds
         self.artifacts = artifacts
+        self.max_output_bytes = max_output_bytes
         self.secrets: SecretSource = secrets or EnvironmentSecrets()
 
     def execute(
@@ -169,10 +174,15 @@ class NodeRuntime:
         error: str | None = None
         with self._heartbeat(context, sink), _capturing(sink):
             try:
+                # Inside the attempt: an upstream output whose file is gone fails it.
+                context.upstream_outputs = {
+                    upstream: self._inline(value)
+                    for upstream, value in start.upstream_outputs.items()
+                }
                 config = node_type.parse_config(spec.config, workspace_id=start.workspace_id)
                 output = node_type.run(config, context)
             except (Exception, SystemExit) as exc:  # a node calling sys.exit() fails its attempt
-                error = redactor.redact(_describe(exc))
+                error = bounded(redactor.redact(_describe(exc)))
                 if isinstance(exc, NodeCancelledError) or context.cancelled():
                     status, outcome = NodeStatus.CANCELLED, Outcome.CANCELLED
                 else:
@@ -184,7 +194,9 @@ class NodeRuntime:
                 error, status, outcome = None, NodeStatus.SUCCEEDED, Outcome.SUCCEEDED
         _release_unused_memory()
         stored_output = (
-            redactor.redact_value(_jsonable(output)) if outcome is Outcome.SUCCEEDED else None
+            self._bounded_output(redactor.redact_value(_jsonable(output)), context)
+            if outcome is Outcome.SUCCEEDED
+            else None
         )
         logs = sink.drain()
         recorded = self._patiently(
@@ -202,6 +214,31 @@ class NodeRuntime:
         if not recorded.applied and recorded.node_status is NodeStatus.CANCELLED:
             return AttemptResult(Outcome.CANCELLED, error)
         return AttemptResult(outcome, error, recorded.skipped)
+
+    def _bounded_output(self, output: Any, context: NodeContext) -> Any:
+        """The output to record: itself, or a reference to its JSON in the artifact store
+        when it is larger than ``max_output_bytes`` (bounds.py)."""
+        if output is None or context.artifacts is None:
+            return output
+        data = json.dumps(output, separators=(",", ":"), allow_nan=False).encode()
+        if len(data) <= self.max_output_bytes:
+            return output
+        uri = context.artifacts.put_json(data)
+        digest = hashlib.sha256(data).hexdigest()
+        return {STORED_OUTPUT_KEY: {"uri": uri, "bytes": len(data), "sha256": digest}}
+
+    def _inline(self, output: Any) -> Any:
+        """An upstream output as its node returned it: a stored one is read back."""
+        stored = stored_output_of(output)
+        if stored is None or self.artifacts is None:
+            return output
+        try:
+            return json.loads(self.artifacts.read_bytes(str(stored["uri"])))
+        except FileNotFoundError:
+            raise NodeFailedError(
+                f"an upstream output ({stored['uri']}) is no longer in the artifact store "
+                "(removed after FIGWAY_ARTIFACT_RETENTION_HOURS?)"
+            ) from None
 
     def _patiently(self, what: str, write: Callable[[], T]) -> T:
         """``write()``, tried again with backoff while the database is unreachable.
@@ -324,7 +361,7 @@ class _LogSink:
         self._partial = {"stdout": "", "stderr": ""}
 
     def add(self, level: str, message: str) -> None:
-        message = self.redactor.redact(message)
+        message = bounded(self.redactor.redact(message))
         record = LogRecord(self.job_run_id, self.node_id, self.attempt, utcnow(), level, message)
         with self._lock:
             self._records.append(record)
@@ -339,6 +376,11 @@ class _LogSink:
         with self._lock:
             buffered = self._partial[stream] + text
             *lines, self._partial[stream] = buffered.split("\n")
+            if len(self._partial[stream]) > 4 * MAX_TEXT_CHARS:
+                # A line that never ends is kept as a (bounded) line of its own now, not
+                # held in memory until it does.
+                lines.append(self._partial[stream])
+                self._partial[stream] = ""
         level = "INFO" if stream == "stdout" else "WARNING"
         for line in lines:
             self.add(level, line)
@@ -362,7 +404,7 @@ class _LogSink:
                             self.attempt,
                             utcnow(),
                             level,
-                            self.redactor.redact(rest),
+                            bounded(self.redactor.redact(rest)),
                         )
                     )
                     self._partial[stream] = ""

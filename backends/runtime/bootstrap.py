@@ -18,6 +18,7 @@ from backends.artifacts import ArtifactStore
 from backends.nodes import default_registry
 from backends.nodes.policy import DEMO_CALLABLES, NodePolicy, split_list
 from backends.runtime.attempts import NodeRuntime
+from backends.runtime.bounds import DEFAULT_MAX_OUTPUT_BYTES
 from backends.runtime.secrets import SecretsPolicy
 from backends.store import Store, create_database_engine, ensure_migrated
 
@@ -45,6 +46,12 @@ class RuntimeSettings(BaseSettings):
     )
     heartbeat_seconds: float = Field(
         default=1.0, gt=0, description="How often a running node reports it is alive."
+    )
+    max_output_bytes: int = Field(
+        default=DEFAULT_MAX_OUTPUT_BYTES,
+        ge=1_024,
+        description="Largest node output (its JSON) kept in the database; a larger one is "
+        "written to the artifact store and the run view holds a reference to it.",
     )
     artifact_url: str | None = Field(
         default=None,
@@ -86,6 +93,25 @@ class RuntimeSettings(BaseSettings):
         "it does not declare may not be used.",
     )
 
+    node_max_response_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="The most an http_request node may set max_response_bytes to (422 at "
+        "definition, refused again on the worker). Unset: the node type's maximum.",
+    )
+    node_memory_limit_mb: int | None = Field(
+        default=None,
+        gt=0,
+        description="The most a sql_transform node may set memory_limit_mb to. Unset: the "
+        "node type's maximum.",
+    )
+    node_threads: int | None = Field(
+        default=None,
+        gt=0,
+        description="The most a sql_transform node may set threads to. Unset: the node "
+        "type's maximum.",
+    )
+
     def node_policy(self) -> NodePolicy:
         """What node configs may reach, from these settings (the same on every process)."""
         db_allow: tuple[str, ...] | None = split_list(self.db_allow)
@@ -96,6 +122,9 @@ class RuntimeSettings(BaseSettings):
             http_allow=split_list(self.http_allow),
             db_allow=db_allow,
             secrets=SecretsPolicy.load(self.secrets_policy),
+            max_response_bytes=self.node_max_response_bytes,
+            memory_limit_mb=self.node_memory_limit_mb,
+            threads=self.node_threads,
         )
 
     def artifact_store(self) -> ArtifactStore:
@@ -144,5 +173,6 @@ def current_runtime() -> NodeRuntime:
                 default_registry(settings.node_policy()),
                 heartbeat_seconds=settings.heartbeat_seconds,
                 artifacts=settings.artifact_store(),
+                max_output_bytes=settings.max_output_bytes,
             )
         return _runtime

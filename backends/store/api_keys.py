@@ -24,8 +24,9 @@ from backends.store.transactions import Transactions, utcnow
 __all__ = ["SCOPES", "ApiKeys", "KeyView", "NewKey"]
 
 #: What a key may do: runs (workflow_runs and live status), workflows (definitions),
-#: admin (routing rules, guards, keys).
-SCOPES = ("runs", "workflows", "code", "admin")
+#: code (python nodes), admin (routing rules, guards), metrics (/metrics and the API docs
+#: only: what a Prometheus server is given).
+SCOPES = ("runs", "workflows", "code", "admin", "metrics")
 _PREFIX = "fgw"
 
 
@@ -38,6 +39,12 @@ class KeyView:
     created_by: str
     revoked_at: datetime | None
     revoked_by: str | None
+    #: The workspaces the key is limited to; None: every workspace.
+    workspaces: frozenset[str] | None = None
+
+    def reaches(self, workspace_id: str) -> bool:
+        """Whether this key may see and act on runs and workflows of ``workspace_id``."""
+        return self.workspaces is None or workspace_id in self.workspaces
 
 
 @dataclass(frozen=True)
@@ -59,16 +66,28 @@ def _view(row: ApiKey) -> KeyView:
         created_by=row.created_by,
         revoked_at=row.revoked_at,
         revoked_by=row.revoked_by,
+        workspaces=None if row.workspaces is None else frozenset(row.workspaces.split()),
     )
 
 
 class ApiKeys(Transactions):
-    def create(self, *, name: str, scopes: Collection[str], created_by: str) -> NewKey:
+    def create(
+        self,
+        *,
+        name: str,
+        scopes: Collection[str],
+        created_by: str,
+        workspaces: Collection[str] = (),
+    ) -> NewKey:
+        """A new key; ``workspaces`` limits it to those (none: every workspace)."""
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown or not scopes:
             raise ValueError(
                 f"unknown scope(s) {', '.join(unknown)}" if unknown else "a key needs a scope"
             )
+        odd = sorted(ws for ws in workspaces if not ws or ws != ws.strip() or " " in ws)
+        if odd:
+            raise ValueError(f"a workspace id has no spaces and is not empty: {odd!r}")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         row = ApiKey(
@@ -78,6 +97,7 @@ class ApiKeys(Transactions):
             secret_hash=_hash(secret),
             created_at=utcnow(),
             created_by=created_by,
+            workspaces=" ".join(sorted(set(workspaces))) if workspaces else None,
         )
         with self._transaction() as session:
             session.add(row)
@@ -98,6 +118,12 @@ class ApiKeys(Transactions):
             if not hmac.compare_digest(row.secret_hash, _hash(secret)):
                 return None
             return _view(row)
+
+    def in_force(self, key_id: str) -> KeyView | None:
+        """The key ``key_id`` if it exists and is not revoked (for a redeemed ticket)."""
+        with self._transaction() as session:
+            row = session.get(ApiKey, key_id)
+            return None if row is None or row.revoked_at is not None else _view(row)
 
     def revoke(self, *, key_id: str, revoked_by: str) -> bool:
         """True if the key existed and was in force; a revoked key stays revoked."""

@@ -23,7 +23,17 @@ from backends.model.status import RUN_TERMINAL_VALUES, RunStatus
 from backends.store.models import NodeRun, Run
 from backends.store.transactions import Transactions
 
-__all__ = ["FinishedRunRecord", "Reports"]
+__all__ = ["TIMED_RUN_COLUMNS", "FinishedRunRecord", "Reports"]
+
+#: What the judge needs of a finished run: its workflow, side, outcome and three moments.
+TIMED_RUN_COLUMNS = (
+    Run.workflow_id,
+    Run.backend,
+    Run.status,
+    Run.submitted_at,
+    Run.started_at,
+    Run.finished_at,
+)
 
 
 #: Rows fetched from the database at a time: a week of runs is never held in memory at once.
@@ -47,7 +57,8 @@ class Reports(Transactions):
     def finished_runs(
         self, *, since: datetime, workflows: Collection[str] = ()
     ) -> Iterator[FinishedRunRecord]:
-        """Client runs that finished (succeeded, failed or cancelled) at or after ``since``.
+        """Client runs that finished (succeeded, failed or cancelled) at or after ``since``,
+        in the order they finished.
 
         Rows are streamed in batches inside one transaction, so the caller
         should consume the iterator at once; ``workflows`` (empty: all) narrows
@@ -62,19 +73,13 @@ class Reports(Transactions):
             .where(NodeRun.job_run_id == Run.job_run_id)
             .scalar_subquery()
         )
-        statement = select(
-            Run.workflow_id,
-            Run.backend,
-            Run.status,
-            Run.submitted_at,
-            Run.started_at,
-            Run.finished_at,
-            retries,
-        ).where(
+        statement = select(*TIMED_RUN_COLUMNS, retries).where(
             Run.shadow_of.is_(None),
             Run.finished_at >= since,
             Run.status.in_(RUN_TERMINAL_VALUES),
         )
+        # In the order they finished: the judge pairs each side's runs in that order.
+        statement = statement.order_by(Run.finished_at, Run.job_run_id)
         if workflows:
             statement = statement.where(Run.workflow_id.in_(sorted(set(workflows))))
         with self._transaction() as session:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from backends.model.errors import DatabaseNotMigratedError, StoreUnavailableError
+from backends.private_files import private_file
 
 __all__ = [
     "alembic_config",
@@ -62,7 +63,7 @@ def create_database_engine(url: str, *, pool_size: int = 10) -> Engine:
 def _sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        private_file(Path(database))
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")

@@ -34,9 +34,12 @@ __all__ = [
     "Base",
     "GuardTrip",
     "Lease",
+    "LiveTicket",
     "LogLine",
     "MetricTotal",
     "NodeRun",
+    "Rollout",
+    "RolloutEvent",
     "RulesApplied",
     "RulesVersion",
     "Run",
@@ -237,6 +240,43 @@ class GuardTrip(Base):
     )
 
 
+class Rollout(Base):
+    """Where a rule's rollout in steps stands, shared by every gateway.
+
+    ``revision`` grows with every change, and a change names the revision it read:
+    of two gateways moving one rollout at once, one moves it and the other re-reads.
+    """
+
+    __tablename__ = "rollouts"
+
+    rule_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    steps: Mapped[list[float]] = mapped_column(JSON)
+    percent: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16))
+    revision: Mapped[int] = mapped_column(Integer)
+    step_started_at: Mapped[datetime]  # evidence at this position counts from here
+    updated_at: Mapped[datetime]
+
+
+class RolloutEvent(Base):
+    """One move of a rollout (started, advanced, rolled back, paused, resumed, pinned,
+    reconciled with the file), by whom, why, and the evidence it rested on."""
+
+    __tablename__ = "rollout_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rule_id: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime]
+    action: Mapped[str] = mapped_column(String(16))
+    from_percent: Mapped[float | None] = mapped_column(Float)
+    to_percent: Mapped[float | None] = mapped_column(Float)
+    by: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]]
+
+    __table_args__ = (Index(None, "rule_id", "id"),)
+
+
 class ShadowComparison(Base):
     """A client's run compared node by node with its shadow run, once both finished."""
 
@@ -293,3 +333,18 @@ class ApiKey(Base):
     created_by: Mapped[str] = mapped_column(String(128))
     revoked_at: Mapped[datetime | None]
     revoked_by: Mapped[str | None] = mapped_column(String(128))
+    # Space-separated workspace ids the key is limited to; NULL: every workspace.
+    workspaces: Mapped[str | None] = mapped_column(Text)
+
+
+class LiveTicket(Base):
+    """A short-lived, one-use ticket a browser opens a WebSocket with instead of its key.
+
+    Only its hash is kept; redeeming deletes it, so it opens one socket, on any gateway.
+    """
+
+    __tablename__ = "live_tickets"
+
+    ticket_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -15,8 +15,10 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import aliased
 
 from backends.model.status import RUN_TERMINAL_VALUES, RunStatus
+from backends.store.comparison_records import TIMED_RUN_COLUMNS
 from backends.store.models import (
     GuardTrip,
+    RolloutEvent,
     RulesApplied,
     RulesVersion,
     Run,
@@ -66,17 +68,16 @@ class GuardTripView:
     reset_by: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FinishedRun:
+    """A client run that succeeded or failed, with the moments the judge's figures span."""
+
     workflow_id: str
     backend: str
     status: RunStatus
-    created_at: datetime
+    submitted_at: datetime | None
+    started_at: datetime | None
     finished_at: datetime
-
-    @property
-    def seconds(self) -> float:
-        return (self.finished_at - self.created_at).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -187,9 +188,17 @@ class RoutingRecords(Transactions):
             )
 
     def finished_runs_of_rule(
-        self, *, rule_id: str, since: datetime, limit: int = 50_000
+        self,
+        *,
+        rule_id: str,
+        since: datetime,
+        created_since: datetime | None = None,
+        limit: int = 50_000,
     ) -> list[FinishedRun]:
-        """Client runs that succeeded or failed since ``since``, of the workflows the rule routed.
+        """Client runs that succeeded or failed since ``since`` (and, when given, were
+        accepted since ``created_since``: a rollout step counts only the runs routed at
+        that step), of the workflows the rule routed, in the order they finished (the
+        latest ``limit`` of them).
 
         Runs of those workflows count whichever rule routed them, so the old
         backend's recent runs are the baseline the new backend is held to.
@@ -199,22 +208,25 @@ class RoutingRecords(Transactions):
             .where(Run.route_rule == rule_id, Run.created_at >= since, Run.shadow_of.is_(None))
             .distinct()
         )
+        conditions = [
+            Run.workflow_id.in_(routed),
+            Run.shadow_of.is_(None),
+            Run.finished_at >= since,
+            Run.status.in_(_RESULTS),
+        ]
+        if created_since is not None:
+            conditions.append(Run.created_at >= created_since)
         with self._transaction() as session:
             rows = session.execute(
-                select(Run.workflow_id, Run.backend, Run.status, Run.created_at, Run.finished_at)
-                .where(
-                    Run.workflow_id.in_(routed),
-                    Run.shadow_of.is_(None),
-                    Run.finished_at >= since,
-                    Run.status.in_([RunStatus.SUCCEEDED.value, RunStatus.FAILED.value]),
-                )
-                .order_by(Run.finished_at.desc())
+                select(*TIMED_RUN_COLUMNS)
+                .where(*conditions)
+                .order_by(Run.finished_at.desc(), Run.job_run_id.desc())
                 .limit(limit)
             ).all()
         return [
-            FinishedRun(workflow_id, backend, RunStatus(status), created_at, finished_at)
-            for workflow_id, backend, status, created_at, finished_at in rows
-            if finished_at is not None  # always set on a finished run; this tells mypy
+            FinishedRun(workflow_id, backend, RunStatus(status), submitted, started, finished)
+            for workflow_id, backend, status, submitted, started, finished in reversed(rows)
+            if finished is not None  # always set on a finished run; this tells mypy
         ]
 
     # -- shadows ---------------------------------------------------------------------
@@ -309,6 +321,16 @@ class RoutingRecords(Transactions):
         with self._transaction() as session:
             rows = session.execute(
                 select(GuardTrip.rule_id, func.count()).group_by(GuardTrip.rule_id)
+            ).all()
+        return {rule_id: count for rule_id, count in rows}
+
+    def rollout_advance_counts(self) -> dict[str, int]:
+        """Rollout advances ever recorded per rule, for the metrics."""
+        with self._transaction() as session:
+            rows = session.execute(
+                select(RolloutEvent.rule_id, func.count())
+                .where(RolloutEvent.action == "advanced")
+                .group_by(RolloutEvent.rule_id)
             ).all()
         return {rule_id: count for rule_id, count in rows}
 

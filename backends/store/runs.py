@@ -11,7 +11,7 @@ were the last.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -99,9 +99,13 @@ class Store(Transactions):
         from_job: str | None,
         route: Route | None = None,
         shadow_of: str | None = None,
+        workspace_id: str | None = None,
+        folder_id: str | None = None,
     ) -> bool:
         """Record a new pending run, claimed for submission by the caller.
 
+        ``workspace_id`` and ``folder_id`` are the client's, kept as sent (the legacy
+        API kept them); unset, the workflow's. The plan keeps the workflow's own.
         Returns False, changing nothing, when ``plan.job_run_id`` exists already:
         the caller must not submit it (someone else owns it).
         """
@@ -113,8 +117,8 @@ class Store(Transactions):
                 .values(
                     job_run_id=plan.job_run_id,
                     workflow_id=plan.workflow_id,
-                    workspace_id=plan.workspace_id,
-                    folder_id=plan.folder_id,
+                    workspace_id=workspace_id or plan.workspace_id,
+                    folder_id=folder_id or plan.folder_id,
                     job_id=plan.job_id,
                     from_job=from_job,
                     backend=backend,
@@ -326,6 +330,22 @@ class Store(Transactions):
             run_status = session.scalar(select(Run.status).where(Run.job_run_id == job_run_id))
         return alive == 1 and run_status not in (RunStatus.CANCELLING, RunStatus.CANCELLED)
 
+    def touch_run(self, *, job_run_id: str) -> None:
+        """Mark an active run's orchestrator alive (a Prefect flow run between nodes).
+
+        ``updated_at`` is what :meth:`active_runs_without_running_nodes` reads, so a run
+        whose flow-run process lives is never taken for a quiet, lost one.
+        """
+        with self._transaction() as session:
+            session.execute(
+                update(Run)
+                .where(
+                    Run.job_run_id == job_run_id,
+                    Run.status.in_([s.value for s in RUN_ACTIVE]),
+                )
+                .values(updated_at=utcnow())
+            )
+
     def stale_nodes(self, *, silent_for: timedelta, limit: int = 500) -> list[StaleNode]:
         """Running nodes whose worker has not reported for ``silent_for``."""
         cutoff = utcnow() - silent_for
@@ -505,17 +525,19 @@ class Store(Transactions):
             for r in rows
         ]
 
-    def stats(self) -> dict[str, Any]:
-        """Client runs counted in total, by status, by backend and by workflow (with statuses).
+    def stats(self, *, workspaces: Collection[str] | None = None) -> dict[str, Any]:
+        """Client runs counted in total, by status, by backend and by workflow (with statuses);
+        only those of ``workspaces`` when given.
 
         Shadow runs are not the client's and are left out.
         """
+        query = select(Run.workflow_id, Run.backend, Run.status, func.count()).where(
+            Run.shadow_of.is_(None)
+        )
+        if workspaces is not None:
+            query = query.where(Run.workspace_id.in_(sorted(workspaces)))
         with self._transaction() as session:
-            rows = session.execute(
-                select(Run.workflow_id, Run.backend, Run.status, func.count())
-                .where(Run.shadow_of.is_(None))
-                .group_by(Run.workflow_id, Run.backend, Run.status)
-            ).all()
+            rows = session.execute(query.group_by(Run.workflow_id, Run.backend, Run.status)).all()
         by_status: dict[str, int] = {status.value: 0 for status in RunStatus}
         by_backend: dict[str, int] = {}
         by_workflow: dict[str, dict[str, int]] = {}

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backends.model.dag import levels
 from backends.model.status import NodeStatus, RunStatus
 from backends.model.workflow import NodeSpec
 from backends.store.models import NodeRun, Run
@@ -44,6 +45,9 @@ class NodeView:
     output: Any
     started_at: datetime | None
     finished_at: datetime | None
+    #: Its depth in the DAG (0 for nodes with no upstream): the nodes of one level run
+    #: in parallel, and a level starts when the one before it has ended.
+    level: int = 0
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class StaleNode:
 # -- rows into views ------------------------------------------------------------------
 
 
-def node_view(row: NodeRun) -> NodeView:
+def node_view(row: NodeRun, level: int = 0) -> NodeView:
     return NodeView(
         node_id=row.node_id,
         node_type=row.node_type,
@@ -133,6 +137,7 @@ def node_view(row: NodeRun) -> NodeView:
         output=row.output,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        level=level,
     )
 
 
@@ -140,8 +145,13 @@ def node_views(session: Session, run: Run) -> dict[str, NodeView]:
     """The run's nodes in definition order."""
     rows = session.scalars(select(NodeRun).where(NodeRun.job_run_id == run.job_run_id)).all()
     order = {node_id: index for index, node_id in enumerate(run.plan["nodes"])}
+    level_of = {
+        node_id: depth
+        for depth, nodes in enumerate(levels(run.plan.get("upstream", {})))
+        for node_id in nodes
+    }
     return {
-        row.node_id: node_view(row)
+        row.node_id: node_view(row, level_of.get(row.node_id, 0))
         for row in sorted(rows, key=lambda r: order.get(r.node_id, len(order)))
     }
 

@@ -18,27 +18,28 @@ from gateway.reports.comparison import (
     BackendReport,
     ComparisonReport,
     Thresholds,
-    Verdict,
     comparison_report,
     format_seconds,
     parse_since,
 )
+from gateway.reports.judge import ALL_FIGURES, Answer
 
 __all__ = ["compare", "render_table"]
 
 _DEFAULTS = Thresholds()
 
 _LEGEND = (
-    "runs = succeeded + failed (cancelled runs are not judged); wait = submitted to first node "
-    "running; dur = first node running to finished; percentiles are nearest-rank; retries/run = "
-    "extra node attempts per run; shadow diffs = mismatched/compared shadow comparisons on that "
-    "backend. `figway compare --help` has the full definitions."
+    "runs = succeeded + failed (cancelled runs are not judged); wait = accepted to first node "
+    "running (judged runs that started); exec = first node running to finished and total = "
+    "accepted to finished (succeeded runs); percentiles are nearest-rank; retries/run = extra "
+    "node attempts per run; shadow diffs = mismatched/compared shadow comparisons on that "
+    "backend. `figway compare --help` and docs/decisions.md have the full definitions."
 )
 
-_VERDICT_TEXT = {
-    Verdict.BETTER: "better",
-    Verdict.WORSE: "WORSE",
-    Verdict.NOT_ENOUGH_DATA: "not enough data",
+_ANSWER_TEXT = {
+    Answer.NOT_WORSE: "not worse",
+    Answer.WORSE: "WORSE",
+    Answer.INCONCLUSIVE: "inconclusive",
 }
 
 
@@ -62,18 +63,32 @@ _VERDICT_TEXT = {
 )
 @click.option(
     "--failure-margin",
-    type=click.FloatRange(0, 100),
+    type=click.FloatRange(0, 100, min_open=True, max_open=True),
     default=_DEFAULTS.failure_margin_points,
     show_default=True,
-    help="Prefect is worse when its failure rate is more than this many percentage points "
-    "above RQ's.",
+    help="The failure-rate increase that matters, in percentage points.",
 )
 @click.option(
-    "--p95-ratio",
-    type=click.FloatRange(1, 1_000),
-    default=_DEFAULTS.p95_ratio,
+    "--max-ratio",
+    type=click.FloatRange(1, 100, min_open=True),
+    default=_DEFAULTS.max_ratio,
     show_default=True,
-    help="Prefect is worse when its p95 duration is more than this many times RQ's.",
+    help="The slowdown that matters for a time figure (1.2: more than 1.2 times slower).",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0.5, 0.999),
+    default=_DEFAULTS.confidence,
+    show_default=True,
+    help="Each answer is wrong at most 1 - confidence of the time, however often asked.",
+)
+@click.option(
+    "--watch",
+    "watch",
+    multiple=True,
+    type=click.Choice([f.value for f in ALL_FIGURES]),
+    help="A figure that decides the answer (repeat; default: failure_rate and "
+    "execution_time). Every figure is shown.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compare(
@@ -81,35 +96,42 @@ def compare(
     workflows: tuple[str, ...],
     min_runs: int,
     failure_margin: float,
-    p95_ratio: float,
+    max_ratio: float,
+    confidence: float,
+    watch: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """RQ against Prefect, per workflow: runs, failures, timings, retries, shadows, verdict.
+    """RQ against Prefect, per workflow: runs, failures, timings, retries, shadows, and the
+    judge's answer.
 
     Reads figway's own records (no Prometheus needed); the gateway serves the
     same report at GET /routing/compare.
 
     \b
-    Definitions:
+    Definitions (the judge's, docs/decisions.md):
       - Only client runs count (never shadow runs), when they finished in the
         window (--since up to now).
       - runs: judged runs, succeeded + failed. Cancelled runs are counted
         apart and judged in nothing.
       - failure rate: failed / (succeeded + failed).
-      - queue wait: submitted to the first node running (a wait below 0, a
-        node started before the submission was recorded, counts as 0);
-        duration: first node running to finished. Both over judged runs that
-        started; p50/p95/p99 are nearest-rank.
+      - queue wait: accepted (the backend took the run) to its first node
+        running, for judged runs that started (a wait below 0 counts as 0).
+      - execution time: first node running to finished, succeeded runs.
+      - total time: accepted to finished, succeeded runs.
+      - p50/p95/p99 are nearest-rank.
       - retries per run: sum over a run's nodes of max(attempts - 1, 0) / runs.
       - shadow mismatches: mismatched / compared shadow comparisons made in the
         window, on the shadow's backend (the backend being tried out).
 
     \b
-    Verdict, Prefect against RQ on the same workflow:
-      - not enough data: fewer than --min-runs judged runs on either backend;
-      - worse: Prefect's failure rate is more than --failure-margin points
-        above RQ's, or its p95 duration more than --p95-ratio times RQ's;
-      - better: otherwise (Prefect does at least as well within the thresholds).
+    The judge, Prefect against RQ on the same workflow, on the watched figures,
+    with anytime-valid sequential tests (valid however often it is asked):
+      - worse: beyond a margin (--failure-margin points, or --max-ratio) at
+        the stated --confidence;
+      - not worse: a difference beyond the margins is ruled out at that
+        confidence (the evidence to move on);
+      - inconclusive: not yet (always below --min-runs a side), with the runs
+        a side still needed and, at the window's rate, how long.
     """
     settings = settings_or_exit()
     now = utcnow()
@@ -117,8 +139,14 @@ def compare(
         start = parse_since(since, now=now)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--since'") from exc
-    thresholds = Thresholds(
-        min_runs=min_runs, failure_margin_points=failure_margin, p95_ratio=p95_ratio
+    thresholds = Thresholds.model_validate(
+        {
+            "min_runs": min_runs,
+            "failure_margin_points": failure_margin,
+            "max_ratio": max_ratio,
+            "confidence": confidence,
+            **({"watch": list(watch)} if watch else {}),
+        }
     )
     engine = migrated_engine(settings)
     try:
@@ -142,14 +170,14 @@ def compare(
 
 
 def render_table(report: ComparisonReport) -> str:
-    """The report as a person reads it: one block per workflow, its verdict under it."""
+    """The report as a person reads it: one block per workflow, the judge's answer under it."""
     t = report.thresholds
     lines = [
         f"{CANDIDATE} against {BASELINE}: client runs finished from "
         f"{report.since:%Y-%m-%d %H:%M:%S} to {report.until:%Y-%m-%d %H:%M:%S} UTC",
-        f"thresholds: a verdict needs {t.min_runs} judged run(s) on each backend; {CANDIDATE} "
-        f"is worse when its failure rate is more than {t.failure_margin_points:g} points above "
-        f"{BASELINE}'s or its p95 duration more than {t.p95_ratio:g}x {BASELINE}'s",
+        f"judge: watching {', '.join(t.watch)}; margins {t.failure_margin_points:g} points "
+        f"and x{t.max_ratio:g}; {t.confidence:.0%} confidence; at least {t.min_runs} judged "
+        "run(s) a side",
     ]
     if report.workflow_filter:
         lines.append(f"workflows: {', '.join(report.workflow_filter)}")
@@ -165,10 +193,10 @@ def render_table(report: ComparisonReport) -> str:
         "cancelled",
         "wait p50",
         "wait p95",
-        "wait p99",
-        "dur p50",
-        "dur p95",
-        "dur p99",
+        "exec p50",
+        "exec p95",
+        "total p50",
+        "total p95",
         "retries/run",
         "shadow diffs",
     ]
@@ -178,8 +206,13 @@ def render_table(report: ComparisonReport) -> str:
             rows.append("")
         rows.append(workflow.workflow_id)
         rows.extend(_cells(backend) for backend in workflow.backends)
-        verdict = workflow.verdict
-        rows.append(f"  verdict: {_VERDICT_TEXT[verdict.verdict]} - {verdict.reason}")
+        judged = workflow.judgement
+        rows.append(f"  judge: {_ANSWER_TEXT[judged.answer]} - {judged.sentence}")
+        for figure in judged.figures.values():
+            mark = "*" if figure["watched"] else " "
+            rows.append(f"   {mark} {figure['answer']:<12} {figure['text']}")
+        if judged.shadow:
+            rows.append(f"  shadows: {judged.shadow} (not judged)")
     widths = [len(h) for h in header]
     for row in rows:
         if isinstance(row, list):
@@ -188,7 +221,7 @@ def render_table(report: ComparisonReport) -> str:
     for row in rows:
         lines.append(row if isinstance(row, str) else _line(row, widths))
     lines.append("")
-    lines += textwrap.wrap(_LEGEND, width=100)
+    lines += textwrap.wrap(_LEGEND + " * marks a watched figure.", width=100)
     return "\n".join(lines) + "\n"
 
 
@@ -197,15 +230,19 @@ def _cells(row: BackendReport) -> list[str]:
     diffs = "-"
     if shadow.compared and shadow.mismatch_rate is not None:
         diffs = f"{shadow.mismatched}/{shadow.compared} ({shadow.mismatch_rate:.1%})"
-    wait, duration = row.queue_wait_seconds, row.duration_seconds
+    wait, execution, total = (
+        row.queue_wait_seconds,
+        row.execution_time_seconds,
+        row.total_time_seconds,
+    )
     return [
         f"  {row.backend}",
         str(row.runs),
         str(row.failed),
         "-" if row.failure_rate is None else f"{row.failure_rate:.1%}",
         str(row.cancelled),
-        *(_time(v) for v in (wait.p50, wait.p95, wait.p99)),
-        *(_time(v) for v in (duration.p50, duration.p95, duration.p99)),
+        *(_time(v) for v in (wait.p50, wait.p95, execution.p50, execution.p95)),
+        *(_time(v) for v in (total.p50, total.p95)),
         "-" if row.retries_per_run is None else f"{row.retries_per_run:.2f}",
         diffs,
     ]

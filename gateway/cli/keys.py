@@ -23,20 +23,32 @@ def keys() -> None:
     multiple=True,
     required=True,
     type=click.Choice(SCOPES),
-    help="runs: workflow_runs and live status; workflows: definitions; admin: routing "
-    "rules and guards. Repeat for several.",
+    help="runs: workflow_runs and live status; workflows: definitions; code: python "
+    "nodes; admin: routing rules and guards; metrics: /metrics only. Repeat for several.",
 )
-def create(name: str, scopes: tuple[str, ...]) -> None:
+@click.option(
+    "--workspace",
+    "workspaces",
+    multiple=True,
+    help="Limit the key to this workspace's runs and workflows (repeat for several); "
+    "others answer 404 as if they did not exist. Unset: every workspace.",
+)
+def create(name: str, scopes: tuple[str, ...], workspaces: tuple[str, ...]) -> None:
     """Create a key and print it: it is shown this once, and stored only as a hash."""
     engine = migrated_engine(settings_or_exit())
     try:
-        new = ApiKeys(engine).create(name=name, scopes=scopes, created_by="cli")
+        new = ApiKeys(engine).create(
+            name=name, scopes=scopes, created_by="cli", workspaces=workspaces
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
     finally:
         engine.dispose()
     click.echo(new.token)
+    reach = ", ".join(sorted(new.key.workspaces)) if new.key.workspaces else "every workspace"
     click.echo(
-        f"key {new.key.key_id} ({name}; scopes: {', '.join(sorted(new.key.scopes))}). "
-        "Store it now: figway keeps only its hash.",
+        f"key {new.key.key_id} ({name}; scopes: {', '.join(sorted(new.key.scopes))}; "
+        f"workspaces: {reach}). Store it now: figway keeps only its hash.",
         err=True,
     )
 
@@ -58,8 +70,10 @@ def list_keys() -> None:
             if key.revoked_at
             else "in force"
         )
+        reach = ",".join(sorted(key.workspaces)) if key.workspaces else "*"
         click.echo(
             f"{key.key_id}  {key.name:<24} {','.join(sorted(key.scopes)):<22} "
+            f"workspaces {reach:<16} "
             f"created {key.created_at:%Y-%m-%d %H:%M} by {key.created_by}  {state}"
         )
 
@@ -67,7 +81,7 @@ def list_keys() -> None:
 @keys.command("revoke")
 @click.argument("key_id")
 def revoke(key_id: str) -> None:
-    """Revoke a key at once, on every gateway (its next request gets 401)."""
+    """Revoke a key on every gateway: refused within FIGWAY_KEY_CACHE_SECONDS (5 s at most)."""
     engine = migrated_engine(settings_or_exit())
     try:
         revoked = ApiKeys(engine).revoke(key_id=key_id, revoked_by="cli")

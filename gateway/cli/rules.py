@@ -10,17 +10,23 @@ from typing import Any
 import click
 
 from backends.contract import LEGACY_BACKEND
-from backends.model.errors import RulesInvalidError
+from backends.model.errors import FigwayError, RulesInvalidError
 from backends.model.workflow import WorkflowDefinition, parse_definition, shadow_refusal
 from backends.nodes import default_registry
 from backends.store import Store
+from backends.store.rollout_records import RolloutRecords
 from backends.store.routing_records import RoutingRecords
 from gateway.cli.support import migrated_engine, or_exit, settings_or_exit
 from gateway.config import Settings
+from gateway.reports.evidence import policy_of
+from gateway.reports.judge import min_decidable_runs
 from gateway.reports.readiness import rq_readiness
-from gateway.routing.diff import diff_rules, rule_changes
+from gateway.routing.diff import diff_rules, rollout_changes, rule_changes
+from gateway.routing.guard import GuardKeeper
 from gateway.routing.loading import RulesDocument, read_rules
+from gateway.routing.promotion import RolloutKeeper, position_of
 from gateway.routing.router import Router, RoutingTable, RunFacts
+from gateway.routing.rules import Rule
 from gateway.routing.shadow import with_shadow
 from gateway.routing.source import DEFAULT_RULES_FILE, builtin_rules
 from gateway.services import build_executors, connect_redis
@@ -32,7 +38,7 @@ _RULES_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 @click.group()
 def rules() -> None:
-    """Routing rules: check, explain, diff, history, guards and phase 3 readiness."""
+    """Routing rules: check, explain, diff, history, guards, rollouts and phase 3 readiness."""
 
 
 @rules.command("check")
@@ -54,12 +60,46 @@ def rules_check(files: tuple[Path, ...]) -> None:
             f"{path}: ok (version {document.version}, phase {rules_file.phase}, "
             f"{len(rules_file.rules)} rule(s), default {rules_file.default})"
         )
+        for line, warning in decidability_warnings(document):
+            click.echo(f"  warning: line {line}: {warning}", err=True)
     if refused:
         raise click.ClickException(f"{refused} of {len(files)} file(s) refused")
 
 
+def decidability_warnings(document: RulesDocument) -> list[tuple[int, str]]:
+    """Guards and promote blocks whose ``min_runs`` is below what their margins can ever
+    decide on: even perfect data stay inconclusive until the larger number."""
+    warnings = []
+    for rule, line in zip(document.rules.rules, document.rule_lines, strict=True):
+        blocks: list[tuple[str, Any, float | None]] = []
+        if rule.guard is not None:
+            blocks.append(("guard", rule.guard, rule.guard.time_ratio))
+        if rule.promote is not None:
+            blocks.append(("promote", rule.promote, rule.promote.max_ratio))
+        for name, block, ratio in blocks:
+            policy = policy_of(block, time_ratio=ratio)
+            needed = {figure: min_decidable_runs(policy, figure) for figure in block.watched}
+            figure, most = max(needed.items(), key=lambda item: item[1])
+            if block.min_runs < most:
+                warnings.append(
+                    (
+                        line,
+                        f"rule {rule.id!r}: {name}.min_runs is {block.min_runs}, but its margins "
+                        f"cannot decide on {figure.replace('_', ' ')} before {most} runs a side "
+                        "(on perfect data): it will wait that long; widen the margin or raise "
+                        "min_runs to say so",
+                    )
+                )
+    return warnings
+
+
 @rules.command("explain")
-@click.option("--workflow-id", required=True, help="The workflow a run would be of.")
+@click.option(
+    "--workflow-id",
+    default=None,
+    help="The workflow a run would be of (without it: the evidence of every guarded or "
+    "stepped rule).",
+)
 @click.option("--job-id", default="job", show_default=True, help="The run's job id.")
 @click.option("--workspace-id", default=None, help="For a workflow not registered yet.")
 @click.option("--folder-id", default=None, help="For a workflow not registered yet.")
@@ -69,7 +109,7 @@ def rules_check(files: tuple[Path, ...]) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def rules_explain(
-    workflow_id: str,
+    workflow_id: str | None,
     job_id: str,
     workspace_id: str | None,
     folder_id: str | None,
@@ -77,7 +117,9 @@ def rules_explain(
     rules_file: Path | None,
     as_json: bool,
 ) -> None:
-    """Which rule a run would match, which backend it would go to, and why.
+    """Which rule a run would match, which backend it would go to, and why; and, for
+    guarded or stepped rules, the evidence now, the runs each side still needs and how
+    long that should take at the current run rate.
 
     The workflow's workspace, folder, tags and registration time come from the
     database when it is registered there.
@@ -85,6 +127,17 @@ def rules_explain(
     settings = settings_or_exit()
     records = _records(settings)
     router = Router(_configured_rules(settings, rules_file))
+    guards, rollouts = _keepers(router, records)
+    if workflow_id is None:
+        every = [r for r in router.table.rules.rules if r.guard or r.steps]
+        if as_json:
+            click.echo(json.dumps([_evidence_of(r, guards, rollouts) for r in every]))
+            return
+        if not every:
+            click.echo("no rule of the rules in force has a guard or steps")
+        for rule in every:
+            _echo_evidence(rule, guards, rollouts)
+        return
     workflow = or_exit(lambda: Store(records.engine).get_workflow(workflow_id=workflow_id))
     refusal = None
     if workflow is not None:
@@ -102,12 +155,18 @@ def rules_explain(
         facts = RunFacts(
             workflow_id, workspace_id or "", folder_id or "", job_id, tags=frozenset(tags)
         )
-    router.set_tripped(_trip_texts(records))
     explanation = router.explain(facts)
     reason, shadow = with_shadow(explanation.decision.reason, explanation.decision.shadow, refusal)
     decision = replace(explanation.decision, reason=reason, shadow=shadow)
+    deciding = next((r for r in router.table.rules.rules if r.id == decision.rule_id), None)
+    planned = deciding if deciding is not None and (deciding.guard or deciding.steps) else None
     if as_json:
-        click.echo(json.dumps({**asdict(decision), "passed_over": explanation.passed_over}))
+        evidence = None if planned is None else _evidence_of(planned, guards, rollouts)
+        click.echo(
+            json.dumps(
+                {**asdict(decision), "passed_over": explanation.passed_over, "evidence": evidence}
+            )
+        )
         return
     registered = "registered" if workflow is not None else "not registered; ids as given"
     click.echo(f"workflow {workflow_id} ({registered}), job {job_id}")
@@ -120,6 +179,8 @@ def rules_explain(
         click.echo(f"  fallback: {decision.fallback} while {decision.backend} is unreachable")
     for line in explanation.passed_over:
         click.echo(f"  passed over: {line}")
+    if planned is not None:
+        _echo_evidence(planned, guards, rollouts)
 
 
 @rules.command("diff")
@@ -152,6 +213,12 @@ def rules_diff(old: Path, new: Path, only: tuple[str, ...]) -> None:
     if before.default != after.default:
         click.echo(f"  default: {before.default} -> {after.default}")
     records = _records(settings)
+    stored = {
+        rule_id: position_of(row)
+        for rule_id, row in or_exit(RolloutRecords(records.engine).rollouts).items()
+    }
+    for rule_id, text in rollout_changes(before, after, stored):
+        click.echo(f"  rollout {rule_id}: {text}")
     workflows = [w for w in or_exit(records.workflows) if not only or w.workflow_id in only]
     if not workflows:
         click.echo("no registered workflows to measure (load some with `figway workflows load`)")
@@ -176,6 +243,7 @@ def rules_diff(old: Path, new: Path, only: tuple[str, ...]) -> None:
         ],
         job_ids,
         _trip_texts(records),
+        stored,
     )
     for result in moves:
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(result.moves.items())) or "none"
@@ -219,8 +287,10 @@ def rules_readiness(as_json: bool) -> None:
 
 @rules.command("history")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1_000))
-def rules_history(limit: int) -> None:
-    """Rules versions the gateways put in force, newest first."""
+@click.option("--rule", "rule_id", default=None, help="Only this rule's rollout moves.")
+def rules_history(limit: int, rule_id: str | None) -> None:
+    """Rules versions the gateways put in force, and every move of every rollout in steps
+    (advanced on evidence, rolled back, paused, resumed, pinned, reconciled), newest first."""
     records = _records(settings_or_exit())
     history = or_exit(lambda: records.history(limit=limit))
     if not history:
@@ -230,6 +300,16 @@ def rules_history(limit: int) -> None:
             f"{applied.applied_at:%Y-%m-%d %H:%M:%S} UTC  version {applied.version}  "
             f"phase {applied.phase}  from {applied.source}"
         )
+    events = or_exit(lambda: RolloutRecords(records.engine).events(rule_id=rule_id, limit=limit))
+    if events:
+        click.echo("\nrollouts in steps, newest first:")
+    for event in events:
+        move = f"{_percent(event.from_percent)} -> {_percent(event.to_percent)}"
+        click.echo(
+            f"{event.at:%Y-%m-%d %H:%M:%S} UTC  rule {event.rule_id}  {event.action}  {move}  "
+            f"by {event.by}"
+        )
+        click.echo(f"    {event.reason}")
 
 
 @rules.command("show")
@@ -275,7 +355,105 @@ def rules_guard_reset(rule_id: str, by: str) -> None:
     click.echo(f"guard of rule {rule_id} reset; the rule routes as written again")
 
 
+def _rollout_command(action: str) -> Any:
+    def run(rule_id: str, by: str, percent: float | None = None) -> None:
+        settings = settings_or_exit()
+        records = _records(settings)
+        router = Router(_configured_rules(settings, None))
+        _, keeper = _keepers(router, records)
+        try:
+            if action == "pause":
+                row = keeper.pause(rule_id, by=by)
+            elif action == "resume":
+                row = keeper.resume(rule_id, by=by)
+            else:
+                row = keeper.pin(rule_id, by=by, percent=percent)
+        except FigwayError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"rollout of rule {rule_id}: {position_of(row).describe()} (by {by})")
+
+    return run
+
+
+_BY = click.option("--by", default="cli", show_default=True, help="Who does it (recorded).")
+
+
+@rules.command("pause")
+@click.argument("rule_id")
+@_BY
+def rules_pause(rule_id: str, by: str) -> None:
+    """Hold a rollout in steps where it is (its guard keeps watching); every gateway obeys."""
+    _rollout_command("pause")(rule_id, by)
+
+
+@rules.command("resume")
+@click.argument("rule_id")
+@_BY
+def rules_resume(rule_id: str, by: str) -> None:
+    """Let a paused or pinned rollout advance on the judge's evidence again."""
+    _rollout_command("resume")(rule_id, by)
+
+
+@rules.command("pin")
+@click.argument("rule_id")
+@click.option(
+    "--percent",
+    type=click.FloatRange(0, 100, min_open=True),
+    default=None,
+    help="One of the rule's steps (default: where it is now).",
+)
+@_BY
+def rules_pin(rule_id: str, percent: float | None, by: str) -> None:
+    """Fix a rollout at one of its steps until `figway rules resume`."""
+    _rollout_command("pin")(rule_id, by, percent)
+
+
 # -- helpers --------------------------------------------------------------------------
+
+
+def _keepers(router: Router, records: RoutingRecords) -> tuple[GuardKeeper, RolloutKeeper]:
+    """The guards and rollouts of ``router``'s rules, with the trips and positions in force
+    (read only: nothing is started or reconciled)."""
+    guards = GuardKeeper(router, records)
+    rollouts = RolloutKeeper(router, records, RolloutRecords(records.engine))
+    or_exit(guards.refresh)
+    or_exit(rollouts.refresh)
+    return guards, rollouts
+
+
+def _evidence_of(rule: Rule, guards: GuardKeeper, rollouts: RolloutKeeper) -> dict[str, Any]:
+    found: dict[str, Any] = {"rule_id": rule.id, "guard": None, "rollout": None}
+    if rule.guard is not None:
+        verdict = or_exit(lambda: guards.judge_rule(rule))
+        found["guard"] = {**verdict.figures(), "plan_text": verdict.plan.describe()}
+    if rule.steps is not None:
+        status = next(s for s in or_exit(rollouts.status) if s.rule.id == rule.id)
+        found["rollout"] = status.as_dict()
+    return found
+
+
+def _echo_evidence(rule: Rule, guards: GuardKeeper, rollouts: RolloutKeeper) -> None:
+    click.echo(f"rule {rule.id}:")
+    if rule.guard is not None:
+        verdict = or_exit(lambda: guards.judge_rule(rule))
+        state = "TRIPPED (rolled back)" if rule.id in guards.router.tripped else "armed"
+        click.echo(f"  guard ({state}; window {rule.guard.window_hours:g} h): {verdict.reason}")
+        click.echo(f"    needs: {verdict.plan.describe()}")
+    if rule.steps is not None:
+        status = next(s for s in or_exit(rollouts.status) if s.rule.id == rule.id)
+        click.echo(f"  rollout: {status.position.describe()}")
+        if status.rolled_back:
+            click.echo("    rolled back: reset the guard to resume (figway rules guard-reset)")
+        if status.judgement is not None and status.evidence is not None and status.plan:
+            sentence = status.judgement.sentence(
+                candidate=status.evidence.candidate, baseline=status.evidence.baseline
+            )
+            click.echo(f"    at this step: {sentence}")
+            click.echo(f"    needs: {status.plan.describe()}")
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}%"
 
 
 def _parse_or_exit(path: Path) -> RulesDocument:

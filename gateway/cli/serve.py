@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,6 +15,7 @@ from backends.model.errors import FigwayError
 from backends.store.routing_records import RoutingRecords
 from gateway.cli.support import configure_logging, migrated_engine, or_exit, settings_or_exit
 from gateway.routing.source import RulesSource
+from gateway.web.access_log import ACCESS_LOGGER
 from gateway.web.exposure import is_loopback, security_lines
 
 __all__ = ["serve"]
@@ -33,18 +35,41 @@ log = logging.getLogger(__name__)
 )
 @click.option("--log-level", default="info", show_default=True)
 @click.option(
+    "--ssl-certfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Serve https and wss on both ports with this certificate (PEM, chain included); "
+    "with --ssl-keyfile. Unset: plain http, for a reverse proxy that terminates TLS.",
+)
+@click.option(
+    "--ssl-keyfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The certificate's private key (PEM).",
+)
+@click.option(
     "--insecure-no-auth",
     is_flag=True,
     help="Serve on a non-loopback interface with access control off, on purpose: anyone "
     "who reaches the port can define and run workflows.",
 )
-def serve(host: str, port: int, ws_port: int, log_level: str, insecure_no_auth: bool) -> None:
+def serve(
+    host: str,
+    port: int,
+    ws_port: int,
+    log_level: str,
+    ssl_certfile: Path | None,
+    ssl_keyfile: Path | None,
+    insecure_no_auth: bool,
+) -> None:
     """Serve the HTTP API (Ctrl-C or SIGTERM stops it cleanly)."""
     import uvicorn
 
     from gateway.web.app import create_app
     from gateway.web.routes.live import create_legacy_app
 
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
+    tls = {} if ssl_certfile is None else {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile}
+    scheme, ws_scheme = ("https", "wss") if tls else ("http", "ws")
     settings = settings_or_exit()
     configure_logging(log_level)
     access = settings.access()
@@ -77,29 +102,48 @@ def serve(host: str, port: int, ws_port: int, log_level: str, insecure_no_auth: 
         mode = f"embedded default: SQLite at {where}, {settings.embedded_workers} in-process RQ workers"
     else:
         mode = "production: RQ workers run separately (`figway worker rq`)"
-    click.echo(f"figway API on http://{host}:{port}  ({mode})")
-    click.echo(f"API docs:   http://{host}:{port}/docs")
+    click.echo(f"figway API on {scheme}://{host}:{port}  ({mode})")
+    click.echo(f"API docs:   {scheme}://{host}:{port}/docs")
     document = rules.document
     click.echo(
         f"routing:    rules version {document.version}, phase {document.rules.phase}, "
         f"{len(document.rules.rules)} rule(s), default {document.rules.default} "
         f"(from {document.source})"
     )
-    click.echo(f"live:       ws://{host}:{ws_port}/{{job_run_id}} and /ws/workflow_runs/{{id}}")
+    click.echo(
+        f"live:       {ws_scheme}://{host}:{ws_port}/{{job_run_id}} and /ws/workflow_runs/{{id}}"
+    )
     for line in security_lines(settings):
         click.echo(f"security:   {line}")
         log.info("security: %s", line)
     if not access.required and not is_loopback(host):
         log.warning("access control is OFF on %s: anyone who reaches it can run workflows", host)
+    # figway's own access log (gateway/web/access_log.py), at the level asked for here:
+    # Prefect's logging set-up cannot lower it, as it lowers uvicorn's.
+    logging.getLogger(ACCESS_LOGGER).setLevel(log_level.upper())
     api = create_app(settings, owns_process=True)
     server = uvicorn.Server(
-        uvicorn.Config(api, host=host, port=port, log_level=log_level, lifespan="on")
+        uvicorn.Config(
+            api,
+            host=host,
+            port=port,
+            log_level=log_level,
+            lifespan="on",
+            access_log=False,
+            **tls,  # type: ignore[arg-type]
+        )
     )
     # The legacy WebSocket port serves from the API's services: it has no lifespan of
     # its own, and starts once the API's has built them.
     legacy = uvicorn.Server(
         uvicorn.Config(
-            create_legacy_app(api), host=host, port=ws_port, log_level=log_level, lifespan="off"
+            create_legacy_app(api),
+            host=host,
+            port=ws_port,
+            log_level=log_level,
+            lifespan="off",
+            access_log=False,
+            **tls,  # type: ignore[arg-type]
         )
     )
     try:

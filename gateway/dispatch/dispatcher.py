@@ -121,12 +121,18 @@ class Dispatcher:
         )
         route, shadow = self._route(decision, workflow, definition, job_run_id)
         if not self.store.create_run(
-            plan=plan, backend=decision.backend, from_job=request.from_job, route=route
+            plan=plan,
+            backend=decision.backend,
+            from_job=request.from_job,
+            route=route,
+            workspace_id=request.workspace_id,
+            folder_id=request.folder_id,
         ):
             # A known job_run_id (a repeat, or another request winning the race): no new run.
             run = self.store.get_run(job_run_id=job_run_id)
             assert run is not None
             return self._repeat(run, request), False
+        _note_foreign_place(request, definition, job_run_id)
         if self.metrics is not None:
             self.metrics.decided(
                 backend=decision.backend, rule=decision.rule_id, reason=decision.kind
@@ -354,6 +360,29 @@ class Dispatcher:
         run = self.store.get_run(job_run_id=job_run_id)
         assert run is not None
         return run
+
+
+def _note_foreign_place(
+    request: RunRequest, definition: WorkflowDefinition, job_run_id: str
+) -> None:
+    """Log a run whose client named another workspace or folder than its workflow's.
+
+    The run keeps what the client sent (the legacy API did, and clients read it back);
+    the workflow's own still decides its route and owns its secrets. Refusing it would
+    break clients that always sent these fields loosely.
+    """
+    sent = (request.workspace_id, request.folder_id)
+    own = (definition.workspace_id, definition.folder_id)
+    if sent != own:
+        log.warning(
+            "run %s: the client sent workspace %r, folder %r; workflow %r is in workspace "
+            "%r, folder %r (the run keeps the client's; routing and secrets use the "
+            "workflow's)",
+            job_run_id,
+            *sent,
+            definition.workflow_id,
+            *own,
+        )
 
 
 def stop_on_backend(store: Store, executors: Mapping[str, Executor], run: RunView) -> None:

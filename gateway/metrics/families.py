@@ -101,6 +101,12 @@ LEDGER = {
             "Guards that rolled their rule back.",
             "rule",
         ),
+        _family(
+            "figway_rollout_advances_total",
+            "counter",
+            "Rollouts in steps advanced a step on the judge's evidence.",
+            "rule",
+        ),
     )
 }
 
@@ -141,6 +147,18 @@ PROCESS = {
             "gauge",
             "1 when the backend answered the gateway's last check, else 0.",
             "backend",
+        ),
+        _family(
+            "figway_rollout_percent",
+            "gauge",
+            "The share of a stepped rule's runs sent to its backend now (0 while rolled back).",
+            "rule",
+        ),
+        _family(
+            "figway_rollout_step",
+            "gauge",
+            "The step a stepped rule's rollout is at (1 is its first; 0 while rolled back).",
+            "rule",
         ),
         _family(
             "figway_metrics_leader",

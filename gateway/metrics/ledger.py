@@ -134,6 +134,8 @@ class MetricsLedger:
             rows.append(("figway_shadow_mismatches_total", labels, float(count.mismatched)))
         for rule_id, trips in self.routing.guard_trip_counts().items():
             rows.append(("figway_guard_trips_total", {"rule": rule_id}, float(trips)))
+        for rule_id, advances in self.routing.rollout_advance_counts().items():
+            rows.append(("figway_rollout_advances_total", {"rule": rule_id}, float(advances)))
         return rows
 
     def release(self) -> None:

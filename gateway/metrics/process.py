@@ -7,7 +7,9 @@ as they are; they start from zero when a gateway restarts, which Prometheus'
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Collection, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -19,6 +21,7 @@ from prometheus_client import (
 
 from backends.model.backend_names import BACKEND_NAMES
 from gateway.metrics.families import BUCKETS, PROCESS
+from gateway.routing.rollout import RolloutPosition
 
 # `*_created` series double what a scrape carries and no figway panel reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -67,6 +70,19 @@ class GatewayMetrics:
             labels("figway_backend_up"),
             registry=registry,
         )
+        self.rollout_percent = Gauge(
+            "figway_rollout_percent",
+            doc("figway_rollout_percent"),
+            labels("figway_rollout_percent"),
+            registry=registry,
+        )
+        self.rollout_step = Gauge(
+            "figway_rollout_step",
+            doc("figway_rollout_step"),
+            labels("figway_rollout_step"),
+            registry=registry,
+        )
+        self._rollout_rules: set[str] = set()
         self.leader = Gauge(
             "figway_metrics_leader", doc("figway_metrics_leader"), registry=registry
         )
@@ -75,6 +91,20 @@ class GatewayMetrics:
             self.rules_reloads.labels(result=result)
         for origin, fallback in itertools.permutations(BACKEND_NAMES, 2):
             self.fallbacks.labels(from_backend=origin, to_backend=fallback)
+
+    def rollouts(self, positions: Mapping[str, RolloutPosition], tripped: Collection[str]) -> None:
+        """Where each rollout in steps stands, as this gateway's router has it (every gateway
+        reads the same rows: take the max over gateways)."""
+        for gone in self._rollout_rules - positions.keys():  # no longer stepped: no series
+            with contextlib.suppress(KeyError):
+                self.rollout_percent.remove(gone)
+                self.rollout_step.remove(gone)
+        self._rollout_rules = set(positions)
+        for rule_id, position in positions.items():
+            rolled_back = rule_id in tripped
+            steps_reached = sum(step <= position.percent for step in position.steps)
+            self.rollout_percent.labels(rule=rule_id).set(0 if rolled_back else position.percent)
+            self.rollout_step.labels(rule=rule_id).set(0 if rolled_back else steps_reached)
 
     def decided(self, *, backend: str, rule: str | None, reason: str) -> None:
         """A new run routed (before it is submitted: a 503 was routed too)."""

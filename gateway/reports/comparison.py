@@ -1,4 +1,4 @@
-"""The comparison report: the same figures for RQ and Prefect, per workflow, and a verdict.
+"""The comparison report: the same figures for RQ and Prefect, per workflow, and the judge's answer.
 
 Everything here is computed from figway's own records (no Prometheus), with
 these definitions, which the command's help and ``docs/operations.md`` repeat:
@@ -8,34 +8,33 @@ these definitions, which the command's help and ``docs/operations.md`` repeat:
   now such as ``24h`` or ``7d``) up to now.
 - ``runs`` are the runs judged: succeeded plus failed. Cancelled runs are
   counted apart and judged in nothing (a kill is nobody's fault).
-- Failure rate = failed / (succeeded + failed).
-- Queue wait = submitted (the backend accepted the run) to started (its first
-  node running); a worker may start a node before the submission is recorded,
-  and that wait counts as 0. Duration = started to finished. Both only for
-  judged runs that started. Percentiles are nearest-rank.
+- The four figures are the judge's (``gateway/reports/judge.py``, defined there
+  once): failure rate = failed / (succeeded + failed); queue wait = accepted (the
+  backend took the run) to its first node running, for judged runs that started;
+  execution time = first node running to finished, and total time = accepted to
+  finished, for succeeded runs. Percentiles are nearest-rank.
 - Retries per run = the sum over a run's nodes of max(attempts - 1, 0),
   divided by ``runs``.
 - Shadow mismatch rate = mismatched / compared, of the shadow comparisons made
   in the window, credited to the shadow's backend (the one being tried out).
 
-The verdict holds Prefect (the candidate) against RQ (the baseline) on the
-same workflow: ``not_enough_data`` while either has fewer than ``min_runs``
-runs; ``worse`` when Prefect's failure rate is more than
-``failure_margin_points`` percentage points above RQ's, or its p95 duration
-more than ``p95_ratio`` times RQ's; otherwise ``better``: Prefect does at
-least as well as RQ within the thresholds, the evidence to move on. Shadow
-mismatches are reported beside the verdict (and named in its reason) but do
-not decide it: a mismatch may come from the workflow itself (a timestamp in an
-output), which only a person can tell.
+The answer on each workflow is the judge's, Prefect (the candidate) against RQ
+(the baseline), over the window's runs in the order they finished: ``worse``,
+``not_worse`` or ``inconclusive``, on the watched figures, with every figure's
+estimate and confidence bounds side by side, the runs each side still needs and,
+at the window's run rate, how long that should take. Shadow mismatches are
+reported beside the answer but do not decide it: a mismatch may come from the
+workflow itself (a timestamp in an output), which only a person can tell.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,24 +42,25 @@ from backends.model.backend_names import LEGACY_BACKEND, SUCCESSOR_BACKEND
 from backends.model.status import RunStatus
 from backends.store.comparison_records import FinishedRunRecord, Reports
 from backends.store.routing_records import RoutingRecords, ShadowCount
-from gateway.routing.guard import percentile
+from gateway.reports.evidence import Evidence, sample_of
+from gateway.reports.judge import Answer, Figure, JudgePolicy, RunSample
+from gateway.routing.rules import DEFAULT_WATCH, FigureName
 
 __all__ = [
     "BASELINE",
     "CANDIDATE",
     "BackendReport",
     "ComparisonReport",
+    "JudgementOut",
     "Percentiles",
     "ShadowFigures",
     "Thresholds",
-    "Verdict",
-    "VerdictReport",
     "WorkflowReport",
     "build_report",
     "comparison_report",
     "format_seconds",
-    "judge",
     "parse_since",
+    "percentile",
 ]
 
 #: The backend being tried out, and the one it is held to.
@@ -75,38 +75,67 @@ _DURATION = re.compile(r"(?:\d+[smhdw])+")
 _PART = re.compile(r"(\d+)([smhdw])")
 
 
-class Verdict(StrEnum):
-    BETTER = "better"  # Prefect at least as good as RQ within the thresholds
-    WORSE = "worse"  # Prefect beyond a threshold
-    NOT_ENOUGH_DATA = "not_enough_data"  # fewer than min_runs on either backend
+def percentile(values: Sequence[float], share: float) -> float:
+    """The nearest-rank percentile (``share`` of 0.95 is p95) of a non-empty sequence.
+
+    >>> percentile([5, 1, 4, 2, 3], 0.5), percentile(list(range(1, 101)), 0.95)
+    (3, 95)
+    """
+    ordered = sorted(values)
+    # Rounded first: 0.07 * 100 is 7.000000000000001, whose ceiling would skip a rank.
+    return ordered[max(0, math.ceil(round(share * len(ordered), 9)) - 1)]
 
 
 class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+_JUDGE = JudgePolicy()
+
+
 class Thresholds(_Out):
-    """What a verdict is judged by; stated in every report."""
+    """What the judge holds Prefect to; stated in every report."""
 
     min_runs: int = Field(
-        default=20,
+        default=_JUDGE.min_runs,
         ge=1,
         le=1_000_000,
-        description="Judged runs (succeeded + failed) needed on each backend for a verdict.",
+        description="Judged runs (succeeded + failed) needed on each backend before an answer.",
     )
     failure_margin_points: float = Field(
-        default=5.0,
-        ge=0,
+        default=_JUDGE.max_failure_increase * 100,
+        gt=0,
+        lt=100,
+        description="The failure-rate increase that matters, in percentage points (5: Prefect "
+        "failing 5 points more often than RQ).",
+    )
+    max_ratio: float = Field(
+        default=_JUDGE.max_time_ratio,
+        gt=1,
         le=100,
-        description="Prefect is worse when its failure rate exceeds RQ's by more than this "
-        "many percentage points.",
+        description="The slowdown that matters for a time figure (1.2: more than 1.2 times "
+        "slower than RQ).",
     )
-    p95_ratio: float = Field(
-        default=1.5,
-        ge=1,
-        le=1_000,
-        description="Prefect is worse when its p95 duration exceeds RQ's times this.",
+    confidence: float = Field(
+        default=_JUDGE.confidence,
+        ge=0.5,
+        le=0.999,
+        description="Each answer is wrong at most 1 - confidence of the time, however often "
+        "the report is asked.",
     )
+    watch: list[FigureName] = Field(
+        default_factory=lambda: list(DEFAULT_WATCH),
+        min_length=1,
+        description="The figures that decide the answer; every figure is shown.",
+    )
+
+    def policy(self) -> JudgePolicy:
+        return JudgePolicy(
+            confidence=self.confidence,
+            max_failure_increase=self.failure_margin_points / 100,
+            max_time_ratio=self.max_ratio,
+            min_runs=self.min_runs,
+        )
 
 
 class Percentiles(_Out):
@@ -144,31 +173,51 @@ class BackendReport(_Out):
     failed: int
     cancelled: int = Field(description="Counted, never judged.")
     failure_rate: float | None = Field(description="failed / runs; null without runs.")
-    queue_wait_seconds: Percentiles = Field(description="Submitted to first node running.")
-    duration_seconds: Percentiles = Field(description="First node running to finished.")
+    queue_wait_seconds: Percentiles = Field(
+        description="Accepted to first node running, judged runs that started."
+    )
+    execution_time_seconds: Percentiles = Field(
+        description="First node running to finished, succeeded runs."
+    )
+    total_time_seconds: Percentiles = Field(description="Accepted to finished, succeeded runs.")
     retries: int = Field(description="Sum over the runs' nodes of max(attempts - 1, 0).")
     retries_per_run: float | None = Field(description="retries / runs; null without runs.")
     shadow: ShadowFigures
 
 
-class VerdictReport(_Out):
-    verdict: Verdict
+class JudgementOut(_Out):
+    """The judge's answer on one workflow, with all four figures side by side."""
+
+    answer: Answer
     candidate: str
     baseline: str
-    reason: str
-    failure_rate_difference_points: float | None = Field(
-        description="Candidate's failure rate minus the baseline's, in percentage points."
+    watched: list[Figure]
+    candidate_runs: int
+    baseline_runs: int
+    more_runs: int | None = Field(
+        description="For an inconclusive answer, about how many more runs a side should "
+        "decide; null when no decision is in sight; 0 when decided."
     )
-    p95_duration_ratio: float | None = Field(
-        description="Candidate's p95 duration over the baseline's; null when either is unknown "
-        "or the baseline's is 0."
+    runs_per_hour: float = Field(description="Runs finished per hour in the window, slower side.")
+    expected_seconds: float | None = Field(
+        description="How long ``more_runs`` should take at ``runs_per_hour``."
+    )
+    figures: dict[str, dict[str, Any]] = Field(
+        description="All four figures by name, watched or not: answer, estimate, bounds and "
+        "margin (points for the failure rate, candidate / baseline ratios for times), runs "
+        "and pairs, each side's value (failure rate in percent, or median seconds), "
+        "more_runs, and the figure's text (docs/decisions.md)."
+    )
+    sentence: str = Field(description="One sentence for a change ticket.")
+    shadow: str | None = Field(
+        description="Shadow mismatches on the candidate: reported, not judged."
     )
 
 
 class WorkflowReport(_Out):
     workflow_id: str
     backends: list[BackendReport] = Field(description="rq first, then prefect, then any other.")
-    verdict: VerdictReport
+    judgement: JudgementOut
 
 
 class ComparisonReport(_Out):
@@ -213,14 +262,13 @@ def parse_since(value: str, *, now: datetime) -> datetime:
 
 @dataclass
 class _Tally:
-    """What one workflow's runs on one backend add up to, while the records stream past."""
+    """One workflow's runs on one backend, while the records stream past in finish order."""
 
     succeeded: int = 0
     failed: int = 0
     cancelled: int = 0
     retries: int = 0
-    waits: list[float] = field(default_factory=list)
-    durations: list[float] = field(default_factory=list)
+    samples: list[RunSample] = field(default_factory=list)
 
     def add(self, run: FinishedRunRecord) -> None:
         if run.status is RunStatus.CANCELLED:
@@ -233,11 +281,11 @@ class _Tally:
         else:  # not finished: the store never returns one
             return
         self.retries += run.retries
-        if run.started_at is None:
-            return  # failed before any node ran: no wait, no duration
-        self.durations.append(max(0.0, (run.finished_at - run.started_at).total_seconds()))
-        if run.submitted_at is not None:
-            self.waits.append(max(0.0, (run.started_at - run.submitted_at).total_seconds()))
+        self.samples.append(sample_of(run))
+
+    def _figure(self, figure: Figure) -> Percentiles:
+        values = [v for v in (s.value(figure) for s in self.samples) if v is not None]
+        return Percentiles.of(values)
 
     def report(self, backend: str, shadow: ShadowCount | None) -> BackendReport:
         runs = self.succeeded + self.failed
@@ -250,8 +298,9 @@ class _Tally:
             failed=self.failed,
             cancelled=self.cancelled,
             failure_rate=round(self.failed / runs, 6) if runs else None,
-            queue_wait_seconds=Percentiles.of(self.waits),
-            duration_seconds=Percentiles.of(self.durations),
+            queue_wait_seconds=self._figure(Figure.QUEUE_WAIT),
+            execution_time_seconds=self._figure(Figure.EXECUTION_TIME),
+            total_time_seconds=self._figure(Figure.TOTAL_TIME),
             retries=self.retries,
             retries_per_run=round(self.retries / runs, 6) if runs else None,
             shadow=ShadowFigures(
@@ -271,7 +320,8 @@ def build_report(
     thresholds: Thresholds,
     workflows: Collection[str] = (),
 ) -> ComparisonReport:
-    """The report on these records (already narrowed to the window and the workflows).
+    """The report on these records (already narrowed to the window and the workflows,
+    in the order they finished).
 
     Every workflow asked for, or seen in the records, gets a row for rq and for
     prefect (zeros when a backend ran none of it) and one for any other backend seen.
@@ -291,11 +341,19 @@ def build_report(
             )
             for backend in order
         ]
+        evidence = Evidence(
+            CANDIDATE,
+            BASELINE,
+            tuple(tallies.get((workflow_id, CANDIDATE), _Tally()).samples),
+            tuple(tallies.get((workflow_id, BASELINE), _Tally()).samples),
+            since,
+            until,
+        )
         reports.append(
             WorkflowReport(
                 workflow_id=workflow_id,
                 backends=rows,
-                verdict=judge(candidate=rows[1], baseline=rows[0], thresholds=thresholds),
+                judgement=judge_workflow(evidence, thresholds, candidate_row=rows[1]),
             )
         )
     return ComparisonReport(
@@ -307,68 +365,32 @@ def build_report(
     )
 
 
-def judge(
-    *, candidate: BackendReport, baseline: BackendReport, thresholds: Thresholds
-) -> VerdictReport:
-    """Prefect against RQ on one workflow: better, worse, or not enough data, and why."""
-    new, old = candidate, baseline
-    new_rate = new.failed / new.runs if new.runs else None
-    old_rate = old.failed / old.runs if old.runs else None
-    difference = None
-    if new_rate is not None and old_rate is not None:
-        # Rounded: 6/20 - 5/20 is 4.999999999999998 points, which must equal a 5-point margin.
-        difference = round((new_rate - old_rate) * 100, 6)
-    new_p95, old_p95 = new.duration_seconds.p95, old.duration_seconds.p95
-    ratio = round(new_p95 / old_p95, 6) if new_p95 is not None and old_p95 else None
-
-    def verdict(value: Verdict, reason: str) -> VerdictReport:
-        return VerdictReport(
-            verdict=value,
-            candidate=new.backend,
-            baseline=old.backend,
-            reason=reason,
-            failure_rate_difference_points=difference,
-            p95_duration_ratio=ratio,
-        )
-
-    if (
-        new_rate is None
-        or old_rate is None
-        or difference is None
-        or min(new.runs, old.runs) < thresholds.min_runs
-    ):
-        return verdict(
-            Verdict.NOT_ENOUGH_DATA,
-            f"{new.runs} judged run(s) on {new.backend} and {old.runs} on {old.backend}; "
-            f"a verdict needs {thresholds.min_runs} on each",
-        )
-    margin = thresholds.failure_margin_points
-    failure = (
-        f"failure rate {new_rate:.1%} on {new.backend} against {old_rate:.1%} "
-        f"on {old.backend} (allowed: {margin:g} points more)"
-    )
-    if ratio is not None and new_p95 is not None and old_p95 is not None:
-        timing = (
-            f"p95 duration {format_seconds(new_p95)} on {new.backend} against "
-            f"{format_seconds(old_p95)} on {old.backend}, {ratio:.2f}x "
-            f"(allowed: {thresholds.p95_ratio:g}x)"
-        )
-    else:
-        timing = f"p95 duration not compared (no run started on one side, or {old.backend}'s is 0)"
-    worse = []
-    if difference > margin:
-        worse.append(failure)
-    if ratio is not None and ratio > thresholds.p95_ratio:
-        worse.append(timing)
-    value = Verdict.WORSE if worse else Verdict.BETTER
-    reasons = worse if worse else [failure, timing]
-    if new.shadow.mismatched:
+def judge_workflow(
+    evidence: Evidence, thresholds: Thresholds, *, candidate_row: BackendReport
+) -> JudgementOut:
+    """The judge on one workflow's window, with its plan and the shadow note."""
+    judgement = evidence.judge(watch=thresholds.watch, policy=thresholds.policy())
+    plan = evidence.plan(judgement)
+    shadow = candidate_row.shadow
+    note = None
+    if shadow.mismatched:
         # Not judged (a mismatch may be the workflow's own nondeterminism), but never hidden.
-        reasons.append(
-            f"{new.shadow.mismatched} of {new.shadow.compared} shadow comparison(s) on "
-            f"{new.backend} differed"
+        note = (
+            f"{shadow.mismatched} of {shadow.compared} shadow comparison(s) on "
+            f"{candidate_row.backend} differed"
         )
-    return verdict(value, "; ".join(reasons))
+    values: dict[str, Any] = judgement.as_dict(
+        candidate=evidence.candidate, baseline=evidence.baseline
+    )
+    values.pop("policy")
+    return JudgementOut(
+        **values,
+        candidate=evidence.candidate,
+        baseline=evidence.baseline,
+        runs_per_hour=round(plan.runs_per_hour, 3),
+        expected_seconds=None if plan.wait is None else round(plan.wait.total_seconds()),
+        shadow=note,
+    )
 
 
 def comparison_report(

@@ -121,6 +121,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from collections.abc import Collection, Iterator, Sequence
@@ -971,6 +972,10 @@ class SequentialJudge:
         """More runs a side (all judged runs, not only those this figure counts)."""
         bets = stream.bets
         pairs = bets.pairs_to_decide() if bets.answer() is Answer.INCONCLUSIVE else bets.pairs
+        if pairs is None and bets.pairs == 0:
+            # No pair yet, so no rate to project: the fewest pairs that could ever decide
+            # (perfect data) is the honest lower bound for planning.
+            pairs = _clean_decision(self.policy, stream.figure)
         if pairs is None:
             return None
         floor = self.policy.min_runs
@@ -1049,6 +1054,14 @@ def judge(
         if index < len(baseline):
             live.add_baseline(baseline[index])
     return live.judgement()
+
+
+@functools.lru_cache(maxsize=64)
+def _clean_decision(policy: JudgePolicy, figure: Figure) -> int | None:
+    try:
+        return min_decidable_runs(policy, figure)
+    except ValueError:  # no decision within the projection's reach, even on perfect data
+        return None
 
 
 def min_decidable_runs(

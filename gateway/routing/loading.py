@@ -24,6 +24,7 @@ from gateway.routing.rules import (
     BackendSwitch,
     Guard,
     Match,
+    Promote,
     Rule,
     RulesFile,
     is_literal,
@@ -178,7 +179,7 @@ def _message(error: Any, path: Path) -> str:
 def _model_at(path: Path) -> str:
     """Which part of the file a path is in: top, rule, match, guard or backend switch."""
     names = [part for part in path if isinstance(part, str)]
-    if names[-1:] in (["match"], ["guard"]):
+    if names[-1:] in (["match"], ["guard"], ["promote"]):
         return names[-1]
     if names == ["rules"]:
         return "rule"
@@ -192,6 +193,7 @@ _ALLOWED_KEYS = {
     "rule": tuple(Rule.model_fields),
     "match": tuple(Match.model_fields),
     "guard": tuple(Guard.model_fields),
+    "promote": tuple(Promote.model_fields),
     "backend": tuple(BackendSwitch.model_fields),
 }
 
@@ -305,15 +307,16 @@ class _EarlierRules:
 
 
 def _rule_problems(rules: RulesFile, rule: Rule, here: Path) -> Iterator[tuple[Path, str]]:
-    if rule.percent is None:
+    if not rule.split:
         for option in ("otherwise", "sticky_by", "salt"):
             if getattr(rule, option) is not None:
-                yield (*here, option), f"`{option}` only applies with `percent`"
+                yield (*here, option), f"`{option}` only applies with `percent` or `steps`"
     elif (rule.otherwise or rules.default) == rule.backend:
         yield (
-            (*here, "percent"),
+            (*here, "steps" if rule.steps is not None else "percent"),
             f"both sides of the split are {rule.backend!r}; set `otherwise` to the other backend",
         )
+    yield from _step_problems(rule, here)
     if rule.shadow is not None and rule.shadow == rule.backend:
         yield (*here, "shadow"), "the shadow backend must differ from `backend`"
     if rule.fallback is not None and rule.fallback == rule.backend:
@@ -322,6 +325,26 @@ def _rule_problems(rules: RulesFile, rule: Rule, here: Path) -> Iterator[tuple[P
         yield (
             (*here, "guard", "rollback_to"),
             f"the guard rolls back to {rule.backend!r}, which is already this rule's backend",
+        )
+
+
+def _step_problems(rule: Rule, here: Path) -> Iterator[tuple[Path, str]]:
+    """A rollout in steps needs evidence to advance on, and owns the rule's percentage."""
+    if rule.steps is None:
+        if rule.promote is not None:
+            yield (*here, "promote"), "`promote` only applies with `steps`"
+        return
+    if rule.percent is not None:
+        yield (
+            (*here, "percent"),
+            "`percent` and `steps` both set the share: the rollout's step is the percentage, "
+            "drop `percent`",
+        )
+    if rule.guard is None and rule.promote is None:
+        yield (
+            (*here, "steps"),
+            "steps with no guard and no promote: nothing would judge a step; add `promote` "
+            "(what advances it) or a `guard` (whose figures then do)",
         )
 
 

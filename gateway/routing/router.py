@@ -23,11 +23,14 @@ from backends.model.backend_names import LEGACY_BACKEND
 from backends.model.workflow import WorkflowDefinition
 from gateway.routing.bucketing import bucket_of, in_rollout
 from gateway.routing.loading import RulesDocument
+from gateway.routing.rollout import RolloutPosition, start_position
 from gateway.routing.rules import PATTERN_FIELDS, Rule, is_literal
 
 __all__ = ["Decision", "DecisionKind", "Explanation", "Router", "RoutingTable", "RunFacts"]
 
 DecisionKind = Literal["pinned", "default", "rule", "rollout", "rollout_rest", "guard"]
+
+_NO_ROLLOUTS: Mapping[str, RolloutPosition] = {}
 
 #: Workflows whose candidate rules are remembered per table; past this the memory starts over.
 _CANDIDATE_CACHE_SIZE = 50_000
@@ -215,16 +218,41 @@ class RoutingTable:
         # Many workflows share one candidate list (the glob rules): compile its job test once.
         self._candidate_lists: dict[tuple[int, ...], _Candidates] = {}
 
-    def decide(self, facts: RunFacts, tripped: Mapping[str, str]) -> Decision:
+    def decide(
+        self,
+        facts: RunFacts,
+        tripped: Mapping[str, str],
+        rollouts: Mapping[str, RolloutPosition] = _NO_ROLLOUTS,
+    ) -> Decision:
         pinned = self._pinned(facts)
         if pinned is not None:
             return pinned
         compiled = self._candidates_for(facts).first_for(facts.job_id)
         if compiled is None:
             return self._default_decision()
-        return self._apply(compiled.rule, facts, tripped)
+        return self._apply(compiled.rule, facts, tripped, rollouts)
 
-    def explain(self, facts: RunFacts, tripped: Mapping[str, str]) -> Explanation:
+    def rollback_backend(self, rule: Rule) -> str:
+        """Where a rule's runs go while it is rolled back: its guard's ``rollback_to``,
+        else the other side of its split."""
+        if rule.guard is not None:
+            return rule.guard.rollback_to
+        return rule.otherwise or self.default
+
+    def position(
+        self, rule: Rule, rollouts: Mapping[str, RolloutPosition]
+    ) -> RolloutPosition | None:
+        """A stepped rule's position: the one in force, else its first step."""
+        if rule.steps is None:
+            return None
+        return rollouts.get(rule.id) or start_position(rule.steps)
+
+    def explain(
+        self,
+        facts: RunFacts,
+        tripped: Mapping[str, str],
+        rollouts: Mapping[str, RolloutPosition] = _NO_ROLLOUTS,
+    ) -> Explanation:
         """The decision, with why each earlier rule did not apply (slow: for people)."""
         pinned = self._pinned(facts)
         if pinned is not None:
@@ -233,7 +261,8 @@ class RoutingTable:
         for compiled in self._compiled:
             why = compiled.scope_mismatch(facts) or compiled.job_mismatch(facts.job_id)
             if why is None:
-                return Explanation(self._apply(compiled.rule, facts, tripped), tuple(passed_over))
+                decision = self._apply(compiled.rule, facts, tripped, rollouts)
+                return Explanation(decision, tuple(passed_over))
             passed_over.append(f"rule {compiled.rule.id!r} (line {compiled.line}): {why}")
         return Explanation(self._default_decision(), tuple(passed_over))
 
@@ -289,25 +318,34 @@ class RoutingTable:
             self._candidates[key] = candidates
         return candidates
 
-    def _apply(self, rule: Rule, facts: RunFacts, tripped: Mapping[str, str]) -> Decision:
-        trip = tripped.get(rule.id) if rule.guard is not None else None
+    def _apply(
+        self,
+        rule: Rule,
+        facts: RunFacts,
+        tripped: Mapping[str, str],
+        rollouts: Mapping[str, RolloutPosition],
+    ) -> Decision:
+        guarded = rule.guard is not None or rule.steps is not None
+        trip = tripped.get(rule.id) if guarded else None
         kind: DecisionKind = "rule"
         if trip is not None:
             kind = "guard"
-            assert rule.guard is not None
-            backend = rule.guard.rollback_to
+            backend = self.rollback_backend(rule)
             reason = f"rule {rule.id!r}: its guard tripped ({trip}); rolled back to {backend}"
-        elif rule.percent is not None:
+        elif rule.split:
+            position = self.position(rule, rollouts)
+            percent = position.percent if position is not None else rule.percent
+            assert percent is not None  # a split has one or the other
             key = rule.bucket_key
             bucket = bucket_of(rule.bucket_salt, getattr(facts, key))
-            if in_rollout(bucket, rule.percent):
+            if in_rollout(bucket, percent):
                 backend, side, kind = rule.backend, "inside", "rollout"
             else:
                 backend, side, kind = rule.otherwise or self.default, "outside", "rollout_rest"
-            reason = (
-                f"rule {rule.id!r}: {key} bucket {bucket / 100:.2f} is {side} the "
-                f"{rule.percent:g}% rollout: {backend}"
+            share = (
+                f"{percent:g}% rollout" if position is None else f"rollout at {position.describe()}"
             )
+            reason = f"rule {rule.id!r}: {key} bucket {bucket / 100:.2f} is {side} the {share}: {backend}"
         else:
             backend = rule.backend
             reason = f"rule {rule.id!r}: {backend}"
@@ -323,11 +361,13 @@ class RoutingTable:
 
 
 class Router:
-    """The rules in force, swapped whole on reload; and the guards that have tripped."""
+    """The rules in force, swapped whole on reload; the guards that have tripped; and where
+    each rollout in steps stands."""
 
     def __init__(self, document: RulesDocument) -> None:
         self._table = RoutingTable(document)
         self._tripped: Mapping[str, str] = {}
+        self._rollouts: Mapping[str, RolloutPosition] = {}
 
     @property
     def table(self) -> RoutingTable:
@@ -346,8 +386,16 @@ class Router:
         """Rule ids whose guard is in force, each with a short account of why."""
         self._tripped = dict(tripped)
 
+    @property
+    def rollouts(self) -> Mapping[str, RolloutPosition]:
+        return self._rollouts
+
+    def set_rollouts(self, rollouts: Mapping[str, RolloutPosition]) -> None:
+        """The positions in force of the rules that roll out in steps, by rule id."""
+        self._rollouts = dict(rollouts)
+
     def decide(self, facts: RunFacts) -> Decision:
-        return self._table.decide(facts, self._tripped)
+        return self._table.decide(facts, self._tripped, self._rollouts)
 
     def explain(self, facts: RunFacts) -> Explanation:
-        return self._table.explain(facts, self._tripped)
+        return self._table.explain(facts, self._tripped, self._rollouts)

@@ -8,6 +8,7 @@ backends, the phase, rules no run can reach) is checked in
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -15,12 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from backends.model.backend_names import LEGACY_BACKEND
 
 __all__ = [
+    "DEFAULT_WATCH",
     "GLOB_CHARACTERS",
     "PATTERN_FIELDS",
     "STICKY_KEYS",
     "BackendSwitch",
+    "FigureName",
     "Guard",
     "Match",
+    "Promote",
     "Rule",
     "RulesFile",
     "is_literal",
@@ -89,38 +93,110 @@ class Match(_Strict):
         )
 
 
-class Guard(_Strict):
-    """Roll the rule back when its new backend does worse than the old one."""
+#: What a guard or a promotion may watch: the judge's figures (``gateway/reports/judge.py``).
+FigureName = Literal["failure_rate", "queue_wait", "execution_time", "total_time"]
+#: What a guard or a promotion watches when it does not say.
+DEFAULT_WATCH: tuple[FigureName, ...] = ("failure_rate", "execution_time")
+
+
+class _Judged(_Strict):
+    """What the judge holds the rule's backend to: the figures watched and their margins."""
+
+    watch: list[FigureName] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4,
+        description="The figures that decide: failure_rate, queue_wait, execution_time, "
+        "total_time (default: failure_rate and execution_time).",
+    )
+    max_failure_rate_increase: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="The failure-rate increase that matters, above 0 and below 1 "
+        "(0.05 = five percentage points; default 0.05).",
+    )
+    max_ratio: float | None = Field(
+        default=None,
+        gt=1,
+        le=100,
+        description="The slowdown that matters for a watched time, above 1 "
+        "(1.2 = more than 1.2 times slower; default 1.2).",
+    )
+    confidence: float = Field(
+        default=0.95,
+        ge=0.5,
+        le=0.999,
+        description="Each answer is wrong at most 1 - confidence of the time, at every look.",
+    )
+
+    @field_validator("watch")
+    @classmethod
+    def _once_each(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("a figure is named twice")
+        return value
+
+    @property
+    def watched(self) -> tuple[FigureName, ...]:
+        return tuple(self.watch) if self.watch else DEFAULT_WATCH
+
+
+class Guard(_Judged):
+    """Roll the rule back when the judge finds its backend worse than the old one."""
 
     min_runs: int = Field(
-        default=20, ge=1, le=1_000_000, description="Finished runs needed on each backend."
+        default=20,
+        ge=1,
+        le=1_000_000,
+        description="Finished runs needed on each backend before the judge may answer.",
     )
     window_hours: float = Field(
         default=24, gt=0, le=24 * 90, description="Only runs finished this recently count."
     )
-    max_failure_rate_increase: float | None = Field(
-        default=None,
-        ge=0,
-        le=1,
-        description="Trip when the failure rate exceeds the old backend's by more than this "
-        "(0.05 = five percentage points).",
-    )
     max_p95_ratio: float | None = Field(
         default=None,
-        ge=1,
-        le=1_000,
-        description="Trip when p95 run time (accepted to finished) exceeds the old backend's "
-        "by more than this factor.",
+        gt=1,
+        le=100,
+        description="The older name of max_ratio, watching total time (accepted to finished).",
     )
     rollback_to: str = Field(
         default=LEGACY_BACKEND, description="Where the rule sends runs once tripped."
     )
 
     @model_validator(mode="after")
-    def _has_a_threshold(self) -> Guard:
-        if self.max_failure_rate_increase is None and self.max_p95_ratio is None:
-            raise ValueError("set max_failure_rate_increase, max_p95_ratio or both")
+    def _one_ratio(self) -> Guard:
+        if self.max_p95_ratio is not None and self.max_ratio is not None:
+            raise ValueError("max_p95_ratio is the older name of max_ratio: set one of them")
         return self
+
+    @property
+    def time_ratio(self) -> float | None:
+        return self.max_ratio if self.max_ratio is not None else self.max_p95_ratio
+
+    @property
+    def watched(self) -> tuple[FigureName, ...]:
+        if self.watch:
+            return tuple(self.watch)
+        if self.max_p95_ratio is not None:
+            # A guard written before the judge watched the failure rate (when it had a
+            # margin) and the time from accepted to finished.
+            older: tuple[FigureName, ...] = ("total_time",)
+            if self.max_failure_rate_increase is not None:
+                older = ("failure_rate", *older)
+            return older
+        return DEFAULT_WATCH
+
+
+class Promote(_Judged):
+    """Advance the rule's rollout one step when the judge finds its backend not worse."""
+
+    min_runs: int = Field(
+        default=50,
+        ge=1,
+        le=1_000_000,
+        description="Finished runs needed on each backend at a step before it may advance.",
+    )
 
 
 class Rule(_Strict):
@@ -150,6 +226,47 @@ class Rule(_Strict):
         default=None, description="Where runs go while `backend` is unreachable."
     )
     guard: Guard | None = None
+    steps: list[Annotated[float, Field(gt=0, le=100)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=20,
+        description="Rollout steps in percent, increasing (5, 25, 50, 100): the gateway "
+        "advances when the judge finds the backend not worse.",
+    )
+    promote: Promote | None = Field(
+        default=None, description="What a step must show before the rollout advances."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(b <= a for a, b in pairwise(value)):
+            listing = ", ".join(f"{step:g}" for step in value)
+            raise ValueError(f"steps must increase, each above the one before: [{listing}]")
+        return value
+
+    @property
+    def split(self) -> bool:
+        """Whether the rule splits its runs by percentage (fixed, or in steps)."""
+        return self.percent is not None or self.steps is not None
+
+    @property
+    def judged(self) -> Promote | None:
+        """What advances the rollout: ``promote``, or else the guard's figures and margins."""
+        if self.steps is None:
+            return None
+        if self.promote is not None:
+            return self.promote
+        if self.guard is None:
+            return None
+        guard = self.guard
+        return Promote(
+            watch=list(guard.watched),
+            max_failure_rate_increase=guard.max_failure_rate_increase,
+            max_ratio=guard.time_ratio,
+            confidence=guard.confidence,
+            min_runs=guard.min_runs,
+        )
 
     @property
     def bucket_key(self) -> str:

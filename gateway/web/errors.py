@@ -20,6 +20,7 @@ from backends.model.errors import (
     BackendError,
     BackendUnavailableError,
     DefinitionError,
+    DefinitionTooLargeError,
     NotFoundError,
     RunConflictError,
     StoreError,
@@ -55,14 +56,15 @@ def _field(location: Sequence[Any]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
+        errors = []
+        for e in exc.errors():
             # A JSON syntax error's location is a character offset, not a field.
-            {
+            error = {
                 "field": "body" if e["type"] == "json_invalid" else _field(e["loc"]),
                 "message": e["msg"],
             }
-            for e in exc.errors()
-        ]
+            if error not in errors:  # a body a dependency reads too is checked twice
+                errors.append(error)
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse(
             status_code=422, content=error_body(f"invalid request: {summary}", errors)
@@ -71,7 +73,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DefinitionError)
     async def invalid_definition(request: Request, exc: DefinitionError) -> JSONResponse:
         errors = [{"field": p.location, "message": p.message} for p in exc.problems]
-        return JSONResponse(status_code=422, content=error_body(f"invalid workflow: {exc}", errors))
+        # A definition too large to take is 413 (its size), any other problem 422.
+        code = 413 if isinstance(exc, DefinitionTooLargeError) else 422
+        return JSONResponse(
+            status_code=code, content=error_body(f"invalid workflow: {exc}", errors)
+        )
 
     @app.exception_handler(AccessDeniedError)
     async def access_denied(request: Request, exc: AccessDeniedError) -> JSONResponse:

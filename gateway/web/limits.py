@@ -1,11 +1,16 @@
-"""Limits on what one client can send: request body size, and requests per key per minute.
+"""Limits on what one client can send or hold: request body size, requests per client
+address and per key per minute, and live followers (WebSockets) per key and per gateway.
 
 - **Body size.** A request whose body is larger than ``FIGWAY_MAX_BODY_BYTES``
   gets 413 before figway reads it into memory: declared (``Content-Length``)
   or counted as it arrives (chunked).
-- **Rate.** Each API key may make ``FIGWAY_RATE_LIMIT_PER_MINUTE`` requests a
-  minute, with bursts up to that many: a token bucket per key, per gateway. Past
-  it: 429 with ``Retry-After`` (seconds until a request will be accepted).
+- **Rate.** Each client address may make ``FIGWAY_ADDRESS_RATE_LIMIT_PER_MINUTE``
+  requests a minute, counted *before* its key is looked up, and a refused key costs
+  it ten; each API key then ``FIGWAY_RATE_LIMIT_PER_MINUTE``. Token buckets with
+  bursts up to the rate, per gateway. Past either: 429 with ``Retry-After`` (seconds
+  until a request will be accepted).
+- **Live followers.** ``FIGWAY_LIVE_FOLLOWERS_PER_KEY`` WebSockets per key and
+  ``FIGWAY_LIVE_FOLLOWERS_MAX`` per gateway; past either, close code 1013.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["BodyLimit", "RateLimiter"]
+__all__ = ["BodyLimit", "FollowerCaps", "RateLimiter"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -84,17 +89,21 @@ class BodyLimit:
 
 
 class RateLimiter:
-    """A token bucket per key: ``per_minute`` requests a minute, bursts up to as many."""
+    """A token bucket per name (a key, a client address): ``per_minute`` requests a
+    minute, bursts up to as many. Buckets that have refilled are forgotten once there
+    are more than ``MAX_BUCKETS``, so a flood of new names cannot grow it without end."""
+
+    MAX_BUCKETS = 10_000
 
     def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
         self._rate = per_minute / 60.0
         self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+        self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, at)
         self._lock = threading.Lock()
 
-    def wait_seconds(self, key: str) -> int:
-        """0 when the request may go ahead (and counts it), else the seconds to wait.
+    def wait_seconds(self, name: str, cost: float = 1.0) -> int:
+        """0 when the request may go ahead (and takes ``cost`` tokens), else the seconds to wait.
 
         >>> clock = iter([0.0, 0.0, 0.0]).__next__
         >>> limiter = RateLimiter(2, clock=clock)
@@ -105,10 +114,65 @@ class RateLimiter:
             return 0
         now = self._clock()
         with self._lock:
-            tokens, at = self._buckets.get(key, (float(self.per_minute), now))
-            tokens = min(float(self.per_minute), tokens + (now - at) * self._rate)
+            tokens = self._tokens(name, now)
             if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
+                self._buckets[name] = (max(0.0, tokens - cost), now)
                 return 0
-            self._buckets[key] = (tokens, now)
+            self._buckets[name] = (tokens, now)
+            if len(self._buckets) > self.MAX_BUCKETS:
+                self._forget_full(now)
             return max(1, math.ceil((1.0 - tokens) / self._rate))
+
+    def charge(self, name: str, cost: float) -> None:
+        """Take ``cost`` more tokens from ``name``'s bucket (a refused key costs more)."""
+        if self.per_minute <= 0:
+            return
+        now = self._clock()
+        with self._lock:
+            self._buckets[name] = (max(0.0, self._tokens(name, now) - cost), now)
+
+    def _tokens(self, name: str, now: float) -> float:
+        tokens, at = self._buckets.get(name, (float(self.per_minute), now))
+        return min(float(self.per_minute), tokens + (now - at) * self._rate)
+
+    def _forget_full(self, now: float) -> None:
+        full = [name for name in self._buckets if self._tokens(name, now) >= self.per_minute]
+        for name in full:
+            del self._buckets[name]
+
+
+class FollowerCaps:
+    """How many WebSocket clients follow runs, per key and on this gateway, capped.
+
+    Past a cap a new client is closed with 1013 ("try again later") and a message.
+    """
+
+    def __init__(self, *, per_key: int, total: int) -> None:
+        self.per_key = per_key
+        self.total = total
+        self._by_key: dict[str, int] = {}
+        self._count = 0
+
+    def take(self, key_id: str | None) -> str | None:
+        """None if the client may follow (and counts it), else why not. The caller
+        gives the place back with :meth:`give_back` (on the event loop, no lock)."""
+        if self._count >= self.total:
+            return f"this gateway serves {self.total} live followers already; try again later"
+        if key_id is not None and self._by_key.get(key_id, 0) >= self.per_key:
+            return (
+                f"key {key_id} follows {self.per_key} runs already "
+                "(FIGWAY_LIVE_FOLLOWERS_PER_KEY); close one or try again later"
+            )
+        self._count += 1
+        if key_id is not None:
+            self._by_key[key_id] = self._by_key.get(key_id, 0) + 1
+        return None
+
+    def give_back(self, key_id: str | None) -> None:
+        self._count -= 1
+        if key_id is not None:
+            left = self._by_key.get(key_id, 1) - 1
+            if left:
+                self._by_key[key_id] = left
+            else:
+                self._by_key.pop(key_id, None)

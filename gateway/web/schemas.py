@@ -4,16 +4,44 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from backends.artifacts.reference import store_relative
+from backends.model.ids import PRINTABLE_PATTERN, PrintableId, printable
 from backends.model.workflow import non_finite_number_at
 from backends.store import RunView
 
-__all__ = ["LogLineOut", "LogsOut", "NodeOut", "RunIn", "RunOut", "StatsOut", "WorkflowOut"]
+__all__ = [
+    "LogLineOut",
+    "LogsOut",
+    "NodeOut",
+    "RunIdPath",
+    "RunIn",
+    "RunOut",
+    "StatsOut",
+    "TicketOut",
+    "WorkflowIdPath",
+    "WorkflowOut",
+]
 
-_ID = Field(min_length=1, max_length=128)
+#: An id in a URL path: printable text, refused naming the parameter otherwise (422).
+RunIdPath = Annotated[
+    PrintableId,
+    Path(description="The run's job_run_id.", json_schema_extra={"pattern": PRINTABLE_PATTERN}),
+]
+WorkflowIdPath = Annotated[
+    PrintableId,
+    Path(description="The workflow's id.", json_schema_extra={"pattern": PRINTABLE_PATTERN}),
+]
+#: An optional id in a body (``from_job``): printable text, possibly empty.
+_OptionalText = Annotated[
+    str,
+    Field(max_length=128, json_schema_extra={"pattern": PRINTABLE_PATTERN}),
+    AfterValidator(printable),
+]
 _JOB_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
 
 
@@ -22,10 +50,10 @@ class RunIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    workspace_id: str = _ID
-    folder_id: str = _ID
-    job_id: str = _ID
-    workflow_id: str = _ID
+    workspace_id: PrintableId
+    folder_id: PrintableId
+    job_id: PrintableId
+    workflow_id: PrintableId
     job_run_id: str | None = Field(
         default=None,
         min_length=1,
@@ -34,7 +62,7 @@ class RunIn(BaseModel):
         json_schema_extra={"not": {"const": "stats"}},
         description="Letters, digits and _ . : - (not `stats`); generated when absent.",
     )
-    from_job: str | None = Field(default=None, max_length=128)
+    from_job: _OptionalText | None = None
     parameters: dict[str, Any] | None = None
 
     @field_validator("job_run_id")
@@ -68,6 +96,9 @@ class NodeOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_seconds: float | None
+    level: int = Field(
+        0, description="The node's depth in the DAG: nodes of one level run in parallel."
+    )
 
 
 class RouteOut(BaseModel):
@@ -118,10 +149,11 @@ class RunOut(BaseModel):
                     attempts=node.attempts,
                     max_attempts=node.max_attempts,
                     error=node.error,
-                    output=node.output,
+                    output=store_relative(node.output, run.job_run_id),
                     started_at=node.started_at,
                     finished_at=node.finished_at,
                     duration_seconds=_seconds(node.started_at, node.finished_at),
+                    level=node.level,
                 )
                 for node_id, node in run.nodes.items()
             },
@@ -151,6 +183,14 @@ class LogsOut(BaseModel):
     job_run_id: str
     lines: list[LogLineOut]
     next_after: int = Field(description="Pass as `after` to read the lines that follow.")
+
+
+class TicketOut(BaseModel):
+    ticket: str | None = Field(
+        description="Open the WebSocket with `?ticket=` and this value, once; null when "
+        "access control is off (no ticket is needed)."
+    )
+    expires_in_seconds: float = Field(description="The ticket is refused after this long.")
 
 
 class WorkflowOut(BaseModel):

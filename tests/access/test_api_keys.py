@@ -21,6 +21,7 @@ from tests.support.gateway import client_of, running_gateway
 OPEN = {"/healthz", "/readyz"}
 SCOPE_OF_PREFIX = {
     "/workflow_runs": "runs",
+    "/live": "runs",
     "/workflows": "workflows",
     "/routing": "admin",
     "/metrics": None,  # any key, with FIGWAY_METRICS_REQUIRE_KEY
@@ -62,6 +63,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         routing_reload_seconds=3600,  # only POST /routing/reload reads the file again
         max_body_bytes=MAX_BODY,
         rate_limit_per_minute=RATE,
+        # These tests look at each key's rate and at revocation taking effect at once;
+        # tests/access/test_limits.py tries the address's rate and the key cache.
+        address_rate_limit_per_minute=0,
+        key_cache_seconds=0,
     ) as running:
         yield running
 

@@ -157,7 +157,11 @@ def test_worker_rq_needs_a_redis_url(data_dir: Path) -> None:
 
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, command in group.commands.items():
+    """Every command below ``group``, as a user would type it (lazy groups included)."""
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None, name
         yield (*prefix, name)
         if isinstance(command, click.Group):
             yield from all_commands(command, (*prefix, name))
@@ -172,6 +176,8 @@ def test_the_command_tree_has_the_documented_commands() -> None:
         ("db", "upgrade"),
         ("workflows",),
         ("workflows", "load"),
+        ("runs",),
+        ("runs", "watch"),
     }
 
 
@@ -226,3 +232,12 @@ def test_setup_prefect_secrets_from_env_with_no_secret_says_what_to_export(
     assert result.exit_code == 1
     assert "found no FIGWAY_SECRET_<NAME> variable" in result.output
     assert "FIGWAY_SECRET_PG_SALES" in result.output
+
+
+@pytest.mark.timeout(60)  # if the check were missing, serve would block here until this fires
+@pytest.mark.usefixtures("restore_logging")
+def test_serve_refuses_a_public_interface_with_access_control_off(data_dir: Path) -> None:
+    result = figway("serve", "--host", "0.0.0.0", "--port", str(free_port()))
+    assert result.exit_code != 0
+    assert "refusing to serve on 0.0.0.0 with access control off" in result.output
+    assert "--insecure-no-auth" in result.output

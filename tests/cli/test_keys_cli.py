@@ -27,3 +27,34 @@ def test_figway_keys_create_list_and_revoke(cli_env: Path) -> None:
     again = runner.invoke(main, ["keys", "revoke", key_id])
     assert again.exit_code == 1
     assert "nothing revoked" in again.output
+
+
+def test_a_key_limited_to_workspaces_says_so_when_created_and_listed(cli_env: Path) -> None:
+    runner = CliRunner()
+    created = runner.invoke(
+        main,
+        [
+            "keys",
+            "create",
+            "--name",
+            "team",
+            "--scope",
+            "runs",
+            "--workspace",
+            "ws1",
+            "--workspace",
+            "ws2",
+        ],
+    )
+    assert created.exit_code == 0, created.output
+    assert "workspaces: ws1, ws2" in created.stderr
+    key_id = created.stdout.strip().split("_")[1]
+    line = next(
+        row for row in runner.invoke(main, ["keys", "list"]).output.splitlines() if key_id in row
+    )
+    assert "workspaces ws1,ws2" in line
+    spaced = runner.invoke(
+        main, ["keys", "create", "--name", "x", "--scope", "runs", "--workspace", "a b"]
+    )
+    assert spaced.exit_code != 0
+    assert "no spaces" in spaced.output

@@ -42,6 +42,9 @@ SUBCOMMANDS = (
     "show",
     "guards",
     "guard-reset",
+    "pause",
+    "resume",
+    "pin",
 )
 
 
@@ -481,6 +484,7 @@ def test_explain_json_matches_the_text(engine: Engine, tmp_path: Path) -> None:
             f"rule 'critical-stays' (line {rule_line(rules, 'critical-stays')}): "
             "the workflow lacks tag(s) critical",
         ],
+        "evidence": None,  # the deciding rule has no guard and no steps
     }
     for line in document["passed_over"]:
         assert f"  passed over: {line}" in text.stdout
@@ -799,7 +803,12 @@ def test_guard_trip_shows_in_force_and_reset_puts_the_rule_back(
     tripped = figway(*explain)
     assert tripped.exit_code == 0, tripped.output
     assert "  backend: rq" in tripped.stdout
-    assert f"its guard tripped ({reason}); rolled back to rq" in tripped.stdout
+    assert re.search(
+        rf"its guard tripped \(at [0-9: -]+ UTC: {re.escape(reason)}\); rolled back to rq",
+        tripped.stdout,
+    ), tripped.stdout
+    # The guard's evidence follows the decision: what it judges now, what it still needs.
+    assert "  guard (TRIPPED (rolled back); window 24 h): Too early to say" in tripped.stdout
 
     reset = figway("rules", "guard-reset", rule_id, "--by", "alice")
     assert reset.exit_code == 0, reset.output
@@ -1037,3 +1046,130 @@ def test_an_unreachable_database_is_a_message_not_a_traceback(
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit), result.exception
     assert "Error: " in result.stderr
+
+
+# -- rollouts in steps: check, pause / resume / pin, history, diff, explain -------------------
+
+STEPPED = """
+phase: 2
+default: rq
+rules:
+  - id: {rule_id}
+    match: {{workflow_id: "stepped_*"}}
+    backend: prefect
+    otherwise: rq
+    steps: {steps}
+    promote: {{min_runs: 30, watch: [execution_time], max_ratio: 1.5}}
+    guard: {{min_runs: {guard_runs}, max_failure_rate_increase: 0.05}}
+"""
+
+
+def stepped(
+    tmp_path: Path,
+    rule_id: str,
+    *,
+    steps: str = "[5, 25, 50, 100]",
+    name: str = "r.yaml",
+    guard_runs: int = 100,
+) -> Path:
+    return write_rules(
+        tmp_path, name, STEPPED.format(rule_id=rule_id, steps=steps, guard_runs=guard_runs)
+    )
+
+
+def test_check_warns_when_min_runs_is_below_what_the_margins_can_decide(
+    cli_env: Path, tmp_path: Path
+) -> None:
+    path = stepped(tmp_path, "canary", guard_runs=20)
+    result = figway("rules", "check", str(path))
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == (
+        f"warning: line {line_of(path, '- id: canary')}: rule 'canary': guard.min_runs is 20, "
+        "but its margins cannot decide on failure rate before 80 runs a side (on perfect "
+        "data): it will wait that long; widen the margin or raise min_runs to say so"
+    )
+    quiet = figway("rules", "check", str(stepped(tmp_path, "canary", name="ok.yaml")))
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == ""
+
+
+def test_pause_resume_pin_and_history_from_the_command_line(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rule_id = unique("canary")
+    monkeypatch.setenv("FIGWAY_ROUTING_RULES", str(stepped(tmp_path, rule_id)))
+
+    paused = figway("rules", "pause", rule_id, "--by", "alice")
+    assert paused.exit_code == 0, paused.output
+    assert (
+        paused.stdout.strip() == f"rollout of rule {rule_id}: 5% (step 1 of 4, paused) (by alice)"
+    )
+    twice = figway("rules", "pause", rule_id)
+    assert twice.exit_code == 1
+    assert "already paused" in twice.stderr
+    pinned = figway("rules", "pin", rule_id, "--percent", "25", "--by", "bob")
+    assert pinned.exit_code == 0, pinned.output
+    assert "25% (step 2 of 4, pinned)" in pinned.stdout
+    not_a_step = figway("rules", "pin", rule_id, "--percent", "30")
+    assert not_a_step.exit_code == 1
+    assert "30% is not a step" in not_a_step.stderr
+    assert figway("rules", "resume", rule_id, "--by", "carol").exit_code == 0
+    unknown = figway("rules", "pause", "nope")
+    assert unknown.exit_code == 1
+    assert "rule 'nope' has no steps" in unknown.stderr
+
+    history = figway("rules", "history", "--rule", rule_id)
+    assert history.exit_code == 0, history.output
+    moves = [
+        line.split("  ")[2:5] for line in history.stdout.splitlines() if f"rule {rule_id}" in line
+    ]
+    assert moves == [
+        ["resumed", "25% -> 25%", "by carol"],
+        ["pinned", "5% -> 25%", "by bob"],
+        ["paused", "5% -> 5%", "by alice"],
+        ["started", "- -> 5%", "by gateway"],
+    ]
+
+
+def test_diff_says_how_changed_steps_reconcile_the_rollout_in_force(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rule_id = unique("canary")
+    old = stepped(tmp_path, rule_id, name="old.yaml")
+    monkeypatch.setenv("FIGWAY_ROUTING_RULES", str(old))
+    assert figway("rules", "pin", rule_id, "--percent", "25").exit_code == 0
+    around = stepped(tmp_path, rule_id, steps="[10, 50, 100]", name="around.yaml")
+    below = stepped(tmp_path, rule_id, steps="[5, 10]", name="below.yaml")
+
+    result = figway("rules", "diff", str(old), str(around))
+    assert result.exit_code == 0, result.output
+    assert (
+        f"  rollout {rule_id}: steps [5, 25, 50, 100] -> [10, 50, 100], now at 25% (step 2 of "
+        "4, pinned): the rollout stays at 25% (between steps; next 50%, pinned)"
+    ) in result.stdout.splitlines()
+
+    lower = figway("rules", "diff", str(old), str(below))
+    assert lower.exit_code == 0, lower.output
+    assert (
+        "the new last step, 10%, is below the 25% in force: the rollout goes down to 10% "
+        "and its evidence starts again"
+    ) in lower.stdout
+
+
+def test_explain_without_a_workflow_gives_every_guarded_or_stepped_rules_evidence(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rule_id = unique("canary")
+    monkeypatch.setenv("FIGWAY_ROUTING_RULES", str(stepped(tmp_path, rule_id)))
+    result = figway("rules", "explain")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"rule {rule_id}:"
+    assert lines[1].startswith("  guard (armed; window 24 h): Too early to say whether prefect")
+    assert lines[2].startswith("    needs: about ")
+    assert lines[3] == "  rollout: 5% (step 1 of 4)"
+    as_json = json.loads(figway("rules", "explain", "--json").stdout)
+    (evidence,) = as_json
+    assert evidence["rollout"]["position"]["percent"] == 5
+    assert evidence["guard"]["answer"] == "inconclusive"
+    assert evidence["guard"]["plan"]["more_runs"] >= 100

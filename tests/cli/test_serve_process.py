@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ipaddress
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -11,8 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 
-from tests.support.processes import free_port
+from tests.support.processes import LoggedProcess, free_port
 
 FIGWAY = str(Path(sys.executable).with_name("figway"))
 DEADLINE = 90.0
@@ -95,3 +100,91 @@ def test_sigterm_stops_the_gateway_and_the_ephemeral_prefect_server_it_started(
         for pid in processes_with(home):  # never leave one behind, even when failing
             os.kill(pid, signal.SIGKILL)
         log.close()
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made here (no network, no openssl)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "figway test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_serve_with_a_certificate_speaks_https_and_wss_on_both_ports(tmp_path: Path) -> None:
+    cert_file, key_file = self_signed(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FIGWAY_", "PREFECT_"))}
+    env |= {"FIGWAY_DATA_DIR": str(tmp_path / "data")}
+    port, ws_port = free_port(), free_port()
+    serve = LoggedProcess.start(
+        "serve-tls",
+        [
+            *(FIGWAY, "serve", "--port", str(port), "--ws-port", str(ws_port)),
+            *("--ssl-certfile", str(cert_file), "--ssl-keyfile", str(key_file)),
+        ],
+        env=env,
+        log_dir=tmp_path,
+    )
+    try:
+        trusted = ssl.create_default_context(cafile=str(cert_file))
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trusted, timeout=10) as http:
+            deadline = time.monotonic() + DEADLINE
+            while True:
+                try:
+                    if http.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert serve.running(), serve.tail()
+                assert time.monotonic() < deadline, serve.tail()
+                time.sleep(0.2)
+            assert http.get("/workflow_runs/stats").status_code == 200
+        with pytest.raises(httpx.TransportError):  # no plain http beside it
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+
+        async def close_code(url: str) -> int | None:
+            async with websockets.connect(url, ssl=trusted) as socket:
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    while True:
+                        await socket.recv()
+                return socket.close_code
+
+        for url in (
+            f"wss://127.0.0.1:{ws_port}/no-such-run",
+            f"wss://127.0.0.1:{port}/ws/workflow_runs/no-such-run",
+        ):
+            assert asyncio.run(close_code(url)) == 4404, url
+        assert f"figway API on https://127.0.0.1:{port}" in serve.tail(200)
+        assert f"wss://127.0.0.1:{ws_port}/" in serve.tail(200)
+    finally:
+        serve.stop()

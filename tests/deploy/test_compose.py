@@ -200,8 +200,15 @@ def test_the_dockerfile_is_pinned_and_installs_figway() -> None:
     dockerfile = DOCKERFILE.read_text(encoding="utf-8")
     base = re.search(r"^FROM\s+(\S+)", dockerfile, flags=re.MULTILINE)
     assert base is not None
-    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base[1]), base[1]
-    assert re.search(r"pip install \.", dockerfile)
+    # Pinned by tag and by digest: a rebuilt tag cannot change what the image is built on.
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?@sha256:[0-9a-f]{64}", base[1]), base[1]
+    assert re.search(r"pip install --no-deps \.", dockerfile)
+    # The locked production dependencies, by hash: no test tool, no embedded Redis stand-in.
+    assert "pip install --require-hashes -r requirements/production.lock" in dockerfile
+    lock = (ROOT / "requirements" / "production.lock").read_text(encoding="utf-8")
+    assert "--hash=sha256:" in lock
+    assert "fakeredis" not in lock
+    assert "pytest" not in lock
     ignore = (ROOT / "compose" / "Dockerfile.dockerignore").read_text(encoding="utf-8")
     kept = {line[1:].rstrip("/") for line in ignore.splitlines() if line.startswith("!")}
     for line in re.findall(r"^COPY\s+(.+)$", dockerfile, flags=re.MULTILINE):
@@ -562,3 +569,17 @@ def test_every_figway_process_shares_one_artifact_store(
         store = interpolated(service["environment"]["FIGWAY_ARTIFACT_URL"])
         mounts = [interpolated(v).split(":") for v in service.get("volumes") or []]
         assert ["artifacts", store] in [mount[:2] for mount in mounts], name
+
+
+def test_prometheus_scrapes_with_the_metrics_key_mounted_as_a_secret(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    (job,) = load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]
+    authorization = job["authorization"]
+    assert authorization.get("type", "Bearer") == "Bearer"
+    secret = Path(authorization["credentials_file"])
+    assert secret.parent == Path("/run/secrets")
+    assert services["prometheus"]["secrets"] == [secret.name]
+    assert secret.name in compose["secrets"]
+    assert "--scope metrics" in COMPOSE_FILE.read_text(encoding="utf-8")
+    assert "compose/metrics.key" in (ROOT / ".gitignore").read_text(encoding="utf-8")

@@ -23,6 +23,7 @@ from backends.model.workflow import RunPlan
 from backends.nodes import default_registry
 from backends.rq.executor import RQExecutor
 from backends.rq.jobs import job_id_for
+from backends.rq.serialization import JOB_SERIALIZER
 from backends.rq.worker import build_worker, worker_redis
 from backends.runtime.attempts import NodeRuntime
 from backends.runtime.bootstrap import install_runtime
@@ -49,7 +50,9 @@ class Harness:
         return plan
 
     def job(self, plan: RunPlan, node_id: str) -> Job:
-        return Job.fetch(job_id_for(plan.job_run_id, node_id), connection=self.redis)
+        return Job.fetch(
+            job_id_for(plan.job_run_id, node_id), connection=self.redis, serializer=JOB_SERIALIZER
+        )
 
     def work(self) -> None:
         """Run every job RQ holds to the end, in this process."""

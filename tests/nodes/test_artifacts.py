@@ -27,6 +27,7 @@ from backends.artifacts import (
     comparable_output,
     fingerprint_file,
 )
+from backends.artifacts.reference import store_relative
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("amount", pa.float64())])
 ROWS: list[dict[str, Any]] = [
@@ -505,3 +506,42 @@ def test_a_bucket_without_its_extra_names_the_extra_to_install(
         pytest.skip(f"{module} is installed")
     with pytest.raises(ValueError, match=rf"pip install 'figway\[{extra}\]'"):
         ArtifactStore.from_settings(url=url, data_dir=tmp_path)
+
+
+def test_a_local_store_and_its_files_are_private(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "new" / "artifacts"))
+    assert (tmp_path / "new" / "artifacts").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+    schema = pa.schema([("id", pa.int64())])
+    attempt = store.for_attempt(job_run_id="run-1", node_id="n", attempt=1, sandboxed=False)
+    with attempt.new_table(schema) as writer:
+        writer.write(pa.record_batch([pa.array([1, 2])], schema=schema))
+        reference = writer.finish()
+    local = store.local_path(reference)
+    assert local is not None
+    assert local.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_api_shows_an_artifact_relative_to_the_store() -> None:
+    reference = ArtifactRef(
+        "file:///srv/figway/artifacts/runs/r%2F1/n/attempt-1-output.parquet",
+        2,
+        "f00d",
+        (("id", "int64"),),
+        10,
+    )
+    shown = store_relative(reference.to_output(), "r/1")["artifact"]
+    assert shown["uri"] == "runs/r%2F1/n/attempt-1-output.parquet"
+    assert shown["fingerprint"] == "f00d"
+
+
+def test_a_stored_output_is_shown_relative_and_compared_by_its_hash() -> None:
+    def stored(uri: str) -> dict[str, Any]:
+        return {"stored_output": {"uri": uri, "bytes": 300_000, "sha256": "ab12"}}
+
+    one = stored("file:///srv/a/runs/r-1/big/attempt-1-output.json")
+    other = stored("file:///srv/a/shadow/r-1~shadow/big/attempt-1-output.json")
+    assert (
+        store_relative(one, "r-1")["stored_output"]["uri"] == "runs/r-1/big/attempt-1-output.json"
+    )
+    assert comparable_output(one) == comparable_output(other)

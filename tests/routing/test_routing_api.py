@@ -245,7 +245,7 @@ def test_rules_reload_under_concurrent_posts_never_drops_a_request(
         )
         assert refused["version"] == rules_version(second), "the last good rules stay"
         problems = {(p["line"], p["field"]) for p in refused["refused"]["problems"]}
-        assert problems == {(15, "rules[3] (broken).backend"), (16, "rules[3] (broken).percent")}
+        assert problems == {(21, "rules[4] (broken).backend"), (22, "rules[4] (broken).percent")}
         time.sleep(0.5)
         apply_rules(client, rules_path, third)
         time.sleep(0.5)
@@ -323,7 +323,7 @@ def test_readiness_lists_what_still_holds_rq(client: httpx.Client) -> None:
     # Runs of earlier tests may still be in flight and held too; the rules always are.
     assert readiness["holds"][0] == (
         f"routing rules version {rules_version(RULES)} still name rq at: default, "
-        "rule 'shadowed' backend"
+        "rule 'shadowed' backend, rule 'stepped' otherwise"
     )
     assert set(readiness["figures"]["rq_jobs"]) >= {"default.queued", "default.failed"}
 
@@ -415,15 +415,17 @@ def test_readiness_waits_only_for_the_backends_the_rules_enable(
     with httpx.Client(base_url=prefect_down.base_url, timeout=30) as client:
         down = client.get("/readyz")
         assert down.status_code == 503
-        assert down.json()["checks"]["prefect"]["up"] is False
+        assert down.json()["checks"]["prefect"] == {
+            "up": False,
+            "reason": "unreachable",
+            "workers": None,
+        }, "only up or down and a reason word: hosts and errors go to the log"
         try:
             apply_rules(
                 client, down_rules, "phase: 1\ndefault: rq\nbackends: {prefect: {enabled: false}}\n"
             )
             ready = client.get("/readyz")
             assert ready.status_code == 200, ready.text
-            assert (
-                ready.json()["checks"]["prefect"]["detail"] == "switched off in the routing rules"
-            )
+            assert ready.json()["checks"]["prefect"] == {"up": True, "reason": "switched_off"}
         finally:
             apply_rules(client, down_rules, DOWN_RULES)

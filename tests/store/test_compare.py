@@ -1,15 +1,16 @@
-"""The comparison report: figures against hand-computed ones, verdicts at their edges, the
+"""The comparison report: figures against hand-computed ones, the judge's answers, the
 window and workflow filters, ``figway compare`` and ``GET /routing/compare``.
 
 Runs are written as the gateway writes them (``Store.create_run``), then given
 chosen outcomes, times and node attempts with SQL, so the report reads the same
 rows it reads in production. Store, command and endpoint tests run on SQLite and
-on PostgreSQL; the verdict tests use fixed records and no database.
+on PostgreSQL; the judgement tests use fixed records and no database.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Iterator, Sequence
@@ -33,7 +34,6 @@ from gateway.cli.main import main
 from gateway.reports.comparison import (
     ComparisonReport,
     Thresholds,
-    Verdict,
     build_report,
     comparison_report,
     parse_since,
@@ -96,7 +96,9 @@ ETL_RQ_FIGURES = {
     "failure_rate": 0.4,
     # waits [1, 2, 3, 4]: p50 is the 2nd, p95 and p99 the 4th
     "queue_wait_seconds": {"count": 4, "p50": 2.0, "p95": 4.0, "p99": 4.0},
-    "duration_seconds": {"count": 4, "p50": 20.0, "p95": 40.0, "p99": 40.0},
+    # succeeded runs only: executions [10, 20, 40], totals (wait + execution) [11, 22, 44]
+    "execution_time_seconds": {"count": 3, "p50": 20.0, "p95": 40.0, "p99": 40.0},
+    "total_time_seconds": {"count": 3, "p50": 22.0, "p95": 44.0, "p99": 44.0},
     "retries": 3,  # 0 + 1 + 2 + 0 + 0
     "retries_per_run": 0.6,
     "shadow": {"compared": 2, "mismatched": 2, "mismatch_rate": 1.0},
@@ -110,7 +112,9 @@ ETL_PREFECT_FIGURES = {
     "failure_rate": 0.333333,
     # waits [0, 0.5, 1.5]: p50 is the 2nd (ceil 1.5), p95 the 3rd (ceil 2.85)
     "queue_wait_seconds": {"count": 3, "p50": 0.5, "p95": 1.5, "p99": 1.5},
-    "duration_seconds": {"count": 3, "p50": 15.0, "p95": 25.0, "p99": 25.0},
+    # succeeded: executions [15, 5]; totals [15.5, 3] (accepted 3 s before it finished)
+    "execution_time_seconds": {"count": 2, "p50": 5.0, "p95": 15.0, "p99": 15.0},
+    "total_time_seconds": {"count": 2, "p50": 3.0, "p95": 15.5, "p99": 15.5},
     "retries": 1,
     "retries_per_run": 0.333333,
     "shadow": {"compared": 4, "mismatched": 1, "mismatch_rate": 0.25},
@@ -122,7 +126,8 @@ NO_RUNS = {
     "cancelled": 0,
     "failure_rate": None,
     "queue_wait_seconds": {"count": 0, "p50": None, "p95": None, "p99": None},
-    "duration_seconds": {"count": 0, "p50": None, "p95": None, "p99": None},
+    "execution_time_seconds": {"count": 0, "p50": None, "p95": None, "p99": None},
+    "total_time_seconds": {"count": 0, "p50": None, "p95": None, "p99": None},
     "retries": 0,
     "retries_per_run": None,
     "shadow": {"compared": 0, "mismatched": 0, "mismatch_rate": None},
@@ -134,7 +139,8 @@ OTHER_RQ_FIGURES = {
     "succeeded": 2,
     "failure_rate": 0.0,
     "queue_wait_seconds": {"count": 2, "p50": 1.0, "p95": 1.0, "p99": 1.0},
-    "duration_seconds": {"count": 2, "p50": 2.0, "p95": 4.0, "p99": 4.0},
+    "execution_time_seconds": {"count": 2, "p50": 2.0, "p95": 4.0, "p99": 4.0},
+    "total_time_seconds": {"count": 2, "p50": 3.0, "p95": 5.0, "p99": 5.0},
     "retries_per_run": 0.0,
 }
 
@@ -286,34 +292,36 @@ def test_the_figures_match_the_hand_computed_ones(store: Store) -> None:
         "rq": OTHER_RQ_FIGURES,
         "prefect": {**NO_RUNS, "backend": "prefect"},
     }
-    assert report["thresholds"] == {"min_runs": 20, "failure_margin_points": 5.0, "p95_ratio": 1.5}
+    assert report["thresholds"] == {
+        "min_runs": 20,
+        "failure_margin_points": 5.0,
+        "max_ratio": 1.2,
+        "confidence": 0.95,
+        "watch": ["failure_rate", "execution_time"],
+    }
     assert report["workflow_filter"] == []
 
 
-def test_the_verdicts_on_the_fixed_records(store: Store) -> None:
+def test_the_judgements_on_the_fixed_records(store: Store) -> None:
     record_all(store)
 
     default = by_workflow(report_of(store))
-    assert default["etl"]["verdict"] == {
-        "verdict": "not_enough_data",
-        "candidate": "prefect",
-        "baseline": "rq",
-        "reason": "3 judged run(s) on prefect and 5 on rq; a verdict needs 20 on each",
-        "failure_rate_difference_points": -6.666667,  # 33.33% - 40%
-        "p95_duration_ratio": 0.625,  # 25 s / 40 s
-    }
-    assert default["other"]["verdict"]["verdict"] == "not_enough_data"
-
-    three = by_workflow(report_of(store, min_runs=3))
-    verdict = three["etl"]["verdict"]
-    assert verdict["verdict"] == "better"
-    assert verdict["reason"] == (
-        "failure rate 33.3% on prefect against 40.0% on rq (allowed: 5 points more); "
-        "p95 duration 25.0s on prefect against 40.0s on rq, 0.62x (allowed: 1.5x); "
-        "1 of 4 shadow comparison(s) on prefect differed"
+    judged = default["etl"]["judgement"]
+    assert judged["answer"] == "inconclusive"
+    assert (judged["candidate"], judged["baseline"]) == ("prefect", "rq")
+    assert (judged["candidate_runs"], judged["baseline_runs"]) == (3, 5)
+    assert judged["watched"] == ["failure_rate", "execution_time"]
+    assert list(judged["figures"]) == ["failure_rate", "queue_wait", "execution_time", "total_time"]
+    failure = judged["figures"]["failure_rate"]
+    assert (failure["candidate_value"], failure["baseline_value"]) == (33.333333, 40.0)
+    assert judged["sentence"].startswith(
+        "Too early to say whether prefect is worse than rq on failure rate"
     )
-    # other never ran on prefect: no thresholds make a verdict of that.
-    assert three["other"]["verdict"]["verdict"] == "not_enough_data"
+    assert "(at least 20 a side needed)" in judged["sentence"]
+    assert judged["shadow"] == "1 of 4 shadow comparison(s) on prefect differed"
+    # other never ran on prefect: nothing to judge.
+    assert default["other"]["judgement"]["answer"] == "inconclusive"
+    assert default["other"]["judgement"]["figures"]["failure_rate"]["pairs"] == 0
 
 
 def test_the_window_counts_runs_by_when_they_finished(store: Store) -> None:
@@ -324,7 +332,8 @@ def test_the_window_counts_runs_by_when_they_finished(store: Store) -> None:
     # The old failed run (wait 1, duration 1000, retries 8) and the old mismatch join in.
     rq = ten_days["rq"]
     assert (rq["runs"], rq["failed"], rq["failure_rate"]) == (6, 3, 0.5)
-    assert rq["duration_seconds"] == {"count": 5, "p50": 30.0, "p95": 1000.0, "p99": 1000.0}
+    # A failed run's time is not an execution time: only the queue wait sees it.
+    assert rq["execution_time_seconds"] == ETL_RQ_FIGURES["execution_time_seconds"]
     assert rq["queue_wait_seconds"] == {"count": 5, "p50": 2.0, "p95": 4.0, "p99": 4.0}
     assert (rq["retries"], rq["retries_per_run"]) == (11, 1.833333)
     assert ten_days["prefect"]["shadow"] == {"compared": 5, "mismatched": 2, "mismatch_rate": 0.4}
@@ -365,7 +374,7 @@ def test_the_store_reads_only_finished_client_runs(store: Store) -> None:
     assert len(ids["rq"]) == len(ETL_RQ)
 
 
-# -- verdicts at the thresholds' edges (fixed records, no database) --------------------
+# -- the judge on fixed records (no database) -------------------------------------------
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 
@@ -382,14 +391,14 @@ def finished(
             status=RunStatus.FAILED if index < failed else RunStatus.SUCCEEDED,
             submitted_at=T0,
             started_at=started,
-            finished_at=started + timedelta(seconds=duration),
+            finished_at=started + timedelta(seconds=duration * (1 + 0.05 * math.sin(index))),
             retries=0,
         )
         for index in range(count)
     ]
 
 
-def verdict_of(
+def judgement_of(
     runs: Sequence[FinishedRunRecord],
     shadows: Sequence[ShadowCount] = (),
     **thresholds: Any,
@@ -402,86 +411,53 @@ def verdict_of(
         thresholds=Thresholds(**thresholds),
     )
     (workflow,) = report.workflows
-    return workflow.verdict.model_dump(mode="json")
+    return workflow.judgement.model_dump(mode="json")
 
 
-def test_a_verdict_needs_min_runs_on_each_backend() -> None:
+def test_no_answer_below_min_runs_on_either_backend() -> None:
     rq = finished("rq", 20)
-    assert verdict_of(rq + finished("prefect", 19))["verdict"] == Verdict.NOT_ENOUGH_DATA
-    assert verdict_of(rq + finished("prefect", 20))["verdict"] == Verdict.BETTER
-    assert verdict_of(finished("rq", 19) + finished("prefect", 20))["verdict"] == (
-        Verdict.NOT_ENOUGH_DATA
-    )
-    assert verdict_of(finished("rq", 5) + finished("prefect", 5), min_runs=5)["verdict"] == (
-        Verdict.BETTER
-    )
+    assert judgement_of(rq + finished("prefect", 19, failed=19))["answer"] == "inconclusive"
+    assert judgement_of(rq + finished("prefect", 20, failed=20))["answer"] == "worse"
     # Cancelled runs are not judged, so they do not make up the numbers.
     cancelled = [
         FinishedRunRecord("wf", "prefect", RunStatus.CANCELLED, T0, None, T0, 0) for _ in range(5)
     ]
-    assert verdict_of(rq + finished("prefect", 19) + cancelled)["verdict"] == (
-        Verdict.NOT_ENOUGH_DATA
+    assert judgement_of(rq + finished("prefect", 19, failed=19) + cancelled)["answer"] == (
+        "inconclusive"
     )
 
 
-def test_the_failure_margin_edge() -> None:
-    rq = finished("rq", 20, failed=5)  # 25%
-    at_margin = verdict_of(rq + finished("prefect", 20, failed=6))  # 30%: 5 points more
-    assert at_margin["verdict"] == Verdict.BETTER
-    assert at_margin["failure_rate_difference_points"] == 5.0
+def test_not_worse_needs_evidence_and_says_so_with_bounds() -> None:
+    few = judgement_of(finished("rq", 30) + finished("prefect", 30))
+    assert few["answer"] == "inconclusive", "30 clean runs cannot rule out 5 points more failures"
+    assert few["more_runs"] > 0
+    assert few["expected_seconds"] is not None  # at the window's rate of 30 runs a day
 
-    beyond = verdict_of(rq + finished("prefect", 20, failed=7))  # 35%: 10 points more
-    assert beyond["verdict"] == Verdict.WORSE
-    assert beyond["reason"] == (
-        "failure rate 35.0% on prefect against 25.0% on rq (allowed: 5 points more)"
-    )
-    assert verdict_of(rq + finished("prefect", 20, failed=7), failure_margin_points=10)[
-        "verdict"
-    ] == (Verdict.BETTER)
-    assert verdict_of(rq + finished("prefect", 20, failed=6), failure_margin_points=0)[
-        "verdict"
-    ] == (Verdict.WORSE)
+    enough = judgement_of(finished("rq", 120) + finished("prefect", 120))
+    assert enough["answer"] == "not_worse"
+    failure = enough["figures"]["failure_rate"]
+    assert failure["upper"] < failure["threshold"] == 5.0
+    assert enough["more_runs"] == 0
+    assert enough["sentence"].startswith("prefect is not worse than rq on failure rate (")
 
 
-def test_the_p95_ratio_edge() -> None:
-    rq = finished("rq", 20, duration=10)
-    at_ratio = verdict_of(rq + finished("prefect", 20, duration=15))
-    assert at_ratio["verdict"] == Verdict.BETTER
-    assert at_ratio["p95_duration_ratio"] == 1.5
-
-    beyond = verdict_of(rq + finished("prefect", 20, duration=15.01))
-    assert beyond["verdict"] == Verdict.WORSE
-    assert beyond["reason"] == (
-        "p95 duration 15.0s on prefect against 10.0s on rq, 1.50x (allowed: 1.5x)"
-    )
-    assert verdict_of(rq + finished("prefect", 20, duration=15.01), p95_ratio=2)["verdict"] == (
-        Verdict.BETTER
-    )
-
-
-def test_worse_on_both_counts_names_both() -> None:
-    verdict = verdict_of(
-        finished("rq", 20, duration=10) + finished("prefect", 20, failed=10, duration=30)
-    )
-    assert verdict["verdict"] == Verdict.WORSE
-    assert verdict["reason"] == (
-        "failure rate 50.0% on prefect against 0.0% on rq (allowed: 5 points more); "
-        "p95 duration 30.0s on prefect against 10.0s on rq, 3.00x (allowed: 1.5x)"
-    )
+def test_the_margins_and_watched_figures_decide() -> None:
+    runs = finished("rq", 60, duration=10) + finished("prefect", 60, duration=15)
+    assert judgement_of(runs)["answer"] == "worse"  # x1.5 against a x1.2 margin
+    assert judgement_of(runs, max_ratio=2)["answer"] != "worse"
+    only_failures = judgement_of(runs, watch=["failure_rate"])
+    assert only_failures["answer"] != "worse"
+    # Every figure is still shown, watched or not.
+    execution = only_failures["figures"]["execution_time"]
+    assert (execution["watched"], execution["answer"]) == (False, "worse")
+    assert round(execution["estimate"], 1) == 1.5
 
 
 def test_shadow_mismatches_are_named_but_do_not_decide() -> None:
-    runs = finished("rq", 20) + finished("prefect", 20)
-    verdict = verdict_of(runs, [ShadowCount("wf", "prefect", 10, 3)])
-    assert verdict["verdict"] == Verdict.BETTER
-    assert verdict["reason"].endswith("; 3 of 10 shadow comparison(s) on prefect differed")
-
-
-def test_a_zero_baseline_p95_is_not_compared() -> None:
-    verdict = verdict_of(finished("rq", 20, duration=0) + finished("prefect", 20, duration=5))
-    assert verdict["verdict"] == Verdict.BETTER
-    assert verdict["p95_duration_ratio"] is None
-    assert "p95 duration not compared" in verdict["reason"]
+    runs = finished("rq", 120) + finished("prefect", 120)
+    judged = judgement_of(runs, [ShadowCount("wf", "prefect", 10, 3)])
+    assert judged["answer"] == "not_worse"
+    assert judged["shadow"] == "3 of 10 shadow comparison(s) on prefect differed"
 
 
 def test_percentiles_are_nearest_rank() -> None:
@@ -500,7 +476,7 @@ def test_percentiles_are_nearest_rank() -> None:
     report = build_report(runs, [], since=T0, until=T0, thresholds=Thresholds())
     rq = report.workflows[0].backends[0]
     expected = {"count": 100, "p50": 50.0, "p95": 95.0, "p99": 99.0}
-    assert rq.duration_seconds.model_dump() == expected
+    assert rq.execution_time_seconds.model_dump() == expected
     assert rq.queue_wait_seconds.model_dump() == expected
 
 
@@ -619,17 +595,28 @@ def test_compare_options_reach_the_report(cli_store: Store) -> None:
         "3",
         "--failure-margin",
         "2.5",
-        "--p95-ratio",
+        "--max-ratio",
         "3",
+        "--confidence",
+        "0.9",
+        "--watch",
+        "queue_wait",
     )
 
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["thresholds"] == {"min_runs": 3, "failure_margin_points": 2.5, "p95_ratio": 3.0}
+    assert report["thresholds"] == {
+        "min_runs": 3,
+        "failure_margin_points": 2.5,
+        "max_ratio": 3.0,
+        "confidence": 0.9,
+        "watch": ["queue_wait"],
+    }
     assert report["workflow_filter"] == ["etl"]
     (etl,) = report["workflows"]
     assert rows(etl)["rq"]["runs"] == 6  # the 8-day-old run is in a 10-day window
-    assert etl["verdict"]["verdict"] == "better"  # 33.3% against 50%
+    assert etl["judgement"]["watched"] == ["queue_wait"]
+    assert etl["judgement"]["answer"] == "inconclusive"  # 3 runs decide nothing
 
 
 def test_compare_table(cli_store: Store) -> None:
@@ -641,29 +628,39 @@ def test_compare_table(cli_store: Store) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].startswith("prefect against rq: client runs finished from ")
     assert lines[1] == (
-        "thresholds: a verdict needs 3 judged run(s) on each backend; prefect is worse when its "
-        "failure rate is more than 5 points above rq's or its p95 duration more than 1.5x rq's"
+        "judge: watching failure_rate, execution_time; margins 5 points and x1.2; 95% "
+        "confidence; at least 3 judged run(s) a side"
     )
     header = next(line for line in lines if line.startswith("workflow / backend"))
     assert header.split("  ")[0] == "workflow / backend"
     start = lines.index("etl")
     assert lines[start + 1].split() == [
         *("rq", "5", "2", "40.0%", "1"),
-        *("2.0s", "4.0s", "4.0s", "20.0s", "40.0s", "40.0s"),
+        *("2.0s", "4.0s", "20.0s", "40.0s", "22.0s", "44.0s"),
         *("0.60", "2/2", "(100.0%)"),
     ]
     assert lines[start + 2].split() == [
         *("prefect", "3", "1", "33.3%", "0"),
-        *("500ms", "1.5s", "1.5s", "15.0s", "25.0s", "25.0s"),
+        *("500ms", "1.5s", "5.0s", "15.0s", "3.0s", "15.5s"),
         *("0.33", "1/4", "(25.0%)"),
     ]
-    assert lines[start + 3].startswith("  verdict: better - failure rate 33.3% on prefect")
+    assert lines[start + 3].startswith(
+        "  judge: inconclusive - Too early to say whether prefect is worse than rq"
+    )
+    figures = [line.split()[:2] for line in lines[start + 4 : start + 8]]
+    assert figures == [
+        ["*", "inconclusive"],
+        ["inconclusive", "queue"],
+        ["*", "inconclusive"],
+        ["inconclusive", "total"],
+    ]
+    assert (
+        lines[start + 8]
+        == "  shadows: 1 of 4 shadow comparison(s) on prefect differed (not judged)"
+    )
     other = lines.index("other")
     assert lines[other + 2].split() == ["prefect", "0", "0", "-", "0", *["-"] * 8]
-    assert lines[other + 3] == (
-        "  verdict: not enough data - 0 judged run(s) on prefect and 2 on rq; "
-        "a verdict needs 3 on each"
-    )
+    assert lines[other + 3].startswith("  judge: inconclusive - Too early to say")
     # Every figure's row lines up under the header.
     assert len({len(line) for line in lines[start + 1 : start + 3]}) == 1
 
@@ -681,7 +678,9 @@ def test_compare_with_nothing_to_compare(cli_store: Store) -> None:
         (("--since", "2999-01-01"), "is in the future"),
         (("--min-runs", "0"), "Invalid value for '--min-runs'"),
         (("--failure-margin", "101"), "Invalid value for '--failure-margin'"),
-        (("--p95-ratio", "0.5"), "Invalid value for '--p95-ratio'"),
+        (("--failure-margin", "0"), "Invalid value for '--failure-margin'"),
+        (("--max-ratio", "1"), "Invalid value for '--max-ratio'"),
+        (("--watch", "p95"), "Invalid value for '--watch'"),
     ],
 )
 def test_compare_refuses_bad_options_with_a_message(
@@ -710,15 +709,19 @@ def test_compare_help_states_the_definitions(cli_env: None) -> None:
     for phrase in (
         "Only client runs count",
         "failure rate: failed / (succeeded + failed)",
-        "queue wait: submitted to the first node running",
-        "duration: first node running to finished",
+        "queue wait: accepted (the backend took the run) to its first node running",
+        "execution time: first node running to finished, succeeded runs",
+        "total time: accepted to finished, succeeded runs",
+        "worse: beyond a margin",
+        "not worse: a difference beyond the margins is ruled out",
         "nearest-rank",
         "max(attempts - 1, 0)",
         "on the shadow's backend",
         "[default: 7d]",
         "[default: 20;",
         "[default: 5.0;",
-        "[default: 1.5;",
+        "[default: 1.2;",
+        "[default: 0.95;",
     ):
         assert phrase in text, phrase
     top = figway("--help")
@@ -747,8 +750,14 @@ def test_the_endpoint(gateway_client: Any) -> None:
     report = response.json()
     workflows = by_workflow(report)
     assert rows(workflows["etl"]) == {"rq": ETL_RQ_FIGURES, "prefect": ETL_PREFECT_FIGURES}
-    assert workflows["etl"]["verdict"]["verdict"] == "better"
-    assert report["thresholds"] == {"min_runs": 3, "failure_margin_points": 5.0, "p95_ratio": 1.5}
+    assert workflows["etl"]["judgement"]["answer"] == "inconclusive"
+    assert report["thresholds"] == {
+        "min_runs": 3,
+        "failure_margin_points": 5.0,
+        "max_ratio": 1.2,
+        "confidence": 0.95,
+        "watch": ["failure_rate", "execution_time"],
+    }
 
     both = http.get("/routing/compare", params=[("workflow", "other"), ("workflow", "etl")])
     assert both.status_code == 200, both.text
@@ -757,11 +766,18 @@ def test_the_endpoint(gateway_client: Any) -> None:
 
     strict = http.get(
         "/routing/compare",
-        params={"workflow": "etl", "since": "10d", "min_runs": 3, "failure_margin": 0},
+        params=[
+            ("workflow", "etl"),
+            ("since", "10d"),
+            ("min_runs", 3),
+            ("max_ratio", 2),
+            ("watch", "total_time"),
+        ],
     ).json()
     (etl,) = strict["workflows"]
     assert rows(etl)["rq"]["runs"] == 6
-    assert etl["verdict"]["verdict"] == "better"  # 33.3% is below 50%, margin or not
+    assert etl["judgement"]["watched"] == ["total_time"]
+    assert strict["thresholds"]["max_ratio"] == 2
 
     empty = http.get("/routing/compare", params={"since": "2000-01-01T00:00:00Z", "workflow": "x"})
     assert empty.status_code == 200
@@ -775,8 +791,9 @@ def test_the_endpoint(gateway_client: Any) -> None:
         ({"since": "2999-01-01"}, "since", "is in the future"),
         ({"since": "0d"}, "since", "empty window"),
         ({"min_runs": 0}, "min_runs", "greater than or equal to 1"),
-        ({"failure_margin": -1}, "failure_margin", "greater than or equal to 0"),
-        ({"p95_ratio": "fast"}, "p95_ratio", "valid number"),
+        ({"failure_margin": 0}, "failure_margin", "greater than 0"),
+        ({"max_ratio": "fast"}, "max_ratio", "valid number"),
+        ({"watch": "p95"}, "watch.0", "'failure_rate', 'queue_wait', 'execution_time' or"),
         ({"workflow": "x" * 129}, "workflow.0", "at most 128 characters"),
     ],
 )

@@ -7,6 +7,8 @@ what they were asked, so each edge can be forced exactly.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -242,3 +244,74 @@ def test_a_shadow_left_unsubmitted_by_a_stopped_gateway_is_ended(
     assert store.run_status(job_run_id="r7~shadow") is RunStatus.FAILED
     # The client's run is not ended with its shadow: nobody held it, so it is submitted.
     assert store.run_status(job_run_id="r7") is RunStatus.QUEUED
+
+
+# -- honest answers -------------------------------------------------------------------------
+
+
+def test_a_repeat_while_another_request_submits_the_run_reads_pending(
+    dispatcher: Dispatcher, backends: dict[str, StandIn], store: Store
+) -> None:
+    """The route answers such a repeat 202, not a 200 that looks final."""
+    gate, entered = threading.Event(), threading.Event()
+    real_submit = backends["prefect"].submit
+
+    def slow_submit(plan: RunPlan) -> None:
+        entered.set()
+        gate.wait(timeout=30)
+        real_submit(plan)
+
+    backends["prefect"].submit = slow_submit  # type: ignore[method-assign]
+    first = threading.Thread(target=dispatcher.start_run, args=(request("pilot", "r-slow"),))
+    first.start()
+    try:
+        assert entered.wait(timeout=30)
+        run, created = dispatcher.start_run(request("pilot", "r-slow"))
+        assert (created, run.status) == (False, RunStatus.PENDING)
+    finally:
+        gate.set()
+        first.join(timeout=30)
+    assert backends["prefect"].submitted == ["r-slow"], "the repeat submitted nothing"
+    assert dispatcher.get_run("r-slow").status is RunStatus.QUEUED
+
+
+def test_a_run_submitted_on_a_repeat_keeps_no_stale_error(
+    dispatcher: Dispatcher, backends: dict[str, StandIn]
+) -> None:
+    backends["prefect"].failure = refused(may_have_started=True)
+    with pytest.raises(SubmitFailedError):
+        dispatcher.start_run(request("pilot", "r-stale"))
+    assert dispatcher.get_run("r-stale").error, "the pending run says why it waits"
+    backends["prefect"].failure = None
+
+    run, created = dispatcher.start_run(request("pilot", "r-stale"))
+
+    assert (created, run.status, run.error) == (False, RunStatus.QUEUED, None)
+    assert dispatcher.get_run("r-stale").error is None
+
+
+def test_the_clients_workspace_and_folder_are_kept_as_sent(
+    dispatcher: Dispatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The workflow is in workspace "ws", folder "f" (one_node_workflow).
+    sent = RunRequest("ws-client", "folder-client", "job", "pilot", job_run_id="r-place")
+    with caplog.at_level(logging.WARNING, logger="gateway.dispatch.dispatcher"):
+        run, created = dispatcher.start_run(sent)
+
+    assert created
+    assert (run.workspace_id, run.folder_id) == ("ws-client", "folder-client")
+    stored = dispatcher.get_run("r-place")
+    assert (stored.workspace_id, stored.folder_id) == ("ws-client", "folder-client")
+    plan = dispatcher.store.load_plan(job_run_id="r-place")
+    assert plan is not None
+    assert (plan.workspace_id, plan.folder_id) == ("ws", "f"), "the workflow's own owns secrets"
+    assert any("workspace 'ws-client'" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_client_naming_the_workflows_own_place_logs_nothing(
+    dispatcher: Dispatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="gateway.dispatch.dispatcher"):
+        run, _ = dispatcher.start_run(request("pilot", "r-same"))
+    assert (run.workspace_id, run.folder_id) == ("ws", "f")
+    assert not [r for r in caplog.records if "the client sent" in r.getMessage()]

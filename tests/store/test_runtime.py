@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from backends.artifacts import ArtifactStore
 from backends.model.status import NodeStatus, RunStatus
 from backends.model.workflow import RunPlan
 from backends.nodes import NodeContext, default_registry
 from backends.runtime.attempts import AttemptResult, NodeRuntime, Outcome
+from backends.runtime.bounds import MAX_TEXT_CHARS
 from backends.store import LogRecord, Store, create_database_engine, upgrade
 from tests.support.plans import start_run
 
@@ -276,3 +278,82 @@ def test_an_output_json_cannot_carry_is_still_recorded_as_json(store: Store) -> 
     measured = node(store, plan, "m")
     assert measured.status is NodeStatus.SUCCEEDED
     json.dumps(measured.output, allow_nan=False)  # raises if NaN or inf were stored
+
+
+# -- bounded storage ---------------------------------------------------------------------
+
+
+def big_output(size: int) -> dict[str, str]:
+    return {"body": "x" * size}
+
+
+def upstream_size(context: NodeContext) -> int:
+    return len(context.upstream_outputs["big"]["body"])
+
+
+def loud_failure(size: int) -> None:
+    print("y" * size)
+    raise ValueError("cannot cast " + "z" * size)
+
+
+@pytest.fixture
+def bounded_runtime(sqlite_store: Store, tmp_path: Path) -> NodeRuntime:
+    return NodeRuntime(
+        sqlite_store,
+        default_registry(),
+        heartbeat_seconds=0.05,
+        artifacts=ArtifactStore(str(tmp_path / "artifacts")),
+        max_output_bytes=10_000,
+    )
+
+
+def test_a_large_output_goes_to_the_artifact_store_and_downstream_still_gets_it(
+    sqlite_store: Store, bounded_runtime: NodeRuntime
+) -> None:
+    plan = start_run(
+        sqlite_store,
+        {
+            "big": {
+                "type": "python",
+                "config": {"callable": here("big_output"), "kwargs": {"size": 50_000}},
+            },
+            "small": {
+                "type": "python",
+                "config": {"callable": here("big_output"), "kwargs": {"size": 10}},
+            },
+            "after": {"type": "python", "config": {"callable": here("upstream_size")}},
+        },
+        {"after": ["big"]},
+    )
+    for node_id in ("big", "small", "after"):
+        assert execute(bounded_runtime, plan, node_id).outcome is Outcome.SUCCEEDED
+    stored = node(sqlite_store, plan, "big").output["stored_output"]
+    assert stored["bytes"] > 50_000
+    assert stored["uri"].endswith("/big/attempt-1-output.json")
+    assert node(sqlite_store, plan, "small").output == {"body": "x" * 10}
+    assert node(sqlite_store, plan, "after").output == 50_000
+
+
+def test_a_huge_error_and_log_line_are_cut_with_a_marker(
+    sqlite_store: Store, bounded_runtime: NodeRuntime
+) -> None:
+    size = 5_000_000
+    plan = start_run(
+        sqlite_store,
+        {
+            "loud": {
+                "type": "python",
+                "config": {"callable": here("loud_failure"), "kwargs": {"size": size}},
+            }
+        },
+    )
+    assert execute(bounded_runtime, plan, "loud").outcome is Outcome.FAILED
+    error = node(sqlite_store, plan, "loud").error
+    assert len(error) < MAX_TEXT_CHARS + 200
+    assert "[truncated by figway:" in error
+    lines = logs(sqlite_store, plan)
+    assert lines
+    assert all(len(line.message) < MAX_TEXT_CHARS + 200 for line in lines)
+    assert any(
+        "y" * 100 in line.message and "truncated by figway" in line.message for line in lines
+    )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from backends.model.errors import StoreError
 from backends.model.status import NodeStatus, RunStatus
-from backends.store import LogRecord, Store, utcnow
+from backends.store import LogRecord, Store, create_database_engine, upgrade, utcnow
 from tests.support.plans import journal, make_plan, start_run
 
 RUNNING = NodeStatus.RUNNING
@@ -391,3 +392,15 @@ def test_stale_nodes_lists_running_nodes_without_a_heartbeat(store: Store) -> No
     assert store.stale_nodes(silent_for=timedelta(hours=1)) == []
     stale = store.stale_nodes(silent_for=timedelta(seconds=-1))
     assert [(s.job_run_id, s.node_id, s.attempt, s.backend) for s in stale] == [(jid, "a", 1, "rq")]
+
+
+def test_the_embedded_database_file_and_its_folder_are_private(tmp_path: Path) -> None:
+    database = tmp_path / "data" / "figway.db"
+    engine = create_database_engine(f"sqlite:///{database}")
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    assert database.parent.stat().st_mode & 0o777 == 0o700
+    for made in database.parent.iterdir():  # the file, and SQLite's -wal and -shm beside it
+        assert made.stat().st_mode & 0o777 == 0o600, made

@@ -21,6 +21,7 @@ __all__ = [
     "HEARTBEAT_SECONDS",
     "TERMINAL",
     "Gateway",
+    "assert_started_once",
     "define",
     "definition",
     "error_fields",
@@ -50,6 +51,18 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 #: Generous: the first in-process Prefect run of a session starts Prefect's API, which
 #: migrates its database (about 20 s on a quiet machine, much longer on a busy one).
 DEADLINE_SECONDS = 120.0
+
+
+def assert_started_once(responses: list[httpx.Response]) -> None:
+    """Identical POSTs made one run: one 201; each repeat a 200 (the run is with its
+    backend) or a 202 (another request is still submitting it, so it reads pending)."""
+    shown = [(r.status_code, r.text) for r in responses]
+    assert sorted(r.status_code for r in responses).count(201) == 1, shown
+    for response in responses:
+        assert response.status_code in (200, 201, 202), shown
+        pending = response.json()["status"] == "pending"
+        if response.status_code != 201:
+            assert pending == (response.status_code == 202), shown
 
 
 def unique(prefix: str) -> str:

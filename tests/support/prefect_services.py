@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,9 +50,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BIN",
+    "PG_ADMIN_URL",
     "PrefectServices",
     "descendants",
     "flow_runs_of",
+    "own_prefect_services",
     "service_env",
     "shared_prefect_services",
 ]
@@ -114,6 +117,11 @@ class PrefectServices:
     worker: LoggedProcess | None = None
     #: What the session's first `figway setup prefect` printed (on an empty server).
     first_setup_output: str = ""
+    #: How the server and the worker were started, so a fault test can start them again.
+    server_argv: list[str] = field(default_factory=list)
+    server_env: dict[str, str] = field(default_factory=dict)
+    worker_argv: list[str] = field(default_factory=list)
+    worker_env: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def env(self, settings: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -257,6 +265,30 @@ class PrefectServices:
             f"--- prefect {p.name} (pid {p.pid}) ---\n{p.tail(lines)}" for p in processes
         )
 
+    def kill_server(self) -> None:
+        """SIGKILL the server (an outage: clients are refused from now on)."""
+        self.server.kill_everything()
+
+    def start_server(self) -> None:
+        """Start the server again, on its port and database, and wait until it is healthy."""
+        assert not self.server.running(), "kill_server() first"
+        self.server = LoggedProcess.start(
+            "server", self.server_argv, env=self.server_env, log_dir=self.log_dir
+        )
+        _wait_healthy(self)
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker with every process below it (its flow-run processes too)."""
+        assert self.worker is not None
+        self.worker.kill_everything()
+
+    def start_worker(self) -> None:
+        """Start the worker again and wait until the server lists it online."""
+        self.worker = LoggedProcess.start(
+            "worker", self.worker_argv, env=self.worker_env, log_dir=self.log_dir
+        )
+        _wait_worker_online(self)
+
     def close(self) -> None:
         if self.worker is not None:
             self.worker.kill_everything()
@@ -312,9 +344,19 @@ def _wait_worker_online(services: PrefectServices) -> None:
         time.sleep(0.25)
 
 
-def start_prefect_services(figway_database_url: str, log_dir: Path) -> PrefectServices:
-    """Start the server on a fresh database, set figway up on it, start the worker."""
+def start_prefect_services(
+    figway_database_url: str, log_dir: Path, *, database_port: int | None = None
+) -> PrefectServices:
+    """Start the server on a fresh database, set figway up on it, start the worker.
+
+    ``database_port``: the server reaches PostgreSQL through this loopback port (a
+    proxy a fault test can cut) instead of PostgreSQL's own.
+    """
     database, server_database_url = _create_database()
+    if database_port is not None:
+        server_database_url = re.sub(
+            r"@[^/@]+/", f"@127.0.0.1:{database_port}/", server_database_url, count=1
+        )
     port = free_port()
     home = log_dir / "prefect-home"
     home.mkdir(exist_ok=True)
@@ -329,12 +371,10 @@ def start_prefect_services(figway_database_url: str, log_dir: Path) -> PrefectSe
                 "PREFECT_UI_ENABLED": "false",
             }
         )
-        server = LoggedProcess.start(
-            "server",
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            log_dir=log_dir,
-        )
+        server_argv = [
+            *(str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port))
+        ]
+        server = LoggedProcess.start("server", server_argv, env=env, log_dir=log_dir)
         services = PrefectServices(
             api_url=f"http://127.0.0.1:{port}/api",
             home=home,
@@ -342,25 +382,23 @@ def start_prefect_services(figway_database_url: str, log_dir: Path) -> PrefectSe
             figway_database_url=figway_database_url,
             server=server,
             database=database,
+            server_argv=server_argv,
+            server_env=env,
         )
         _wait_healthy(services)
         setup = services.cli("figway", "setup", "prefect")
         if setup.returncode != 0:
             raise RuntimeError(f"`figway setup prefect` failed:\n{setup.stdout}{setup.stderr}")
         services.first_setup_output = setup.stdout
-        services.worker = LoggedProcess.start(
-            "worker",
-            [str(BIN / "prefect"), "worker", "start", "--pool", WORKER_POOL],
-            env=services.env(
-                {
-                    "FIGWAY_DATABASE_URL": figway_database_url,
-                    "FIGWAY_HEARTBEAT_SECONDS": "0.5",
-                    "PREFECT_WORKER_QUERY_SECONDS": "1",
-                }
-            ),
-            log_dir=log_dir,
+        services.worker_argv = [str(BIN / "prefect"), "worker", "start", "--pool", WORKER_POOL]
+        services.worker_env = services.env(
+            {
+                "FIGWAY_DATABASE_URL": figway_database_url,
+                "FIGWAY_HEARTBEAT_SECONDS": "0.5",
+                "PREFECT_WORKER_QUERY_SECONDS": "1",
+            }
         )
-        _wait_worker_online(services)
+        services.start_worker()
     except BaseException:
         if services is not None:
             services.close()
@@ -369,6 +407,22 @@ def start_prefect_services(figway_database_url: str, log_dir: Path) -> PrefectSe
         _drop_database(database)
         raise
     return services
+
+
+@contextlib.contextmanager
+def own_prefect_services(
+    figway_database_url: str, log_dir: Path, *, database_port: int | None = None
+) -> Iterator[PrefectServices]:
+    """A Prefect server and worker of the caller's own, which it may kill and restart
+    (the fault tests); stopped and their database dropped on the way out."""
+    services = start_prefect_services(figway_database_url, log_dir, database_port=database_port)
+    try:
+        yield services
+    finally:
+        try:
+            services.close()
+        finally:
+            _drop_database(services.database)
 
 
 # -- one server for the whole session ---------------------------------------------------------

@@ -94,3 +94,39 @@ def test_invalid_values_are_refused_naming_the_setting(monkeypatch: pytest.Monke
 def test_every_setting_is_described() -> None:
     undescribed = [name for name, field in Settings.model_fields.items() if not field.description]
     assert undescribed == []
+
+
+# -- access control: one rule, said with the setting that decided it (issue 15) ----------------
+
+
+def test_access_control_is_off_only_on_the_embedded_default() -> None:
+    embedded = Settings().access()
+    assert not embedded.required
+    assert "embedded default" in embedded.reason
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("FIGWAY_DATABASE_URL", "postgresql://u@db/figway"), ("FIGWAY_REDIS_URL", "redis://r:6379/0")],
+)
+def test_a_database_or_redis_alone_requires_keys_and_says_which(
+    monkeypatch: pytest.MonkeyPatch, setting: str, value: str
+) -> None:
+    monkeypatch.setenv(setting, value)
+    access = Settings().access()
+    assert access.required
+    assert setting in access.reason
+
+
+def test_a_dotenv_file_cannot_turn_access_control_off(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("FIGWAY_AUTH=off\nFIGWAY_REDIS_URL=redis://r:6379/0\n")
+    assert Settings().access().required
+    (tmp_path / ".env").write_text("FIGWAY_AUTH=on\n")
+    assert Settings().access() == Settings(auth="on").access()
+    assert Settings().access().required  # on from .env is honoured
+    monkeypatch.setenv("FIGWAY_AUTH", "off")
+    monkeypatch.setenv("FIGWAY_REDIS_URL", "redis://r:6379/0")
+    off = Settings().access()
+    assert (off.required, off.reason) == (False, "FIGWAY_AUTH=off")

@@ -21,6 +21,8 @@ def test_the_example_rules_pass_every_check_and_show_each_feature() -> None:
         "shadow": any(r.shadow is not None for r in rules.rules),
         "fallback": any(r.fallback is not None for r in rules.rules),
         "guard": any(r.guard is not None for r in rules.rules),
+        "steps": any(r.steps is not None for r in rules.rules),
+        "promote": any(r.promote is not None for r in rules.rules),
         "registered_after": any(r.match.registered_after for r in rules.rules),
         "tags": any(r.match.tags for r in rules.rules),
         "glob": any("*" in str(r.match.workflow_id) for r in rules.rules),

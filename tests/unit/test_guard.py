@@ -1,217 +1,68 @@
-"""Guards: when judge() rolls a rule back, and the nearest-rank percentile it uses."""
+"""Guards and promotion blocks as the judge reads them: watched figures, margins, policy;
+and the nearest-rank percentile the comparison report uses.
+
+The judge itself is tested in ``test_judge.py``; guards on recorded runs in
+``tests/store/test_guard_keeper.py``.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.model.status import RunStatus
-from backends.store.routing_records import FinishedRun
-from gateway.routing.guard import GuardVerdict, judge, percentile
-from gateway.routing.rules import Guard
-
-START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
-
-
-def finished(
-    backend: str, count: int, *, failed: int = 0, seconds: float | Sequence[float] = 10.0
-) -> list[FinishedRun]:
-    """``count`` runs on ``backend``, the first ``failed`` of them failed, each taking ``seconds``."""
-    durations = [float(seconds)] * count if isinstance(seconds, int | float) else list(seconds)
-    assert len(durations) == count
-    return [
-        FinishedRun(
-            workflow_id=f"wf-{n % 3}",
-            backend=backend,
-            status=RunStatus.FAILED if n < failed else RunStatus.SUCCEEDED,
-            created_at=START + timedelta(minutes=n),
-            finished_at=START + timedelta(minutes=n, seconds=duration),
-        )
-        for n, duration in enumerate(durations)
-    ]
+from gateway.reports.comparison import percentile
+from gateway.reports.evidence import policy_of
+from gateway.reports.judge import JudgePolicy
+from gateway.routing.guard import guard_policy
+from gateway.routing.rules import Guard, Promote, Rule
 
 
 def guard(**fields: Any) -> Guard:
-    values: dict[str, Any] = {"min_runs": 20, "rollback_to": "rq"}
-    values.update(fields)
-    return Guard(**values)
+    return Guard(**fields)
 
 
-def verdict(rule_guard: Guard, runs: list[FinishedRun]) -> GuardVerdict:
-    return judge(rule_guard, guarded_backend="prefect", runs=runs)
+def test_a_guard_watches_the_failure_rate_and_execution_time_unless_it_says() -> None:
+    assert guard().watched == ("failure_rate", "execution_time")
+    assert guard(watch=["queue_wait"]).watched == ("queue_wait",)
 
 
-# -- failure rate ------------------------------------------------------------------------
+def test_a_guard_written_for_the_old_judge_watches_what_the_old_one_did() -> None:
+    """``max_p95_ratio`` is the older name of ``max_ratio``, on accepted to finished."""
+    older = guard(max_failure_rate_increase=0.05, max_p95_ratio=1.5)
+    assert older.watched == ("failure_rate", "total_time")
+    assert guard(max_p95_ratio=1.5).watched == ("total_time",)
+    assert guard_policy(older).max_time_ratio == 1.5
+    with pytest.raises(ValueError, match="older name of max_ratio"):
+        guard(max_p95_ratio=1.5, max_ratio=1.2)
 
 
-@pytest.mark.parametrize(
-    ("new_failed", "old_failed", "margin", "trips"),
-    [
-        pytest.param(6, 0, 0.25, True, id="30-against-0-beyond-25-points"),
-        pytest.param(5, 0, 0.25, False, id="25-against-0-is-exactly-the-margin"),
-        pytest.param(4, 0, 0.25, False, id="20-against-0-within-the-margin"),
-        pytest.param(10, 4, 0.25, True, id="50-against-20-beyond-25-points"),
-        pytest.param(8, 4, 0.25, False, id="40-against-20-within-the-margin"),
-        pytest.param(1, 0, 0.0, True, id="zero-margin-trips-on-any-increase"),
-        pytest.param(0, 10, 0.0, False, id="an-improvement-never-trips"),
-        pytest.param(20, 20, 0.0, False, id="equally-bad-does-not-trip"),
-    ],
-)
-def test_the_failure_rate_trips_beyond_its_margin(
-    new_failed: int, old_failed: int, margin: float, trips: bool
-) -> None:
-    runs = finished("prefect", 20, failed=new_failed) + finished("rq", 20, failed=old_failed)
-    result = verdict(guard(max_failure_rate_increase=margin), runs)
-    assert result.trip is trips, result.reason
-    assert (result.guarded.failed, result.baseline.failed) == (new_failed, old_failed)
-    if trips:
-        assert result.reason.startswith("failure rate ")
-        assert f"{new_failed / 20:.1%} on prefect against {old_failed / 20:.1%} on rq" in (
-            result.reason
-        )
-    else:
-        assert result.reason == "prefect within the guard's limits"
-
-
-# -- run time ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("new_seconds", "ratio", "trips"),
-    [
-        pytest.param([25.0] * 20, 2, True, id="two-and-a-half-times-slower"),
-        pytest.param([20.0] * 20, 2, False, id="exactly-the-ratio"),
-        pytest.param([15.0] * 20, 2, False, id="within-the-ratio"),
-        pytest.param([5.0] * 20, 1, False, id="faster-never-trips"),
-        pytest.param([10.0] * 19 + [500.0], 2, False, id="one-slow-run-in-20-is-above-p95"),
-        pytest.param([10.0] * 18 + [500.0] * 2, 2, True, id="two-slow-runs-in-20-reach-p95"),
-    ],
-)
-def test_the_p95_run_time_trips_beyond_its_ratio(
-    new_seconds: list[float], ratio: float, trips: bool
-) -> None:
-    runs = finished("prefect", 20, seconds=new_seconds) + finished("rq", 20, seconds=10.0)
-    result = verdict(guard(max_p95_ratio=ratio), runs)
-    assert result.trip is trips, result.reason
-    assert result.baseline.p95_seconds == 10.0
-    assert result.guarded.p95_seconds == sorted(new_seconds)[18], "p95 of 20 is the 19th"
-    if trips:
-        assert result.reason.startswith("p95 ")
-        assert f"(allowed: {ratio:g}x)" in result.reason
-
-
-def test_both_reasons_are_given_when_both_figures_are_worse() -> None:
-    runs = finished("prefect", 20, failed=10, seconds=60.0) + finished("rq", 20, seconds=10.0)
-    result = verdict(guard(max_failure_rate_increase=0.1, max_p95_ratio=2), runs)
-    assert result.trip
-    failure, slowness = result.reason.split("; ")
-    assert failure.startswith("failure rate 50.0% on prefect against 0.0% on rq")
-    assert slowness.startswith("p95 60.00s on prefect against 10.00s on rq")
-
-
-@pytest.mark.parametrize(
-    ("fields", "runs"),
-    [
-        pytest.param(
-            {"max_p95_ratio": 2},
-            finished("prefect", 20, failed=20) + finished("rq", 20),
-            id="a-failure-rate-nobody-set-a-limit-on",
-        ),
-        pytest.param(
-            {"max_failure_rate_increase": 0.05},
-            finished("prefect", 20, seconds=1_000.0) + finished("rq", 20, seconds=1.0),
-            id="a-run-time-nobody-set-a-limit-on",
-        ),
-    ],
-)
-def test_a_figure_without_a_threshold_never_trips(
-    fields: dict[str, float], runs: list[FinishedRun]
-) -> None:
-    assert not verdict(guard(**fields), runs).trip
-
-
-# -- not enough data ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("new_count", "old_count"),
-    [
-        pytest.param(19, 500, id="too-few-on-the-guarded-backend"),
-        pytest.param(500, 19, id="too-few-on-the-baseline"),
-        pytest.param(19, 19, id="too-few-on-both"),
-        pytest.param(0, 0, id="none-at-all"),
-        pytest.param(500, 0, id="none-on-the-baseline"),
-    ],
-)
-def test_a_guard_never_trips_below_min_runs_on_either_side(new_count: int, old_count: int) -> None:
-    """Every guarded run failed and took an hour; the baseline ran clean in a second."""
-    runs = finished("prefect", new_count, failed=new_count, seconds=3_600.0)
-    runs += finished("rq", old_count, seconds=1.0)
-    result = verdict(guard(max_failure_rate_increase=0.0, max_p95_ratio=1), runs)
-    assert not result.trip
-    assert result.reason == (
-        f"not enough data: {new_count} finished run(s) on prefect and {old_count} on rq; "
-        "the guard needs 20 on each"
+def test_the_judges_policy_takes_the_guards_margins_and_defaults_the_rest() -> None:
+    policy = guard_policy(guard(min_runs=40, max_ratio=1.3, confidence=0.99))
+    defaults = JudgePolicy()
+    assert policy == JudgePolicy(
+        confidence=0.99,
+        max_failure_increase=defaults.max_failure_increase,
+        max_time_ratio=1.3,
+        min_runs=40,
     )
+    promote = Promote(max_failure_rate_increase=0.02)
+    assert policy_of(promote, time_ratio=promote.max_ratio).max_failure_increase == 0.02
+    assert policy_of(promote, time_ratio=None).min_runs == 50
 
 
-def test_the_same_terrible_figures_trip_at_exactly_min_runs() -> None:
-    """The counterpart of the test above: at min_runs on each side the guard does judge."""
-    runs = finished("prefect", 20, failed=20, seconds=3_600.0) + finished("rq", 20, seconds=1.0)
-    assert verdict(guard(max_failure_rate_increase=0.0, max_p95_ratio=1), runs).trip
-
-
-def test_runs_of_other_backends_are_not_counted() -> None:
-    runs = finished("prefect", 19) + finished("rq", 20) + finished("airflow", 100, failed=100)
-    result = verdict(guard(max_failure_rate_increase=0.0), runs)
-    assert (result.guarded.runs, result.baseline.runs) == (19, 20)
-    assert not result.trip
-
-
-def test_the_baseline_is_the_backend_the_guard_rolls_back_to() -> None:
-    runs = finished("rq", 20, failed=20) + finished("prefect", 20, failed=20)
-    runs += finished("other", 20)
-    rule_guard = guard(max_failure_rate_increase=0.0, rollback_to="other")
-    result = judge(rule_guard, guarded_backend="rq", runs=runs)
-    assert (result.guarded.backend, result.baseline.backend) == ("rq", "other")
-    assert result.trip
-
-
-def test_the_verdict_reports_its_figures_and_thresholds() -> None:
-    runs = finished("prefect", 20, failed=5, seconds=[float(n) for n in range(1, 21)])
-    runs += finished("rq", 40, failed=2, seconds=4.0)
-    rule_guard = guard(min_runs=20, window_hours=6, max_failure_rate_increase=0.3)
-    result = verdict(rule_guard, runs)
-    assert not result.trip
-    assert result.figures() == {
-        "guarded": {
-            "backend": "prefect",
-            "runs": 20,
-            "failed": 5,
-            "failure_rate": 0.25,
-            "p95_seconds": 19.0,
-        },
-        "baseline": {
-            "backend": "rq",
-            "runs": 40,
-            "failed": 2,
-            "failure_rate": 0.05,
-            "p95_seconds": 4.0,
-        },
-        "thresholds": {
-            "min_runs": 20,
-            "window_hours": 6,
-            "max_failure_rate_increase": 0.3,
-            "max_p95_ratio": None,
-        },
-        "since": None,  # judge() alone has no window; the keeper sets it
-    }
+def test_steps_without_promote_advance_on_the_guards_figures() -> None:
+    rule = Rule(
+        id="r",
+        backend="prefect",
+        steps=[5, 50],
+        guard=Guard(min_runs=30, watch=["failure_rate"], max_p95_ratio=2),
+    )
+    assert rule.judged == Promote(watch=["failure_rate"], max_ratio=2, min_runs=30, confidence=0.95)
+    assert Rule(id="r", backend="prefect", percent=5).judged is None
 
 
 # -- percentile --------------------------------------------------------------------------

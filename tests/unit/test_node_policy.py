@@ -140,3 +140,31 @@ def test_connection_options_outside_the_safe_list_are_refused(option: str) -> No
         extract_config(
             f"postgresql://etl@db/sales?sslmode=require&{option}", NodePolicy(db_allow=None)
         )
+
+
+# -- the operator's caps on what one node may ask for --------------------------------------
+
+
+def test_a_node_asking_over_the_operators_caps_is_refused_naming_the_setting() -> None:
+    capped = default_registry(NodePolicy(threads=2, memory_limit_mb=128, max_response_bytes=1_000))
+    query = {"query": "select 1 as x"}
+    assert capped["sql_transform"].parse_config({**query, "threads": 2}) is not None
+    with pytest.raises(ValidationError, match=r"threads[\s\S]*at most 2 \(FIGWAY_NODE_THREADS\)"):
+        capped["sql_transform"].parse_config({**query, "threads": 4})
+    with pytest.raises(ValidationError, match="FIGWAY_NODE_MEMORY_LIMIT_MB"):
+        capped["sql_transform"].parse_config({**query, "memory_limit_mb": 1_024})
+    with pytest.raises(ValidationError, match="FIGWAY_NODE_MAX_RESPONSE_BYTES"):
+        capped["http_request"].parse_config(
+            {"url": "https://api.example.com/x", "max_response_bytes": 5_000}
+        )
+    # A node type's default above the cap is lowered to it when the node runs.
+    default = capped["sql_transform"].parse_config(query)
+    assert capped["sql_transform"].policy.capped("memory_limit_mb", default.memory_limit_mb) == 128
+
+
+def test_the_caps_come_from_the_settings() -> None:
+    policy = NodePolicy.from_environment(
+        {"FIGWAY_NODE_THREADS": "3", "FIGWAY_NODE_MEMORY_LIMIT_MB": "512"}
+    )
+    assert (policy.threads, policy.memory_limit_mb, policy.max_response_bytes) == (3, 512, None)
+    assert "node caps: memory_limit_mb 512, threads 3" in list(policy.describe())

@@ -122,7 +122,8 @@ SCHEMA_CASES = [
               rollback: rq  # <--
         """,
         "rules[0] (a).guard.rollback",
-        "allowed here: min_runs, window_hours, max_failure_rate_increase, max_p95_ratio, rollback_to",
+        "allowed here: watch, max_failure_rate_increase, max_ratio, confidence, min_runs, "
+        "window_hours, max_p95_ratio, rollback_to",
         id="extra-guard-key",
     ),
     pytest.param(
@@ -226,12 +227,12 @@ SCHEMA_CASES = [
         rules:
           - id: a
             backend: prefect
-            guard:  # <--
-              min_runs: 50
+            guard:
+              max_p95_ratio: 0.5  # <--
         """,
-        "rules[0] (a).guard",
-        "max_failure_rate_increase, max_p95_ratio",
-        id="guard-without-threshold",
+        "rules[0] (a).guard.max_p95_ratio",
+        "greater than 1",
+        id="guard-p95-ratio-below-1",
     ),
     pytest.param(
         """
@@ -241,11 +242,96 @@ SCHEMA_CASES = [
           - id: a
             backend: prefect
             guard:
-              max_p95_ratio: 0.5  # <--
+              max_ratio: 1  # <--
         """,
-        "rules[0] (a).guard.max_p95_ratio",
-        "greater than or equal to 1",
-        id="guard-p95-ratio-below-1",
+        "rules[0] (a).guard.max_ratio",
+        "greater than 1",
+        id="guard-ratio-not-above-1",
+    ),
+    pytest.param(
+        """
+        phase: 2
+        default: rq
+        rules:
+          - id: a
+            backend: prefect
+            guard:
+              max_failure_rate_increase: 0  # <--
+        """,
+        "rules[0] (a).guard.max_failure_rate_increase",
+        "greater than 0",
+        id="guard-failure-margin-zero",
+    ),
+    pytest.param(
+        """
+        phase: 2
+        default: rq
+        rules:
+          - id: a
+            backend: prefect
+            guard:
+              confidence: 1  # <--
+        """,
+        "rules[0] (a).guard.confidence",
+        "less than or equal to 0.999",
+        id="guard-confidence-one",
+    ),
+    pytest.param(
+        """
+        phase: 2
+        default: rq
+        rules:
+          - id: a
+            backend: prefect
+            guard:
+              watch: [failure_rate, p95]  # <--
+        """,
+        "rules[0] (a).guard.watch[1]",
+        "'failure_rate', 'queue_wait', 'execution_time' or 'total_time'",
+        id="guard-watches-an-unknown-figure",
+    ),
+    pytest.param(
+        """
+        phase: 2
+        default: rq
+        rules:
+          - id: a
+            backend: prefect
+            steps: [5, 25]
+            promote:
+              max_ratio: 0.9  # <--
+        """,
+        "rules[0] (a).promote.max_ratio",
+        "greater than 1",
+        id="promote-ratio-below-1",
+    ),
+    pytest.param(
+        """
+        phase: 2
+        default: rq
+        rules:
+          - id: a
+            backend: prefect
+            steps: [5, 25, 25, 100]  # <--
+            promote: {min_runs: 50}
+        """,
+        "rules[0] (a).steps",
+        "steps must increase",
+        id="steps-not-increasing",
+    ),
+    pytest.param(
+        """
+        phase: 2
+        default: rq
+        rules:
+          - id: a
+            backend: prefect
+            steps: [5, 250]  # <--
+            promote: {min_runs: 50}
+        """,
+        "rules[0] (a).steps[1]",
+        "less than or equal to 100",
+        id="steps-above-100",
     ),
     pytest.param(
         """
@@ -672,6 +758,61 @@ RULE_CASES = [
         "rules[0] (a).guard.rollback_to",
         "already this rule's backend",
         id="guard-rolls-back-to-own-backend",
+    ),
+    pytest.param(
+        """
+        phase: 2
+        default: rq
+        rules:
+          - id: a
+            backend: prefect
+            steps: [5, 25, 100]  # <--
+        """,
+        "rules[0] (a).steps",
+        "steps with no guard and no promote",
+        id="steps-without-guard-or-promote",
+    ),
+    pytest.param(
+        """
+        phase: 2
+        default: rq
+        rules:
+          - id: a
+            backend: prefect
+            percent: 10  # <--
+            steps: [5, 25, 100]
+            promote: {min_runs: 30}
+        """,
+        "rules[0] (a).percent",
+        "`percent` and `steps` both set the share",
+        id="steps-and-percent",
+    ),
+    pytest.param(
+        """
+        phase: 2
+        default: rq
+        rules:
+          - id: a
+            backend: prefect
+            promote: {min_runs: 30}  # <--
+        """,
+        "rules[0] (a).promote",
+        "`promote` only applies with `steps`",
+        id="promote-without-steps",
+    ),
+    pytest.param(
+        """
+        phase: 2
+        default: prefect
+        rules:
+          - id: a
+            backend: prefect
+            steps: [5, 100]  # <--
+            promote: {min_runs: 30}
+        """,
+        "rules[0] (a).steps",
+        "both sides of the split are 'prefect'",
+        id="steps-with-both-sides-the-same",
     ),
     # rollback_to defaults to rq: a guard on an rq rule would roll back to itself.
     pytest.param(

@@ -18,6 +18,8 @@ from gateway.reports.comparison import (
     comparison_report,
     parse_since,
 )
+from gateway.reports.judge import Figure
+from gateway.routing.rules import DEFAULT_WATCH
 from gateway.web.deps import ServicesDep
 
 __all__ = ["router"]
@@ -52,25 +54,38 @@ async def compare(
     ] = _DEFAULTS.min_runs,
     failure_margin: Annotated[
         float,
-        Query(ge=0, le=100, description=_FIELDS["failure_margin_points"].description),
+        Query(gt=0, lt=100, description=_FIELDS["failure_margin_points"].description),
     ] = _DEFAULTS.failure_margin_points,
-    p95_ratio: Annotated[
-        float, Query(ge=1, le=1_000, description=_FIELDS["p95_ratio"].description)
-    ] = _DEFAULTS.p95_ratio,
+    max_ratio: Annotated[
+        float, Query(gt=1, le=100, description=_FIELDS["max_ratio"].description)
+    ] = _DEFAULTS.max_ratio,
+    confidence: Annotated[
+        float, Query(ge=0.5, le=0.999, description=_FIELDS["confidence"].description)
+    ] = _DEFAULTS.confidence,
+    watch: Annotated[
+        list[Figure] | None,
+        Query(
+            max_length=4,
+            description="A figure that decides the answer (repeatable; "
+            "default failure_rate and execution_time). Every figure is shown.",
+        ),
+    ] = None,
 ) -> ComparisonReport:
-    """RQ against Prefect per workflow: runs, failure rate, timings, retries, shadows, verdict.
+    """RQ against Prefect per workflow: runs, the four figures, retries, shadows, and the
+    judge's answer.
 
     Only client runs that finished in the window count. runs = succeeded +
     failed (cancelled runs are counted, not judged); failure rate = failed /
-    runs; queue wait = submitted to first node running (0 when a node started
-    before the submission was recorded); duration = first node running to
-    finished; percentiles are nearest-rank over judged runs that started;
-    retries per run = sum over nodes of max(attempts - 1, 0) / runs; shadow
-    mismatch rate = mismatched / compared shadow comparisons made in the window,
-    on the shadow's backend. Verdict: not_enough_data while either backend has
-    fewer than min_runs runs; worse when Prefect's failure rate is more than
-    failure_margin points above RQ's or its p95 duration more than p95_ratio
-    times RQ's; otherwise better.
+    runs; queue wait = accepted to first node running (judged runs that
+    started; 0 when a node started before the acceptance was recorded);
+    execution time = first node running to finished and total time = accepted
+    to finished (succeeded runs); percentiles are nearest-rank; retries per
+    run = sum over nodes of max(attempts - 1, 0) / runs; shadow mismatch rate
+    = mismatched / compared shadow comparisons made in the window, on the
+    shadow's backend. The judge (docs/decisions.md) answers worse, not_worse
+    or inconclusive on the watched figures with anytime-valid tests, with
+    every figure's estimate and confidence bounds, the runs a side still
+    needed and how long they should take at the window's rate.
     """
     now = utcnow()
     try:
@@ -80,7 +95,11 @@ async def compare(
             [{"type": "value_error", "loc": ("query", "since"), "msg": str(exc), "input": since}]
         ) from exc
     thresholds = Thresholds(
-        min_runs=min_runs, failure_margin_points=failure_margin, p95_ratio=p95_ratio
+        min_runs=min_runs,
+        failure_margin_points=failure_margin,
+        max_ratio=max_ratio,
+        confidence=confidence,
+        watch=[figure.value for figure in watch] if watch else list(DEFAULT_WATCH),
     )
     reports = Reports(services.engine)
     return await run_in_threadpool(

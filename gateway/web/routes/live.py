@@ -22,32 +22,49 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Path, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect, status
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 from starlette.routing import WebSocketRoute
 
 from backends.model.errors import AccessDeniedError
+from backends.model.ids import control_character_problem
 from backends.model.status import RUN_TERMINAL
+from backends.store.api_keys import KeyView
+from gateway.live.close_codes import (
+    CLOSE_TOO_MANY,
+    CLOSE_TOO_SLOW,
+    CLOSE_UNKNOWN_RUN,
+    WEBSOCKET_CLOSE,
+)
 from gateway.live.feed import OVERFLOW
 from gateway.services import Services
-from gateway.web.auth import WEBSOCKET_CLOSE, key_for_websocket
+from gateway.web.access_log import AccessLog
+from gateway.web.auth import AccessGate, acting_key_view, key_for_websocket
 from gateway.web.exposure import HostGuard, origin_allowed
-from gateway.web.schemas import RunOut
+from gateway.web.limits import FollowerCaps
+from gateway.web.schemas import RunIdPath, RunOut, TicketOut
 
-__all__ = ["CLOSE_TOO_SLOW", "CLOSE_UNKNOWN_RUN", "create_legacy_app", "follow_run", "router"]
-
-#: Close codes: 4404 for a run figway does not know (4000-4999 are the application's).
-CLOSE_UNKNOWN_RUN = 4404
-#: 1013 "try again later": the client fell too far behind.
-CLOSE_TOO_SLOW = 1013
+__all__ = ["create_legacy_app", "follow_run", "router", "tickets_router"]
 
 router = APIRouter(tags=["live status"])
+#: ``POST /live/tickets``: plain HTTP, so it is guarded like every other route.
+tickets_router = APIRouter(prefix="/live", tags=["live status"])
 
-RunId = Annotated[str, Path(min_length=1, max_length=128, description="The run's job_run_id.")]
+RunId = RunIdPath
+
+
+@tickets_router.post("/tickets", status_code=status.HTTP_201_CREATED, response_model=TicketOut)
+async def issue_ticket(request: Request) -> TicketOut:
+    """A one-use ticket for a browser to open one WebSocket with (`?ticket=`), instead of its key."""
+    gate: AccessGate = request.app.state.access
+    key = acting_key_view(request)
+    if key is None:  # access control off: every socket opens without one
+        return TicketOut(ticket=None, expires_in_seconds=0)
+    ticket = await gate.issue_ticket(key)
+    return TicketOut(ticket=ticket, expires_in_seconds=gate.ticket_seconds)
 
 
 @router.websocket("/ws/workflow_runs/{job_run_id}")
@@ -71,15 +88,33 @@ async def follow_run(websocket: WebSocket, job_run_id: str, api_state: State) ->
         )
         return
     try:
-        await key_for_websocket(websocket, api_state.access, "runs")
+        key = await key_for_websocket(websocket, api_state.access, "runs")
     except AccessDeniedError as failed:  # before the run is looked up: no hint whether it exists
         await websocket.close(code=WEBSOCKET_CLOSE[failed.code], reason=failed.detail)
+        return
+    caps: FollowerCaps = api_state.followers
+    key_id = None if key is None else key.key_id
+    refusal = caps.take(key_id)
+    if refusal is not None:
+        await websocket.close(code=CLOSE_TOO_MANY, reason=refusal)
+        return
+    try:
+        await _follow(websocket, job_run_id, services, key)
+    finally:
+        caps.give_back(key_id)
+
+
+async def _follow(
+    websocket: WebSocket, job_run_id: str, services: Services, key: KeyView | None
+) -> None:
+    if control_character_problem(job_run_id):  # the legacy port's path is not typed
+        await websocket.close(code=CLOSE_UNKNOWN_RUN, reason=f"no run {job_run_id!r}")
         return
     # The journal position first, then the snapshot: a transition between the two is
     # sent again rather than missed.
     after_id = await run_in_threadpool(services.journal.last_id, job_run_id=job_run_id)
     run = await run_in_threadpool(services.store.get_run, job_run_id=job_run_id)
-    if run is None:
+    if run is None or (key is not None and not key.reaches(run.workspace_id)):
         await websocket.close(code=CLOSE_UNKNOWN_RUN, reason=f"no run {job_run_id!r}")
         return
     snapshot = {"type": "snapshot", "run": RunOut.from_view(run).model_dump(mode="json")}
@@ -125,4 +160,5 @@ def create_legacy_app(api: FastAPI) -> Starlette:
 
     app = Starlette(routes=[WebSocketRoute("/{job_run_id}", legacy)])
     app.add_middleware(HostGuard, settings=api.state.settings)
+    app.add_middleware(AccessLog)
     return app

@@ -11,11 +11,13 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from backends.contract import LEGACY_BACKEND
-from backends.model.errors import NotFoundError, RulesProblem
+from backends.model.errors import NotFoundError, RolloutConflictError, RulesProblem
 from backends.model.workflow import parse_definition, shadow_refusal
 from backends.store.models import ShadowComparison
+from backends.store.rollout_records import RolloutEventView, RolloutRow
 from backends.store.routing_records import GuardTripView
 from gateway.reports.readiness import rq_readiness
+from gateway.routing.promotion import position_of
 from gateway.routing.router import RunFacts
 from gateway.routing.shadow import with_shadow
 from gateway.services import Services
@@ -56,6 +58,53 @@ class GuardTripOut(BaseModel):
         return cls(**trip.__dict__)
 
 
+class RolloutEventOut(BaseModel):
+    rule_id: str
+    at: datetime
+    action: str = Field(
+        description="started, advanced, rolled_back, paused, resumed, pinned or reconciled."
+    )
+    from_percent: float | None
+    to_percent: float | None
+    by: str = Field(description="gateway (on evidence), or the key (and name) of a person.")
+    reason: str
+    evidence: dict[str, Any] = Field(description="The judgement the move rested on, if any.")
+
+    @classmethod
+    def of(cls, event: RolloutEventView) -> RolloutEventOut:
+        values = dict(event.__dict__)
+        values.pop("id")
+        return cls(**values)
+
+
+class RolloutOut(BaseModel):
+    rule_id: str
+    percent: float = Field(description="The share of the rule's runs sent to its backend.")
+    step: int | None = Field(description="1-based index among the steps; null between steps.")
+    steps: list[float]
+    next_step: float | None
+    state: str = Field(description="running, paused, pinned or complete.")
+    text: str
+    rolled_back: bool = Field(description="The rule is rolled back (a guard trip in force).")
+    step_started_at: datetime = Field(description="Evidence at this step counts from here.")
+    recent: list[RolloutEventOut] = Field(description="Its latest moves, newest first.")
+
+
+def _rollout_out(services: Services, row: RolloutRow, *, recent: int = 10) -> RolloutOut:
+    position = position_of(row)
+    return RolloutOut(
+        rule_id=row.rule_id,
+        **{k: v for k, v in position.as_dict().items() if k != "percent"},
+        percent=position.percent,
+        rolled_back=row.rule_id in services.rules.router.tripped,
+        step_started_at=row.step_started_at,
+        recent=[
+            RolloutEventOut.of(e)
+            for e in services.rollouts.records.events(rule_id=row.rule_id, limit=recent)
+        ],
+    )
+
+
 class RulesOut(BaseModel):
     version: str
     phase: int
@@ -65,6 +114,9 @@ class RulesOut(BaseModel):
     backends: dict[str, bool]
     rules: list[dict[str, Any]]
     tripped_guards: list[GuardTripOut]
+    rollouts: list[RolloutOut] = Field(
+        description="Each rule with steps: where it stands and its latest moves with evidence."
+    )
     refused: RefusalOut | None = Field(
         description="The last file refused since this version took effect, with every problem."
     )
@@ -95,12 +147,27 @@ class VersionOut(BaseModel):
     content: str
 
 
+class PlanOut(BaseModel):
+    more_runs: int | None = Field(
+        description="More runs a side a decision should take; null: none in sight; 0: decided."
+    )
+    runs_per_hour: float = Field(description="Runs finished per hour, slower side.")
+    expected_seconds: int | None = Field(description="How long more_runs should take.")
+    text: str
+
+
 class GuardStatusOut(BaseModel):
     rule_id: str
     tripped: GuardTripOut | None
-    would_trip: bool = Field(description="What the figures say now (a tripped guard stays).")
-    reason: str
-    figures: dict[str, Any]
+    would_trip: bool = Field(description="The guard's judge says worse now (a trip stays).")
+    reason: str | None = Field(description="The guard's judgement in one sentence; null: none.")
+    figures: dict[str, Any] | None = Field(
+        description="The guard's judgement: every figure with its bounds, the runs, the window."
+    )
+    plan: PlanOut | None = Field(description="What the guard's judge still needs.")
+    rollout: dict[str, Any] | None = Field(
+        description="For a rule with steps: its position, the judgement at this step, its plan."
+    )
 
 
 class ReadinessOut(BaseModel):
@@ -134,6 +201,11 @@ def _rules_out(services: Services) -> RulesOut:
         backends={name: rules.enabled(name) for name in services.executors},
         rules=[rule.model_dump(mode="json", exclude_defaults=True) for rule in rules.rules],
         tripped_guards=[GuardTripOut.of(t) for t in services.records.tripped_guards().values()],
+        rollouts=[
+            _rollout_out(services, row)
+            for rule_id, row in sorted(services.rollouts.records.rollouts().items())
+            if rule_id in services.rules.router.rollouts
+        ],
         refused=None
         if refusal is None
         else RefusalOut(
@@ -242,20 +314,38 @@ async def version_content(
 
 @router.get("/guards/status", response_model=list[GuardStatusOut])
 async def guard_status(services: ServicesDep) -> list[GuardStatusOut]:
-    """Every guard of the rules in force with the figures it judges on now."""
+    """Every guarded or stepped rule of the rules in force: the evidence now, the runs each
+    side still needs for a decision, and how long that should take at the current rate."""
 
     def current() -> list[GuardStatusOut]:
         trips = services.records.tripped_guards()
-        return [
-            GuardStatusOut(
-                rule_id=rule.id,
-                tripped=GuardTripOut.of(trips[rule.id]) if rule.id in trips else None,
-                would_trip=verdict.trip,
-                reason=verdict.reason,
-                figures=verdict.figures(),
+        verdicts = {rule.id: verdict for rule, verdict in services.guards.status()}
+        rollouts = {status.rule.id: status for status in services.rollouts.status()}
+        found = []
+        for rule in services.rules.document.rules.rules:
+            if rule.id not in verdicts and rule.id not in rollouts:
+                continue
+            verdict = verdicts.get(rule.id)
+            rollout = rollouts.get(rule.id)
+            rollout_out = None
+            if rollout is not None:
+                rollout_out = rollout.as_dict()
+                if rollout.plan is not None:
+                    rollout_out["plan"]["text"] = rollout.plan.describe()
+            found.append(
+                GuardStatusOut(
+                    rule_id=rule.id,
+                    tripped=GuardTripOut.of(trips[rule.id]) if rule.id in trips else None,
+                    would_trip=verdict is not None and verdict.trip,
+                    reason=None if verdict is None else verdict.reason,
+                    figures=None if verdict is None else verdict.figures(),
+                    plan=None
+                    if verdict is None
+                    else PlanOut(**verdict.plan.as_dict(), text=verdict.plan.describe()),
+                    rollout=rollout_out,
+                )
             )
-            for rule, verdict in services.guards.status()
-        ]
+        return found
 
     return await run_in_threadpool(current)
 
@@ -277,13 +367,87 @@ async def reset_guard(
     by: Annotated[str, Query(min_length=1, max_length=100, description="Who resets it.")] = "api",
 ) -> list[GuardTripOut]:
     """Put a rule whose guard tripped back in force; 404 when its guard is not tripped."""
-    key = acting_key(request)
-    if key is not None:  # recorded as the key that did it, whatever `by` claims
-        by = f"{key} ({by})"
-    if not await run_in_threadpool(lambda: services.guards.reset(rule_id, by=by)):
+    who = _who(request, by)
+    if not await run_in_threadpool(lambda: services.guards.reset(rule_id, by=who)):
         raise NotFoundError(f"the guard of rule {rule_id!r} is not tripped; nothing to reset")
     trips = await run_in_threadpool(lambda: services.records.guard_history(limit=100))
     return [GuardTripOut.of(t) for t in trips]
+
+
+def _who(request: Request, by: str) -> str:
+    key = acting_key(request)
+    return by if key is None else f"{key} ({by})"  # the key that did it, whatever `by` claims
+
+
+_ROLLOUT_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "the rule has no steps in the rules in force"},
+    409: {"description": "the rollout cannot do that in its state"},
+}
+RuleId = Annotated[str, Path(min_length=1, max_length=128)]
+By = Annotated[str, Query(min_length=1, max_length=100, description="Who does it.")]
+
+
+async def _rollout_action(
+    services: Services, rule_id: str, action: Any
+) -> RolloutOut | JSONResponse:
+    try:
+        row = await run_in_threadpool(action)
+    except RolloutConflictError as exc:
+        return JSONResponse(status_code=409, content=error_body(str(exc), []))
+    return await run_in_threadpool(lambda: _rollout_out(services, row))
+
+
+@router.get("/rollouts/history", response_model=list[RolloutEventOut])
+async def rollout_history(
+    services: ServicesDep,
+    rule_id: Annotated[str | None, Query(max_length=128, description="Only this rule.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
+) -> list[RolloutEventOut]:
+    """Every move of every rollout in steps, newest first, with who and the evidence."""
+    events = await run_in_threadpool(
+        lambda: services.rollouts.records.events(rule_id=rule_id, limit=limit)
+    )
+    return [RolloutEventOut.of(e) for e in events]
+
+
+@router.post("/rollouts/{rule_id}/pause", response_model=RolloutOut, responses=_ROLLOUT_ERRORS)
+async def pause_rollout(
+    services: ServicesDep, request: Request, rule_id: RuleId, by: By = "api"
+) -> RolloutOut | JSONResponse:
+    """Hold a rollout where it is (the guard keeps watching); recorded with the key."""
+    who = _who(request, by)
+    return await _rollout_action(
+        services, rule_id, lambda: services.rollouts.pause(rule_id, by=who)
+    )
+
+
+@router.post("/rollouts/{rule_id}/resume", response_model=RolloutOut, responses=_ROLLOUT_ERRORS)
+async def resume_rollout(
+    services: ServicesDep, request: Request, rule_id: RuleId, by: By = "api"
+) -> RolloutOut | JSONResponse:
+    """Let a paused or pinned rollout advance on evidence again; recorded with the key."""
+    who = _who(request, by)
+    return await _rollout_action(
+        services, rule_id, lambda: services.rollouts.resume(rule_id, by=who)
+    )
+
+
+@router.post("/rollouts/{rule_id}/pin", response_model=RolloutOut, responses=_ROLLOUT_ERRORS)
+async def pin_rollout(
+    services: ServicesDep,
+    request: Request,
+    rule_id: RuleId,
+    by: By = "api",
+    percent: Annotated[
+        float | None,
+        Query(gt=0, le=100, description="One of the rule's steps (default: where it is)."),
+    ] = None,
+) -> RolloutOut | JSONResponse:
+    """Fix a rollout at one of its steps until resumed; recorded with the key."""
+    who = _who(request, by)
+    return await _rollout_action(
+        services, rule_id, lambda: services.rollouts.pin(rule_id, by=who, percent=percent)
+    )
 
 
 @router.get("/readiness", response_model=ReadinessOut)

@@ -4,34 +4,43 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from backends.model.errors import RunNotFoundError
+from backends.model.status import RunStatus
 from backends.store.models import RUN_LEVEL
 from gateway.dispatch.dispatcher import RunRequest
 from gateway.web.deps import DispatcherDep, ServicesDep
 from gateway.web.schemas import LogLineOut, LogsOut, RunIn, RunOut, StatsOut
+from gateway.web.workspaces import KeyWorkspaces, ReachableRunId, ReachableStart
 
 router = APIRouter(prefix="/workflow_runs", tags=["workflow runs"])
 
-RunId = Annotated[str, Path(min_length=1, max_length=128, description="The run's job_run_id.")]
+# 404 for a run outside the key's workspaces, as for one that does not exist.
+RunId = ReachableRunId
 
 
-@router.post("/", status_code=status.HTTP_201_CREATED, response_model=RunOut)
+@router.post(
+    "/", status_code=status.HTTP_201_CREATED, response_model=RunOut, dependencies=[ReachableStart]
+)
 async def start_run(body: RunIn, dispatcher: DispatcherDep, response: Response) -> RunOut:
-    """Start a run; repeating a job_run_id returns the same run (200) and starts nothing."""
+    """Start a run; repeating a job_run_id returns the same run (200) and starts nothing
+    (202 while the run is still being submitted: look at it again shortly)."""
     request = RunRequest(**body.model_dump())
     run, created = await run_in_threadpool(dispatcher.start_run, request)
     if not created:
-        response.status_code = status.HTTP_200_OK
+        # A repeat that finds the run still pending (another request is submitting it)
+        # must not read as final: 202 says accepted, not yet with its backend.
+        pending = run.status is RunStatus.PENDING
+        response.status_code = status.HTTP_202_ACCEPTED if pending else status.HTTP_200_OK
     return RunOut.from_view(run)
 
 
 @router.get("/stats", response_model=StatsOut)
-async def run_stats(services: ServicesDep) -> StatsOut:
-    """Run counts in total, by status, by backend and by workflow."""
-    return StatsOut(**await run_in_threadpool(services.store.stats))
+async def run_stats(services: ServicesDep, workspaces: KeyWorkspaces) -> StatsOut:
+    """Run counts in total, by status, by backend and by workflow (of the key's workspaces)."""
+    return StatsOut(**await run_in_threadpool(lambda: services.store.stats(workspaces=workspaces)))
 
 
 @router.get("/{job_run_id}", response_model=RunOut)

@@ -2,36 +2,68 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, Path, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from backends.model.errors import (
     AccessDeniedError,
     DefinitionError,
     DefinitionProblem,
+    DefinitionTooLargeError,
     WorkflowNotFoundError,
 )
-from backends.model.workflow import parse_definition
+from backends.model.workflow import WorkflowDefinition, parse_definition
+from backends.store.api_keys import KeyView
+from gateway.services import Services
 from gateway.web.auth import acting_key_view
+from gateway.web.bodies import decoded_json
 from gateway.web.deps import ServicesDep
-from gateway.web.schemas import WorkflowOut
+from gateway.web.schemas import WorkflowIdPath, WorkflowOut
+from gateway.web.workspaces import refuse_foreign_definition, workflow_reachable
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
-WorkflowId = Annotated[str, Path(min_length=1, max_length=128)]
+WorkflowId = WorkflowIdPath
 
 
-@router.put("/{workflow_id}", response_model=WorkflowOut)
-async def put_workflow(
-    workflow_id: WorkflowId,
-    definition: Annotated[dict[str, Any], Body(description="The workflow definition.")],
-    services: ServicesDep,
-    request: Request,
-    response: Response,
-) -> WorkflowOut:
-    """Create or replace a workflow definition (201 when new); invalid ones get 422 with every reason."""
+#: The request body, documented by hand: the route reads the document JsonBodies decoded
+#: (off the event loop), not a body parameter FastAPI would decode on it.
+_DEFINITION_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The workflow definition (docs/architecture.md, the definition format).",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+
+
+def _check_definition(
+    raw_size: int, definition: Any, workflow_id: str, services: Services, key: KeyView | None
+) -> WorkflowDefinition:
+    """Everything a definition is checked for, in a worker thread: parsing its queries
+    (DuckDB) takes long enough to hold up every other request if done on the loop."""
+    settings = services.settings
+    if raw_size > settings.max_definition_bytes:
+        raise DefinitionTooLargeError(
+            [
+                DefinitionProblem(
+                    "body",
+                    f"the definition is {raw_size} bytes; at most "
+                    f"{settings.max_definition_bytes} (FIGWAY_MAX_DEFINITION_BYTES)",
+                )
+            ]
+        )
+    if not isinstance(definition, dict):
+        raise DefinitionError([DefinitionProblem("body", "a definition is a JSON object")])
+    if key is not None and key.workspaces is not None:
+        stored = services.store.get_workflow(workflow_id=workflow_id)
+        refuse_foreign_definition(
+            key,
+            str(definition.get("workspace_id", "")),
+            None if stored is None else stored.workspace_id,
+        )
     named = definition.setdefault("workflow_id", workflow_id)
     if named != workflow_id:
         raise DefinitionError(
@@ -42,14 +74,17 @@ async def put_workflow(
             ]
         )
     parsed = parse_definition(
-        definition, node_types=services.node_types, max_levels=services.settings.max_levels
+        definition,
+        node_types=services.node_types,
+        max_levels=settings.max_levels,
+        max_nodes=settings.max_nodes,
+        max_query_chars=settings.max_query_chars,
     )
     code_nodes = sorted(
         node_id
         for node_id, spec in parsed.nodes.items()
         if services.node_types[spec.type].runs_code
     )
-    key = acting_key_view(request)
     if code_nodes and key is not None and not key.scopes & {"code", "admin"}:
         # Code runs on the workers with their rights: naming it is more than defining a
         # workflow. 403 after validation, so a refused definition still lists its problems.
@@ -58,17 +93,33 @@ async def put_workflow(
             f"this key ({key.key_id}) may define workflows but not code: node(s) "
             f"{', '.join(code_nodes)} run python; a key with the 'code' scope may",
         )
+    return parsed
+
+
+@router.put("/{workflow_id}", response_model=WorkflowOut, openapi_extra=_DEFINITION_BODY)
+async def put_workflow(
+    workflow_id: WorkflowId, services: ServicesDep, request: Request, response: Response
+) -> WorkflowOut:
+    """Create or replace a workflow definition (201 when new); invalid ones get 422 with every reason."""
+    raw_size = len(await request.body())
+    key = acting_key_view(request)
+    parsed = await run_in_threadpool(
+        _check_definition, raw_size, decoded_json(request), workflow_id, services, key
+    )
     _, created = await run_in_threadpool(lambda: services.store.put_workflow(definition=parsed))
     if created:
         response.status_code = status.HTTP_201_CREATED
-    return await get_workflow(workflow_id, services)
+    return await get_workflow(workflow_id, services, request)
 
 
 @router.get("/{workflow_id}", response_model=WorkflowOut)
-async def get_workflow(workflow_id: WorkflowId, services: ServicesDep) -> WorkflowOut:
+async def get_workflow(
+    workflow_id: WorkflowId, services: ServicesDep, request: Request
+) -> WorkflowOut:
     """A workflow's current definition and version."""
     row = await run_in_threadpool(lambda: services.store.get_workflow(workflow_id=workflow_id))
-    if row is None:
+    # Outside the key's workspaces: the same 404 as a workflow that does not exist.
+    if row is None or not workflow_reachable(acting_key_view(request), row.workspace_id):
         raise WorkflowNotFoundError(f"no workflow {workflow_id!r}")
     return WorkflowOut(
         workflow_id=row.workflow_id,

@@ -23,7 +23,6 @@ marked Crashed, flow runs left Running after their run ended are ended
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,15 +32,17 @@ from typing import TYPE_CHECKING, Any
 
 from backends.contract import BackendHealth, NodeReport
 from backends.model.errors import BackendRejectedError, BackendUnavailableError
-from backends.model.status import RUN_TERMINAL, NodeStatus, RunStatus
+from backends.model.status import NodeStatus, RunStatus
 from backends.model.workflow import POOLS, RunPlan
 from backends.prefect.names import FLOW_NAME, deployment_name, run_tags, work_pool_name
 from backends.prefect.resumes import lost_attempt_error
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.objects import FlowRun, State
+    from prefect.client.schemas.objects import FlowRun
     from prefect.settings import Settings
+
+    from backends.prefect.agreement import RecordSweep
 
 __all__ = ["PrefectExecutor"]
 
@@ -56,8 +57,6 @@ _SIGHTINGS_FORGOTTEN = 120.0
 #: A flow run pending this long lost the worker that took it: its process never started
 #: (starting one takes seconds).
 PENDING_GRACE_SECONDS = 120.0
-#: How often the health check looks for flow runs left running after their run ended.
-FINISHED_SWEEP_SECONDS = 15.0
 #: Silent runs remembered; the memory starts over past this.
 _SILENT_MEMORY = 10_000
 #: New flow runs a run may be resumed in after its flow-run process was lost.
@@ -97,9 +96,12 @@ class PrefectExecutor:
         # Runs whose flow run Prefect says is running but which were silent: the flow
         # run and when it was first seen so (see _confirmed_silent).
         self._silent_since: dict[str, tuple[Any, float]] = {}
-        # Flow runs seen running although their figway run had ended, on the last sweep.
-        self._finished_seen: dict[Any, float] = {}
-        self._last_sweep = -math.inf
+        # Ends in Prefect what figway holds ended; it rides on the health check.
+        self._sweep: RecordSweep | None = None
+        if run_status is not None and not embedded:
+            from backends.prefect.agreement import RecordSweep
+
+            self._sweep = RecordSweep(run_status)
 
     # -- submit ----------------------------------------------------------------------
 
@@ -233,7 +235,8 @@ class PrefectExecutor:
                     workers += online
                     if online == 0 and self._unfinished_flow_runs(client, pool) > 0:
                         unserved.append(work_pool_name(pool))
-                self._end_flow_runs_of_finished_runs(client)
+                if self._sweep is not None:
+                    self._sweep.maybe_sweep(client)
         except Exception as exc:  # health never raises: an unreachable API is "down"
             return BackendHealth(self.name, up=False, detail=f"Prefect unreachable: {exc}")
         # The API answers: up. Missing pools only stop Prefect runs, which say so themselves.
@@ -248,59 +251,6 @@ class PrefectExecutor:
         return BackendHealth(
             self.name, up=True, detail=detail, workers=workers, unserved=tuple(unserved)
         )
-
-    def _end_flow_runs_of_finished_runs(self, client: SyncPrefectClient) -> None:
-        """End flow runs Prefect still holds running whose figway run has ended.
-
-        A flow-run process that died as it reported its end (the server or its
-        database was away just then) leaves its flow run Running forever, and the
-        reconciler never looks at a run figway holds finished. Part of the health
-        check, since that runs on its own every FIGWAY_BACKEND_CHECK_SECONDS: at most
-        every :data:`FINISHED_SWEEP_SECONDS`, and a flow run is ended only when it
-        was seen so on two sweeps (a live one ends a moment after its last node).
-        """
-        from prefect.client.schemas.filters import (
-            FlowRunFilter,
-            FlowRunFilterState,
-            FlowRunFilterStateType,
-            FlowRunFilterTags,
-        )
-        from prefect.client.schemas.objects import StateType
-        from prefect.states import Cancelled, Completed, Failed
-
-        now = time.monotonic()
-        with self._client_lock:  # /readyz and the periodic check may both get here
-            if self.run_status is None or now - self._last_sweep < FINISHED_SWEEP_SECONDS:
-                return
-            self._last_sweep = now
-        seen, self._finished_seen = self._finished_seen, {}
-        running = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                tags=FlowRunFilterTags(all_=["figway"]),
-                state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
-                ),
-            ),
-            limit=200,
-        )
-        for flow_run in running:
-            status = self.run_status(flow_run.name)
-            if status not in RUN_TERMINAL:
-                continue
-            if flow_run.id not in seen:
-                self._finished_seen[flow_run.id] = now
-                continue
-            said = f"figway: the run ended {status}; its flow-run process never reported it"
-            state: State[Any] = (
-                Completed(message=said)
-                if status is RunStatus.SUCCEEDED
-                else Cancelled(message=said)
-                if status is RunStatus.CANCELLED
-                else Failed(message=said)
-            )
-            client.set_flow_run_state(flow_run.id, state, force=True)
-            self._crash_task_runs(client, flow_run.id)
-            log.warning("Prefect flow run %s of run %s: %s", flow_run.id, flow_run.name, said)
 
     def _online_workers(self, client: SyncPrefectClient, pool: str) -> int:
         workers = client.read_workers_for_work_pool(work_pool_name(pool))
@@ -416,9 +366,11 @@ class PrefectExecutor:
         why: str,
     ) -> list[NodeReport]:
         """Start the run again in a new flow run, or lose it when its resumes are spent."""
+        from backends.prefect.agreement import crash_task_runs
+
         self._silent_since.pop(plan.job_run_id, None)
         for flow_run in flow_runs:
-            self._crash_task_runs(client, flow_run.id)
+            crash_task_runs(client, flow_run.id, "figway: its flow-run process was lost")
         reports = []
         for node_id, attempt in running.items():
             retried = attempt < plan.nodes[node_id].retries + 1
@@ -450,33 +402,6 @@ class PrefectExecutor:
             MAX_RESUMES,
         )
         return reports
-
-    def _crash_task_runs(self, client: SyncPrefectClient, flow_run_id: Any) -> None:
-        """Mark a dead flow run's unfinished task runs Crashed: nothing will finish them."""
-        from prefect.client.schemas.filters import (
-            FlowRunFilter,
-            FlowRunFilterId,
-            TaskRunFilter,
-            TaskRunFilterState,
-            TaskRunFilterStateType,
-        )
-        from prefect.client.schemas.objects import TERMINAL_STATES, StateType
-
-        unfinished = [t for t in StateType if t not in TERMINAL_STATES]
-        left = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-            task_run_filter=TaskRunFilter(
-                state=TaskRunFilterState(type=TaskRunFilterStateType(any_=unfinished))
-            ),
-        )
-        from prefect.states import Crashed
-
-        for task_run in left:
-            client.set_task_run_state(
-                task_run.id,
-                Crashed(message="figway: its flow-run process was lost"),
-                force=True,
-            )
 
     # -- client ----------------------------------------------------------------------
 

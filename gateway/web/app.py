@@ -20,6 +20,7 @@ from gateway.web.bodies import (
     document_printable_parameters,
     refuse_control_characters,
 )
+from gateway.web.definition_checks import DefinitionChecker, DefinitionLimits
 from gateway.web.errors import install_error_handlers
 from gateway.web.exposure import HostGuard
 from gateway.web.limits import BodyLimit, FollowerCaps, RateLimiter
@@ -70,12 +71,21 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
             key_cache_seconds=settings.key_cache_seconds,
             ticket_seconds=settings.live_ticket_seconds,
         )
+        app.state.definitions = DefinitionChecker(
+            settings.node_policy(),
+            DefinitionLimits(
+                max_levels=settings.max_levels,
+                max_nodes=settings.max_nodes,
+                max_query_chars=settings.max_query_chars,
+            ),
+        )
         app.state.followers = FollowerCaps(
             per_key=settings.live_followers_per_key, total=settings.live_followers_max
         )
         try:
             yield
         finally:
+            app.state.definitions.close()
             services.close()
             if owns_process:
                 stop_ephemeral_prefect()

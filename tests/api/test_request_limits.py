@@ -13,8 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from backends.model.workflow import parse_definition
-from gateway.web.routes import workflows as workflows_routes
+from gateway.web.definition_checks import DefinitionChecker
 from tests.support.api_client import Gateway, definition, unique
 from tests.support.gateway import client_of, running_gateway
 
@@ -95,16 +94,18 @@ def test_health_is_answered_while_ten_1mb_definitions_are_being_put(
     checks in a row come back before the first PUT does.
 
     Each definition holds about 1 MB of queries, which DuckDB takes about a second to
-    parse. Parsed on the event loop, each health check would wait behind a parse, and
-    the first PUT's answer would overtake them.
+    parse, holding the GIL. Parsed on the event loop (or in threads of the gateway's
+    process), the health checks would wait behind the parses, and the first PUT's
+    answer would overtake them.
     """
     parsing = threading.Event()
+    hand_over = DefinitionChecker.parse
 
-    def watched_parse(*args: Any, **kwargs: Any) -> Any:
-        parsing.set()  # the gateway runs in this process: its parse is this function
-        return parse_definition(*args, **kwargs)
+    async def watched_parse(self: DefinitionChecker, raw: Any) -> Any:
+        parsing.set()  # the gateway runs in this process: this is where it hands a parse over
+        return await hand_over(self, raw)
 
-    monkeypatch.setattr(workflows_routes, "parse_definition", watched_parse)
+    monkeypatch.setattr(DefinitionChecker, "parse", watched_parse)
     bodies = [transforms(unique("big"), 25, 42_000) for _ in range(10)]
     encoded = [json.dumps(body).encode() for body in bodies]
     assert all(900_000 < len(raw) < MAX_DEFINITION_BYTES for raw in encoded)

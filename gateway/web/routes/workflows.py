@@ -14,11 +14,12 @@ from backends.model.errors import (
     DefinitionTooLargeError,
     WorkflowNotFoundError,
 )
-from backends.model.workflow import WorkflowDefinition, parse_definition
+from backends.model.workflow import WorkflowDefinition
 from backends.store.api_keys import KeyView
 from gateway.services import Services
 from gateway.web.auth import acting_key_view
 from gateway.web.bodies import decoded_json
+from gateway.web.definition_checks import DefinitionChecker
 from gateway.web.deps import ServicesDep
 from gateway.web.schemas import WorkflowIdPath, WorkflowOut
 from gateway.web.workspaces import refuse_foreign_definition, workflow_reachable
@@ -39,11 +40,11 @@ _DEFINITION_BODY = {
 }
 
 
-def _check_definition(
+def _admit(
     raw_size: int, definition: Any, workflow_id: str, services: Services, key: KeyView | None
-) -> WorkflowDefinition:
-    """Everything a definition is checked for, in a worker thread: parsing its queries
-    (DuckDB) takes long enough to hold up every other request if done on the loop."""
+) -> dict[str, Any]:
+    """The cheap checks, in a worker thread (one reads the store): size, shape, the
+    path's id, the key's workspaces. The definition, with its workflow_id."""
     settings = services.settings
     if raw_size > settings.max_definition_bytes:
         raise DefinitionTooLargeError(
@@ -73,13 +74,10 @@ def _check_definition(
                 )
             ]
         )
-    parsed = parse_definition(
-        definition,
-        node_types=services.node_types,
-        max_levels=settings.max_levels,
-        max_nodes=settings.max_nodes,
-        max_query_chars=settings.max_query_chars,
-    )
+    return definition
+
+
+def _refuse_code(parsed: WorkflowDefinition, services: Services, key: KeyView | None) -> None:
     code_nodes = sorted(
         node_id
         for node_id, spec in parsed.nodes.items()
@@ -93,38 +91,45 @@ def _check_definition(
             f"this key ({key.key_id}) may define workflows but not code: node(s) "
             f"{', '.join(code_nodes)} run python; a key with the 'code' scope may",
         )
-    return parsed
 
 
 @router.put("/{workflow_id}", response_model=WorkflowOut, openapi_extra=_DEFINITION_BODY)
 async def put_workflow(
-    workflow_id: WorkflowId, services: ServicesDep, request: Request, response: Response
-) -> WorkflowOut:
+    workflow_id: WorkflowId, services: ServicesDep, request: Request
+) -> Response:
     """Create or replace a workflow definition (201 when new); invalid ones get 422 with every reason."""
     raw_size = len(await request.body())
     key = acting_key_view(request)
-    parsed = await run_in_threadpool(
-        _check_definition, raw_size, decoded_json(request), workflow_id, services, key
+    definition = await run_in_threadpool(
+        _admit, raw_size, decoded_json(request), workflow_id, services, key
     )
+    # Parsing (DuckDB holds the GIL) runs in a process of its own: definition_checks.py.
+    checker: DefinitionChecker = request.app.state.definitions
+    parsed = await checker.parse(definition)
+    _refuse_code(parsed, services, key)
     _, created = await run_in_threadpool(lambda: services.store.put_workflow(definition=parsed))
-    if created:
-        response.status_code = status.HTTP_201_CREATED
-    return await get_workflow(workflow_id, services, request)
+    answer = await get_workflow(workflow_id, services, request)
+    answer.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return answer
 
 
 @router.get("/{workflow_id}", response_model=WorkflowOut)
 async def get_workflow(
     workflow_id: WorkflowId, services: ServicesDep, request: Request
-) -> WorkflowOut:
+) -> Response:
     """A workflow's current definition and version."""
     row = await run_in_threadpool(lambda: services.store.get_workflow(workflow_id=workflow_id))
     # Outside the key's workspaces: the same 404 as a workflow that does not exist.
     if row is None or not workflow_reachable(acting_key_view(request), row.workspace_id):
         raise WorkflowNotFoundError(f"no workflow {workflow_id!r}")
-    return WorkflowOut(
-        workflow_id=row.workflow_id,
-        version=row.version,
-        registered_at=row.registered_at,
-        updated_at=row.updated_at,
-        definition=row.definition,
+    # Serialised in a worker thread: a definition may be a megabyte of JSON.
+    body = await run_in_threadpool(
+        lambda: WorkflowOut(
+            workflow_id=row.workflow_id,
+            version=row.version,
+            registered_at=row.registered_at,
+            updated_at=row.updated_at,
+            definition=row.definition,
+        ).model_dump_json()
     )
+    return Response(body, media_type="application/json")

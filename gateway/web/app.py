@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
                 max_nodes=settings.max_nodes,
                 max_query_chars=settings.max_query_chars,
             ),
+            warm=owns_process,
         )
         app.state.followers = FollowerCaps(
             per_key=settings.live_followers_per_key, total=settings.live_followers_max

@@ -4,8 +4,9 @@ Validating a definition parses every query with DuckDB, which holds Python's GIL
 it parses: in a thread of the gateway's process, ten large definitions at once kept the
 event loop (and /healthz) waiting for seconds. So the check runs in a small pool of
 worker processes (spawned, not forked: the gateway has threads), each with its own
-GIL; the gateway only waits for the answer. The pool starts with the app and one
-process is warmed up at once, so the first definition does not pay for the imports.
+GIL; the gateway only waits for the answer. ``figway serve`` starts a process at once,
+so the first definition does not pay for the imports; an app in a test starts its pool
+with its first definition.
 """
 
 from __future__ import annotations
@@ -65,23 +66,32 @@ def _ready() -> bool:
 class DefinitionChecker:
     """Validates definitions in a process pool; one per app, closed with it."""
 
-    def __init__(self, policy: NodePolicy, limits: DefinitionLimits) -> None:
+    def __init__(self, policy: NodePolicy, limits: DefinitionLimits, *, warm: bool) -> None:
+        """``warm``: start a process now (``figway serve``), so the first definition does
+        not wait for its imports; otherwise the pool starts with the first definition."""
         self.policy = policy
         self.limits = limits
-        self._pool = ProcessPoolExecutor(
-            max_workers=PROCESSES, mp_context=multiprocessing.get_context("spawn")
-        )
-        self._pool.submit(_ready)  # start one process now: its imports take a second
+        self._pool: ProcessPoolExecutor | None = None
+        if warm:
+            self._processes().submit(_ready)
+
+    def _processes(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=PROCESSES, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._pool
 
     async def parse(self, raw: Mapping[str, Any]) -> WorkflowDefinition:
         """The definition, validated; raises :class:`DefinitionError` with every problem."""
         loop = asyncio.get_running_loop()
         parsed, problems = await loop.run_in_executor(
-            self._pool, _check, dict(raw), self.policy, self.limits
+            self._processes(), _check, dict(raw), self.policy, self.limits
         )
         if parsed is None:
             raise DefinitionError([DefinitionProblem(where, what) for where, what in problems])
         return parsed
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

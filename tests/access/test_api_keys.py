@@ -11,12 +11,12 @@ import httpx
 import pytest
 import websockets
 
-from backends.store import create_database_engine
-from backends.store.api_keys import ApiKeys, NewKey
+from backends.store.api_keys import NewKey
 from gateway.config import Settings
 from gateway.web.app import create_app
 from tests.support.api_client import Gateway
 from tests.support.gateway import client_of, running_gateway
+from tests.support.keys import api_keys, one_key_per_scope
 
 OPEN = {"/healthz", "/readyz"}
 SCOPE_OF_PREFIX = {
@@ -73,14 +73,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 @pytest.fixture(scope="module")
 def keys(gateway: Gateway) -> dict[str, NewKey]:
-    engine = create_database_engine(gateway.settings.resolved_database_url())
-    store = ApiKeys(engine)
-    made = {
-        scope: store.create(name=f"test {scope}", scopes=[scope], created_by="test")
-        for scope in ("runs", "workflows", "admin")
-    }
-    engine.dispose()
-    return made
+    return one_key_per_scope(gateway.settings.resolved_database_url(), "runs", "workflows", "admin")
 
 
 @pytest.fixture
@@ -148,14 +141,12 @@ def test_health_checks_stay_open(client: httpx.Client) -> None:
 
 
 def test_a_revoked_key_is_refused_at_once(client: httpx.Client, gateway: Gateway) -> None:
-    engine = create_database_engine(gateway.settings.resolved_database_url())
-    store = ApiKeys(engine)
-    key = store.create(name="short-lived", scopes=["runs"], created_by="test")
-    assert client.get("/workflow_runs/stats", headers=bearer(key)).status_code == 200
-    assert store.revoke(key_id=key.key.key_id, revoked_by="test")
-    assert client.get("/workflow_runs/stats", headers=bearer(key)).status_code == 401
-    assert not store.revoke(key_id=key.key.key_id, revoked_by="test")  # once
-    engine.dispose()
+    with api_keys(gateway.settings.resolved_database_url()) as store:
+        key = store.create(name="short-lived", scopes=["runs"], created_by="test")
+        assert client.get("/workflow_runs/stats", headers=bearer(key)).status_code == 200
+        assert store.revoke(key_id=key.key.key_id, revoked_by="test")
+        assert client.get("/workflow_runs/stats", headers=bearer(key)).status_code == 401
+        assert not store.revoke(key_id=key.key.key_id, revoked_by="test")  # once
 
 
 async def close_of(url: str, headers: dict[str, str] | None = None) -> tuple[int | None, str]:
@@ -225,11 +216,9 @@ def test_a_body_over_the_limit_is_refused_with_413(
 def test_a_key_over_its_rate_gets_429_with_retry_after_and_others_do_not(
     client: httpx.Client, gateway: Gateway
 ) -> None:
-    engine = create_database_engine(gateway.settings.resolved_database_url())
-    store = ApiKeys(engine)
-    busy = store.create(name="busy", scopes=["runs"], created_by="test")
-    calm = store.create(name="calm", scopes=["runs"], created_by="test")
-    engine.dispose()
+    with api_keys(gateway.settings.resolved_database_url()) as store:
+        busy = store.create(name="busy", scopes=["runs"], created_by="test")
+        calm = store.create(name="calm", scopes=["runs"], created_by="test")
     # The bucket starts full (RATE) and refills at RATE a minute: asking faster than that
     # empties it, so a 429 comes long before twice RATE requests.
     answers = []

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import websockets
 
-from backends.store import create_database_engine
-from backends.store.api_keys import ApiKeys, NewKey
+from backends.store.api_keys import NewKey
 from gateway.config import Settings
 from gateway.web.app import create_app
 from tests.support.figway_stack import Stack
+from tests.support.keys import api_keys, one_key_per_scope
 from tests.support.services import flushed_redis
 
 pytestmark = pytest.mark.service
@@ -50,14 +50,9 @@ def stack(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
 
 @pytest.fixture(scope="module")
 def keys(stack: Stack) -> dict[str, NewKey]:
-    engine = create_database_engine(stack.database_url)
-    store = ApiKeys(engine)
-    made = {
-        scope: store.create(name=f"exposure {scope}", scopes=[scope], created_by="test")
-        for scope in ("runs", "workflows", "admin", "metrics")
-    }
-    engine.dispose()
-    return made
+    return one_key_per_scope(
+        stack.database_url, "runs", "workflows", "admin", "metrics", name="exposure"
+    )
 
 
 def bearer(key: NewKey) -> dict[str, str]:
@@ -210,13 +205,13 @@ def test_a_401_after_an_in_process_prefect_run_is_logged(
 def test_a_key_bound_to_a_workspace_sees_nothing_of_another(
     stack: Stack, keys: dict[str, NewKey]
 ) -> None:
-    engine = create_database_engine(stack.database_url)
-    store = ApiKeys(engine)
-    ws1_runs = store.create(name="ws1 runs", scopes=["runs"], created_by="test", workspaces=["ws1"])
-    ws1_writer = store.create(
-        name="ws1 workflows", scopes=["workflows"], created_by="test", workspaces=["ws1"]
-    )
-    engine.dispose()
+    with api_keys(stack.database_url) as store:
+        ws1_runs = store.create(
+            name="ws1 runs", scopes=["runs"], created_by="test", workspaces=["ws1"]
+        )
+        ws1_writer = store.create(
+            name="ws1 workflows", scopes=["workflows"], created_by="test", workspaces=["ws1"]
+        )
     http = stack.http
     for workspace in ("ws1", "ws2"):
         workflow = {"workspace_id": workspace, "folder_id": "f", "nodes": {"a": {"type": "noop"}}}

@@ -18,8 +18,7 @@ import httpx
 import pytest
 import websockets
 
-from backends.store import create_database_engine
-from backends.store.api_keys import ApiKeys, NewKey
+from backends.store.api_keys import NewKey
 from tests.support.api_client import (
     Gateway,
     definition,
@@ -29,6 +28,7 @@ from tests.support.api_client import (
 )
 from tests.support.gateway import client_of, running_gateway
 from tests.support.http_server import Answer, Server, serve
+from tests.support.keys import api_keys
 
 TOKEN = "tok-" + "9f2c1e7b5a3d4c6e8f0a"
 SECRETS_POLICY = """
@@ -243,14 +243,11 @@ def production(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 def keys(production: Gateway) -> dict[str, NewKey]:
-    engine = create_database_engine(production.settings.resolved_database_url())
-    store = ApiKeys(engine)
-    made = {
-        "workflows": store.create(name="lp workflows", scopes=["workflows"], created_by="test"),
-        "code": store.create(name="lp code", scopes=["workflows", "code"], created_by="test"),
-    }
-    engine.dispose()
-    return made
+    with api_keys(production.settings.resolved_database_url()) as store:
+        return {
+            "workflows": store.create(name="lp workflows", scopes=["workflows"], created_by="test"),
+            "code": store.create(name="lp code", scopes=["workflows", "code"], created_by="test"),
+        }
 
 
 def as_key(gateway: Gateway, key: NewKey) -> httpx.Client:

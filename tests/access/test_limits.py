@@ -13,10 +13,10 @@ import httpx
 import pytest
 import websockets
 
-from backends.store import create_database_engine
-from backends.store.api_keys import ApiKeys, NewKey
+from backends.store.api_keys import NewKey
 from tests.support.api_client import Gateway
 from tests.support.gateway import running_gateway
+from tests.support.keys import api_keys
 
 #: A token every ten seconds: far slower than this module's requests, so what a test sees
 #: does not depend on how fast it runs.
@@ -40,11 +40,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 
 def new_key(gateway: Gateway, *scopes: str) -> NewKey:
-    engine = create_database_engine(gateway.settings.resolved_database_url())
-    try:
-        return ApiKeys(engine).create(name="limits", scopes=scopes, created_by="test")
-    finally:
-        engine.dispose()
+    with api_keys(gateway.settings.resolved_database_url()) as store:
+        return store.create(name="limits", scopes=scopes, created_by="test")
 
 
 def client_from(gateway: Gateway, address: str) -> httpx.Client:
@@ -83,11 +80,8 @@ def test_a_revoked_key_is_refused_once_the_key_cache_time_has_passed(gateway: Ga
     key = new_key(gateway, "runs")
     with client_from(gateway, "127.0.0.4") as client:
         assert client.get("/workflow_runs/stats", headers=bearer(key)).status_code == 200
-        engine = create_database_engine(gateway.settings.resolved_database_url())
-        try:
-            assert ApiKeys(engine).revoke(key_id=key.key.key_id, revoked_by="test")
-        finally:
-            engine.dispose()
+        with api_keys(gateway.settings.resolved_database_url()) as store:
+            assert store.revoke(key_id=key.key.key_id, revoked_by="test")
         time.sleep(KEY_CACHE_SECONDS)  # the documented bound: FIGWAY_KEY_CACHE_SECONDS
         assert client.get("/workflow_runs/stats", headers=bearer(key)).status_code == 401
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backends.store import create_database_engine
-from backends.store.api_keys import ApiKeys, NewKey
+from backends.store.api_keys import NewKey
 from tests.support.api_client import Gateway, define, start, wait_for_run
 from tests.support.figway_stack import FIGWAY
 from tests.support.gateway import client_of, running_gateway
+from tests.support.keys import api_keys
 
 WATCH_TIMEOUT = 120
 
@@ -64,16 +64,13 @@ def production(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 def keys(production: Gateway) -> dict[str, NewKey]:
-    engine = create_database_engine(production.settings.resolved_database_url())
-    store = ApiKeys(engine)
-    made = {
-        "runs": store.create(name="watch runs", scopes=["runs"], created_by="test"),
-        "workflows": store.create(
-            name="watch code", scopes=["workflows", "code"], created_by="test"
-        ),
-    }
-    engine.dispose()
-    return made
+    with api_keys(production.settings.resolved_database_url()) as store:
+        return {
+            "runs": store.create(name="watch runs", scopes=["runs"], created_by="test"),
+            "workflows": store.create(
+                name="watch code", scopes=["workflows", "code"], created_by="test"
+            ),
+        }
 
 
 @pytest.fixture

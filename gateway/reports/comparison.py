@@ -43,7 +43,14 @@ from backends.model.status import RunStatus
 from backends.store.comparison_records import FinishedRunRecord, Reports
 from backends.store.routing_records import RoutingRecords, ShadowCount
 from gateway.reports.evidence import Evidence, sample_of
-from gateway.reports.judge import Answer, Figure, JudgePolicy, RunSample
+from gateway.reports.judge import (
+    FINEST_FAILURE_INCREASE,
+    FINEST_TIME_RATIO,
+    Answer,
+    Figure,
+    JudgePolicy,
+    RunSample,
+)
 from gateway.routing.rules import DEFAULT_WATCH, FigureName
 
 __all__ = [
@@ -104,14 +111,14 @@ class Thresholds(_Out):
     )
     failure_margin_points: float = Field(
         default=_JUDGE.max_failure_increase * 100,
-        gt=0,
+        ge=FINEST_FAILURE_INCREASE * 100,
         lt=100,
         description="The failure-rate increase that matters, in percentage points (5: Prefect "
         "failing 5 points more often than RQ).",
     )
     max_ratio: float = Field(
         default=_JUDGE.max_time_ratio,
-        gt=1,
+        ge=FINEST_TIME_RATIO,
         le=100,
         description="The slowdown that matters for a time figure (1.2: more than 1.2 times "
         "slower than RQ).",

@@ -132,6 +132,8 @@ from typing import Any
 
 __all__ = [
     "ALL_FIGURES",
+    "FINEST_FAILURE_INCREASE",
+    "FINEST_TIME_RATIO",
     "Answer",
     "Figure",
     "FigureJudgement",
@@ -198,6 +200,11 @@ _PRIOR_SPREAD = 1.0
 _MIN_CLIP = 1e-3
 #: "No decision expected": the runs-needed estimate gives up beyond this many pairs.
 _MAX_PROJECTION = 1_000_000
+#: The finest margins the judge resolves: a 1% slowdown, half a point of failures. Finer
+#: ones would need hundreds of thousands of runs a side to ever decide, and planning
+#: them (min_decidable_runs) would cost seconds of a gateway's time on every request.
+FINEST_TIME_RATIO = 1.01
+FINEST_FAILURE_INCREASE = 0.005
 
 
 def _refuse(name: str, value: float) -> None:
@@ -291,7 +298,7 @@ class JudgePolicy:
     >>> JudgePolicy(max_time_ratio=0.9)
     Traceback (most recent call last):
     ...
-    ValueError: max_time_ratio must be a number above 1 (a ratio such as 1.2), not 0.9
+    ValueError: max_time_ratio must be a number of at least 1.01 (a ratio such as 1.2), not 0.9
     """
 
     #: Each answer is wrong at most 1 - confidence of the time, at every look.
@@ -314,19 +321,22 @@ class JudgePolicy:
                 f"confidence must be a number from 0.5 up to (not including) 1, "
                 f"not {self.confidence!r}"
             )
-        if not (number(self.max_failure_increase) and 0 < self.max_failure_increase < 1):
+        if not (
+            number(self.max_failure_increase)
+            and FINEST_FAILURE_INCREASE <= self.max_failure_increase < 1
+        ):
             raise ValueError(
-                "max_failure_increase must be a number above 0 and below 1 "
-                f"(0.05 is 5 points), not {self.max_failure_increase!r}"
+                f"max_failure_increase must be a number from {FINEST_FAILURE_INCREASE} up to "
+                f"(not including) 1 (0.05 is 5 points), not {self.max_failure_increase!r}"
             )
         if not (
             number(self.max_time_ratio)
-            and self.max_time_ratio > 1
+            and self.max_time_ratio >= FINEST_TIME_RATIO
             and math.isfinite(self.max_time_ratio)
         ):
             raise ValueError(
-                f"max_time_ratio must be a number above 1 (a ratio such as 1.2), "
-                f"not {self.max_time_ratio!r}"
+                f"max_time_ratio must be a number of at least {FINEST_TIME_RATIO} (a ratio "
+                f"such as 1.2), not {self.max_time_ratio!r}"
             )
         if not (isinstance(self.min_runs, int) and not isinstance(self.min_runs, bool)) or (
             self.min_runs < 1

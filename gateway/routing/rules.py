@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from backends.model.backend_names import LEGACY_BACKEND
+from gateway.reports.judge import FINEST_FAILURE_INCREASE, FINEST_TIME_RATIO
 
 __all__ = [
     "DEFAULT_WATCH",
@@ -111,14 +112,14 @@ class _Judged(_Strict):
     )
     max_failure_rate_increase: float | None = Field(
         default=None,
-        gt=0,
+        ge=FINEST_FAILURE_INCREASE,
         lt=1,
         description="The failure-rate increase that matters, above 0 and below 1 "
         "(0.05 = five percentage points; default 0.05).",
     )
     max_ratio: float | None = Field(
         default=None,
-        gt=1,
+        ge=FINEST_TIME_RATIO,
         le=100,
         description="The slowdown that matters for a watched time, above 1 "
         "(1.2 = more than 1.2 times slower; default 1.2).",
@@ -156,7 +157,7 @@ class Guard(_Judged):
     )
     max_p95_ratio: float | None = Field(
         default=None,
-        gt=1,
+        ge=FINEST_TIME_RATIO,
         le=100,
         description="The older name of max_ratio, watching total time (accepted to finished).",
     )

@@ -12,6 +12,8 @@ import pytest
 
 from gateway.reports.judge import (
     ALL_FIGURES,
+    FINEST_FAILURE_INCREASE,
+    FINEST_TIME_RATIO,
     Answer,
     Figure,
     JudgePolicy,
@@ -474,3 +476,22 @@ def test_expected_wait() -> None:
     assert expected_wait(0, 60.0) == timedelta(0)
     assert expected_wait(30, 0.0) is None
     assert expected_wait(None, 60.0) is None
+
+
+def test_margins_finer_than_the_judge_resolves_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"max_time_ratio must be a number of at least 1\.01"):
+        JudgePolicy(max_time_ratio=1.0000000000000002)
+    with pytest.raises(ValueError, match=r"max_failure_increase must be a number from 0\.005"):
+        JudgePolicy(max_failure_increase=0.001)
+
+
+@pytest.mark.parametrize("figure", list(Figure))
+def test_the_finest_margins_at_the_highest_confidence_can_still_be_decided(figure: Figure) -> None:
+    """Planning counts pairs one by one: at the finest margins it must still end well
+    inside the projection's reach (it used to search a million pairs for 1 + 1e-16)."""
+    policy = JudgePolicy(
+        max_time_ratio=FINEST_TIME_RATIO,
+        max_failure_increase=FINEST_FAILURE_INCREASE,
+        confidence=0.999,
+    )
+    assert 1 < min_decidable_runs(policy, figure) < 10_000

@@ -231,7 +231,7 @@ SCHEMA_CASES = [
               max_p95_ratio: 0.5  # <--
         """,
         "rules[0] (a).guard.max_p95_ratio",
-        "greater than 1",
+        "greater than or equal to 1.01",
         id="guard-p95-ratio-below-1",
     ),
     pytest.param(
@@ -245,7 +245,7 @@ SCHEMA_CASES = [
               max_ratio: 1  # <--
         """,
         "rules[0] (a).guard.max_ratio",
-        "greater than 1",
+        "greater than or equal to 1.01",
         id="guard-ratio-not-above-1",
     ),
     pytest.param(
@@ -259,7 +259,7 @@ SCHEMA_CASES = [
               max_failure_rate_increase: 0  # <--
         """,
         "rules[0] (a).guard.max_failure_rate_increase",
-        "greater than 0",
+        "greater than or equal to 0.005",
         id="guard-failure-margin-zero",
     ),
     pytest.param(
@@ -302,7 +302,7 @@ SCHEMA_CASES = [
               max_ratio: 0.9  # <--
         """,
         "rules[0] (a).promote.max_ratio",
-        "greater than 1",
+        "greater than or equal to 1.01",
         id="promote-ratio-below-1",
     ),
     pytest.param(

@@ -18,7 +18,7 @@ from gateway.reports.comparison import (
     comparison_report,
     parse_since,
 )
-from gateway.reports.judge import Figure
+from gateway.reports.judge import FINEST_FAILURE_INCREASE, FINEST_TIME_RATIO, Figure
 from gateway.routing.rules import DEFAULT_WATCH
 from gateway.web.deps import ServicesDep
 
@@ -54,10 +54,15 @@ async def compare(
     ] = _DEFAULTS.min_runs,
     failure_margin: Annotated[
         float,
-        Query(gt=0, lt=100, description=_FIELDS["failure_margin_points"].description),
+        Query(
+            ge=FINEST_FAILURE_INCREASE * 100,
+            lt=100,
+            description=_FIELDS["failure_margin_points"].description,
+        ),
     ] = _DEFAULTS.failure_margin_points,
     max_ratio: Annotated[
-        float, Query(gt=1, le=100, description=_FIELDS["max_ratio"].description)
+        float,
+        Query(ge=FINEST_TIME_RATIO, le=100, description=_FIELDS["max_ratio"].description),
     ] = _DEFAULTS.max_ratio,
     confidence: Annotated[
         float, Query(ge=0.5, le=0.999, description=_FIELDS["confidence"].description)

@@ -317,7 +317,9 @@ class RQExecutor:
             ):
                 continue  # an upstream job's worker is recording its end: it releases this one
             if held is JobStatus.READY_TO_ENQUEUE and job is not None:
-                ReadyJobRegistry(job.origin, connection=self.redis).enqueue_jobs([job.id])
+                ReadyJobRegistry(
+                    job.origin, connection=self.redis, serializer=JOB_SERIALIZER
+                ).enqueue_jobs([job.id])
                 fixes.append(f"{node_id}: released its job parked ready-to-enqueue")
                 continue
             self._enqueue_again(plan, node_id, job, attempts, after_upstream=False)

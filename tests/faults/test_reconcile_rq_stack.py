@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults.conftest import WORKERS
 from tests.support.faults import OwnRedis, chain, execution_problems, start_runs, wait_running
 from tests.support.figway_stack import Stack
 
@@ -79,3 +80,22 @@ def test_a_delete_that_answers_503_changes_nothing(
     assert response.status_code == 200, response.text
     run = stack.wait_for_end(job_run_id, timeout=SETTLE_SECONDS)
     assert run["status"] == "cancelled", run
+
+
+def test_readyz_is_not_ready_while_a_queue_with_work_has_no_live_worker(
+    stack: Stack, ledger: Path
+) -> None:
+    nodes, dependencies = chain(ledger, (0.1,))
+    stack.put_workflow("unserved_single", nodes, dependencies)
+    for name in WORKERS:
+        stack.workers[name].stop()  # SIGTERM: each records its death in Redis
+    try:
+        assert stack.http.get("/readyz").status_code == 200  # no work waiting: ready
+        [job_run_id] = start_runs(stack, "unserved_single", 1)
+        answer = stack.http.get("/readyz")
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["checks"]["rq"]["reason"] == "no_worker"
+    finally:
+        stack.start_workers(*WORKERS)
+    assert stack.wait_for_end(job_run_id, timeout=SETTLE_SECONDS)["status"] == "succeeded"
+    assert stack.http.get("/readyz").status_code == 200

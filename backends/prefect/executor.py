@@ -316,7 +316,7 @@ class PrefectExecutor:
         if len(self._silent_since) > _SILENT_MEMORY:
             self._silent_since.clear()
         with self._client() as client:
-            flow_runs = sorted(self._flow_runs(client, plan), key=lambda r: r.created or 0)
+            flow_runs = sorted(self._flow_runs(client, plan), key=_created_at)
             latest = flow_runs[-1] if flow_runs else None
             state = latest.state if latest is not None else None
             if latest is None or state is None:
@@ -483,6 +483,11 @@ def _pool_filter(pool: str) -> Any:
     from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
 
     return WorkPoolFilter(name=WorkPoolFilterName(any_=[work_pool_name(pool)]))
+
+
+def _created_at(flow_run: FlowRun) -> datetime:
+    """When the flow run was created: the resumes of a run sort in the order they came."""
+    return flow_run.created or datetime.min.replace(tzinfo=UTC)
 
 
 def _pending_too_long(since: datetime | None) -> bool:

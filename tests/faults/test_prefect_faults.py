@@ -144,16 +144,25 @@ def test_a_prefect_server_outage_with_runs_in_flight(stack: PrefectStack, tmp_pa
     # A POST answers at once: 503 with Retry-After (no fallback in the rules), run kept.
     late = new_run_id("late")
     with httpx.Client(base_url=str(stack.http.base_url), timeout=ANSWER_DEADLINE) as client:
+        asked = time.monotonic()
         refused = client.post("/workflow_runs/", json=stack.run_body("pf_outage", late))
+        post_seconds = time.monotonic() - asked
         assert refused.status_code == 503, refused.text
         assert refused.headers["retry-after"]
         assert refused.json()["job_run_id"] == late
+        asked = time.monotonic()
         ready = client.get("/readyz")
+        readyz_seconds = time.monotonic() - asked
         assert ready.status_code == 503, ready.text
         assert ready.json()["checks"]["prefect"]["up"] is False, ready.text
         assert ready.json()["checks"]["prefect"]["reason"] == "unreachable", ready.text
         assert "127.0.0.1" not in ready.text, "no host names on the open /readyz"
     wait_until("figway_backend_up reading 0", lambda: backend_up(stack) == 0.0, timeout=15)
+    print(
+        f"outage: POST answered 503 in {post_seconds:.1f} s, /readyz 503 in "
+        f"{readyz_seconds:.1f} s, figway_backend_up read 0 {time.monotonic() - down_at:.1f} s "
+        "after the server went down"
+    )
     assert stack.get_run(late)["status"] == "pending"
 
     time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))

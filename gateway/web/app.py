@@ -14,7 +14,7 @@ from gateway.web.auth import AccessGate, require_scope
 from gateway.web.errors import install_error_handlers
 from gateway.web.exposure import HostGuard
 from gateway.web.limits import BodyLimit, RateLimiter
-from gateway.web.routes import compare, health, live, metrics, routing, runs, workflows
+from gateway.web.routes import compare, console, health, live, metrics, routing, runs, workflows
 from gateway.web.schemas import ERROR_RESPONSES
 
 __all__ = ["create_app"]
@@ -84,6 +84,8 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
             router, dependencies=[Depends(require_scope(scope))], responses=ERROR_RESPONSES
         )
     app.include_router(health.router)
+    # The pages are static and open; the panel they fetch checks its key section by section.
+    app.include_router(console.router)
     metrics_access = [Depends(require_scope(None))] if settings.metrics_require_key else []
     app.include_router(metrics.router, dependencies=metrics_access, responses=ERROR_RESPONSES)
     app.include_router(live.router)  # checks its key itself: a WebSocket is closed, not 401

@@ -61,7 +61,9 @@ async def follow_run(websocket: WebSocket, job_run_id: str, api_state: State) ->
     """
     services: Services = api_state.services
     await websocket.accept()
-    if not origin_allowed(websocket.headers.get("origin"), services.settings):
+    if not origin_allowed(
+        websocket.headers.get("origin"), services.settings, host=websocket.headers.get("host")
+    ):
         # A page of another site: a browser sends its origin, and a key it may hold.
         await websocket.close(
             code=WEBSOCKET_CLOSE[403], reason="this page's origin may not follow runs"

@@ -25,8 +25,8 @@ __all__ = ["BACKEND_COLOURS", "ecdf_chart", "failure_chart"]
 BACKEND_COLOURS = {"rq": "#d55e00", "prefect": "#0072b2"}
 _OTHER = "#555555"
 
-_WIDTH, _HEIGHT = 440, 190
-_LEFT, _RIGHT, _TOP, _BOTTOM = 44, 12, 10, 58
+_WIDTH, _HEIGHT = 440, 204
+_LEFT, _RIGHT, _TOP, _BOTTOM = 44, 12, 24, 58
 
 
 def _colour(backend: str) -> str:
@@ -59,6 +59,8 @@ def ecdf_chart(title: str, values: Mapping[str, Sequence[float]]) -> str:
         f'{_HEIGHT}" width="{_WIDTH}" height="{_HEIGHT}" role="img" '
         f'aria-label="{escape(title)}" data-chart="{escape(title)}">',
         f"<title>{escape(title)}: share of runs at or under each time</title>",
+        f'<text x="{_LEFT}" y="14" class="heading">{escape(title)} (share of runs at or '
+        "under each time)</text>",
         f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" class="plot"/>',
     ]
     for share in (0.0, 0.5, 1.0):
@@ -130,6 +132,7 @@ def failure_chart(counts: Mapping[str, tuple[int, int]]) -> str:
         f'{height}" width="{_WIDTH}" height="{height}" role="img" aria-label="failure rate" '
         'data-chart="failure rate">',
         "<title>failure rate per backend, with its 95% interval</title>",
+        '<text x="4" y="14" class="heading">failure rate, with its 95% Wilson interval</text>',
     ]
     for row, (backend, (failed, runs)) in enumerate(counts.items()):
         colour = _colour(backend)

@@ -100,6 +100,11 @@ class PrefectExecutor:
         self._threads[plan.job_run_id] = thread
         thread.start()
 
+    def start_ephemeral_api(self) -> None:
+        """Start Prefect's ephemeral API now (the embedded default), rather than when the
+        first flow needs it; raises BackendUnavailableError if it does not come up."""
+        self._ensure_ephemeral_api()
+
     def _ensure_ephemeral_api(self) -> None:
         """Start Prefect's ephemeral API once, before any flow of this process runs.
 

@@ -78,7 +78,7 @@ def serve(host: str, port: int, ws_port: int, log_level: str, insecure_no_auth: 
     else:
         mode = "production: RQ workers run separately (`figway worker rq`)"
     click.echo(f"figway API on http://{host}:{port}  ({mode})")
-    click.echo(f"API docs:   http://{host}:{port}/docs")
+    click.echo(f"console:    http://{host}:{port}/  (API docs: /docs)")
     document = rules.document
     click.echo(
         f"routing:    rules version {document.version}, phase {document.rules.phase}, "
@@ -86,6 +86,12 @@ def serve(host: str, port: int, ws_port: int, log_level: str, insecure_no_auth: 
         f"(from {document.source})"
     )
     click.echo(f"live:       ws://{host}:{ws_port}/{{job_run_id}} and /ws/workflow_runs/{{id}}")
+    if settings.prefect_api_url is None:
+        click.echo(
+            "prefect:    in-process flows; Prefect's temporary API is starting in the background "
+            "(about 20 s on a fresh data directory; GET /readyz shows it, and a run sent to "
+            "Prefect meanwhile says what it waits for)"
+        )
     for line in security_lines(settings):
         click.echo(f"security:   {line}")
         log.info("security: %s", line)

@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
                 reason="lost: the embedded gateway stopped while it ran"
             )
             services.start_embedded_workers()
+        services.start_backends()  # Prefect's temporary API, when flows run in-process
         services.start_background()
         services.start_live_feed()
         app.state.services = services

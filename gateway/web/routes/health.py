@@ -40,6 +40,12 @@ async def readyz(services: ServicesDep) -> JSONResponse:
             continue
         health = await run_in_threadpool(executor.health)
         checks[name] = {"up": health.up, "detail": health.detail, "workers": health.workers}
+        startup = services.startups.get(name)
+        if startup is not None:
+            # Not "down": runs are accepted and wait for it; but an operator sees it coming.
+            checks[name]["startup"] = startup.as_dict()
+            if startup.state == "starting":
+                checks[name]["detail"] = f"{startup.waiting_for()}; {health.detail}"
     ready = all(check["up"] for check in checks.values())
     return JSONResponse(
         status_code=200 if ready else 503,

@@ -81,7 +81,8 @@ async def follow_run(websocket: WebSocket, job_run_id: str, api_state: State) ->
     if run is None:
         await websocket.close(code=CLOSE_UNKNOWN_RUN, reason=f"no run {job_run_id!r}")
         return
-    snapshot = {"type": "snapshot", "run": RunOut.from_view(run).model_dump(mode="json")}
+    shown = RunOut.from_view(run, waiting_for=services.waiting_for(run))
+    snapshot = {"type": "snapshot", "run": shown.model_dump(mode="json")}
     await websocket.send_text(json.dumps(snapshot))
     if run.status in RUN_TERMINAL:
         await websocket.close(code=1000, reason=f"run {run.status.value}")

@@ -19,13 +19,17 @@ RunId = Annotated[str, Path(min_length=1, max_length=128, description="The run's
 
 
 @router.post("/", status_code=status.HTTP_201_CREATED, response_model=RunOut)
-async def start_run(body: RunIn, dispatcher: DispatcherDep, response: Response) -> RunOut:
+async def start_run(
+    body: RunIn, dispatcher: DispatcherDep, services: ServicesDep, response: Response
+) -> RunOut:
     """Start a run; repeating a job_run_id returns the same run (200) and starts nothing."""
     request = RunRequest(**body.model_dump())
     run, created = await run_in_threadpool(dispatcher.start_run, request)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return RunOut.from_view(run)
+        return RunOut.from_view(run, waiting_for=services.waiting_for(run))
+    waiting = await run_in_threadpool(services.note_waiting, run)
+    return RunOut.from_view(run, waiting_for=waiting)
 
 
 @router.get("/stats", response_model=StatsOut)
@@ -35,9 +39,10 @@ async def run_stats(services: ServicesDep) -> StatsOut:
 
 
 @router.get("/{job_run_id}", response_model=RunOut)
-async def get_run(job_run_id: RunId, dispatcher: DispatcherDep) -> RunOut:
-    """A run's status, backend, timings and per-node status."""
-    return RunOut.from_view(await run_in_threadpool(dispatcher.get_run, job_run_id))
+async def get_run(job_run_id: RunId, dispatcher: DispatcherDep, services: ServicesDep) -> RunOut:
+    """A run's status, backend, timings and per-node status (and what it waits for)."""
+    run = await run_in_threadpool(dispatcher.get_run, job_run_id)
+    return RunOut.from_view(run, waiting_for=services.waiting_for(run))
 
 
 @router.delete("/{job_run_id}", response_model=RunOut)

@@ -109,6 +109,8 @@ class Services:
         prefect = self.executors.get(PrefectExecutor.name)
         if not isinstance(prefect, PrefectExecutor) or not prefect.embedded:
             return
+        if not self.settings.prefect_early_start:
+            return
         if PrefectExecutor.name in self.startups:
             return
         startup = BackendStartup(

@@ -86,7 +86,7 @@ def serve(host: str, port: int, ws_port: int, log_level: str, insecure_no_auth: 
         f"(from {document.source})"
     )
     click.echo(f"live:       ws://{host}:{ws_port}/{{job_run_id}} and /ws/workflow_runs/{{id}}")
-    if settings.prefect_api_url is None:
+    if settings.prefect_api_url is None and settings.prefect_early_start:
         click.echo(
             "prefect:    in-process flows; Prefect's temporary API is starting in the background "
             "(about 20 s on a fresh data directory; GET /readyz shows it, and a run sent to "

@@ -139,6 +139,11 @@ def gather_status(client: httpx.Client, *, since: str = "7d") -> StatusView:
 _ANSWER_STYLE = {"worse": "bold red", "not_worse": "green", "inconclusive": "yellow"}
 
 
+def _row(table: Table, *cells: str | Text) -> None:
+    """Add a row whose text is shown as it is: ids and reasons are never rich markup."""
+    table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in cells))
+
+
 def _table(title: str, *columns: str) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", box=None, pad_edge=False)
     for column in columns:
@@ -168,7 +173,8 @@ def render(view: StatusView) -> RenderableType:
         share = "  ".join(f"{backend} {percent:g}%" for backend, percent in rule["share"].items())
         if rule["shadow"]:
             share += f"  (+shadow {rule['shadow']})"
-        rules.add_row(
+        _row(
+            rules,
             rule["id"],
             rule["match"],
             share,
@@ -187,7 +193,8 @@ def render(view: StatusView) -> RenderableType:
         "CONFIDENCE",
     )
     for verdict in view.verdicts:
-        verdicts.add_row(
+        _row(
+            verdicts,
             verdict["workflow_id"],
             Text(verdict["answer"], style=_ANSWER_STYLE.get(verdict["answer"], "")),
             f"{verdict['candidate_runs']}/{verdict['baseline_runs']}",
@@ -198,7 +205,8 @@ def render(view: StatusView) -> RenderableType:
 
     flight = _table("IN FLIGHT", "BACKEND", "PENDING", "QUEUED", "RUNNING", "CANCELLING", "TOTAL")
     for backend, counts in view.in_flight.items():
-        flight.add_row(
+        _row(
+            flight,
             backend,
             *(str(counts.get(s, 0)) for s in ("pending", "queued", "running", "cancelling")),
             str(sum(counts.values())),
@@ -207,6 +215,6 @@ def render(view: StatusView) -> RenderableType:
 
     changes = _table("LAST CHANGES", "AT", "WHAT", "BY")
     for change in view.changes:
-        changes.add_row(_when(change["at"]), change["what"], change["by"])
+        _row(changes, _when(change["at"]), change["what"], change["by"])
     parts.append(changes)
     return Group(*(item for part in parts for item in (part, Text(""))))

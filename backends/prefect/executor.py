@@ -41,6 +41,10 @@ class PrefectExecutor:
     """figway's Prefect backend. ``embedded`` runs flows in-process (no server)."""
 
     name = "prefect"
+    #: Prefect's ephemeral API server is one per process, whichever executor starts it: two
+    #: gateways in one process (tests), or a background start still going when its gateway
+    #: stopped, must not start it at once.
+    _EPHEMERAL_LOCK = threading.Lock()
 
     def __init__(
         self,
@@ -59,7 +63,6 @@ class PrefectExecutor:
         self._deployment_ids: dict[str, Any] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._client_lock = threading.Lock()
-        self._ephemeral_lock = threading.Lock()
         self._ephemeral_ready = False
         self._open_client: SyncPrefectClient | None = None
 
@@ -111,7 +114,7 @@ class PrefectExecutor:
         Flows started together would each start it, and the servers race on
         migrating the same SQLite file ("duplicate column", failed start-up).
         """
-        with self._ephemeral_lock:
+        with PrefectExecutor._EPHEMERAL_LOCK:
             if self._ephemeral_ready:
                 return
             from prefect.client.orchestration import get_client

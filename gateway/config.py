@@ -60,6 +60,11 @@ class Settings(RuntimeSettings):
         description="PREFECT_API_URL (Prefect's own variable): the Prefect server runs go to. "
         "Unset: flows run in-process on Prefect's ephemeral API (the embedded default).",
     )
+    prefect_early_start: bool = Field(
+        default=True,
+        description="Without PREFECT_API_URL: start Prefect's ephemeral API in the background "
+        "when the gateway starts (false: when the first run goes to Prefect).",
+    )
     auto_migrate: bool | None = Field(
         default=None,
         description="Migrate the database at start-up. Unset: yes for the embedded SQLite "

@@ -37,8 +37,11 @@ from backends.store.api_keys import ApiKeys
 from backends.store.artifact_records import ArtifactRecords
 from backends.store.journal import Journal
 from backends.store.metric_records import MetricRecords
+from backends.store.models import RUN_LEVEL
 from backends.store.rollout_records import RolloutRecords
 from backends.store.routing_records import RoutingRecords
+from backends.store.transactions import utcnow
+from backends.store.views import LogRecord, RunView
 from gateway.config import Settings
 from gateway.dispatch.dispatcher import Dispatcher
 from gateway.dispatch.reconcile import Reconciler
@@ -51,6 +54,7 @@ from gateway.routing.promotion import RolloutKeeper
 from gateway.routing.shadow import ShadowComparer
 from gateway.routing.source import RulesSource
 from gateway.upkeep.artifact_janitor import ArtifactJanitor
+from gateway.upkeep.backend_startup import BackendStartup
 from gateway.upkeep.periodic import Periodic
 
 __all__ = ["Services", "build_executors", "build_services", "stop_ephemeral_prefect"]
@@ -83,6 +87,8 @@ class Services:
     reconciler: Reconciler
     listener: NotificationListener | None = None
     embedded_workers: EmbeddedWorkers | None = None
+    #: Backends started in the background when the gateway starts, by name.
+    startups: dict[str, BackendStartup] = field(default_factory=dict)
     # The runtime installed before this one (another gateway in the same process, in tests).
     previous_runtime: NodeRuntime | None = None
     _background: list[Periodic] = field(default_factory=list, repr=False)
@@ -96,6 +102,44 @@ class Services:
                 self.settings.resolved_database_url(), self.feed.wake
             )
             self.listener.start()
+
+    def start_backends(self) -> None:
+        """Start, in the background, the in-process backends that take a while to come up:
+        Prefect's temporary API (flows run in-process when no PREFECT_API_URL is set), so
+        the first run sent to Prefect does not wait for it unannounced."""
+        prefect = self.executors.get(PrefectExecutor.name)
+        if not isinstance(prefect, PrefectExecutor) or not prefect.embedded:
+            return
+        if not self.settings.prefect_early_start:
+            return
+        if PrefectExecutor.name in self.startups:
+            return
+        startup = BackendStartup(
+            PrefectExecutor.name, "Prefect's temporary API", prefect.start_ephemeral_api
+        )
+        self.startups[PrefectExecutor.name] = startup
+        startup.begin()
+
+    def waiting_for(self, run: RunView) -> str | None:
+        """What ``run`` waits for while its backend is still starting; None: nothing."""
+        startup = self.startups.get(run.backend)
+        if startup is None or run.status not in (RunStatus.PENDING, RunStatus.QUEUED):
+            return None
+        return startup.waiting_for()
+
+    def note_waiting(self, run: RunView) -> str | None:
+        """Log on a new run what it waits for, if anything (its logs then say why it
+        has not started); returns the same sentence as :meth:`waiting_for`."""
+        waiting = self.waiting_for(run)
+        if waiting is not None:
+            self.store.append_logs(
+                [
+                    LogRecord(
+                        run.job_run_id, RUN_LEVEL, 0, utcnow(), "INFO", f"waiting for {waiting}"
+                    )
+                ]
+            )
+        return waiting
 
     def start_embedded_workers(self) -> None:
         """Start in-process RQ workers (embedded default only)."""

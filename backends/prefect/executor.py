@@ -71,6 +71,10 @@ class PrefectExecutor:
     """figway's Prefect backend. ``embedded`` runs flows in-process (no server)."""
 
     name = "prefect"
+    #: Prefect's ephemeral API server is one per process, whichever executor starts it: two
+    #: gateways in one process (tests), or a background start still going when its gateway
+    #: stopped, must not start it at once.
+    _EPHEMERAL_LOCK = threading.Lock()
 
     def __init__(
         self,
@@ -89,7 +93,6 @@ class PrefectExecutor:
         self._deployment_ids: dict[str, Any] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._client_lock = threading.Lock()
-        self._ephemeral_lock = threading.Lock()
         self._ephemeral_ready = False
         self._open_client: SyncPrefectClient | None = None
         self._settings: Settings | None = None
@@ -140,13 +143,18 @@ class PrefectExecutor:
         self._threads[plan.job_run_id] = thread
         thread.start()
 
+    def start_ephemeral_api(self) -> None:
+        """Start Prefect's ephemeral API now (the embedded default), rather than when the
+        first flow needs it; raises BackendUnavailableError if it does not come up."""
+        self._ensure_ephemeral_api()
+
     def _ensure_ephemeral_api(self) -> None:
         """Start Prefect's ephemeral API once, before any flow of this process runs.
 
         Flows started together would each start it, and the servers race on
         migrating the same SQLite file ("duplicate column", failed start-up).
         """
-        with self._ephemeral_lock:
+        with PrefectExecutor._EPHEMERAL_LOCK:
             if self._ephemeral_ready:
                 return
             from prefect.client.orchestration import get_client

@@ -31,6 +31,7 @@ __all__ = [
     "AppliedVersion",
     "FinishedRun",
     "GuardTripView",
+    "RecentRun",
     "RoutingRecords",
     "ShadowCount",
     "ShadowPair",
@@ -47,6 +48,19 @@ class ShadowCount:
     backend: str
     compared: int
     mismatched: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecentRun:
+    """A client run as the console lists it."""
+
+    job_run_id: str
+    workflow_id: str
+    backend: str
+    status: str
+    created_at: datetime
+    finished_at: datetime | None
+    route_rule: str | None
 
 
 @dataclass(frozen=True)
@@ -354,6 +368,38 @@ class RoutingRecords(Transactions):
                 select(Run.job_run_id).where(active).order_by(Run.created_at).limit(sample)
             ).all()
         return count, list(ids)
+
+    def runs_in_flight(self) -> dict[str, dict[str, int]]:
+        """Unfinished client runs per backend and status (shadow runs left out)."""
+        with self._transaction() as session:
+            rows = session.execute(
+                select(Run.backend, Run.status, func.count())
+                .where(Run.status.not_in(RUN_TERMINAL_VALUES), Run.shadow_of.is_(None))
+                .group_by(Run.backend, Run.status)
+            ).all()
+        found: dict[str, dict[str, int]] = {}
+        for backend, status, count in rows:
+            found.setdefault(backend, {})[status] = count
+        return found
+
+    def recent_runs(self, *, limit: int = 20) -> list[RecentRun]:
+        """The latest client runs, newest first."""
+        with self._transaction() as session:
+            rows = session.execute(
+                select(
+                    Run.job_run_id,
+                    Run.workflow_id,
+                    Run.backend,
+                    Run.status,
+                    Run.created_at,
+                    Run.finished_at,
+                    Run.route_rule,
+                )
+                .where(Run.shadow_of.is_(None))
+                .order_by(Run.created_at.desc(), Run.job_run_id)
+                .limit(limit)
+            ).all()
+        return [RecentRun(*row) for row in rows]
 
     def workflows(self) -> list[Workflow]:
         """Every registered workflow with its current definition."""

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "artifacts": "gateway.cli.artifacts",
     "keys": "gateway.cli.keys",
     "runs": "gateway.cli.runs",
+    "status": "gateway.cli.status",
 }
 
 

@@ -69,6 +69,8 @@ class WatchedRun:
     status: str
     error: str | None
     nodes: dict[str, WatchedNode] = field(default_factory=dict)
+    #: What the run waited for when the snapshot was taken (its backend still starting).
+    waiting_for: str | None = None
 
     @classmethod
     def from_snapshot(cls, run: Mapping[str, Any]) -> WatchedRun:
@@ -79,6 +81,7 @@ class WatchedRun:
             backend=run["backend"],
             status=run["status"],
             error=run.get("error"),
+            waiting_for=run.get("waiting_for"),
             nodes={
                 node_id: WatchedNode(
                     node_id=node_id,
@@ -150,7 +153,10 @@ def render(run: WatchedRun) -> RenderableType:
             f"{ended}/{len(nodes)}",
             states,
         )
-    parts: list[RenderableType] = [header, table]
+    parts: list[RenderableType] = [header]
+    if run.waiting_for and run.status in ("pending", "queued"):
+        parts.append(Text(f"waiting for {run.waiting_for}", style="yellow"))
+    parts.append(table)
     if run.error:
         parts.append(Text(run.error, style="red"))
     return Group(*parts)

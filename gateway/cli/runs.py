@@ -78,8 +78,11 @@ def watch(job_run_id: str, url: str, key: str | None, reconnects: int) -> None:
                 live.update(render(run), refresh=True)
     else:
         for run, line in follow(address, headers, reconnects):
+            waiting = f" (waiting for {run.waiting_for})" if run.waiting_for else ""
             click.echo(
-                line or f"run {run.job_run_id} of {run.workflow_id} on {run.backend}: {run.status}"
+                line
+                or f"run {run.job_run_id} of {run.workflow_id} on {run.backend}: {run.status}"
+                + waiting
             )
     assert run is not None  # follow() yields the snapshot before it can return
     if not console.is_terminal and line is None:  # it had ended before we connected

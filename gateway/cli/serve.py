@@ -103,7 +103,7 @@ def serve(
     else:
         mode = "production: RQ workers run separately (`figway worker rq`)"
     click.echo(f"figway API on {scheme}://{host}:{port}  ({mode})")
-    click.echo(f"API docs:   {scheme}://{host}:{port}/docs")
+    click.echo(f"console:    {scheme}://{host}:{port}/  (API docs: /docs)")
     document = rules.document
     click.echo(
         f"routing:    rules version {document.version}, phase {document.rules.phase}, "
@@ -113,6 +113,12 @@ def serve(
     click.echo(
         f"live:       {ws_scheme}://{host}:{ws_port}/{{job_run_id}} and /ws/workflow_runs/{{id}}"
     )
+    if settings.prefect_api_url is None and settings.prefect_early_start:
+        click.echo(
+            "prefect:    in-process flows; Prefect's temporary API is starting in the background "
+            "(about 20 s on a fresh data directory; GET /readyz shows it, and a run sent to "
+            "Prefect meanwhile says what it waits for)"
+        )
     for line in security_lines(settings):
         click.echo(f"security:   {line}")
         log.info("security: %s", line)

@@ -28,6 +28,7 @@ from gateway.web.methods import AllowedMethods
 from gateway.web.routes import (
     api_docs,
     compare,
+    console,
     health,
     live,
     metrics,
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
                 reason="lost: the embedded gateway stopped while it ran"
             )
             services.start_embedded_workers()
+        services.start_backends()  # Prefect's temporary API, when flows run in-process
         services.start_background()
         services.start_live_feed()
         app.state.services = services
@@ -145,6 +147,8 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
             router, dependencies=[Depends(require_scope(scope))], responses=ERROR_RESPONSES
         )
     app.include_router(health.router)
+    # The pages are static and open; the panel they fetch checks its key section by section.
+    app.include_router(console.router)
     any_key = [Depends(require_scope(None))]
     metrics_access = any_key if settings.metrics_require_key else []
     app.include_router(metrics.router, dependencies=metrics_access, responses=ERROR_RESPONSES)

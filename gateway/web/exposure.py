@@ -100,17 +100,24 @@ async def _refuse(scope: Scope, send: Send, host: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def origin_allowed(origin: str | None, settings: Settings) -> bool:
+def origin_allowed(origin: str | None, settings: Settings, *, host: str | None = None) -> bool:
     """Whether a WebSocket whose handshake sent ``origin`` may follow runs.
+
+    ``host`` is the handshake's ``Host``: a page this gateway served itself (the
+    console's run view) is of the same origin, and no other site's.
 
     >>> s = Settings(_env_file=None, cors_origins=["https://app.example.com"])
     >>> origin_allowed(None, s), origin_allowed("https://app.example.com", s)
     (True, True)
     >>> origin_allowed("https://evil.example", s), origin_allowed("http://127.0.0.1:3000", s)
     (False, True)
+    >>> origin_allowed("https://figway.example", s, host="figway.example")
+    True
     """
     if origin is None:
         return True  # not a browser: nothing it sends on a user's behalf
+    if host is not None and urlsplit(origin).netloc.lower() == host.lower():
+        return True  # same origin: the gateway's own console
     if origin in settings.cors_origins:
         return True
     host = urlsplit(origin).hostname or ""

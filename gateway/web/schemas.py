@@ -124,10 +124,16 @@ class RunOut(BaseModel):
     duration_seconds: float | None
     nodes: dict[str, NodeOut]
     routing: RouteOut | None = None
+    waiting_for: str | None = Field(
+        default=None,
+        description="What the run waits for before it can start, when its backend is still "
+        "coming up (Prefect's temporary API on the embedded default); null otherwise.",
+    )
 
     @classmethod
-    def from_view(cls, run: RunView) -> RunOut:
+    def from_view(cls, run: RunView, *, waiting_for: str | None = None) -> RunOut:
         return cls(
+            waiting_for=waiting_for,
             job_run_id=run.job_run_id,
             workflow_id=run.workflow_id,
             workspace_id=run.workspace_id,

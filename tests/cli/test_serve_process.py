@@ -11,6 +11,8 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -38,10 +40,10 @@ def processes_with(home: Path) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc (Linux)")
-def test_sigterm_stops_the_gateway_and_the_ephemeral_prefect_server_it_started(
-    tmp_path: Path,
-) -> None:
+@contextmanager
+def serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client, Path]]:
+    """``figway serve`` on a fresh data directory, every run going to Prefect in-process,
+    once it answers /healthz; killed afterwards with anything Prefect-side it left."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FIGWAY_", "PREFECT_"))}
     env |= {"FIGWAY_DATA_DIR": str(tmp_path / "data"), "FIGWAY_DEFAULT_BACKEND": "prefect"}
     definition = tmp_path / "one.yaml"
@@ -79,12 +81,34 @@ def test_sigterm_stops_the_gateway_and_the_ephemeral_prefect_server_it_started(
                     pass
                 assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
                 time.sleep(0.2)
-            body = {"workspace_id": "ws", "folder_id": "f", "job_id": "j", "workflow_id": "one"}
-            started = http.post("/workflow_runs/", json={**body, "job_run_id": "stop-1"})
-            assert started.status_code == 201, started.text
-            while http.get("/workflow_runs/stop-1").json()["status"] != "succeeded":
-                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-                time.sleep(0.2)
+            yield serve, http, home
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+        for pid in processes_with(home):  # never leave one behind, even when failing
+            os.kill(pid, signal.SIGKILL)
+        log.close()
+
+
+def wait_until_succeeded(http: httpx.Client, job_run_id: str, log: Path) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while http.get(f"/workflow_runs/{job_run_id}").json()["status"] != "succeeded":
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+
+
+BODY = {"workspace_id": "ws", "folder_id": "f", "job_id": "j", "workflow_id": "one"}
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc (Linux)")
+def test_sigterm_stops_the_gateway_and_the_ephemeral_prefect_server_it_started(
+    tmp_path: Path,
+) -> None:
+    with serving(tmp_path) as (serve, http, home):
+        started = http.post("/workflow_runs/", json={**BODY, "job_run_id": "stop-1"})
+        assert started.status_code == 201, started.text
+        wait_until_succeeded(http, "stop-1", tmp_path / "serve.log")
         # The run went to Prefect in-process: its ephemeral API server is running.
         assert processes_with(home), "no ephemeral Prefect server was started"
         serve.send_signal(signal.SIGTERM)
@@ -93,13 +117,6 @@ def test_sigterm_stops_the_gateway_and_the_ephemeral_prefect_server_it_started(
         while processes_with(home) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert processes_with(home) == [], "the ephemeral Prefect server outlived figway serve"
-    finally:
-        if serve.poll() is None:
-            serve.kill()
-            serve.wait()
-        for pid in processes_with(home):  # never leave one behind, even when failing
-            os.kill(pid, signal.SIGKILL)
-        log.close()
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
@@ -188,3 +205,29 @@ def test_serve_with_a_certificate_speaks_https_and_wss_on_both_ports(tmp_path: P
         assert f"wss://127.0.0.1:{ws_port}/" in serve.tail(200)
     finally:
         serve.stop()
+
+
+def test_prefect_starts_with_the_gateway_and_a_first_run_says_what_it_waits_for(
+    tmp_path: Path,
+) -> None:
+    with serving(tmp_path) as (_, http, _home):
+        # Started with the gateway, before any run: /readyz shows it coming (or up).
+        startup = http.get("/readyz").json()["checks"]["prefect"]["startup"]
+        assert startup["state"] in ("starting", "ready"), startup
+        started = http.post("/workflow_runs/", json={**BODY, "job_run_id": "first-1"})
+        assert started.status_code == 201, started.text
+        waiting = started.json()["waiting_for"]
+        after = http.get("/readyz").json()["checks"]["prefect"]
+        if waiting is None:  # it came up before the run arrived: nothing to explain
+            assert after["startup"]["state"] == "ready", after
+        else:
+            assert waiting.startswith("Prefect's temporary API, starting for"), waiting
+            logs = http.get("/workflow_runs/first-1/logs").json()["lines"]
+            line = next(x for x in logs if x["message"] == f"waiting for {waiting}")
+            assert line["node"] is None  # the run's line, not a node's
+        wait_until_succeeded(http, "first-1", tmp_path / "serve.log")
+        assert http.get("/workflow_runs/first-1").json()["waiting_for"] is None
+        assert http.get("/readyz").json()["checks"]["prefect"]["startup"]["state"] == "ready"
+    banner = (tmp_path / "serve.log").read_text()
+    assert "Prefect's temporary API is starting in the background" in banner
+    assert "prefect: Prefect's temporary API is up after" in banner

@@ -60,6 +60,10 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         health = await run_in_threadpool(executor.health)
         checks[name] = readiness(health)
         _log_change(name, health.detail if not checks[name]["up"] else "")
+        startup = services.startups.get(name)
+        if startup is not None:
+            # Not "down": runs are accepted and wait for it; but an operator sees it coming.
+            checks[name]["startup"] = startup.as_dict()
     ready = all(check["up"] for check in checks.values())
     return JSONResponse(
         status_code=200 if ready else 503,

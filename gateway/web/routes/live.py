@@ -81,7 +81,9 @@ async def follow_run(websocket: WebSocket, job_run_id: str, api_state: State) ->
     """
     services: Services = api_state.services
     await websocket.accept()
-    if not origin_allowed(websocket.headers.get("origin"), services.settings):
+    if not origin_allowed(
+        websocket.headers.get("origin"), services.settings, host=websocket.headers.get("host")
+    ):
         # A page of another site: a browser sends its origin, and a key it may hold.
         await websocket.close(
             code=WEBSOCKET_CLOSE[403], reason="this page's origin may not follow runs"
@@ -117,7 +119,8 @@ async def _follow(
     if run is None or (key is not None and not key.reaches(run.workspace_id)):
         await websocket.close(code=CLOSE_UNKNOWN_RUN, reason=f"no run {job_run_id!r}")
         return
-    snapshot = {"type": "snapshot", "run": RunOut.from_view(run).model_dump(mode="json")}
+    shown = RunOut.from_view(run, waiting_for=services.waiting_for(run))
+    snapshot = {"type": "snapshot", "run": shown.model_dump(mode="json")}
     await websocket.send_text(json.dumps(snapshot))
     if run.status in RUN_TERMINAL:
         await websocket.close(code=1000, reason=f"run {run.status.value}")

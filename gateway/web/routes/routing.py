@@ -187,7 +187,7 @@ class ShadowOut(BaseModel):
     compared_at: datetime
 
 
-def _rules_out(services: Services) -> RulesOut:
+def rules_out(services: Services) -> RulesOut:
     source = services.rules
     document = source.document
     rules = document.rules
@@ -216,10 +216,42 @@ def _rules_out(services: Services) -> RulesOut:
     )
 
 
+def guard_statuses(services: Services) -> list[GuardStatusOut]:
+    """Every guarded or stepped rule in force: its judgement now and what it still needs."""
+    trips = services.records.tripped_guards()
+    verdicts = {rule.id: verdict for rule, verdict in services.guards.status()}
+    rollouts = {status.rule.id: status for status in services.rollouts.status()}
+    found = []
+    for rule in services.rules.document.rules.rules:
+        if rule.id not in verdicts and rule.id not in rollouts:
+            continue
+        verdict = verdicts.get(rule.id)
+        rollout = rollouts.get(rule.id)
+        rollout_out = None
+        if rollout is not None:
+            rollout_out = rollout.as_dict()
+            if rollout.plan is not None:
+                rollout_out["plan"]["text"] = rollout.plan.describe()
+        found.append(
+            GuardStatusOut(
+                rule_id=rule.id,
+                tripped=GuardTripOut.of(trips[rule.id]) if rule.id in trips else None,
+                would_trip=verdict is not None and verdict.trip,
+                reason=None if verdict is None else verdict.reason,
+                figures=None if verdict is None else verdict.figures(),
+                plan=None
+                if verdict is None
+                else PlanOut(**verdict.plan.as_dict(), text=verdict.plan.describe()),
+                rollout=rollout_out,
+            )
+        )
+    return found
+
+
 @router.get("/rules", response_model=RulesOut)
 async def rules_in_force(services: ServicesDep) -> RulesOut:
     """The rules in force: version, phase, rules, tripped guards and the last refused file."""
-    return await run_in_threadpool(_rules_out, services)
+    return await run_in_threadpool(rules_out, services)
 
 
 @router.post("/reload", response_model=RulesOut, responses={422: {"description": "refused"}})
@@ -236,7 +268,7 @@ async def reload_rules(services: ServicesDep, request: Request) -> RulesOut | JS
             f"version {services.rules.version} stays in force"
         )
         return JSONResponse(status_code=422, content=error_body(detail, errors))
-    return await run_in_threadpool(_rules_out, services)
+    return await run_in_threadpool(rules_out, services)
 
 
 @router.get("/explain", response_model=DecisionOut)
@@ -317,37 +349,7 @@ async def guard_status(services: ServicesDep) -> list[GuardStatusOut]:
     """Every guarded or stepped rule of the rules in force: the evidence now, the runs each
     side still needs for a decision, and how long that should take at the current rate."""
 
-    def current() -> list[GuardStatusOut]:
-        trips = services.records.tripped_guards()
-        verdicts = {rule.id: verdict for rule, verdict in services.guards.status()}
-        rollouts = {status.rule.id: status for status in services.rollouts.status()}
-        found = []
-        for rule in services.rules.document.rules.rules:
-            if rule.id not in verdicts and rule.id not in rollouts:
-                continue
-            verdict = verdicts.get(rule.id)
-            rollout = rollouts.get(rule.id)
-            rollout_out = None
-            if rollout is not None:
-                rollout_out = rollout.as_dict()
-                if rollout.plan is not None:
-                    rollout_out["plan"]["text"] = rollout.plan.describe()
-            found.append(
-                GuardStatusOut(
-                    rule_id=rule.id,
-                    tripped=GuardTripOut.of(trips[rule.id]) if rule.id in trips else None,
-                    would_trip=verdict is not None and verdict.trip,
-                    reason=None if verdict is None else verdict.reason,
-                    figures=None if verdict is None else verdict.figures(),
-                    plan=None
-                    if verdict is None
-                    else PlanOut(**verdict.plan.as_dict(), text=verdict.plan.describe()),
-                    rollout=rollout_out,
-                )
-            )
-        return found
-
-    return await run_in_threadpool(current)
+    return await run_in_threadpool(guard_statuses, services)
 
 
 @router.get("/guards", response_model=list[GuardTripOut])
@@ -464,6 +466,12 @@ async def readiness(services: ServicesDep) -> ReadinessOut:
         return ReadinessOut(ready=result.ready, holds=list(result.holds), figures=result.figures)
 
     return await run_in_threadpool(check)
+
+
+@router.get("/in-flight", response_model=dict[str, dict[str, int]])
+async def runs_in_flight(services: ServicesDep) -> dict[str, dict[str, int]]:
+    """Client runs not finished yet, per backend and status (what each backend still holds)."""
+    return await run_in_threadpool(services.records.runs_in_flight)
 
 
 @router.get("/shadow-mismatches", response_model=list[ShadowOut])

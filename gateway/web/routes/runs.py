@@ -24,7 +24,9 @@ RunId = ReachableRunId
 @router.post(
     "/", status_code=status.HTTP_201_CREATED, response_model=RunOut, dependencies=[ReachableStart]
 )
-async def start_run(body: RunIn, dispatcher: DispatcherDep, response: Response) -> RunOut:
+async def start_run(
+    body: RunIn, dispatcher: DispatcherDep, services: ServicesDep, response: Response
+) -> RunOut:
     """Start a run; repeating a job_run_id returns the same run (200) and starts nothing
     (202 while the run is still being submitted: look at it again shortly)."""
     request = RunRequest(**body.model_dump())
@@ -34,7 +36,9 @@ async def start_run(body: RunIn, dispatcher: DispatcherDep, response: Response) 
         # must not read as final: 202 says accepted, not yet with its backend.
         pending = run.status is RunStatus.PENDING
         response.status_code = status.HTTP_202_ACCEPTED if pending else status.HTTP_200_OK
-    return RunOut.from_view(run)
+        return RunOut.from_view(run, waiting_for=services.waiting_for(run))
+    waiting = await run_in_threadpool(services.note_waiting, run)
+    return RunOut.from_view(run, waiting_for=waiting)
 
 
 @router.get("/stats", response_model=StatsOut)
@@ -44,9 +48,10 @@ async def run_stats(services: ServicesDep, workspaces: KeyWorkspaces) -> StatsOu
 
 
 @router.get("/{job_run_id}", response_model=RunOut)
-async def get_run(job_run_id: RunId, dispatcher: DispatcherDep) -> RunOut:
-    """A run's status, backend, timings and per-node status."""
-    return RunOut.from_view(await run_in_threadpool(dispatcher.get_run, job_run_id))
+async def get_run(job_run_id: RunId, dispatcher: DispatcherDep, services: ServicesDep) -> RunOut:
+    """A run's status, backend, timings and per-node status (and what it waits for)."""
+    run = await run_in_threadpool(dispatcher.get_run, job_run_id)
+    return RunOut.from_view(run, waiting_for=services.waiting_for(run))
 
 
 @router.delete("/{job_run_id}", response_model=RunOut)

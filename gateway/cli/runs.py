@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import connect
 from websockets.sync.connection import Connection
 
+from gateway.cli.client_options import gateway_client_options
 from gateway.cli.run_watch import EXIT_CODES, WatchedRun, render
 from gateway.live.close_codes import CLOSE_UNKNOWN_RUN, WEBSOCKET_CLOSE
 
@@ -37,19 +38,7 @@ def runs() -> None:
 
 @runs.command("watch")
 @click.argument("job_run_id")
-@click.option(
-    "--url",
-    envvar="FIGWAY_URL",
-    default="http://127.0.0.1:8000",
-    show_default=True,
-    help="The gateway's API address (or FIGWAY_URL).",
-)
-@click.option(
-    "--key",
-    envvar="FIGWAY_API_KEY",
-    default=None,
-    help="An API key with the runs scope (or FIGWAY_API_KEY); not needed on the embedded default.",
-)
+@gateway_client_options("runs")
 @click.option(
     "--reconnects",
     default=5,

@@ -22,25 +22,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from gateway.cli.client_options import gateway_client_options
 from gateway.reports.overview import CHANGES_SHOWN, StatusView, build_status
 
 __all__ = ["status"]
 
 
 @click.command()
-@click.option(
-    "--url",
-    envvar="FIGWAY_URL",
-    default="http://127.0.0.1:8000",
-    show_default=True,
-    help="The gateway's API address (or FIGWAY_URL).",
-)
-@click.option(
-    "--key",
-    envvar="FIGWAY_API_KEY",
-    default=None,
-    help="An API key with the admin scope (or FIGWAY_API_KEY); not needed on the embedded default.",
-)
+@gateway_client_options("admin")
 @click.option(
     "--since",
     default="7d",

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import websockets
 
 from backends.store.api_keys import NewKey
 from gateway.config import Settings
@@ -17,6 +16,7 @@ from gateway.web.app import create_app
 from tests.support.api_client import Gateway
 from tests.support.gateway import client_of, running_gateway
 from tests.support.keys import api_keys, one_key_per_scope
+from tests.support.live import close_of
 
 OPEN = {"/healthz", "/readyz"}
 SCOPE_OF_PREFIX = {
@@ -147,16 +147,6 @@ def test_a_revoked_key_is_refused_at_once(client: httpx.Client, gateway: Gateway
         assert store.revoke(key_id=key.key.key_id, revoked_by="test")
         assert client.get("/workflow_runs/stats", headers=bearer(key)).status_code == 401
         assert not store.revoke(key_id=key.key.key_id, revoked_by="test")  # once
-
-
-async def close_of(url: str, headers: dict[str, str] | None = None) -> tuple[int | None, str]:
-    async with websockets.connect(url, additional_headers=headers) as socket:
-        try:
-            while True:
-                await socket.recv()
-        except websockets.ConnectionClosed:
-            pass
-        return socket.close_code, socket.close_reason or ""
 
 
 def test_a_websocket_needs_a_runs_key_as_header_or_token(

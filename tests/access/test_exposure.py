@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import websockets
 
 from backends.store.api_keys import NewKey
 from gateway.config import Settings
 from gateway.web.app import create_app
 from tests.support.figway_stack import Stack
 from tests.support.keys import api_keys, one_key_per_scope
+from tests.support.live import close_of
 from tests.support.services import flushed_redis
 
 pytestmark = pytest.mark.service
@@ -71,16 +71,6 @@ def wait_for_log(stack: Stack, text: str) -> str:
         assert time.monotonic() < deadline, f"{text!r} never logged:\n{log[-3000:]}"
         time.sleep(0.1)
     return log
-
-
-async def close_of(url: str, headers: dict[str, str] | None = None) -> tuple[int | None, str]:
-    async with websockets.connect(url, additional_headers=headers) as socket:
-        try:
-            while True:
-                await socket.recv()
-        except websockets.ConnectionClosed:
-            pass
-        return socket.close_code, socket.close_reason or ""
 
 
 # -- 1. logs never hold a key ------------------------------------------------------------------

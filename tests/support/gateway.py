@@ -95,6 +95,11 @@ def running_gateway(data_dir: Path, **overrides: Any) -> Iterator[Gateway]:
                 "backend_check_seconds": 0.5,
                 # On PostgreSQL the default would require API keys; tests/access turns it on.
                 "auth": "off",
+                # Prefect's temporary API starts at the first Prefect run, as it did before
+                # the early start: most tests never send one, and a server started by every
+                # test gateway would be a process per test (tests/cli/test_serve_process.py
+                # tries the early start on `figway serve`).
+                "prefect_early_start": False,
                 **overrides,
             }
         )

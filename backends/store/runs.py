@@ -32,6 +32,7 @@ from backends.model.status import (
 )
 from backends.model.workflow import NodeSpec, RunPlan, WorkflowDefinition
 from backends.store.models import RUN_LEVEL, LogLine, NodeRun, Run, Transition, Workflow
+from backends.store.node_transition_call import call_node_transition
 from backends.store.plans import plan_from_document, plan_to_document
 from backends.store.transactions import Transactions, insert_ignoring_conflicts, utcnow
 from backends.store.views import (
@@ -50,6 +51,11 @@ __all__ = ["Store"]
 
 class Store(Transactions):
     """figway's database: workflows, runs, nodes, the transition journal and logs."""
+
+    @property
+    def _one_round_trip(self) -> bool:
+        """Whether node transitions go through ``figway_node_transition()`` (PostgreSQL)."""
+        return self.engine.dialect.name == "postgresql"
 
     def ping(self) -> None:
         """Raise :class:`StoreError` unless the database answers."""
@@ -260,6 +266,18 @@ class Store(Transactions):
         logs: Sequence[LogRecord] = (),
     ) -> NodeOutcome:
         """Record one node transition once (see the module docstring), with its log lines."""
+        if self._one_round_trip:
+            return call_node_transition(
+                self.engine,
+                job_run_id=job_run_id,
+                node_id=node_id,
+                attempt=attempt,
+                status=status,
+                now=utcnow(),
+                error=error,
+                output=output,
+                logs=logs,
+            ).outcome
         with self._transaction() as session:
             run, _ = _lock_run(session, job_run_id)
             outcome = _apply_node_transition(
@@ -275,6 +293,19 @@ class Store(Transactions):
         upstream node not succeeded), ``outcome.applied`` is False and the node must
         not run.
         """
+        if self._one_round_trip:
+            moved = call_node_transition(
+                self.engine,
+                job_run_id=job_run_id,
+                node_id=node_id,
+                attempt=attempt,
+                status=NodeStatus.RUNNING,
+                now=utcnow(),
+                starting=True,
+            )
+            if not moved.outcome.applied:
+                return AttemptStart(moved.outcome)
+            return _attempt_start(moved.outcome, moved.plan, node_id, moved.upstream_outputs)
         with self._transaction() as session:
             run, document = _lock_run(session, job_run_id, with_plan=True)
             upstream = list(document["upstream"].get(node_id, ()))
@@ -301,15 +332,7 @@ class Store(Transactions):
             )
             if not outcome.applied:
                 return AttemptStart(outcome)
-            return AttemptStart(
-                outcome,
-                spec=NodeSpec.model_validate(document["nodes"][node_id]),
-                parameters=document.get("parameters", {}),
-                upstream_outputs=outputs,
-                sandboxed=document.get("sandboxed", False),
-                workspace_id=document.get("workspace_id", ""),
-                run_configs={k: v.get("config", {}) for k, v in document["nodes"].items()},
-            )
+            return _attempt_start(outcome, document, node_id, outputs)
 
     def heartbeat(self, *, job_run_id: str, node_id: str, attempt: int) -> bool:
         """Mark a running attempt alive; False when it should stop (killed or moved on)."""
@@ -558,6 +581,21 @@ class Store(Transactions):
 
 
 # -- transaction helpers -----------------------------------------------------------------
+
+
+def _attempt_start(
+    outcome: NodeOutcome, document: Any, node_id: str, upstream_outputs: dict[str, Any]
+) -> AttemptStart:
+    """What a started attempt needs, from its run's plan document."""
+    return AttemptStart(
+        outcome,
+        spec=NodeSpec.model_validate(document["nodes"][node_id]),
+        parameters=document.get("parameters", {}),
+        upstream_outputs=upstream_outputs,
+        sandboxed=document.get("sandboxed", False),
+        workspace_id=document.get("workspace_id", ""),
+        run_configs={k: v.get("config", {}) for k, v in document["nodes"].items()},
+    )
 
 
 def _journal(job_run_id: str, node_id: str, attempt: int, status: str, at: datetime) -> Transition:

@@ -44,6 +44,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from rq import SimpleWorker, Worker, worker_registration
 from rq.job import Job
+from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.utils import now as utcnow
 from rq.utils import utcparse
@@ -53,6 +54,8 @@ from backends.model.errors import FigwayError
 from backends.rq.recovery import release_abandoned
 from backends.rq.scheduler import SchedulerThread
 from backends.rq.serialization import JOB_SERIALIZER
+from backends.rq.store_relay import StoreRelay
+from backends.runtime.bootstrap import current_runtime
 
 __all__ = [
     "JOB_MONITORING_SECONDS",
@@ -267,7 +270,30 @@ class _RidesOutOutages(BaseWorker):
 
 
 class FigwayWorker(_RidesOutOutages, Worker):
-    """RQ's forking worker (a work horse per job), riding out outages."""
+    """RQ's forking worker (a work horse per job), riding out outages.
+
+    Its horses record their nodes through the worker's own database connection
+    (:mod:`backends.rq.store_relay`) instead of connecting again in every fork.
+    """
+
+    _relay: StoreRelay | None = None
+
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        relay = self._relay = StoreRelay(current_runtime().store)
+        try:
+            super().fork_work_horse(job, queue)  # returns in the worker only
+        except BaseException:
+            relay.close()
+            raise
+        finally:
+            self._relay = None
+        relay.in_worker()
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        if self._relay is not None:
+            runtime = current_runtime()
+            runtime.store = self._relay.in_horse(runtime.store)
+        super().main_work_horse(job, queue)
 
 
 class FigwaySimpleWorker(_RidesOutOutages, SimpleWorker):

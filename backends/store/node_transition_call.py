@@ -15,17 +15,14 @@ the call passes the statuses the node may come from.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import Engine, text
 
-from backends.model.errors import StoreError, StoreUnavailableError
 from backends.model.status import (
     NODE_TERMINAL,
     NODE_UNFINISHED_VALUES,
@@ -34,7 +31,7 @@ from backends.model.status import (
     RunStatus,
     node_transition_allowed,
 )
-from backends.store.transactions import is_disconnect
+from backends.store.transactions import autocommit
 from backends.store.views import LogRecord, NodeOutcome
 
 __all__ = ["TransitionResult", "call_node_transition"]
@@ -45,8 +42,6 @@ _CALL = text(
     " :node_unfinished, :run_terminal, :starting)"
 )
 _NODE_TERMINAL_VALUES = sorted(NODE_TERMINAL)
-#: The SQLSTATE the function raises for a run or node that does not exist.
-_NO_DATA_FOUND = "P0002"
 
 
 @dataclass(frozen=True)
@@ -91,7 +86,7 @@ def call_node_transition(
         "run_terminal": list(RUN_TERMINAL_VALUES),
         "starting": starting,
     }
-    with _autocommit(engine) as connection:
+    with autocommit(engine) as connection:
         answer: dict[str, Any] = connection.execute(_CALL, parameters).scalar_one()
     outcome = NodeOutcome(
         applied=answer["applied"],
@@ -102,27 +97,6 @@ def call_node_transition(
     return TransitionResult(
         outcome, plan=answer.get("plan"), upstream_outputs=answer.get("upstream_outputs") or {}
     )
-
-
-@contextmanager
-def _autocommit(engine: Engine) -> Iterator[Connection]:
-    """A pooled connection for one self-contained statement (its own transaction)."""
-    try:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            yield connection
-    except OperationalError as exc:
-        if is_disconnect(exc):
-            raise StoreUnavailableError(f"database unreachable: {exc.orig}") from exc
-        raise StoreError(f"database error: {exc.orig}") from exc
-    except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) == _NO_DATA_FOUND:
-            raise StoreError(_message_of(exc)) from exc
-        raise StoreError(f"database error: {exc.orig}") from exc
-
-
-def _message_of(exc: DBAPIError) -> str:
-    diag = getattr(exc.orig, "diag", None)
-    return str(getattr(diag, "message_primary", None) or exc.orig)
 
 
 def _log_row(record: LogRecord) -> dict[str, Any]:

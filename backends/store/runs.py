@@ -34,6 +34,7 @@ from backends.model.workflow import NodeSpec, RunPlan, WorkflowDefinition
 from backends.store.models import RUN_LEVEL, LogLine, NodeRun, Run, Transition, Workflow
 from backends.store.node_transition_call import call_node_transition
 from backends.store.plans import plan_from_document, plan_to_document
+from backends.store.submission_statements import create_run_statement, mark_submitted_statement
 from backends.store.transactions import Transactions, insert_ignoring_conflicts, utcnow
 from backends.store.views import (
     AttemptStart,
@@ -54,7 +55,8 @@ class Store(Transactions):
 
     @property
     def _one_round_trip(self) -> bool:
-        """Whether node transitions go through ``figway_node_transition()`` (PostgreSQL)."""
+        """Whether the hot writes are one statement each (PostgreSQL): a node's transition
+        (``figway_node_transition()``), a run's creation and its submission."""
         return self.engine.dialect.name == "postgresql"
 
     def ping(self) -> None:
@@ -116,6 +118,18 @@ class Store(Transactions):
         the caller must not submit it (someone else owns it).
         """
         now = utcnow()
+        if self._one_round_trip:
+            return create_run_statement(
+                self.engine,
+                plan=plan,
+                backend=backend,
+                from_job=from_job,
+                route=route,
+                shadow_of=shadow_of,
+                workspace_id=workspace_id,
+                folder_id=folder_id,
+                now=now,
+            )
         with self._transaction() as session:
             # RETURNING says whether the row is new on both dialects (psycopg's rowcount is -1).
             inserted = session.execute(
@@ -188,6 +202,11 @@ class Store(Transactions):
     def mark_submitted(self, *, job_run_id: str) -> RunView:
         """The backend accepted the run: run and nodes move to ``queued``; returns the run."""
         now = utcnow()
+        if self._one_round_trip:
+            view = mark_submitted_statement(self.engine, job_run_id=job_run_id, now=now)
+            if view is None:
+                raise StoreError(f"no run {job_run_id!r}")
+            return view
         with self._transaction() as session:
             run, _ = _lock_run(session, job_run_id)
             _execute(

@@ -7,15 +7,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backends.model.errors import StoreError, StoreUnavailableError
 
 __all__ = [
     "Transactions",
+    "autocommit",
     "dialect_insert",
     "insert_ignoring_conflicts",
     "is_disconnect",
@@ -40,6 +41,33 @@ class Transactions:
                 raise StoreUnavailableError(f"database unreachable: {exc.orig}") from exc
             raise StoreError(f"database error: {exc.orig}") from exc
 
+
+@contextmanager
+def autocommit(engine: Engine) -> Iterator[Connection]:
+    """A pooled connection for self-contained statements, each its own transaction.
+
+    PostgreSQL's one-statement writes (:mod:`backends.store.node_transition_call`,
+    :mod:`backends.store.submission_statements`) run here: no BEGIN and COMMIT
+    round trips around them. Errors are translated as :meth:`Transactions._transaction`
+    does; a statement's own ``RAISE`` (SQLSTATE P0002, no such row) is a StoreError
+    with its message.
+    """
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            yield connection
+    except OperationalError as exc:
+        if is_disconnect(exc):
+            raise StoreUnavailableError(f"database unreachable: {exc.orig}") from exc
+        raise StoreError(f"database error: {exc.orig}") from exc
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == _NO_DATA_FOUND:
+            diag = getattr(exc.orig, "diag", None)
+            raise StoreError(str(getattr(diag, "message_primary", None) or exc.orig)) from exc
+        raise StoreError(f"database error: {exc.orig}") from exc
+
+
+#: The SQLSTATE figway's functions raise for a run or node that does not exist.
+_NO_DATA_FOUND = "P0002"
 
 #: SQLSTATEs of a server that is going away or not accepting connections yet:
 #: class 08 (connection exception), admin/crash shutdown, cannot connect now.

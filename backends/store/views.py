@@ -7,7 +7,7 @@ change goes through the state machine in ``backends/store/runs.py``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,6 +30,7 @@ __all__ = [
     "StaleNode",
     "node_view",
     "node_views",
+    "ordered_node_views",
     "run_view",
 ]
 
@@ -144,10 +145,15 @@ def node_view(row: NodeRun, level: int = 0) -> NodeView:
 def node_views(session: Session, run: Run) -> dict[str, NodeView]:
     """The run's nodes in definition order."""
     rows = session.scalars(select(NodeRun).where(NodeRun.job_run_id == run.job_run_id)).all()
-    order = {node_id: index for index, node_id in enumerate(run.plan["nodes"])}
+    return ordered_node_views(run.plan, rows)
+
+
+def ordered_node_views(plan: Mapping[str, Any], rows: Sequence[NodeRun]) -> dict[str, NodeView]:
+    """Node rows as views, in the plan's definition order, with their levels."""
+    order = {node_id: index for index, node_id in enumerate(plan["nodes"])}
     level_of = {
         node_id: depth
-        for depth, nodes in enumerate(levels(run.plan.get("upstream", {})))
+        for depth, nodes in enumerate(levels(plan.get("upstream", {})))
         for node_id in nodes
     }
     return {

@@ -1,10 +1,11 @@
-"""PostgreSQL's one-call node transition (migration 0010) against the statement-by-statement path.
+"""PostgreSQL's one-statement writes against the statement-by-statement path (SQLite's).
 
 Both paths run the same script of moves, on the same PostgreSQL database, each on a
 run of its own; every answer, the journals, the nodes and the runs must come out
 the same. The script walks the state machine's corners: a lost attempt, a retry,
 a failure skipping its downstream nodes, duplicates, a start before its inputs
-exist, the run ending, moves after that, and unknown runs and nodes.
+exist, the run ending, moves after that, and unknown runs and nodes; and a run's
+creation and submission, from each state a submission can find the run in.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from sqlalchemy import select
 
 from backends.model.errors import StoreError
 from backends.model.status import NodeStatus as N
-from backends.store import LogRecord, Store, create_database_engine, utcnow
+from backends.store import LogRecord, RunView, Store, create_database_engine, utcnow
 from backends.store.models import LogLine, NodeRun, Run, Transition
-from tests.support.plans import start_run
+from backends.store.views import Route
+from tests.support.plans import make_plan, start_run
 
 pytestmark = pytest.mark.service
 
@@ -155,3 +157,47 @@ def test_a_start_refused_by_a_cancel_agrees(stores: tuple[Store, Store]) -> None
         answers.append((begun.outcome, begun.spec, cancelled, recorded(store, run)))
     assert answers[0] == answers[1]
     assert answers[0][0].applied is False
+
+
+def _comparable(view: RunView) -> tuple[Any, ...]:
+    """A run view without what differs between two runs: ids and times."""
+    nodes = [
+        (n.node_id, n.node_type, n.status, n.attempts, n.max_attempts, n.error, n.level)
+        for n in view.nodes.values()
+    ]
+    times = [(n.started_at is None, n.finished_at is None) for n in view.nodes.values()]
+    return (
+        view.status,
+        view.error,
+        view.backend,
+        view.route,
+        view.submitted_at is None,
+        nodes,
+        times,
+    )
+
+
+@pytest.mark.parametrize("before", ["pending", "a node started", "cancelled"])
+def test_creating_and_submitting_agree(stores: tuple[Store, Store], before: str) -> None:
+    answers = []
+    for store in stores:
+        plan = make_plan({"a": "noop", "b": {"type": "noop", "retries": 2}}, {"b": ["a"]})
+        route = Route(rule="r1", version="v1", reason="because")
+        created = store.create_run(plan=plan, backend="rq", from_job="j0", route=route)
+        again = store.create_run(plan=plan, backend="prefect", from_job=None)
+        if before == "a node started":
+            store.start_attempt(job_run_id=plan.job_run_id, node_id="a", attempt=1)
+        elif before == "cancelled":
+            store.request_cancel(job_run_id=plan.job_run_id)
+        view = store.mark_submitted(job_run_id=plan.job_run_id)
+        read = store.get_run(job_run_id=plan.job_run_id)
+        assert read is not None
+        assert _comparable(view) == _comparable(read)
+        answers.append((created, again, _comparable(view), recorded(store, plan.job_run_id)))
+    assert answers[0] == answers[1]
+
+
+def test_submitting_an_unknown_run_is_refused_alike(stores: tuple[Store, Store]) -> None:
+    for store in stores:
+        with pytest.raises(StoreError, match="no-such-run"):
+            store.mark_submitted(job_run_id="no-such-run")

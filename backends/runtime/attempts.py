@@ -47,8 +47,22 @@ from backends.model.errors import (
     StoreUnavailableError,
 )
 from backends.model.status import NodeStatus
-from backends.nodes import NodeCancelledError, NodeContext, NodeFailedError, NodeRegistry
+from backends.nodes import (
+    NodeCancelledError,
+    NodeConfig,
+    NodeContext,
+    NodeFailedError,
+    NodeRegistry,
+    NodeType,
+)
 from backends.runtime.bounds import DEFAULT_MAX_OUTPUT_BYTES, MAX_TEXT_CHARS, bounded
+from backends.runtime.limits import (
+    AttemptLimits,
+    LimitExceededError,
+    NodeProcessError,
+    Send,
+    run_limited,
+)
 from backends.runtime.secrets import (
     EnvironmentSecrets,
     Redactor,
@@ -180,13 +194,20 @@ class NodeRuntime:
                     for upstream, value in start.upstream_outputs.items()
                 }
                 config = node_type.parse_config(spec.config, workspace_id=start.workspace_id)
-                output = node_type.run(config, context)
+                limits = AttemptLimits.resolve(spec.limits, node_type.policy)
+                if limits is None:
+                    output = node_type.run(config, context)
+                else:
+                    output = _run_in_own_process(node_type, config, context, sink, redactor, limits)
             except (Exception, SystemExit) as exc:  # a node calling sys.exit() fails its attempt
                 error = bounded(redactor.redact(_describe(exc)))
                 if isinstance(exc, NodeCancelledError) or context.cancelled():
                     status, outcome = NodeStatus.CANCELLED, Outcome.CANCELLED
                 else:
-                    sink.add("ERROR", _traceback_text(exc))
+                    if isinstance(exc, LimitExceededError):
+                        sink.add("ERROR", str(exc))  # the reason says it all; no traceback
+                    elif not isinstance(exc, NodeProcessError):
+                        sink.add("ERROR", _traceback_text(exc))
                     final = attempt >= spec.retries + 1
                     status = NodeStatus.FAILED if final else NodeStatus.RETRYING
                     outcome = Outcome.FAILED if final else Outcome.RETRY
@@ -293,6 +314,49 @@ class NodeRuntime:
             thread.join()
 
 
+def _run_in_own_process(
+    node_type: NodeType,
+    config: NodeConfig,
+    context: NodeContext,
+    sink: _LogSink,
+    redactor: Redactor,
+    limits: AttemptLimits,
+) -> object:
+    """Run the node in a process of its own held to ``limits`` (see limits.py).
+
+    The node's process masks what it sends with its own redactor (it resolves the
+    secrets): log lines as they are written, then the output or the error. This
+    process records them as if the node had run here.
+    """
+
+    def body(send: Send) -> tuple[str, Any]:
+        sink.forward_to(send)
+        redactor.after_fork()
+        try:
+            output = node_type.run(config, context)
+        except MemoryError:
+            raise  # limits.py names it once the node's memory is let go
+        except (Exception, SystemExit) as exc:
+            sink.add("ERROR", _traceback_text(exc))
+            cancelled = isinstance(exc, NodeCancelledError)
+            outcome: tuple[str, Any] = (
+                "cancelled" if cancelled else "raised",
+                redactor.redact(_describe(exc)),
+            )
+        else:
+            outcome = ("succeeded", redactor.redact_value(_jsonable(output)))
+        for record in sink.drain():
+            send(record)
+        return outcome
+
+    kind, value = run_limited(body, limits, receive=sink.accept, cancelled=context.cancel_event)
+    if kind == "cancelled":
+        raise NodeCancelledError(value)
+    if kind == "raised":
+        raise NodeProcessError(value)
+    return value
+
+
 def _release_unused_memory() -> None:
     """Hand the memory of a finished node's tables back to the system.
 
@@ -359,10 +423,24 @@ class _LogSink:
         self._lock = threading.Lock()
         self._records: list[LogRecord] = []
         self._partial = {"stdout": "", "stderr": ""}
+        self._forward: Send | None = None
 
     def add(self, level: str, message: str) -> None:
         message = bounded(self.redactor.redact(message))
         record = LogRecord(self.job_run_id, self.node_id, self.attempt, utcnow(), level, message)
+        if self._forward is not None:
+            self._forward(record)
+            return
+        self.accept(record)
+
+    def forward_to(self, send: Send) -> None:
+        """In a node's own process: send each line on as it is written (see limits.py)."""
+        self._lock = threading.Lock()  # a copy of the forking process's, perhaps held there
+        self.mirror = None  # the attempt's process mirrors what it receives
+        self._forward = send
+
+    def accept(self, record: LogRecord) -> None:
+        """Keep a line (written here, or relayed from the node's own process)."""
         with self._lock:
             self._records.append(record)
         if self.mirror is not None:

@@ -4,17 +4,19 @@ attempt (this one) records it and goes on."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from backends.model.status import NodeStatus
+from backends.model.status import NodeStatus, RunStatus
 from backends.nodes import default_registry
 from backends.nodes.policy import NodePolicy
 from backends.runtime.attempts import NodeRuntime, Outcome
 from backends.store import Store, create_database_engine, upgrade
+from tests.store.test_runtime import wait_until_running
 from tests.support.plans import start_run
 from tests.support.policy import TEST_PYTHON_CALLABLES
 
@@ -97,3 +99,22 @@ def test_a_failure_in_the_nodes_process_is_recorded_like_any_other(store: Store)
     assert (result.error or "").startswith("TypeError: ")
     messages = [record.message for _, record in store.logs(job_run_id=plan.job_run_id)]
     assert any(m.startswith("Traceback") and "TypeError" in m for m in messages)
+
+
+@pytest.mark.timeout(30)
+def test_a_node_in_its_own_process_stops_when_its_run_is_killed(store: Store) -> None:
+    runtime = runtime_for(store)
+    plan = start_run(
+        store, {"nap": {"type": "sleep", "config": {"seconds": 60}, "limits": {"cpu_seconds": 5}}}
+    )
+
+    def kill() -> None:
+        wait_until_running(store, plan, "nap")
+        store.request_cancel(job_run_id=plan.job_run_id)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    result = runtime.execute(job_run_id=plan.job_run_id, node_id="nap", attempt=1)
+    killer.join()  # returns long before 60 s, or the timeout fails it
+    assert result.outcome is Outcome.CANCELLED
+    assert store.run_status(job_run_id=plan.job_run_id) is RunStatus.CANCELLED

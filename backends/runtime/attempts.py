@@ -58,9 +58,9 @@ from backends.nodes import (
 from backends.runtime.bounds import DEFAULT_MAX_OUTPUT_BYTES, MAX_TEXT_CHARS, bounded
 from backends.runtime.limits import (
     AttemptLimits,
+    Channel,
     LimitExceededError,
     NodeProcessError,
-    Send,
     run_limited,
 )
 from backends.runtime.secrets import (
@@ -198,7 +198,7 @@ class NodeRuntime:
                 if limits is None:
                     output = node_type.run(config, context)
                 else:
-                    output = _run_in_own_process(node_type, config, context, sink, redactor, limits)
+                    output = _run_in_own_process(node_type, config, context, sink, resolver, limits)
             except (Exception, SystemExit) as exc:  # a node calling sys.exit() fails its attempt
                 error = bounded(redactor.redact(_describe(exc)))
                 if isinstance(exc, NodeCancelledError) or context.cancelled():
@@ -319,19 +319,23 @@ def _run_in_own_process(
     config: NodeConfig,
     context: NodeContext,
     sink: _LogSink,
-    redactor: Redactor,
+    resolver: SecretResolver,
     limits: AttemptLimits,
 ) -> object:
     """Run the node in a process of its own held to ``limits`` (see limits.py).
 
-    The node's process masks what it sends with its own redactor (it resolves the
-    secrets): log lines as they are written, then the output or the error. This
-    process records them as if the node had run here.
+    The node's process asks this one for its secrets (this one holds the clients, a
+    Prefect one among them, that a forked process cannot use) and masks what it sends
+    with its own redactor: log lines as they are written, then the output or the
+    error. This process records them as if the node had run here.
     """
+    source = resolver.source
+    redactor = resolver.redactor
 
-    def body(send: Send) -> tuple[str, Any]:
-        sink.forward_to(send)
+    def body(channel: Channel) -> tuple[str, Any]:
+        sink.forward_to(channel.send)
         redactor.after_fork()
+        resolver.source = _RelayedSecrets(channel, source)
         try:
             output = node_type.run(config, context)
         except MemoryError:
@@ -346,15 +350,32 @@ def _run_in_own_process(
         else:
             outcome = ("succeeded", redactor.redact_value(_jsonable(output)))
         for record in sink.drain():
-            send(record)
+            channel.send(record)
         return outcome
 
-    kind, value = run_limited(body, limits, receive=sink.accept, cancelled=context.cancel_event)
+    kind, value = run_limited(
+        body, limits, receive=sink.accept, answer=source.get, cancelled=context.cancel_event
+    )
     if kind == "cancelled":
         raise NodeCancelledError(value)
     if kind == "raised":
         raise NodeProcessError(value)
     return value
+
+
+class _RelayedSecrets:
+    """A node's own process's secret source: each one asked of the attempt's process."""
+
+    def __init__(self, channel: Channel, source: SecretSource) -> None:
+        self._channel = channel
+        self._source = source
+
+    def get(self, name: str) -> str | None:
+        value = self._channel.ask(name)
+        return value if isinstance(value, str) else None
+
+    def describe(self, name: str) -> str:
+        return self._source.describe(name)
 
 
 def _release_unused_memory() -> None:
@@ -423,7 +444,7 @@ class _LogSink:
         self._lock = threading.Lock()
         self._records: list[LogRecord] = []
         self._partial = {"stdout": "", "stderr": ""}
-        self._forward: Send | None = None
+        self._forward: Callable[[LogRecord], None] | None = None
 
     def add(self, level: str, message: str) -> None:
         message = bounded(self.redactor.redact(message))
@@ -433,7 +454,7 @@ class _LogSink:
             return
         self.accept(record)
 
-    def forward_to(self, send: Send) -> None:
+    def forward_to(self, send: Callable[[LogRecord], None]) -> None:
         """In a node's own process: send each line on as it is written (see limits.py)."""
         self._lock = threading.Lock()  # a copy of the forking process's, perhaps held there
         self.mirror = None  # the attempt's process mirrors what it receives

@@ -42,7 +42,7 @@ from backends.nodes import NodeCancelledError, NodeFailedError
 from backends.nodes.connections import close_all_pools
 from backends.nodes.policy import NodePolicy
 
-__all__ = ["AttemptLimits", "LimitExceededError", "NodeProcessError", "Send", "run_limited"]
+__all__ = ["AttemptLimits", "Channel", "LimitExceededError", "NodeProcessError", "run_limited"]
 
 #: Seconds between the CPU limit's SIGXCPU and the kernel's SIGKILL, for a process that
 #: ignores the first.
@@ -121,38 +121,63 @@ def _within(value: int | None, cap: int | None) -> int | None:
     return min(value, cap)
 
 
-#: Sends one message from the attempt's process to the process waiting on it.
-Send = Callable[[Any], None]
+class Channel:
+    """The node's process's line to the process that waits on it (see :func:`run_limited`)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._lock = threading.Lock()
+
+    def send(self, message: Any) -> None:
+        """Pass ``message`` (a log line) on; it reaches ``receive`` there."""
+        self._write("message", message)
+
+    def ask(self, question: Any) -> Any:
+        """What ``answer`` there makes of ``question`` (a secret's name): the waiting
+        process holds the clients (Prefect's) a forked process cannot use."""
+        with self._lock:
+            self._connection.send(("question", question))
+            kind, payload = self._connection.recv()
+        if kind == "refused":
+            raise NodeFailedError(payload)
+        return payload
+
+    def _write(self, kind: str, payload: Any) -> None:
+        with self._lock:
+            self._connection.send((kind, payload))
 
 
 def run_limited(
-    body: Callable[[Send], Any],
+    body: Callable[[Channel], Any],
     limits: AttemptLimits,
     *,
     receive: Callable[[Any], None],
+    answer: Callable[[Any], Any],
     cancelled: threading.Event,
 ) -> Any:
-    """``body(send)`` in a forked process held to ``limits``; returns what it returned.
+    """``body(channel)`` in a forked process held to ``limits``; returns what it returned.
 
-    ``body`` must return something picklable; what it passes to ``send`` (log lines)
-    reaches ``receive`` here as it is sent. Raises :class:`LimitExceededError` when
-    the process went over a limit, ``NodeCancelledError`` when ``cancelled`` was set
-    (the process is then killed), and ``NodeFailedError`` when it ended without a word.
+    ``body`` must return something picklable. What it sends on ``channel`` reaches
+    ``receive`` here as it is sent, and what it asks is answered by ``answer`` (an
+    exception there fails the node with its message). Raises
+    :class:`LimitExceededError` when the process went over a limit,
+    ``NodeCancelledError`` when ``cancelled`` was set (the process is then killed),
+    and ``NodeFailedError`` when it ended without a word.
     """
-    reader, writer = Pipe(duplex=False)
+    here, there = Pipe(duplex=True)
     with warnings.catch_warnings():
         # Python 3.12 warns about forking a process with threads (the heartbeat's, a
         # thread pool's). The child runs only the node and leaves with os._exit.
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
     if pid == 0:  # pragma: no cover - the child; its outcome is checked by the parent
-        reader.close()
-        _child(body, limits, writer)
-    writer.close()
+        here.close()
+        _child(body, limits, Channel(there))
+    there.close()
     try:
-        result, over_memory = _collect(reader, pid, receive, cancelled)
+        result, over_memory = _collect(here, pid, receive, answer, cancelled)
     finally:
-        reader.close()
+        here.close()
     _, status, usage = os.wait4(pid, 0)
     if cancelled.is_set():
         raise NodeCancelledError("the run was killed while the node ran")
@@ -177,51 +202,56 @@ _NOTHING = object()
 
 
 def _collect(
-    reader: Connection, pid: int, receive: Callable[[Any], None], cancelled: threading.Event
+    connection: Connection,
+    pid: int,
+    receive: Callable[[Any], None],
+    answer: Callable[[Any], Any],
+    cancelled: threading.Event,
 ) -> tuple[Any, bool]:
-    """Relay the child's messages until it closes the pipe: (its result, went over memory)."""
+    """Serve the child until it is done: (its result, whether it went over memory)."""
     while True:
         if cancelled.is_set():
             os.kill(pid, signal.SIGKILL)
             return _NOTHING, False
-        if not reader.poll(_POLL_SECONDS):
+        if not connection.poll(_POLL_SECONDS):
             continue
         try:
-            kind, payload = reader.recv()
+            kind, payload = connection.recv()
         except (EOFError, OSError, pickle.UnpicklingError):
             return _NOTHING, False  # it ended mid-message: its exit status tells
         if kind == "message":
             receive(payload)
+        elif kind == "question":
+            try:
+                reply: tuple[str, Any] = ("answer", answer(payload))
+            except Exception as exc:
+                reply = ("refused", f"{type(exc).__name__}: {exc}")
+            try:
+                connection.send(reply)
+            except OSError:
+                return _NOTHING, False  # gone meanwhile
         elif kind == "memory":
             return _NOTHING, True
         else:
             return payload, False
 
 
-def _child(body: Callable[[Send], Any], limits: AttemptLimits, writer: Connection) -> NoReturn:
+def _child(body: Callable[[Channel], Any], limits: AttemptLimits, channel: Channel) -> NoReturn:
     """Set the limits, run ``body``, send its result; never returns."""
     code = 0
-    lock = threading.Lock()
-
-    def send(message: Any) -> None:
-        with lock:
-            writer.send(("message", message))
-
     result: Any = None
     over_memory = False
     try:
         _apply(limits)
         try:
-            result = body(send)
-            with lock:
-                writer.send(("result", result))
+            result = body(channel)
+            channel._write("result", result)
         except MemoryError:
             over_memory = True
         if over_memory:
             # Out of the except block: the node's frames (and what they held) are gone.
             result = None
-            with lock:
-                writer.send(("memory", None))
+            channel._write("memory", None)
     except BaseException:
         code = 70  # the parent names what it saw: an exit without an outcome
     finally:

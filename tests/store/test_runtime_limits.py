@@ -4,7 +4,9 @@ attempt (this one) records it and goes on."""
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from backends.nodes import default_registry
 from backends.nodes.policy import NodePolicy
 from backends.runtime.attempts import NodeRuntime, Outcome
 from backends.store import Store, create_database_engine, upgrade
+from tests.nodes.secret_nodes import here
 from tests.store.test_runtime import wait_until_running
 from tests.support.plans import start_run
 from tests.support.policy import TEST_PYTHON_CALLABLES
@@ -118,3 +121,37 @@ def test_a_node_in_its_own_process_stops_when_its_run_is_killed(store: Store) ->
     killer.join()  # returns long before 60 s, or the timeout fails it
     assert result.outcome is Outcome.CANCELLED
     assert store.run_status(job_run_id=plan.job_run_id) is RunStatus.CANCELLED
+
+
+class ThisProcessSecrets:
+    """A secret source that answers only in the process that made it, as Prefect's client
+    (its event loop thread, its connections) works only in the flow-run process."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.pid = os.getpid()
+
+    def get(self, name: str) -> str | None:
+        if os.getpid() != self.pid:
+            raise RuntimeError("asked in a forked process")
+        return self.values.get(name)
+
+    def describe(self, name: str) -> str:
+        return f"a test source (key {name})"
+
+
+def test_a_node_in_its_own_process_gets_its_secrets_here_and_masks_them(store: Store) -> None:
+    value = f"leaked-{uuid.uuid4().hex}"
+    runtime = runtime_for(store)
+    runtime.secrets = ThisProcessSecrets({"leak-test": value})
+    spec = {"type": "python", "config": {"callable": here("leak")}, "limits": {"memory_mb": 256}}
+    plan = start_run(store, {"node": spec})
+    result = runtime.execute(job_run_id=plan.job_run_id, node_id="node", attempt=1)
+    assert result.outcome is Outcome.SUCCEEDED, result.error
+    run = store.get_run(job_run_id=plan.job_run_id)
+    assert run is not None
+    assert run.nodes["node"].output["value"] == "***"
+    logs = "\n".join(record.message for _, record in store.logs(job_run_id=plan.job_run_id))
+    assert "stdout: ***" in logs
+    assert "node logger: ***" in logs
+    assert value not in logs

@@ -25,6 +25,7 @@ bounds ``mmap`` since Linux 4.7).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
 import resource
@@ -165,6 +166,7 @@ def run_limited(
     and ``NodeFailedError`` when it ended without a word.
     """
     here, there = Pipe(duplex=True)
+    parent = os.getpid()
     with warnings.catch_warnings():
         # Python 3.12 warns about forking a process with threads (the heartbeat's, a
         # thread pool's). The child runs only the node and leaves with os._exit.
@@ -172,10 +174,15 @@ def run_limited(
         pid = os.fork()
     if pid == 0:  # pragma: no cover - the child; its outcome is checked by the parent
         here.close()
-        _child(body, limits, Channel(there))
+        _child(body, limits, Channel(there), parent)
     there.close()
     try:
         result, over_memory = _collect(here, pid, receive, answer, cancelled)
+    except BaseException:
+        # RQ's job timeout (an exception raised here), a stop: the node ends with its attempt.
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     finally:
         here.close()
     _, status, usage = os.wait4(pid, 0)
@@ -236,12 +243,15 @@ def _collect(
             return payload, False
 
 
-def _child(body: Callable[[Channel], Any], limits: AttemptLimits, channel: Channel) -> NoReturn:
+def _child(
+    body: Callable[[Channel], Any], limits: AttemptLimits, channel: Channel, parent: int
+) -> NoReturn:
     """Set the limits, run ``body``, send its result; never returns."""
     code = 0
     result: Any = None
     over_memory = False
     try:
+        _end_with(parent)
         _apply(limits)
         try:
             result = body(channel)
@@ -259,6 +269,22 @@ def _child(body: Callable[[Channel], Any], limits: AttemptLimits, channel: Chann
             close_all_pools()  # the node's database sessions end closed, not dropped
         finally:
             os._exit(code)
+
+
+def _end_with(parent: int) -> None:
+    """Die with the process that forked this one: a flow-run process that Prefect's
+    worker ended must not leave its node running on. (Linux ties this to the forking
+    thread, which waits on this process until it ends.)"""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: the node's CPU limit, if any, still ends it
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(71)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _apply(limits: AttemptLimits) -> None:

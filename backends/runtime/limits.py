@@ -189,6 +189,8 @@ def run_limited(
     if cancelled.is_set():
         raise NodeCancelledError("the run was killed while the node ran")
     if over_memory:
+        if limits.memory_mb is None:  # only its CPU time was limited: the machine is full
+            raise NodeFailedError("MemoryError: the node's process ran out of memory")
         raise LimitExceededError(limits.memory_reason())
     if result is not _NOTHING:
         return result

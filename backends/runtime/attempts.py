@@ -8,6 +8,11 @@ is also how a kill reaches a node that is running in-process), and records the
 outcome: ``succeeded``, ``retrying`` (another attempt is due), ``failed``
 (with the downstream nodes skipped) or ``cancelled``.
 
+A node with resource limits (its ``limits``, or the worker's defaults) runs in a
+process of its own held to them (:mod:`backends.runtime.limits`); this process
+records its outcome, so a node over its limit fails with the reason and the worker
+lives on. Nodes without limits run here, in process.
+
 The backend only has to act on the returned :class:`AttemptResult`: let its
 own retry machinery schedule the next attempt, and drop the jobs of skipped
 nodes.

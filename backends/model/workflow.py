@@ -24,8 +24,10 @@ from backends.model.ids import PrintableId
 __all__ = [
     "DEFAULT_MAX_LEVELS",
     "POOLS",
+    "LimitCaps",
     "NodeConfigFacts",
     "NodeKind",
+    "NodeLimits",
     "NodeSpec",
     "RunPlan",
     "WorkflowDefinition",
@@ -43,12 +45,21 @@ class NodeConfigFacts(Protocol):
     def inputs_problem(self, upstream: Sequence[str]) -> str | None: ...
 
 
+class LimitCaps(Protocol):
+    """What validation asks of the operator's policy (``backends.nodes.policy.NodePolicy``)."""
+
+    def cap_refusal(self, field_name: str, value: int) -> str | None: ...
+
+
 class NodeKind(Protocol):
     """What validation asks of a node type (``backends.nodes.NodeType``); the model
     imports no node code, so node types are described here by what they answer."""
 
     @property
     def unavailable(self) -> Callable[[], str | None]: ...
+
+    @property
+    def policy(self) -> LimitCaps: ...
 
     def parse_config(self, raw: Mapping[str, Any], *, workspace_id: str) -> NodeConfigFacts: ...
 
@@ -61,8 +72,36 @@ _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 _NODE_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$"
 
 
+class NodeLimits(BaseModel):
+    """What one attempt of a node may use; the worker ends an attempt that goes over.
+
+    Unset fields fall back to the worker's defaults (``FIGWAY_NODE_DEFAULT_MEMORY_MB``,
+    ``FIGWAY_NODE_DEFAULT_CPU_SECONDS``); the operator's caps (``FIGWAY_NODE_MAX_*``)
+    bound both. See docs/operations.md, "Resource limits per node attempt".
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Strict: JSON's true is not 1 MiB.
+    memory_mb: int | None = Field(
+        default=None,
+        ge=16,
+        le=1_048_576,
+        strict=True,
+        description="Memory (MiB) the attempt may allocate beyond what its worker process "
+        "holds when the attempt starts.",
+    )
+    cpu_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=604_800,
+        strict=True,
+        description="CPU time (seconds, user and system) the attempt may use.",
+    )
+
+
 class NodeSpec(BaseModel):
-    """One node of a definition: its type, config and retry policy."""
+    """One node of a definition: its type, config, retry policy and resource limits."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,6 +112,9 @@ class NodeSpec(BaseModel):
         default=0, ge=0, le=20, strict=True, description="Attempts after the first."
     )
     retry_delay_seconds: float = Field(default=0, ge=0, le=86_400, strict=True)
+    limits: NodeLimits | None = Field(
+        default=None, description="Memory and CPU time one attempt may use."
+    )
 
 
 class WorkflowDefinition(BaseModel):
@@ -277,6 +319,7 @@ def _node_problems(
         if missing is not None:
             problems.append(DefinitionProblem(f"{where}.type", missing))
             continue
+        problems.extend(_limit_problems(where, spec, node_type.policy))
         try:
             config = node_type.parse_config(spec.config, workspace_id=definition.workspace_id)
         except ValidationError as exc:
@@ -290,6 +333,18 @@ def _node_problems(
         inputs_problem = config.inputs_problem(definition.dependencies.get(node_id, []))
         if inputs_problem is not None:
             problems.append(DefinitionProblem(f"{where}.config", inputs_problem))
+    return problems
+
+
+def _limit_problems(where: str, spec: NodeSpec, caps: LimitCaps) -> list[DefinitionProblem]:
+    """The node's limits that go over the operator's caps (``FIGWAY_NODE_MAX_*``)."""
+    if spec.limits is None:
+        return []
+    problems = []
+    for name, value in spec.limits.model_dump(exclude_none=True).items():
+        refusal = caps.cap_refusal(f"max_{name}", value)
+        if refusal is not None:
+            problems.append(DefinitionProblem(f"{where}.limits.{name}", refusal))
     return problems
 
 

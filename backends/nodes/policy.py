@@ -27,6 +27,14 @@ changed), so gateway and workers must be given the same settings:
     Comma-separated host globs a database node may name in a plain connection URL.
     Unset: any host on the embedded default, none in production (a configured
     ``FIGWAY_DATABASE_URL``): there, connections are ``secret:`` references only.
+
+``FIGWAY_NODE_DEFAULT_MEMORY_MB``, ``FIGWAY_NODE_DEFAULT_CPU_SECONDS``
+    The resource limits of a node attempt whose definition sets none (``limits:``);
+    a worker's own, so each pool's workers can be given theirs.
+
+``FIGWAY_NODE_MAX_MEMORY_MB``, ``FIGWAY_NODE_MAX_CPU_SECONDS``
+    The most a definition's ``limits:`` may ask for (422 when it asks more); they also
+    bound the defaults. See :mod:`backends.runtime.limits`.
 """
 
 from __future__ import annotations
@@ -84,6 +92,12 @@ class NodePolicy:
     max_response_bytes: int | None = None
     memory_limit_mb: int | None = None
     threads: int | None = None
+    #: The caps on a definition's ``limits:`` per node attempt (None: no cap).
+    max_memory_mb: int | None = None
+    max_cpu_seconds: int | None = None
+    #: The limits of an attempt whose definition sets none (None: unlimited).
+    default_memory_mb: int | None = None
+    default_cpu_seconds: int | None = None
     _networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         init=False, repr=False, compare=False
     )
@@ -114,6 +128,10 @@ class NodePolicy:
             max_response_bytes=_cap(env, "FIGWAY_NODE_MAX_RESPONSE_BYTES"),
             memory_limit_mb=_cap(env, "FIGWAY_NODE_MEMORY_LIMIT_MB"),
             threads=_cap(env, "FIGWAY_NODE_THREADS"),
+            max_memory_mb=_cap(env, "FIGWAY_NODE_MAX_MEMORY_MB"),
+            max_cpu_seconds=_cap(env, "FIGWAY_NODE_MAX_CPU_SECONDS"),
+            default_memory_mb=_cap(env, "FIGWAY_NODE_DEFAULT_MEMORY_MB"),
+            default_cpu_seconds=_cap(env, "FIGWAY_NODE_DEFAULT_CPU_SECONDS"),
         )
 
     def capped(self, field_name: str, value: int) -> int:
@@ -221,12 +239,20 @@ class NodePolicy:
             if getattr(self, name) is not None
         ]
         yield "node caps: " + (", ".join(caps) or "none (each node type's own maximum)")
+        defaults = [
+            f"{name} {getattr(self, f'default_{name}')}"
+            for name in ("memory_mb", "cpu_seconds")
+            if getattr(self, f"default_{name}") is not None
+        ]
+        yield "node attempt limits by default: " + (", ".join(defaults) or "none")
 
 
 _CAP_SETTINGS = {
     "max_response_bytes": "FIGWAY_NODE_MAX_RESPONSE_BYTES",
     "memory_limit_mb": "FIGWAY_NODE_MEMORY_LIMIT_MB",
     "threads": "FIGWAY_NODE_THREADS",
+    "max_memory_mb": "FIGWAY_NODE_MAX_MEMORY_MB",
+    "max_cpu_seconds": "FIGWAY_NODE_MAX_CPU_SECONDS",
 }
 
 

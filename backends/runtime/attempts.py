@@ -8,6 +8,11 @@ is also how a kill reaches a node that is running in-process), and records the
 outcome: ``succeeded``, ``retrying`` (another attempt is due), ``failed``
 (with the downstream nodes skipped) or ``cancelled``.
 
+A node with resource limits (its ``limits``, or the worker's defaults) runs in a
+process of its own held to them (:mod:`backends.runtime.limits`); this process
+records its outcome, so a node over its limit fails with the reason and the worker
+lives on. Nodes without limits run here, in process.
+
 The backend only has to act on the returned :class:`AttemptResult`: let its
 own retry machinery schedule the next attempt, and drop the jobs of skipped
 nodes.
@@ -47,8 +52,22 @@ from backends.model.errors import (
     StoreUnavailableError,
 )
 from backends.model.status import NodeStatus
-from backends.nodes import NodeCancelledError, NodeContext, NodeFailedError, NodeRegistry
+from backends.nodes import (
+    NodeCancelledError,
+    NodeConfig,
+    NodeContext,
+    NodeFailedError,
+    NodeRegistry,
+    NodeType,
+)
 from backends.runtime.bounds import DEFAULT_MAX_OUTPUT_BYTES, MAX_TEXT_CHARS, bounded
+from backends.runtime.limits import (
+    AttemptLimits,
+    Channel,
+    LimitExceededError,
+    NodeProcessError,
+    run_limited,
+)
 from backends.runtime.secrets import (
     EnvironmentSecrets,
     Redactor,
@@ -180,13 +199,20 @@ class NodeRuntime:
                     for upstream, value in start.upstream_outputs.items()
                 }
                 config = node_type.parse_config(spec.config, workspace_id=start.workspace_id)
-                output = node_type.run(config, context)
+                limits = AttemptLimits.resolve(spec.limits, node_type.policy)
+                if limits is None:
+                    output = node_type.run(config, context)
+                else:
+                    output = _run_in_own_process(node_type, config, context, sink, resolver, limits)
             except (Exception, SystemExit) as exc:  # a node calling sys.exit() fails its attempt
                 error = bounded(redactor.redact(_describe(exc)))
                 if isinstance(exc, NodeCancelledError) or context.cancelled():
                     status, outcome = NodeStatus.CANCELLED, Outcome.CANCELLED
                 else:
-                    sink.add("ERROR", _traceback_text(exc))
+                    if isinstance(exc, LimitExceededError):
+                        sink.add("ERROR", str(exc))  # the reason says it all; no traceback
+                    elif not isinstance(exc, NodeProcessError):
+                        sink.add("ERROR", _traceback_text(exc))
                     final = attempt >= spec.retries + 1
                     status = NodeStatus.FAILED if final else NodeStatus.RETRYING
                     outcome = Outcome.FAILED if final else Outcome.RETRY
@@ -293,6 +319,70 @@ class NodeRuntime:
             thread.join()
 
 
+def _run_in_own_process(
+    node_type: NodeType,
+    config: NodeConfig,
+    context: NodeContext,
+    sink: _LogSink,
+    resolver: SecretResolver,
+    limits: AttemptLimits,
+) -> object:
+    """Run the node in a process of its own held to ``limits`` (see limits.py).
+
+    The node's process asks this one for its secrets (this one holds the clients, a
+    Prefect one among them, that a forked process cannot use) and masks what it sends
+    with its own redactor: log lines as they are written, then the output or the
+    error. This process records them as if the node had run here.
+    """
+    source = resolver.source
+    redactor = resolver.redactor
+
+    def body(channel: Channel) -> tuple[str, Any]:
+        sink.forward_to(channel.send)
+        redactor.after_fork()
+        resolver.source = _RelayedSecrets(channel, source)
+        try:
+            output = node_type.run(config, context)
+        except MemoryError:
+            raise  # limits.py names it once the node's memory is let go
+        except (Exception, SystemExit) as exc:
+            sink.add("ERROR", _traceback_text(exc))
+            cancelled = isinstance(exc, NodeCancelledError)
+            outcome: tuple[str, Any] = (
+                "cancelled" if cancelled else "raised",
+                redactor.redact(_describe(exc)),
+            )
+        else:
+            outcome = ("succeeded", redactor.redact_value(_jsonable(output)))
+        for record in sink.drain():
+            channel.send(record)
+        return outcome
+
+    kind, value = run_limited(
+        body, limits, receive=sink.accept, answer=source.get, cancelled=context.cancel_event
+    )
+    if kind == "cancelled":
+        raise NodeCancelledError(value)
+    if kind == "raised":
+        raise NodeProcessError(value)
+    return value
+
+
+class _RelayedSecrets:
+    """A node's own process's secret source: each one asked of the attempt's process."""
+
+    def __init__(self, channel: Channel, source: SecretSource) -> None:
+        self._channel = channel
+        self._source = source
+
+    def get(self, name: str) -> str | None:
+        value = self._channel.ask(name)
+        return value if isinstance(value, str) else None
+
+    def describe(self, name: str) -> str:
+        return self._source.describe(name)
+
+
 def _release_unused_memory() -> None:
     """Hand the memory of a finished node's tables back to the system.
 
@@ -359,10 +449,24 @@ class _LogSink:
         self._lock = threading.Lock()
         self._records: list[LogRecord] = []
         self._partial = {"stdout": "", "stderr": ""}
+        self._forward: Callable[[LogRecord], None] | None = None
 
     def add(self, level: str, message: str) -> None:
         message = bounded(self.redactor.redact(message))
         record = LogRecord(self.job_run_id, self.node_id, self.attempt, utcnow(), level, message)
+        if self._forward is not None:
+            self._forward(record)
+            return
+        self.accept(record)
+
+    def forward_to(self, send: Callable[[LogRecord], None]) -> None:
+        """In a node's own process: send each line on as it is written (see limits.py)."""
+        self._lock = threading.Lock()  # a copy of the forking process's, perhaps held there
+        self.mirror = None  # the attempt's process mirrors what it receives
+        self._forward = send
+
+    def accept(self, record: LogRecord) -> None:
+        """Keep a line (written here, or relayed from the node's own process)."""
         with self._lock:
             self._records.append(record)
         if self.mirror is not None:

@@ -112,6 +112,34 @@ class RuntimeSettings(BaseSettings):
         "type's maximum.",
     )
 
+    node_max_memory_mb: int | None = Field(
+        default=None,
+        ge=16,
+        description="The most a node's limits.memory_mb may be (422 at definition); also "
+        "bounds FIGWAY_NODE_DEFAULT_MEMORY_MB and definitions stored before it was set. "
+        "Unset: no cap.",
+    )
+    node_max_cpu_seconds: int | None = Field(
+        default=None,
+        gt=0,
+        description="The most a node's limits.cpu_seconds may be (422 at definition); also "
+        "bounds FIGWAY_NODE_DEFAULT_CPU_SECONDS and definitions stored before it was set. "
+        "Unset: no cap.",
+    )
+    node_default_memory_mb: int | None = Field(
+        default=None,
+        ge=16,
+        description="The memory (MiB) an attempt of a node that sets no limits.memory_mb may "
+        "allocate beyond its worker process's own, on this worker: give each pool's workers "
+        "their own value. Unset: no limit.",
+    )
+    node_default_cpu_seconds: int | None = Field(
+        default=None,
+        gt=0,
+        description="The CPU time (s) an attempt of a node that sets no limits.cpu_seconds may "
+        "use, on this worker: give each pool's workers their own value. Unset: no limit.",
+    )
+
     def node_policy(self) -> NodePolicy:
         """What node configs may reach, from these settings (the same on every process)."""
         db_allow: tuple[str, ...] | None = split_list(self.db_allow)
@@ -125,6 +153,10 @@ class RuntimeSettings(BaseSettings):
             max_response_bytes=self.node_max_response_bytes,
             memory_limit_mb=self.node_memory_limit_mb,
             threads=self.node_threads,
+            max_memory_mb=self.node_max_memory_mb,
+            max_cpu_seconds=self.node_max_cpu_seconds,
+            default_memory_mb=self.node_default_memory_mb,
+            default_cpu_seconds=self.node_default_cpu_seconds,
         )
 
     def artifact_store(self) -> ArtifactStore:

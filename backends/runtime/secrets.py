@@ -228,6 +228,10 @@ class Redactor:
                     self._values.append(candidate)
             self._values.sort(key=len, reverse=True)  # longest first: no partial leftovers
 
+    def after_fork(self) -> None:
+        """In a forked process: a lock of its own (the forking process's may be held there)."""
+        self._lock = threading.Lock()
+
     def active(self) -> bool:
         """True once a value was revealed: before that there is nothing to mask."""
         with self._lock:

@@ -101,6 +101,14 @@ def negative_retries(d: Definition) -> None:
     d["nodes"]["a"]["retries"] = -1
 
 
+def tiny_memory_limit(d: Definition) -> None:
+    d["nodes"]["b"]["limits"] = {"memory_mb": 1, "cpu_seconds": 30}
+
+
+def unknown_limit(d: Definition) -> None:
+    d["nodes"]["a"]["limits"] = {"gpus": 1}
+
+
 def unknown_pool(d: Definition) -> None:
     d["pool"] = "gpu"
 
@@ -135,6 +143,8 @@ def missing_workspace(d: Definition) -> None:
         (unknown_config_key, "nodes.a.config.tims", "tims"),
         (callable_without_colon, "nodes.a.config.callable", "nodes.a.config.callable"),
         (negative_retries, "nodes.a.retries", "nodes.a.retries"),
+        (tiny_memory_limit, "nodes.b.limits.memory_mb", "greater than or equal to 16"),
+        (unknown_limit, "nodes.a.limits.gpus", "nodes.a.limits.gpus"),
         (unknown_pool, "pool", "gpu"),
         (dependencies_of_an_unknown_node, "dependencies.ghost", "ghost"),
         (empty_nodes, "nodes", "nodes"),

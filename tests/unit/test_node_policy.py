@@ -168,3 +168,19 @@ def test_the_caps_come_from_the_settings() -> None:
     )
     assert (policy.threads, policy.memory_limit_mb, policy.max_response_bytes) == (3, 512, None)
     assert "node caps: memory_limit_mb 512, threads 3" in list(policy.describe())
+
+
+def test_the_limits_per_node_attempt_come_from_the_settings() -> None:
+    policy = NodePolicy.from_environment(
+        {
+            "FIGWAY_NODE_MAX_MEMORY_MB": "4096",
+            "FIGWAY_NODE_MAX_CPU_SECONDS": "600",
+            "FIGWAY_NODE_DEFAULT_MEMORY_MB": "1024",
+            "FIGWAY_NODE_DEFAULT_CPU_SECONDS": "60",
+        }
+    )
+    assert (policy.max_memory_mb, policy.max_cpu_seconds) == (4096, 600)
+    assert (policy.default_memory_mb, policy.default_cpu_seconds) == (1024, 60)
+    assert "node attempt limits by default: memory_mb 1024, cpu_seconds 60" in list(
+        policy.describe()
+    )

@@ -9,6 +9,7 @@ import pytest
 from backends.model.errors import DefinitionError, DefinitionProblem
 from backends.model.workflow import DEFAULT_MAX_LEVELS, WorkflowDefinition, parse_definition
 from backends.nodes import default_registry
+from backends.nodes.policy import NodePolicy
 
 
 def definition(
@@ -162,6 +163,40 @@ def test_every_invalid_node_is_reported_at_once() -> None:
 def test_negative_retries_are_refused() -> None:
     problem = only_problem(definition({"a": {"type": "noop", "retries": -1}}))
     assert problem.location == "nodes.a.retries"
+
+
+def test_a_nodes_limits_are_kept_and_bad_ones_refused_naming_the_field() -> None:
+    limits = {"memory_mb": 512, "cpu_seconds": 30}
+    parsed = parse(definition({"a": {"type": "noop", "limits": limits}}))
+    assert parsed.nodes["a"].limits is not None
+    assert parsed.nodes["a"].limits.model_dump() == limits
+    for bad, location in [
+        ({"memory_mb": 0}, "nodes.a.limits.memory_mb"),
+        ({"cpu_seconds": True}, "nodes.a.limits.cpu_seconds"),  # JSON's true is no number
+        ({"cpu_seconds": 1.5}, "nodes.a.limits.cpu_seconds"),
+        ({"threads": 2}, "nodes.a.limits.threads"),
+    ]:
+        assert only_problem(definition({"a": {"type": "noop", "limits": bad}})).location == (
+            location
+        )
+
+
+def test_limits_over_the_operators_caps_are_refused_naming_node_field_and_setting() -> None:
+    capped = default_registry(NodePolicy(max_memory_mb=512, max_cpu_seconds=60))
+    within = definition({"a": {"type": "noop", "limits": {"memory_mb": 512, "cpu_seconds": 60}}})
+    assert parse_definition(within, node_types=capped).nodes["a"].limits is not None
+    over = definition(
+        {
+            "a": {"type": "noop", "limits": {"memory_mb": 2048}},
+            "b": {"type": "noop", "limits": {"cpu_seconds": 61}},
+        }
+    )
+    with pytest.raises(DefinitionError) as caught:
+        parse_definition(over, node_types=capped)
+    assert {(p.location, p.message) for p in caught.value.problems} == {
+        ("nodes.a.limits.memory_mb", "at most 512 (FIGWAY_NODE_MAX_MEMORY_MB)"),
+        ("nodes.b.limits.cpu_seconds", "at most 60 (FIGWAY_NODE_MAX_CPU_SECONDS)"),
+    }
 
 
 def test_an_unknown_pool_is_refused_listing_the_pools() -> None:

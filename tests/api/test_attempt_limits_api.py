@@ -1,0 +1,67 @@
+"""Limits per node attempt through a gateway on its embedded default: a limit over the
+operator's cap is a 422 naming the node, the field and the setting; a node over its
+limit fails with the reason, and the gateway's in-process workers run the next run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support.api_client import (
+    Gateway,
+    define,
+    definition,
+    error_fields,
+    start,
+    unique,
+    wait_for_run,
+)
+from tests.support.gateway import client_of, running_gateway
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with running_gateway(tmp_path_factory.mktemp("capped"), node_max_memory_mb=256) as running:
+        yield running
+
+
+@pytest.fixture
+def client(capped: Gateway) -> Iterator[httpx.Client]:
+    with client_of(capped) as http:
+        yield http
+
+
+def allocate(megabytes: int, memory_mb: int) -> dict[str, object]:
+    return {
+        "type": "python",
+        "config": {"callable": "tests.support.hogs:allocate", "kwargs": {"megabytes": megabytes}},
+        "limits": {"memory_mb": memory_mb},
+    }
+
+
+def test_a_limit_over_the_operators_cap_is_a_422_naming_node_field_and_setting(
+    client: httpx.Client,
+) -> None:
+    workflow_id = unique("over-cap")
+    body = definition(workflow_id, {"crunch": allocate(1, 1024)})
+    response = client.put(f"/workflows/{workflow_id}", json=body)
+    assert response.status_code == 422, response.text
+    assert error_fields(response) == {"nodes.crunch.limits.memory_mb"}
+    assert "at most 256 (FIGWAY_NODE_MAX_MEMORY_MB)" in response.json()["detail"]
+
+
+def test_an_embedded_worker_fails_a_node_over_its_limit_and_runs_the_next(
+    client: httpx.Client,
+) -> None:
+    over = wait_for_run(
+        client, start(client, define(client, {"big": allocate(512, 64)}))["job_run_id"]
+    )
+    assert over["status"] == "failed"
+    assert over["nodes"]["big"]["error"] == "memory limit 64 MiB exceeded"
+    within = wait_for_run(
+        client, start(client, define(client, {"small": allocate(8, 64)}))["job_run_id"]
+    )
+    assert within["status"] == "succeeded", within
+    assert within["nodes"]["small"]["output"] == {"held_mb": 8}

@@ -1,0 +1,25 @@
+"""Nodes that use what their limits forbid: memory and CPU time (``python`` node callables)."""
+
+from __future__ import annotations
+
+import time
+
+from backends.nodes.base import NodeContext
+
+__all__ = ["allocate", "burn"]
+
+
+def allocate(megabytes: int, context: NodeContext) -> dict[str, int]:
+    """Hold ``megabytes`` MiB, one MiB at a time, and say how much was held."""
+    context.logger.info("allocating %d MiB", megabytes)
+    held = [bytearray(2**20) for _ in range(megabytes)]
+    return {"held_mb": len(held)}
+
+
+def burn(seconds: float, context: NodeContext) -> dict[str, float]:
+    """Use ``seconds`` of CPU time (not wall time: a loaded machine takes longer)."""
+    context.logger.info("burning %s s of CPU", seconds)
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass
+    return {"burned_seconds": seconds}

@@ -141,6 +141,12 @@ class Settings(RuntimeSettings):
     job_timeout_seconds: int = Field(
         default=6 * 3_600, gt=0, description="RQ kills a node attempt running longer than this."
     )
+    rq_release: Literal["figway", "rq"] = Field(
+        default="figway",
+        description="Who starts an RQ node once its upstream nodes succeeded: `figway` (the "
+        "finishing job enqueues it; a run is submitted with its root nodes' jobs) or `rq` "
+        "(every job enqueued at submission, waiting with RQ's depends_on).",
+    )
     artifact_retention_hours: float = Field(
         default=7 * 24,
         gt=0,

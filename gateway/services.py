@@ -342,6 +342,7 @@ def build_executors(
             job_timeout_seconds=settings.job_timeout_seconds,
             worker_silence=timedelta(seconds=settings.rq_worker_silence_seconds),
             node_states=node_states,
+            release=settings.rq_release,
         ),
         PrefectExecutor(
             embedded=settings.prefect_api_url is None,

@@ -1,11 +1,13 @@
-"""The legacy backend: one RQ job per node, chained with ``depends_on``.
+"""The legacy backend: one RQ job per node.
 
-A run's jobs are enqueued in level order in one Redis pipeline; RQ defers
-each job until its upstream jobs finished, so one level's nodes run in
-parallel on as many workers as there are. RQ leaves the dependents of a
-failed job deferred forever, so the job function drops them itself when a
-node fails for good (see :mod:`backends.rq.jobs`), and :meth:`reconcile`
-does it for nodes whose work horse died without a word.
+By default a run is submitted with the jobs of its root nodes, and the job
+that makes nodes ready enqueues theirs (``release="figway"``, see
+:mod:`backends.rq.jobs`), so one level's nodes run in parallel on as many
+workers as there are. With ``release="rq"`` every job is enqueued at
+submission in one pipeline, in level order, and RQ defers each until its
+upstream jobs finished. RQ leaves the dependents of a failed job deferred
+forever, so the job function drops them itself when a node fails for good,
+and :meth:`reconcile` does it for nodes whose work horse died without a word.
 
 figway's database is the record; Redis only carries the work. When a run has
 been quiet, :meth:`reconcile` lines RQ's jobs up with that record again
@@ -19,16 +21,15 @@ So a Redis restart, flush or outage delays runs and loses none.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
-from rq import Queue, Retry, Worker
+from rq import Queue, Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Dependency, Job, JobStatus
+from rq.job import Job, JobStatus
 from rq.queue import EnqueueData
 from rq.registry import (
     DeferredJobRegistry,
@@ -43,8 +44,15 @@ from backends.contract import BackendHealth, NodeReport
 from backends.model.errors import BackendUnavailableError
 from backends.model.status import NODE_TERMINAL, NodeStatus
 from backends.model.workflow import POOLS, RunPlan
-from backends.rq.jobs import drop_jobs, job_id_for, run_node
-from backends.rq.recovery import FAILURE_TTL, release_abandoned
+from backends.rq.jobs import (
+    FIGWAY_RELEASES,
+    RELEASES,
+    RQ_RELEASES,
+    drop_jobs,
+    job_id_for,
+    node_job,
+)
+from backends.rq.recovery import release_abandoned
 from backends.rq.serialization import JOB_SERIALIZER
 
 __all__ = ["NodeStates", "RQExecutor"]
@@ -65,22 +73,6 @@ _WAITING = (
     JobStatus.RATE_LIMITED,
 )
 
-#: RQ keeps a finished job's result this long (seconds); figway's database keeps the record.
-RESULT_TTL = 3_600
-
-
-def rq_retry_interval(delay_seconds: float) -> int:
-    """RQ's retry interval for a delay, so a retry never runs early.
-
-    RQ schedules in whole seconds and truncates the due time, which can fire a
-    retry up to a second before its interval; one more second makes the delay a
-    floor (a retry waits ``delay`` to ``delay + 2`` s).
-
-    >>> rq_retry_interval(0), rq_retry_interval(0.4), rq_retry_interval(30)
-    (0, 2, 31)
-    """
-    return math.ceil(delay_seconds) + 1 if delay_seconds > 0 else 0
-
 
 class RQExecutor:
     """figway's RQ backend. ``redis`` may be a real Redis or the embedded fakeredis."""
@@ -94,8 +86,13 @@ class RQExecutor:
         job_timeout_seconds: int = 6 * 3_600,
         worker_silence: timedelta = timedelta(seconds=60),
         node_states: NodeStates | None = None,
+        release: str = FIGWAY_RELEASES,
     ) -> None:
+        if release not in RELEASES:
+            raise ValueError(f"release must be one of {RELEASES}, not {release!r}")
         self.redis = redis
+        #: Who starts a node once its upstream nodes succeeded (:mod:`backends.rq.jobs`).
+        self.release = release
         self.job_timeout_seconds = job_timeout_seconds
         self.worker_silence = worker_silence
         #: figway's record of each node; without it a quiet run is only checked, not repaired.
@@ -112,37 +109,32 @@ class RQExecutor:
     def _job_data(
         self, plan: RunPlan, node_id: str, *, attempts_done: int = 0, after_upstream: bool = True
     ) -> EnqueueData:
-        """The RQ job of a node: its next attempt is ``attempts_done + 1``.
+        """The RQ job of a node; with RQ releasing, it waits on its upstream jobs."""
+        waits = after_upstream and self.release == RQ_RELEASES
+        return node_job(
+            job_run_id=plan.job_run_id,
+            workflow_id=plan.workflow_id,
+            node_id=node_id,
+            spec=plan.nodes[node_id],
+            release=self.release,
+            attempts_done=attempts_done,
+            depends_on=[job_id_for(plan.job_run_id, up) for up in plan.upstream[node_id]]
+            if waits
+            else (),
+        )
 
-        The job function derives the attempt from ``retries - retries_left + 1``, so
-        a job made again after ``attempts_done`` attempts carries fewer retries.
-        """
-        spec = plan.nodes[node_id]
-        upstream: list[Dependency | Job | str] = (
-            [job_id_for(plan.job_run_id, up) for up in plan.upstream[node_id]]
-            if after_upstream
-            else []
-        )
-        retries_left = spec.retries - attempts_done
-        retry = None
-        if retries_left > 0:
-            retry = Retry(max=retries_left, interval=rq_retry_interval(spec.retry_delay_seconds))
-        return Queue.prepare_data(
-            run_node,
-            args=(plan.job_run_id, node_id, spec.retries),
-            job_id=job_id_for(plan.job_run_id, node_id),
-            description=f"{plan.workflow_id}/{node_id} (run {plan.job_run_id})",
-            depends_on=upstream or None,
-            retry=retry,
-            result_ttl=RESULT_TTL,
-            failure_ttl=FAILURE_TTL,
-            meta={"job_run_id": plan.job_run_id, "node_id": node_id},
-        )
+    def _submitted_nodes(self, plan: RunPlan) -> list[str]:
+        """The nodes whose jobs a submission enqueues: all of them when RQ releases the
+        others, the root nodes when figway does."""
+        order = [node_id for level in plan.levels() for node_id in level]
+        if self.release == RQ_RELEASES:
+            return order
+        return [node_id for node_id in order if not plan.upstream[node_id]]
 
     def submit(self, plan: RunPlan) -> None:
         """Enqueue the run's jobs; a repeated submission adds only the jobs Redis lacks."""
         queue = self.queue(plan.pool)
-        order = [node_id for level in plan.levels() for node_id in level]
+        order = self._submitted_nodes(plan)
         try:
             # A ping first tells "Redis is down, nothing written" (safe to send the run
             # elsewhere) from a failure part-way through writing the jobs (not safe).
@@ -303,7 +295,10 @@ class RQExecutor:
                     fixes.append(f"{node_id} is {status.value}: dropped its {_held(held)}")
                 continue
             if not all(states[up][0] is NodeStatus.SUCCEEDED for up in plan.upstream[node_id]):
-                # Waiting on upstream nodes: it needs a job that they will release.
+                # Waiting on upstream nodes. With figway releasing, the last of them to
+                # succeed enqueues its job; with RQ, it needs a job that they will release.
+                if self.release == FIGWAY_RELEASES:
+                    continue
                 if job is None or held in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
                     self._enqueue_again(plan, node_id, job, attempts, after_upstream=True)
                     fixes.append(f"{node_id} had {_held(held)}: made its job again")

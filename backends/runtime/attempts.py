@@ -37,9 +37,9 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TextIO, TypeVar
 
@@ -52,6 +52,7 @@ from backends.model.errors import (
     StoreUnavailableError,
 )
 from backends.model.status import NodeStatus
+from backends.model.workflow import NodeSpec
 from backends.nodes import (
     NodeCancelledError,
     NodeConfig,
@@ -107,6 +108,9 @@ class AttemptResult:
     outcome: Outcome
     error: str | None = None
     skipped: tuple[str, ...] = ()
+    #: Downstream nodes this success made ready, with their specs: a backend that starts
+    #: ready nodes itself (RQ, :mod:`backends.rq.release`) starts these.
+    ready: Mapping[str, NodeSpec] = field(default_factory=dict)
 
 
 class NodeRuntime:
@@ -239,7 +243,10 @@ class NodeRuntime:
         )
         if not recorded.applied and recorded.node_status is NodeStatus.CANCELLED:
             return AttemptResult(Outcome.CANCELLED, error)
-        return AttemptResult(outcome, error, recorded.skipped)
+        ready = {
+            child: NodeSpec.model_validate(start.plan_nodes[child]) for child in recorded.ready
+        }
+        return AttemptResult(outcome, error, recorded.skipped, ready)
 
     def _bounded_output(self, output: Any, context: NodeContext) -> Any:
         """The output to record: itself, or a reference to its JSON in the artifact store

@@ -93,6 +93,7 @@ def call_node_transition(
         node_status=NodeStatus(answer["node_status"]),
         run_status=RunStatus(answer["run_status"]),
         skipped=tuple(answer.get("skipped") or ()),
+        ready=tuple(answer.get("ready") or ()),
     )
     return TransitionResult(
         outcome, plan=answer.get("plan"), upstream_outputs=answer.get("upstream_outputs") or {}

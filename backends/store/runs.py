@@ -614,6 +614,7 @@ def _attempt_start(
         sandboxed=document.get("sandboxed", False),
         workspace_id=document.get("workspace_id", ""),
         run_configs={k: v.get("config", {}) for k, v in document["nodes"].items()},
+        plan_nodes=document["nodes"],
     )
 
 
@@ -729,11 +730,14 @@ def _apply_node_transition(
         _move_run(session, run, RunStatus.RUNNING, now)
     else:
         _execute(session, update(Run).where(Run.job_run_id == job_run_id).values(updated_at=now))
+    ready: tuple[str, ...] = ()
     if status is NodeStatus.FAILED:
         skipped = _skip_downstream(session, run, node_id, now)
+    if status is NodeStatus.SUCCEEDED:
+        ready = _made_ready(session, run, node_id)
     if status in NODE_TERMINAL:
         _finish_run_if_done(session, run, now)
-    return NodeOutcome(True, status, run.status, skipped)
+    return NodeOutcome(True, status, run.status, skipped, ready)
 
 
 def _execute(session: Session, statement: Any) -> Any:
@@ -840,6 +844,35 @@ def _skip_downstream(
             at,
             error=reason,
             only=downstream,
+        )
+    )
+
+
+def _made_ready(session: Session, run: _LockedRun, succeeded_node: str) -> tuple[str, ...]:
+    """The children of a node that just succeeded whose every upstream node has succeeded
+    and that have not started: the run row is locked, so only one transition sees each."""
+    plan: dict[str, Any] = session.scalars(
+        select(Run.plan).where(Run.job_run_id == run.job_run_id)
+    ).one()
+    upstream: dict[str, list[str]] = plan["upstream"]
+    children = [child for child, parents in upstream.items() if succeeded_node in parents]
+    if not children:
+        return ()
+    involved = {parent for child in children for parent in upstream[child]} | set(children)
+    statuses = dict(
+        session.execute(
+            select(NodeRun.node_id, NodeRun.status).where(
+                NodeRun.job_run_id == run.job_run_id, NodeRun.node_id.in_(sorted(involved))
+            )
+        ).all()
+    )
+    not_started = (NodeStatus.PENDING, NodeStatus.QUEUED)
+    return tuple(
+        sorted(
+            child
+            for child in children
+            if statuses.get(child) in not_started
+            and all(statuses.get(parent) == NodeStatus.SUCCEEDED for parent in upstream[child])
         )
     )
 

@@ -88,6 +88,9 @@ class NodeOutcome:
     node_status: NodeStatus
     run_status: RunStatus
     skipped: tuple[str, ...] = ()  # downstream nodes skipped by this failure
+    #: Downstream nodes this success made ready (every upstream node succeeded, the node
+    #: not started): exactly one transition names each, so one releaser starts it.
+    ready: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class AttemptStart:
     #: Every node's config in the run's plan: the secrets any node of the run names are
     #: masked in this attempt too.
     run_configs: Mapping[str, Any] = field(default_factory=dict)
+    #: Every node's spec in the run's plan, as stored (validated when a node is released).
+    plan_nodes: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

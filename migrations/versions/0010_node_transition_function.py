@@ -46,6 +46,7 @@ DECLARE
     v_attempts integer;
     v_outputs json := '{}';
     v_skipped text[] := '{}';
+    v_ready text[] := '{}';
     v_reason text;
     v_final text;
     v_failed integer;
@@ -156,6 +157,27 @@ BEGIN
         SELECT coalesce(array_agg(node_id ORDER BY node_id), '{}') INTO v_skipped FROM moved;
     END IF;
 
+    IF p_status = 'succeeded' THEN
+        -- Children whose every parent has succeeded and that have not started: the run
+        -- row is locked, so exactly one transition names each (whoever releases it).
+        WITH edges AS (
+            SELECT e.key AS child, u.parent
+              FROM json_each(v_plan -> 'upstream') AS e,
+                   json_array_elements_text(e.value) AS u(parent)
+        ), children AS (
+            SELECT DISTINCT child FROM edges WHERE parent = p_node
+        )
+        SELECT coalesce(array_agg(c.child ORDER BY c.child), '{}') INTO v_ready
+          FROM children AS c
+          JOIN node_runs AS n ON n.job_run_id = p_run AND n.node_id = c.child
+         WHERE n.status IN ('pending', 'queued')
+           AND NOT EXISTS (
+               SELECT 1 FROM edges AS e
+                 JOIN node_runs AS p ON p.job_run_id = p_run AND p.node_id = e.parent
+                WHERE e.child = c.child AND p.status <> 'succeeded'
+           );
+    END IF;
+
     IF p_status = ANY (p_node_terminal) AND NOT (v_run_status = ANY (p_run_terminal))
        AND NOT EXISTS (
            SELECT 1 FROM node_runs
@@ -181,7 +203,7 @@ BEGIN
 
     RETURN json_build_object(
         'applied', true, 'node_status', p_status, 'run_status', v_run_status,
-        'skipped', v_skipped,
+        'skipped', v_skipped, 'ready', v_ready,
         'plan', CASE WHEN p_starting THEN v_plan END,
         'upstream_outputs', v_outputs);
 END;

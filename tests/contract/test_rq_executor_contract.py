@@ -17,7 +17,7 @@ from backends.model.workflow import POOLS, RunPlan
 from backends.nodes import default_registry
 from backends.rq.embedded import EmbeddedWorkers
 from backends.rq.executor import RQExecutor
-from backends.rq.jobs import job_id_for
+from backends.rq.jobs import FIGWAY_RELEASES, RQ_RELEASES, job_id_for
 from backends.runtime.attempts import NodeRuntime
 from backends.runtime.bootstrap import install_runtime
 from backends.store import Store, create_database_engine, upgrade
@@ -67,6 +67,9 @@ class RQContract(ExecutorContract):
 class TestRQEmbedded(RQContract):
     """RQ as the embedded default runs it: fakeredis, worker threads, SQLite."""
 
+    #: Who starts ready nodes (backends/rq/jobs.py).
+    release = FIGWAY_RELEASES
+
     @pytest.fixture
     def harness(self, tmp_path: Path) -> Iterator[ExecutorHarness]:
         engine = create_database_engine(f"sqlite:///{tmp_path / 'figway.db'}")
@@ -77,7 +80,9 @@ class TestRQEmbedded(RQContract):
         workers = EmbeddedWorkers(redis, POOLS, count=4)
         workers.start()
         try:
-            yield ExecutorHarness(RQExecutor(redis), store, slots=workers.count)
+            yield ExecutorHarness(
+                RQExecutor(redis, release=self.release), store, slots=workers.count
+            )
         finally:
             workers.stop()
             install_runtime(None)
@@ -122,6 +127,12 @@ def rq_workers(
 
 
 @pytest.mark.service
+class TestRQEmbeddedReleasedByRQ(TestRQEmbedded):
+    """The same, with RQ's ``depends_on`` starting ready nodes (FIGWAY_RQ_RELEASE=rq)."""
+
+    release = RQ_RELEASES
+
+
 class TestRQOnRealServices(RQContract):
     """RQ in production shape: Redis, PostgreSQL and two forking `figway worker rq` processes."""
 

@@ -6,7 +6,9 @@ ready-to-enqueue registry waited for RQ's ten-minute maintenance; a quiet run
 was judged by "can RQ still run something" and failed "was Redis flushed or
 restarted?" on a guess. Each state is made here on a Redis of the test's own,
 the executor reconciles the quiet run, and an in-process worker then finishes
-it: the run succeeds, every node ran once per attempt.
+it: the run succeeds, every node ran once per attempt. Each state is tried with
+either way of starting ready nodes where both can leave it behind (figway's own
+release, and RQ's ``depends_on``, whose deferred and parked jobs are its own).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from backends.model.status import NodeStatus
 from backends.model.workflow import RunPlan
 from backends.nodes import default_registry
 from backends.rq.executor import RQExecutor
-from backends.rq.jobs import job_id_for
+from backends.rq.jobs import FIGWAY_RELEASES, RELEASES, RQ_RELEASES, job_id_for
 from backends.rq.serialization import JOB_SERIALIZER
 from backends.rq.worker import build_worker, worker_redis
 from backends.runtime.attempts import NodeRuntime
@@ -35,12 +37,13 @@ pytestmark = pytest.mark.service
 
 
 class Harness:
-    def __init__(self, redis_url: str, store: Store) -> None:
+    def __init__(self, redis_url: str, store: Store, release: str) -> None:
         self.redis = worker_redis(redis_url)
         self.store = store
         self.executor = RQExecutor(
             self.redis,
             node_states=lambda job_run_id: store.node_states(job_run_id=job_run_id),
+            release=release,
         )
 
     def submitted(self, plan: RunPlan) -> RunPlan:
@@ -72,13 +75,31 @@ class Harness:
         )
 
 
+@pytest.fixture(params=RELEASES)
+def harness(
+    request: pytest.FixtureRequest, own_redis: OwnRedis, tmp_path: Path
+) -> Iterator[Harness]:
+    """Either way of starting ready nodes: figway's own, or RQ's ``depends_on``."""
+    yield from _harness(own_redis, tmp_path, request.param)
+
+
 @pytest.fixture
-def harness(own_redis: OwnRedis, tmp_path: Path) -> Iterator[Harness]:
+def rq_harness(own_redis: OwnRedis, tmp_path: Path) -> Iterator[Harness]:
+    """RQ's ``depends_on`` starts ready nodes: the states only it can leave behind."""
+    yield from _harness(own_redis, tmp_path, RQ_RELEASES)
+
+
+@pytest.fixture
+def figway_harness(own_redis: OwnRedis, tmp_path: Path) -> Iterator[Harness]:
+    yield from _harness(own_redis, tmp_path, FIGWAY_RELEASES)
+
+
+def _harness(own_redis: OwnRedis, tmp_path: Path, release: str) -> Iterator[Harness]:
     engine = create_database_engine(f"sqlite:///{tmp_path / 'figway.db'}")
     upgrade(engine)
     store = Store(engine)
     install_runtime(NodeRuntime(store, default_registry(), heartbeat_seconds=0.2))
-    running = Harness(own_redis.url(), store)
+    running = Harness(own_redis.url(), store, release)
     running.redis.flushdb()
     try:
         yield running
@@ -97,8 +118,9 @@ def chain_plan() -> RunPlan:
 
 
 def test_a_failed_job_figway_did_not_fail_is_queued_again_and_its_children_follow(
-    harness: Harness,
+    rq_harness: Harness,
 ) -> None:
+    harness = rq_harness
     plan = harness.submitted(chain_plan())
     root = harness.job(plan, "a")
     # What a database outage did before: the job failed before its node recorded a start.
@@ -115,7 +137,54 @@ def test_a_failed_job_figway_did_not_fail_is_queued_again_and_its_children_follo
     assert harness.starts(plan) == [("a", 1), ("b", 1), ("c", 1)]
 
 
-def test_a_job_parked_ready_to_enqueue_is_released(harness: Harness) -> None:
+def test_a_failed_root_job_is_queued_again_and_releases_its_children(harness: Harness) -> None:
+    plan = harness.submitted(chain_plan())
+    root = harness.job(plan, "a")
+    root.set_status(JobStatus.FAILED)
+    harness.redis.lrem("rq:queue:default", 0, root.id)
+    FailedJobRegistry("default", connection=harness.redis).add(root, exc_string="StoreError")
+
+    assert harness.executor.reconcile(plan, {}) == []
+    assert harness.job(plan, "a").get_status() is JobStatus.QUEUED
+    harness.work()
+    assert harness.status(plan) == "succeeded"
+    assert harness.starts(plan) == [("a", 1), ("b", 1), ("c", 1)]
+
+
+def test_figway_enqueues_a_node_only_when_its_last_parent_succeeds(
+    figway_harness: Harness,
+) -> None:
+    harness = figway_harness
+    diamond = make_plan(
+        {"a": "noop", "b": "noop", "c": "noop", "d": "noop"},
+        {"b": ["a"], "c": ["a"], "d": ["b", "c"]},
+    )
+    plan = harness.submitted(diamond)
+    held = [n for n in "abcd" if harness.redis.exists(Job.key_for(job_id_for(plan.job_run_id, n)))]
+    assert held == ["a"]  # submitted with its root only
+    harness.work()
+    assert harness.status(plan) == "succeeded"
+    assert harness.starts(plan) == [("a", 1), ("b", 1), ("c", 1), ("d", 1)]
+    assert DeferredJobRegistry("default", connection=harness.redis).count == 0
+
+
+def test_a_ready_node_whose_releasing_job_died_gets_a_job(harness: Harness) -> None:
+    plan = harness.submitted(make_plan({"a": "noop", "b": "noop"}, {"b": ["a"]}))
+    # a's success is recorded; its job died before it could enqueue b (or RQ release it).
+    for status in (NodeStatus.RUNNING, NodeStatus.SUCCEEDED):
+        harness.store.record_node(job_run_id=plan.job_run_id, node_id="a", attempt=1, status=status)
+    harness.redis.lrem("rq:queue:default", 0, harness.job(plan, "a").id)
+    harness.job(plan, "a").set_status(JobStatus.FAILED)
+
+    harness.executor.reconcile(plan, {})
+    assert harness.job(plan, "b").get_status() is JobStatus.QUEUED
+    harness.work()
+    assert harness.status(plan) == "succeeded"
+    assert harness.starts(plan) == [("a", 1), ("b", 1)]
+
+
+def test_a_job_parked_ready_to_enqueue_is_released(rq_harness: Harness) -> None:
+    harness = rq_harness
     plan = harness.submitted(make_plan({"a": "noop", "b": "noop"}, {"b": ["a"]}))
     # a ran; its worker moved b to ready-to-enqueue, then lost a watch race enqueueing it.
     for status in (NodeStatus.RUNNING, NodeStatus.SUCCEEDED):
@@ -144,7 +213,8 @@ def test_a_run_whose_jobs_redis_lost_is_resubmitted_from_the_record(harness: Har
     assert harness.starts(plan) == [("a", 1), ("b", 1), ("c", 1)]
 
 
-def test_a_child_deferred_behind_a_node_figway_failed_is_dropped(harness: Harness) -> None:
+def test_a_child_deferred_behind_a_node_figway_failed_is_dropped(rq_harness: Harness) -> None:
+    harness = rq_harness
     plan = harness.submitted(chain_plan())
     run_id = plan.job_run_id
     harness.store.record_node(job_run_id=run_id, node_id="a", attempt=1, status=NodeStatus.RUNNING)

@@ -18,15 +18,15 @@ from sqlalchemy import select
 
 from backends.model.errors import StoreError
 from backends.model.status import NodeStatus as N
-from backends.store import LogRecord, RunView, Store, create_database_engine, utcnow
+from backends.store import LogRecord, NodeOutcome, RunView, Store, create_database_engine, utcnow
 from backends.store.models import LogLine, NodeRun, Run, Transition
 from backends.store.views import Route
 from tests.support.plans import make_plan, start_run
 
 pytestmark = pytest.mark.service
 
-NODES = {"a": "noop", "b": "noop", "c": "noop", "d": "noop", "e": "noop", "f": "noop", "g": "noop"}
-EDGES = {"b": ["a"], "c": ["b"], "d": ["a"], "g": ["f"]}
+NODES = {n: "noop" for n in "abcdefgh"}
+EDGES = {"b": ["a"], "c": ["b"], "d": ["a"], "g": ["f"], "h": ["d", "e"]}
 
 
 class StatementByStatementStore(Store):
@@ -81,7 +81,9 @@ def script(store: Store, run: str) -> list[Any]:
     start("f")
     record("f", 1, N.FAILED, error="no")  # skips g
     start("e")
-    record("e", 1, N.SUCCEEDED, output=[1, 2])  # the last node: the run ends
+    record("e", 1, N.SUCCEEDED, output=[1, 2])  # h's second parent: h is ready
+    start("h")
+    record("h", 1, N.SUCCEEDED)  # the last node: the run ends
     record("e", 1, N.CANCELLED)  # after the end
     refused(lambda: store.record_node(job_run_id=run, node_id="zz", attempt=1, status=N.RUNNING))
     refused(lambda: store.start_attempt(job_run_id="no-such-run", node_id="a", attempt=1))
@@ -134,7 +136,8 @@ def test_one_call_and_statement_by_statement_agree_on_every_move(
     first = start_run(one_call, NODES, EDGES).job_run_id
     second = start_run(by_statement, NODES, EDGES).job_run_id
 
-    assert script(one_call, first) == script(by_statement, second)
+    script_answers = script(one_call, first)
+    assert script_answers == script(by_statement, second)
     assert recorded(one_call, first) == recorded(by_statement, second)
     # And the script did reach the corners it is meant to walk.
     final = recorded(one_call, first)
@@ -144,6 +147,8 @@ def test_one_call_and_statement_by_statement_agree_on_every_move(
     ]
     assert ("c", 0, "skipped", "upstream node 'b' failed") in final["journal"]
     assert final["logs"] == [("a", 2, "INFO", "hi")]
+    released = [a.ready for a in script_answers if isinstance(a, NodeOutcome) and a.ready]
+    assert released == [("b", "d"), ("h",)]  # each child named once, by its last parent
 
 
 def test_a_start_refused_by_a_cancel_agrees(stores: tuple[Store, Store]) -> None:

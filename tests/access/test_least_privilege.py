@@ -233,7 +233,6 @@ def test_an_echoed_secret_is_masked_in_outputs_tables_and_downstream_errors(
 # -- scopes and connections, on PostgreSQL with access control on (pg_gateway, conftest) ---
 
 
-
 @pytest.fixture(scope="module")
 def keys(pg_gateway: Gateway) -> dict[str, NewKey]:
     with api_keys(pg_gateway.settings.resolved_database_url()) as store:

@@ -54,7 +54,6 @@ def watch_in_background(gateway: Gateway, job_run_id: str, key: str) -> subproce
     )
 
 
-
 @pytest.fixture(scope="module")
 def keys(pg_gateway: Gateway) -> dict[str, NewKey]:
     with api_keys(pg_gateway.settings.resolved_database_url()) as store:

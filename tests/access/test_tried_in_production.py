@@ -25,7 +25,7 @@ access control on; "here" is this module):
 | SQLite file and artifacts world-readable | store/test_store, nodes/test_artifacts (unit); here:     | artifacts yes; SQLite by nature |
 |                                          | the stored output (PG), redis_url_alone (SQLite)         |       |
 | artifact URIs expose server paths        | nodes/test_artifacts (unit); here: a_large_output        | yes   |
-| no lock file; fakeredis in production    | deploy/test_compose, test_docs (build files, no gateway) | n/a   |
+| no lock file; fakeredis in production    | unit/test_lock_files, deploy/test_compose (build files)  | n/a   |
 
 Gateways here share the session's PostgreSQL and the tests' Redis database: replicas of
 one deployment. None runs in-process: an embedded gateway's in-process RQ would take

@@ -24,7 +24,9 @@ import pymysql
 import pytest
 
 from backends.store import Store, create_database_engine, upgrade
+from tests.support.api_client import Gateway
 from tests.support.figway_stack import Stack
+from tests.support.gateway import production_gateway
 from tests.support.policy import test_policy_env
 from tests.support.services import empty_tables, flushed_redis
 
@@ -76,6 +78,15 @@ def pg_url() -> Iterator[str]:
     yield url
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def pg_gateway(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway in this process on the session's PostgreSQL, access control on: one per
+    module that asks. Not one per session: ``database_url`` empties that database's
+    tables between modules (keys, rules and runs), under a gateway that would outlive it."""
+    with production_gateway(pg_url, tmp_path_factory.mktemp("pg-gateway")) as running:
+        yield running
 
 
 @pytest.fixture

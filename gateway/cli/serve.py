@@ -122,8 +122,13 @@ def serve(
     for line in security_lines(settings):
         click.echo(f"security:   {line}")
         log.info("security: %s", line)
-    if not access.required and not is_loopback(host):
-        log.warning("access control is OFF on %s: anyone who reaches it can run workflows", host)
+    if not access.required and (settings.production_backing or not is_loopback(host)):
+        # Off with a database or Redis is production opened on purpose: said at every start.
+        log.warning(
+            "access control is OFF on %s (%s): anyone who reaches it can run workflows",
+            host,
+            access.reason,
+        )
     # figway's own access log (gateway/web/access_log.py), at the level asked for here:
     # Prefect's logging set-up cannot lower it, as it lowers uvicorn's.
     logging.getLogger(ACCESS_LOGGER).setLevel(log_level.upper())

@@ -230,20 +230,12 @@ def test_an_echoed_secret_is_masked_in_outputs_tables_and_downstream_errors(
     assert base64.b64encode(f"auth={token}".encode()).decode() not in everything
 
 
-# -- scopes and connections, on PostgreSQL with access control on -------------------------
+# -- scopes and connections, on PostgreSQL with access control on (pg_gateway, conftest) ---
 
 
 @pytest.fixture(scope="module")
-def production(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with running_gateway(
-        tmp_path_factory.mktemp("least-privilege-pg"), database_url=pg_url, auth="on"
-    ) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def keys(production: Gateway) -> dict[str, NewKey]:
-    with api_keys(production.settings.resolved_database_url()) as store:
+def keys(pg_gateway: Gateway) -> dict[str, NewKey]:
+    with api_keys(pg_gateway.settings.resolved_database_url()) as store:
         return {
             "workflows": store.create(name="lp workflows", scopes=["workflows"], created_by="test"),
             "code": store.create(name="lp code", scopes=["workflows", "code"], created_by="test"),
@@ -262,9 +254,9 @@ PYTHON = {"code": {"type": "python", "config": {"callable": "backends.nodes.demo
 
 @pytest.mark.service
 def test_a_workflows_key_cannot_define_or_redefine_code(
-    production: Gateway, keys: dict[str, NewKey]
+    pg_gateway: Gateway, keys: dict[str, NewKey]
 ) -> None:
-    with as_key(production, keys["workflows"]) as plain, as_key(production, keys["code"]) as code:
+    with as_key(pg_gateway, keys["workflows"]) as plain, as_key(pg_gateway, keys["code"]) as code:
         workflow_id, refused = put(plain, PYTHON)
         assert refused.status_code == 403
         assert "may define workflows but not code: node(s) code run python" in refused.text
@@ -295,11 +287,11 @@ def test_a_workflows_key_cannot_define_or_redefine_code(
     ],
 )  # fmt: skip
 def test_in_production_database_nodes_connect_only_through_secrets(
-    production: Gateway, keys: dict[str, NewKey], connection: str, says: str
+    pg_gateway: Gateway, keys: dict[str, NewKey], connection: str, says: str
 ) -> None:
     node = {"read": {"type": "postgres_extract", "config": {
         "connection": connection, "query": "select pg_read_file('/etc/passwd')"}}}  # fmt: skip
-    with as_key(production, keys["workflows"]) as client:
+    with as_key(pg_gateway, keys["workflows"]) as client:
         _, response = put(client, node)
     assert response.status_code == 422
     assert says in problems(response)["nodes.read.config.connection"]

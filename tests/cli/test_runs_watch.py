@@ -55,16 +55,8 @@ def watch_in_background(gateway: Gateway, job_run_id: str, key: str) -> subproce
 
 
 @pytest.fixture(scope="module")
-def production(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with running_gateway(
-        tmp_path_factory.mktemp("watch-pg"), database_url=pg_url, auth="on"
-    ) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def keys(production: Gateway) -> dict[str, NewKey]:
-    with api_keys(production.settings.resolved_database_url()) as store:
+def keys(pg_gateway: Gateway) -> dict[str, NewKey]:
+    with api_keys(pg_gateway.settings.resolved_database_url()) as store:
         return {
             "runs": store.create(name="watch runs", scopes=["runs"], created_by="test"),
             "workflows": store.create(
@@ -74,29 +66,29 @@ def keys(production: Gateway) -> dict[str, NewKey]:
 
 
 @pytest.fixture
-def client(production: Gateway, keys: dict[str, NewKey]) -> Iterator[httpx.Client]:
-    with client_of(production) as http:
+def client(pg_gateway: Gateway, keys: dict[str, NewKey]) -> Iterator[httpx.Client]:
+    with client_of(pg_gateway) as http:
         http.headers["Authorization"] = f"Bearer {keys['runs'].token}"
         yield http
 
 
 @pytest.fixture
-def define_as_workflows_key(production: Gateway, keys: dict[str, NewKey]) -> Iterator[httpx.Client]:
-    with client_of(production) as http:
+def define_as_workflows_key(pg_gateway: Gateway, keys: dict[str, NewKey]) -> Iterator[httpx.Client]:
+    with client_of(pg_gateway) as http:
         http.headers["Authorization"] = f"Bearer {keys['workflows'].token}"
         yield http
 
 
 @pytest.mark.service
 def test_a_run_that_succeeds_is_followed_to_its_end_and_exits_0(
-    production: Gateway,
+    pg_gateway: Gateway,
     keys: dict[str, NewKey],
     client: httpx.Client,
     define_as_workflows_key: httpx.Client,
 ) -> None:
     workflow_id = define(define_as_workflows_key, NODES, DEPENDENCIES)
     run = start(client, workflow_id)
-    done = watch(production, run["job_run_id"], keys["runs"].token)
+    done = watch(pg_gateway, run["job_run_id"], keys["runs"].token)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[-1] == f"run {run['job_run_id']} succeeded", done.stdout
@@ -108,7 +100,7 @@ def test_a_run_that_succeeds_is_followed_to_its_end_and_exits_0(
 
 @pytest.mark.service
 def test_a_failed_run_exits_1_with_each_transition_and_the_skipped_nodes(
-    production: Gateway,
+    pg_gateway: Gateway,
     keys: dict[str, NewKey],
     client: httpx.Client,
     define_as_workflows_key: httpx.Client,
@@ -128,7 +120,7 @@ def test_a_failed_run_exits_1_with_each_transition_and_the_skipped_nodes(
     }
     workflow_id = define(define_as_workflows_key, nodes, {"broken": ["gate"], "after": ["broken"]})
     run = start(client, workflow_id)
-    watcher = watch_in_background(production, run["job_run_id"], keys["runs"].token)
+    watcher = watch_in_background(pg_gateway, run["job_run_id"], keys["runs"].token)
     try:
         assert watcher.stdout is not None
         first = watcher.stdout.readline()  # the snapshot: the watcher is following the run
@@ -151,7 +143,7 @@ def test_a_failed_run_exits_1_with_each_transition_and_the_skipped_nodes(
 
 @pytest.mark.service
 def test_a_cancelled_run_exits_2(
-    production: Gateway,
+    pg_gateway: Gateway,
     keys: dict[str, NewKey],
     client: httpx.Client,
     define_as_workflows_key: httpx.Client,
@@ -160,7 +152,7 @@ def test_a_cancelled_run_exits_2(
         define_as_workflows_key, {"nap": {"type": "sleep", "config": {"seconds": 60}}}
     )
     run = start(client, workflow_id)
-    watcher = watch_in_background(production, run["job_run_id"], keys["runs"].token)
+    watcher = watch_in_background(pg_gateway, run["job_run_id"], keys["runs"].token)
     try:
         wait_for_run(client, run["job_run_id"], frozenset({"running"}))
         time.sleep(0.5)  # the watcher connected (it is followed either way: it ends below)
@@ -174,17 +166,17 @@ def test_a_cancelled_run_exits_2(
 
 @pytest.mark.service
 def test_what_cannot_be_followed_exits_3_with_the_reason(
-    production: Gateway, keys: dict[str, NewKey], client: httpx.Client
+    pg_gateway: Gateway, keys: dict[str, NewKey], client: httpx.Client
 ) -> None:
-    unknown = watch(production, "no-such-run", keys["runs"].token)
+    unknown = watch(pg_gateway, "no-such-run", keys["runs"].token)
     assert unknown.returncode == 3, unknown.stdout + unknown.stderr
     assert "no run 'no-such-run'" in unknown.stderr
 
-    no_key = watch(production, "no-such-run")
+    no_key = watch(pg_gateway, "no-such-run")
     assert no_key.returncode == 3
     assert "an API key is required" in no_key.stderr
 
-    wrong_scope = watch(production, "no-such-run", keys["workflows"].token)
+    wrong_scope = watch(pg_gateway, "no-such-run", keys["workflows"].token)
     assert wrong_scope.returncode == 3
     assert "runs" in wrong_scope.stderr  # the scope it lacks is named
 

@@ -56,6 +56,9 @@ class Stack:
     #: Settings of the workers only, on top of ``settings`` (a worker held to a policy
     #: other than the gateway's, say).
     worker_settings: dict[str, str] = field(default_factory=dict)
+    #: Settings left out of every process's environment: ``FIGWAY_AUTH``, say, so that
+    #: the backing decides access control as it does in production.
+    unset: tuple[str, ...] = ()
     gateway: LoggedProcess | None = None
     workers: dict[str, LoggedProcess] = field(default_factory=dict)
     port: int = 0
@@ -65,7 +68,7 @@ class Stack:
     # -- processes --------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        return clean_env(
+        env = clean_env(
             {
                 "FIGWAY_DATABASE_URL": self.database_url,
                 "FIGWAY_REDIS_URL": self.redis_url,
@@ -76,6 +79,7 @@ class Stack:
                 **self.settings,
             }
         )
+        return {name: value for name, value in env.items() if name not in self.unset}
 
     def start_gateway(self) -> None:
         """Launch `figway serve`; it is waited for on first use, so workers can start meanwhile."""

@@ -1,4 +1,5 @@
-"""Running a real figway gateway in this process, on its embedded default, for HTTP tests.
+"""Running a real figway gateway in this process, for HTTP tests: on its embedded default,
+or on PostgreSQL with access control on (``production_gateway``).
 
 The gateway is served by uvicorn on a free loopback port. Every response its
 clients get goes through a hook that records 5xx answers: a test that provoked
@@ -26,7 +27,7 @@ from gateway.web.app import create_app
 from tests.support.api_client import EMBEDDED_WORKERS, HEARTBEAT_SECONDS, Gateway
 from tests.support.policy import test_policy_env
 
-__all__ = ["client_of", "running_gateway"]
+__all__ = ["client_of", "production_gateway", "running_gateway"]
 
 STARTUP_SECONDS = 30
 
@@ -124,6 +125,15 @@ def running_gateway(data_dir: Path, **overrides: Any) -> Iterator[Gateway]:
             sock.close()
             if thread.is_alive():
                 pytest.fail("the gateway did not shut down within 60 s")
+
+
+@contextmanager
+def production_gateway(database_url: str, data_dir: Path) -> Iterator[Gateway]:
+    """A gateway on the PostgreSQL database at ``database_url`` with access control on,
+    as production runs it (its RQ workers still in-process); keys are made with
+    ``tests.support.keys``. ``tests/conftest.py`` gives each module one."""
+    with running_gateway(data_dir, database_url=database_url, auth="on") as running:
+        yield running
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""Nodes that use what their limits forbid: memory and CPU time (``python`` node callables)."""
+"""Nodes that use what their limits forbid: memory, CPU time, and room for their error and
+log lines (``python`` node callables)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import time
 
 from backends.nodes.base import NodeContext
 
-__all__ = ["allocate", "burn"]
+__all__ = ["allocate", "burn", "shout"]
 
 
 def allocate(megabytes: int, context: NodeContext) -> dict[str, int]:
@@ -23,3 +24,9 @@ def burn(seconds: float, context: NodeContext) -> dict[str, float]:
     while time.process_time() - start < seconds:
         pass
     return {"burned_seconds": seconds}
+
+
+def shout(size: int) -> None:
+    """Print a line of ``size`` characters, then fail with an error as long."""
+    print("y" * size)
+    raise ValueError("cannot cast " + "z" * size)

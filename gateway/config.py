@@ -153,6 +153,13 @@ class Settings(RuntimeSettings):
         description="Node outputs (tables) of a run are removed from the artifact store this "
         "long after the run finished.",
     )
+    run_retention_days: float | None = Field(
+        default=None,
+        ge=1,
+        description="Delete a run's records (its nodes, journal and log lines) this long after "
+        "it ended, once its artifacts are removed and the metrics counted it. Unset: keep "
+        "every run. Keep it longer than any window you compare or guard on.",
+    )
     auth: Literal["on", "off"] | None = Field(
         default=None,
         description="API keys (`figway keys create`): `on` requires one on every route but "

@@ -40,6 +40,7 @@ from backends.store.metric_records import MetricRecords
 from backends.store.models import RUN_LEVEL
 from backends.store.rollout_records import RolloutRecords
 from backends.store.routing_records import RoutingRecords
+from backends.store.run_retention import RunRetentionRecords
 from backends.store.transactions import utcnow
 from backends.store.views import LogRecord, RunView
 from gateway.config import Settings
@@ -56,6 +57,7 @@ from gateway.routing.source import RulesSource
 from gateway.upkeep.artifact_janitor import ArtifactJanitor
 from gateway.upkeep.backend_startup import BackendStartup
 from gateway.upkeep.periodic import Periodic
+from gateway.upkeep.run_retention import RunRetention
 
 __all__ = ["Services", "build_executors", "build_services", "stop_ephemeral_prefect"]
 
@@ -175,6 +177,18 @@ class Services:
                 interval_seconds=settings.artifact_cleanup_seconds,
             ),
         ]
+        if settings.run_retention_days is not None:
+            retention = RunRetention(
+                RunRetentionRecords(self.engine),
+                retention=timedelta(days=settings.run_retention_days),
+            )
+            self._background.append(
+                Periodic(
+                    "run-retention",
+                    retention.delete_expired,
+                    interval_seconds=settings.artifact_cleanup_seconds,
+                )
+            )
         for thread in self._background:
             thread.start()
 

@@ -329,13 +329,20 @@ class SustainedResult:
 
 
 def measure_sustained(
-    target: SubmitTarget, name: str, *, clients: int, seconds: float, max_submissions: int
+    target: SubmitTarget,
+    name: str,
+    *,
+    clients: int,
+    seconds: float,
+    max_submissions: int,
+    factories: Mapping[str, tuple[str, SubmitterFactory]] | None = None,
 ) -> SustainedResult:
     """``clients`` threads, each with its own connection, submit back to back.
 
     Stops after ``seconds`` or ``max_submissions``, whichever comes first.
+    ``factories`` defaults to :func:`submitter_factories`.
     """
-    label, factory = submitter_factories()[name]
+    label, factory = (submitter_factories() if factories is None else factories)[name]
     submitters = [factory(target) for _ in range(clients)]
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[BaseException] = []

@@ -39,7 +39,14 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from bench.report import environment, latency_tables, run_header, stop_on_sigterm, write_results
+from bench.report import (
+    environment,
+    latency_tables,
+    run_header,
+    stop_on_sigterm,
+    verdict,
+    write_results,
+)
 from bench.stack import BenchStack, StackConfig
 from bench.submit import SubmitTarget, SubmitterFactory, measure_latency, measure_sustained
 from bench.workflows import BenchDag, chain, layered, small
@@ -50,6 +57,7 @@ __all__ = [
     "RESULTS_DIR",
     "SYSTEMS",
     "BenchPath",
+    "PathReport",
     "Runner",
     "add_service_arguments",
     "choices",
@@ -76,6 +84,14 @@ Item = TypeVar("Item")
 
 def say(message: str) -> None:
     print(message, flush=True)
+
+
+class PathReport(Protocol):
+    """A path's own report tables (a module: ``bench.rq_report``, ``bench.prefect_report``)."""
+
+    def sections(self, results: dict[str, Any]) -> list[str]: ...
+
+    def target_lines(self, targets: dict[str, Any]) -> list[str]: ...
 
 
 class Runner(Protocol[Sample]):
@@ -269,6 +285,13 @@ class BenchPath(ABC):
     submit_note: str = "no workers running"
     #: Said after the results are written: the targets.
     closing: str = ""
+    #: The path's own report tables: ``sections(results)`` after the submit latency,
+    #: ``target_lines(targets)`` after the submit target.
+    report: PathReport
+    #: figway's submit p50 over the baseline's: the target, or None where none is set.
+    submit_target: float | None = None
+    #: What the baseline does, for the submit target's line.
+    baseline: str = "baseline"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """The path's own options."""
@@ -334,14 +357,6 @@ class BenchPath(ABC):
     def software(self, results: dict[str, Any]) -> str:
         """The report's first line names these packages' versions."""
 
-    @abstractmethod
-    def sections(self, results: dict[str, Any]) -> list[str]:
-        """The report's own tables, after the submit latency."""
-
-    @abstractmethod
-    def target_lines(self, targets: dict[str, Any]) -> list[str]:
-        """The report's targets section, one line each."""
-
     # -- what the harness does with it ---------------------------------------------------
 
     def render(self, results: dict[str, Any]) -> str:
@@ -356,8 +371,20 @@ class BenchPath(ABC):
                 f"{settings['warmup']} warm-up, interleaved; {self.submit_note})"
             )
             parts += latency_tables(latency)
-        parts += self.sections(results)
-        lines = self.target_lines(results.get("targets", {}))
+        parts += self.report.sections(results)
+        targets = results.get("targets", {})
+        lines = []
+        if "submit_p50_ratio" in targets:
+            ratio = targets["submit_p50_ratio"]
+            lines.append(
+                f"- submit p50, figway POST / {self.baseline}: "
+                + (
+                    verdict(ratio, self.submit_target)
+                    if self.submit_target is not None
+                    else f"{ratio:.2f}x (no target set for this path)"
+                )
+            )
+        lines += self.report.target_lines(targets)
         if lines:
             parts.append("\n".join(["### Targets", *lines]))
         return "\n\n".join(parts) + "\n"

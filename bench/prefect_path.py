@@ -61,6 +61,8 @@ class PrefectPath(BenchPath):
     }
     redis_db = PrefectStackConfig.redis_db
     packages = ("prefect",)
+    report = prefect_report
+    baseline = "baseline (INSERT + create_flow_run_from_deployment)"
     submit_note = "no worker running, flow runs left Scheduled and deleted after"
     closing = (
         f"target: figway's in-flow time on Prefect <= {prefect_report.PER_NODE_TARGET:g}x "
@@ -168,12 +170,6 @@ class PrefectPath(BenchPath):
         return (
             f"prefect {env['packages'].get('prefect')} (server API {env.get('prefect_server_api')})"
         )
-
-    def sections(self, results: dict[str, Any]) -> list[str]:
-        return prefect_report.sections(results)
-
-    def target_lines(self, targets: dict[str, Any]) -> list[str]:
-        return prefect_report.target_lines(targets)
 
 
 PATH = PrefectPath()

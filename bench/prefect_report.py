@@ -236,11 +236,6 @@ def sections(results: dict[str, Any]) -> list[str]:
 
 def target_lines(targets: dict[str, Any]) -> list[str]:
     lines = []
-    if "submit_p50_ratio" in targets:
-        lines.append(
-            f"- submit p50, figway POST / baseline (INSERT + create_flow_run_from_deployment): "
-            f"{targets['submit_p50_ratio']:.2f}x (no target set for Prefect; the RQ path's is 2x)"
-        )
     for item in targets.get("in_flow", []):
         lines.append(
             f"- per-node overhead on Prefect, {item['dag']}: in-flow figway / native "

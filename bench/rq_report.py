@@ -228,11 +228,6 @@ def scale_tables(results: dict[str, Any]) -> list[str]:
 
 def target_lines(targets: dict[str, Any]) -> list[str]:
     lines = []
-    if "submit_p50_ratio" in targets:
-        lines.append(
-            f"- submit p50, figway POST / baseline: "
-            f"{verdict(targets['submit_p50_ratio'], SUBMIT_TARGET)}"
-        )
     for item in targets.get("end_to_end", []):
         lines.append(
             f"- end to end, {item['mode']} workers, {item['dag']}: "

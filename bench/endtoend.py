@@ -28,12 +28,11 @@ from typing import Any
 
 import httpx
 from redis import Redis
-from rq import Queue
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
 from backends.rq.jobs import job_id_for
-from bench.native import QUEUE, enqueue_dag, fetch_jobs, native_job_id, wait_for_jobs
+from bench.native import QUEUE, enqueue_dag, fetch_jobs, native_job_id, queue, wait_for_jobs
 from bench.submit import RUN_TERMINAL, run_body
 from bench.workflows import BenchDag
 
@@ -69,7 +68,7 @@ class EndToEndRunner:
 
     def __post_init__(self) -> None:
         self._client = httpx.Client(base_url=self.api_url, timeout=30.0)
-        self._queue = Queue(QUEUE, connection=self.redis)
+        self._queue = queue(self.redis)
 
     def close(self) -> None:
         self._client.close()

@@ -28,10 +28,9 @@ from typing import Any, Protocol
 import httpx
 import psycopg
 from redis import Redis
-from rq import Queue
 
 from backends.contract import Executor
-from bench.native import QUEUE, enqueue_dag
+from bench.native import enqueue_dag, queue
 from bench.stats import Summary, summarise
 from bench.timing import PhaseTimer, StatementCounter
 from bench.workflows import FOLDER_ID, WORKSPACE_ID, BenchDag
@@ -204,7 +203,7 @@ class Baseline:
         self._dag = target.dag
         self._per_job = per_job
         self._redis = Redis.from_url(target.redis_url)
-        self._queue = Queue(QUEUE, connection=self._redis)
+        self._queue = queue(self._redis)
         self._connection = psycopg.connect(target.database_url, autocommit=True)
 
     def submit(self) -> None:

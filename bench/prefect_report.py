@@ -20,8 +20,9 @@ PER_NODE_TARGET = 1.2
 
 def find_rq_results(folder: Path) -> Path | None:
     """The newest full ``rq_path`` results in ``folder``, else the newest quick ones."""
-    full = sorted(p for p in folder.glob("rq_path-*.json") if not p.stem.endswith("-quick"))
-    quick = sorted(folder.glob("rq_path-*-quick.json"))
+    # The harness names them rq_path-<start>.json and rq_path-quick-<start>.json.
+    quick = sorted(folder.glob("rq_path-quick-*.json"))
+    full = sorted(set(folder.glob("rq_path-*.json")) - set(quick))
     found = full or quick
     return found[-1] if found else None
 

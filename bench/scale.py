@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
+from backends.store.metric_records import END_COUNTED
 from bench.endtoend import EndToEndRunner
 from bench.harness import BASELINE, FIGWAY, say
 from bench.stack import BenchStack
@@ -90,6 +91,16 @@ HOT_STATEMENTS: dict[str, str] = {
         "(SELECT job_run_id FROM node_runs WHERE status = 'running') "
         "ORDER BY updated_at LIMIT 200"
     ),
+    "fold_runs (metrics ledger)": (
+        "SELECT * FROM runs WHERE shadow_of IS NULL AND metrics_stage < 2 AND "
+        "((metrics_stage = 0 AND submitted_at IS NOT NULL) OR "
+        "status IN ('succeeded', 'failed', 'cancelled')) LIMIT 1000 FOR UPDATE SKIP LOCKED"
+    ),
+    "runs_to_purge (artifact janitor)": (
+        "SELECT job_run_id FROM runs WHERE artifacts_purged_at IS NULL "
+        "AND finished_at < now() - interval '24 hours' "
+        "AND status IN ('succeeded', 'failed', 'cancelled') ORDER BY finished_at LIMIT 500"
+    ),
     "cancelling_runs (reconciler)": (
         "SELECT job_run_id FROM runs WHERE status = 'cancelling' LIMIT 100"
     ),
@@ -108,7 +119,8 @@ def _copy_query(connection: psycopg.Connection[Any], table: str) -> sql.Composed
 
     Every column but a serial ``id`` is copied from the template run's rows;
     ``job_run_id`` becomes ``seed-<g>`` and every timestamp moves back by
-    ``g * %(step)s`` seconds.
+    ``g * %(step)s`` seconds; the runs are counted in the metrics and their
+    artifacts purged, as a long-running gateway's old runs are.
     """
     columns = connection.execute(
         "SELECT column_name, data_type, column_default FROM information_schema.columns "
@@ -124,6 +136,13 @@ def _copy_query(connection: psycopg.Connection[Any], table: str) -> sql.Composed
         names.append(column)
         if name == "job_run_id":
             values.append(sql.SQL("'seed-' || g"))
+        elif name == "metrics_stage":
+            # Counted long ago, as on a gateway that has run for months: the metrics
+            # folder must not spend the measurement counting the seed.
+            values.append(sql.Literal(END_COUNTED))
+        elif name == "artifacts_purged_at":
+            # Purged at the end of their retention: the artifact janitor has nothing to do.
+            values.append(sql.SQL("t.finished_at - g * %(step)s * interval '1 second'"))
         elif data_type.startswith("timestamp"):
             values.append(sql.SQL("t.{} - g * %(step)s * interval '1 second'").format(column))
         else:

@@ -129,7 +129,12 @@ class RqPath(BenchPath):
                 # Part (a) leaves hundreds of runs queued and flushes their jobs on purpose;
                 # the reconciler would otherwise queue them again and the workers would run
                 # them during part (b). Its own cost is not what this benchmark measures.
-                extra_env={"FIGWAY_NODE_SILENCE_SECONDS": "3600"},
+                # And it would start Prefect's temporary API beside the RQ path being
+                # measured: no run here goes to Prefect.
+                extra_env={
+                    "FIGWAY_NODE_SILENCE_SECONDS": "3600",
+                    "FIGWAY_PREFECT_EARLY_START": "false",
+                },
             )
         )
 

@@ -49,11 +49,23 @@ RUN_TABLES = ("runs", "node_runs", "transitions", "log_lines")
 SEED_BATCH = 100_000
 #: How far back the seeded runs reach.
 SEED_SPAN = timedelta(days=90)
+#: Log lines per seeded node when the template's nodes wrote none.
+LOG_LINES_PER_NODE = 3
+SEED_LOG_LINES = f"""
+INSERT INTO log_lines (job_run_id, node_id, attempt, at, level, message)
+SELECT 'seed-' || g, n.node_id, 1,
+       n.finished_at - g * %(step)s * interval '1 second',
+       'INFO', 'seeded line ' || k || ' of node ' || n.node_id || ': ' || md5(g::text || k::text)
+FROM node_runs n, generate_series(%(first)s::bigint, %(last)s::bigint) g,
+     generate_series(1, {LOG_LINES_PER_NODE}) k
+WHERE n.job_run_id = %(template)s
+"""
 #: A table this large read by a sequential scan is a finding.
 LARGE_TABLE_ROWS = 10_000
 
-#: The store's hot statements, as PostgreSQL receives them (backends/store/runs.py,
-#: journal.py); %(run)s and %(node)s are a seeded run and one of its nodes.
+#: The store's hot and periodic statements, as PostgreSQL receives them (backends/store/runs.py,
+#: journal.py, metric_records.py, artifact_records.py, routing_records.py); %(run)s,
+#: %(node)s and %(workflow)s are a seeded run, one of its nodes and its workflow.
 HOT_STATEMENTS: dict[str, str] = {
     "run by job_run_id (get_run, load_plan, run_status)": (
         "SELECT * FROM runs WHERE job_run_id = %(run)s"
@@ -100,6 +112,15 @@ HOT_STATEMENTS: dict[str, str] = {
         "SELECT job_run_id FROM runs WHERE artifacts_purged_at IS NULL "
         "AND finished_at < now() - interval '24 hours' "
         "AND status IN ('succeeded', 'failed', 'cancelled') ORDER BY finished_at LIMIT 500"
+    ),
+    "recent_runs (console)": (
+        "SELECT job_run_id, workflow_id, backend, status, created_at, finished_at, route_rule "
+        "FROM runs WHERE shadow_of IS NULL ORDER BY created_at DESC, job_run_id LIMIT 20"
+    ),
+    "recent_job_ids of a workflow (routing)": (
+        "SELECT job_id FROM (SELECT job_id, max(created_at) AS last FROM runs "
+        "WHERE workflow_id = %(workflow)s AND shadow_of IS NULL GROUP BY job_id) latest "
+        "ORDER BY last DESC LIMIT 1000"
     ),
     "cancelling_runs (reconciler)": (
         "SELECT job_run_id FROM runs WHERE status = 'cancelling' LIMIT 100"
@@ -172,6 +193,14 @@ def seed_runs(database_url: str, template: str, count: int) -> dict[str, Any]:
             for table in RUN_TABLES
         }
         queries = {table: _copy_query(connection, table) for table in RUN_TABLES}
+        # Copies of a consistent run are consistent: no foreign key needs checking, and the
+        # journal's trigger must not wake the gateway's live feed once per seeded run.
+        connection.execute("SET session_replication_role = replica")
+        if not per_run["log_lines"]:
+            # noop nodes write no log lines; real nodes write a few (the ETL nodes a summary
+            # line each, failures a traceback): give every seeded node some.
+            queries["log_lines"] = sql.SQL(SEED_LOG_LINES)
+            per_run["log_lines"] = per_run["node_runs"] * LOG_LINES_PER_NODE
         for first in range(1, count + 1, SEED_BATCH):
             last = min(count, first + SEED_BATCH - 1)
             params = {"first": first, "last": last, "step": step, "template": template}
@@ -222,13 +251,13 @@ def _seq_scans(plan: dict[str, Any], sizes: dict[str, int]) -> list[str]:
 
 
 def explain_hot_statements(
-    database_url: str, run: str, node: str, sizes: dict[str, int]
+    database_url: str, run: str, node: str, workflow: str, sizes: dict[str, int]
 ) -> list[dict[str, Any]]:
     """``EXPLAIN (ANALYZE, BUFFERS)`` of every hot statement; the seq scans of large tables."""
     found = []
     with psycopg.connect(database_url, autocommit=True) as connection:
         for name, statement in HOT_STATEMENTS.items():
-            params = {"run": run, "node": node}
+            params = {"run": run, "node": node, "workflow": workflow}
             (document,) = connection.execute(
                 "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement,
                 params,
@@ -419,7 +448,7 @@ def part_scale(
     sizes = {table: figures["rows"] for table, figures in seeded["tables"].items()}
     say("(d) scale: EXPLAIN (ANALYZE, BUFFERS) of the hot statements")
     explained = explain_hot_statements(
-        stack.database_url, f"seed-{args.scale_runs // 2}", node, sizes
+        stack.database_url, f"seed-{args.scale_runs // 2}", node, submit_dag.workflow_id, sizes
     )
     queued = _queued_run(stack, submit_dag)
     try:

@@ -49,6 +49,9 @@ RUN_TABLES = ("runs", "node_runs", "transitions", "log_lines")
 SEED_BATCH = 100_000
 #: How far back the seeded runs reach.
 SEED_SPAN = timedelta(days=90)
+#: Workflows and jobs the seeded runs are spread over.
+SEED_WORKFLOWS = 100
+SEED_JOBS = 1_000
 #: Log lines per seeded node when the template's nodes wrote none.
 LOG_LINES_PER_NODE = 3
 SEED_LOG_LINES = f"""
@@ -139,7 +142,8 @@ def _copy_query(connection: psycopg.Connection[Any], table: str) -> sql.Composed
     """``INSERT INTO table SELECT <the template's row, renamed and moved back in time>``.
 
     Every column but a serial ``id`` is copied from the template run's rows;
-    ``job_run_id`` becomes ``seed-<g>`` and every timestamp moves back by
+    ``job_run_id`` becomes ``seed-<g>``, the workflow and job ids take one of
+    :data:`SEED_WORKFLOWS` and :data:`SEED_JOBS` suffixes, every timestamp moves back by
     ``g * %(step)s`` seconds; the runs are counted in the metrics and their
     artifacts purged, as a long-running gateway's old runs are.
     """
@@ -157,6 +161,14 @@ def _copy_query(connection: psycopg.Connection[Any], table: str) -> sql.Composed
         names.append(column)
         if name == "job_run_id":
             values.append(sql.SQL("'seed-' || g"))
+        elif name == "workflow_id":
+            # Spread over SEED_WORKFLOWS workflows and SEED_JOBS jobs, as a real history is:
+            # a query for one workflow's runs is then as selective as it would be.
+            values.append(
+                sql.SQL("t.workflow_id || '-s' || (g %% {})").format(sql.Literal(SEED_WORKFLOWS))
+            )
+        elif name == "job_id":
+            values.append(sql.SQL("t.job_id || '-' || (g %% {})").format(sql.Literal(SEED_JOBS)))
         elif name == "metrics_stage":
             # Counted long ago, as on a gateway that has run for months: the metrics
             # folder must not spend the measurement counting the seed.
@@ -448,7 +460,11 @@ def part_scale(
     sizes = {table: figures["rows"] for table, figures in seeded["tables"].items()}
     say("(d) scale: EXPLAIN (ANALYZE, BUFFERS) of the hot statements")
     explained = explain_hot_statements(
-        stack.database_url, f"seed-{args.scale_runs // 2}", node, submit_dag.workflow_id, sizes
+        stack.database_url,
+        f"seed-{args.scale_runs // 2}",
+        node,
+        f"{submit_dag.workflow_id}-s{args.scale_runs // 2 % SEED_WORKFLOWS}",
+        sizes,
     )
     queued = _queued_run(stack, submit_dag)
     try:

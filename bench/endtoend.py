@@ -116,13 +116,7 @@ class EndToEndRunner:
         created = datetime.fromisoformat(run["created_at"])
         job_ids = {node: job_id_for(run_id, node) for node in dag.upstream}
         # The run is recorded finished inside the last job; wait until RQ has closed that job too.
-        rq_end = wait_for_jobs(
-            self.redis,
-            [job_ids[node] for node in dag.sinks()],
-            timeout=30.0,
-            poll_seconds=self.native_poll_seconds,
-        )
-        in_job, gap = _job_timings(dag, fetch_jobs(self.redis, list(job_ids.values())), job_ids)
+        rq_end, in_job, gap = self._jobs_done(dag, job_ids, timeout=30.0)
         return {
             "seconds": finished.timestamp() - began_wall,
             "submit_seconds": submit_seconds,
@@ -141,19 +135,26 @@ class EndToEndRunner:
         began = time.perf_counter()
         enqueue_dag(self._queue, dag, run_id)
         submit_seconds = time.perf_counter() - began
-        end = wait_for_jobs(
-            self.redis,
-            [job_ids[node] for node in dag.sinks()],
-            timeout=self.timeout_seconds,
-            poll_seconds=self.native_poll_seconds,
-        )
-        in_job, gap = _job_timings(dag, fetch_jobs(self.redis, list(job_ids.values())), job_ids)
+        end, in_job, gap = self._jobs_done(dag, job_ids, timeout=self.timeout_seconds)
         return {
             "seconds": end.timestamp() - began_wall,
             "submit_seconds": submit_seconds,
             "in_job_mean_ms": in_job,
             "release_gap_mean_ms": gap,
         }
+
+    def _jobs_done(
+        self, dag: BenchDag, job_ids: Mapping[str, str], *, timeout: float
+    ) -> tuple[datetime, float, float]:
+        """Wait for the DAG's sink jobs; (their latest end, mean in-job ms, mean release gap ms)."""
+        end = wait_for_jobs(
+            self.redis,
+            [job_ids[node] for node in dag.sinks()],
+            timeout=timeout,
+            poll_seconds=self.native_poll_seconds,
+        )
+        in_job, gap = _job_timings(dag, fetch_jobs(self.redis, list(job_ids.values())), job_ids)
+        return end, in_job, gap
 
     def wait_idle(self, settle_seconds: float = 0.3, timeout: float = 60.0) -> None:
         """Wait until the queue is empty and no job is running, then a little longer."""

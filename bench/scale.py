@@ -204,7 +204,9 @@ def seed_runs(database_url: str, template: str, count: int) -> dict[str, Any]:
             ).fetchone()[0]  # type: ignore[index]
             for table in RUN_TABLES
         }
-        queries = {table: _copy_query(connection, table) for table in RUN_TABLES}
+        queries: dict[str, sql.Composable] = {
+            table: _copy_query(connection, table) for table in RUN_TABLES
+        }
         # Copies of a consistent run are consistent: no foreign key needs checking, and the
         # journal's trigger must not wake the gateway's live feed once per seeded run.
         connection.execute("SET session_replication_role = replica")

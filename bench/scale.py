@@ -204,7 +204,7 @@ def seed_runs(database_url: str, template: str, count: int) -> dict[str, Any]:
             ).fetchone()[0]  # type: ignore[index]
             for table in RUN_TABLES
         }
-        queries: dict[str, sql.Composable] = {
+        queries: dict[str, sql.SQL | sql.Composed] = {
             table: _copy_query(connection, table) for table in RUN_TABLES
         }
         # Copies of a consistent run are consistent: no foreign key needs checking, and the

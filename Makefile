@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 LOCK   := requirements/dev.lock
 
-.PHONY: run test check lint types audit lock bench bench-rq bench-prefect bench-etl bench-routing bench-metrics bench-decisions bench-faults services tools clean
+.PHONY: run test check lint types audit lock bench bench-rq bench-prefect bench-scale bench-etl bench-routing bench-metrics bench-decisions bench-faults services tools clean
 
 # Exactly the locked versions, each checked against its hash (requirements/dev.lock:
 # figway's dependencies, the embedded extra and the tools); then figway itself.
@@ -57,6 +57,11 @@ bench-rq: $(STAMP) services
 
 bench-prefect: $(STAMP) services
 	$(BIN)/python -m bench.prefect_path
+
+## bench-scale: submission p50 and node in-job time on an empty database, then with 1,000,000
+## finished runs seeded into it, and EXPLAIN of the hot statements. Fewer: ARGS="--scale-runs 100000"
+bench-scale: $(STAMP) services
+	$(BIN)/python -m bench.rq_path --parts scale --scale-runs 1000000 $(ARGS)
 
 ## bench-etl: 100,000 and 1,000,000 rows PostgreSQL -> DuckDB -> PostgreSQL on both backends
 ## (needs psql as well)

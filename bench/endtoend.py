@@ -21,24 +21,22 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import httpx
 from redis import Redis
-from rq import Queue
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
 from backends.rq.jobs import job_id_for
-from bench.native import QUEUE, enqueue_dag, fetch_jobs, native_job_id, wait_for_jobs
-from bench.workflows import FOLDER_ID, WORKSPACE_ID, BenchDag
+from bench.native import QUEUE, enqueue_dag, fetch_jobs, native_job_id, queue, wait_for_jobs
+from bench.submit import RUN_TERMINAL, run_body
+from bench.workflows import BenchDag
 
-__all__ = ["EndToEndRunner", "EndToEndSample", "run_schedule", "summarise_samples"]
-
-RUN_TERMINAL = {"succeeded", "failed", "cancelled"}
+__all__ = ["EndToEndRunner", "EndToEndSample", "summarise_samples"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class EndToEndSample:
     mode: str  # worker kind: "fork" (RQ's Worker) or "simple" (SimpleWorker)
     dag: str
     system: str  # "figway" or "native"
-    repeat: int
+    repeat: int  # 0 for the warm-up runs (not kept)
     seconds: float  # submission start -> last node finished
     submit_seconds: float  # the POST, or the enqueue_many call
     in_job_mean_ms: float
@@ -56,28 +54,51 @@ class EndToEndSample:
 
 @dataclass
 class EndToEndRunner:
-    """Runs single DAGs through figway or natively, with the workers already started."""
+    """Runs single DAGs through figway or natively, with the workers already started.
+
+    A :class:`bench.harness.Runner` of the workers of ``mode``.
+    """
 
     api_url: str
     redis: Redis
+    mode: str
     timeout_seconds: float = 300.0
     figway_poll_seconds: float = 0.5
     native_poll_seconds: float = 0.05
 
     def __post_init__(self) -> None:
         self._client = httpx.Client(base_url=self.api_url, timeout=30.0)
-        self._queue = Queue(QUEUE, connection=self.redis)
+        self._queue = queue(self.redis)
 
     def close(self) -> None:
         self._client.close()
 
+    def run(self, system: str, dag: BenchDag, repeat: int) -> EndToEndSample:
+        """One run of ``dag`` on ``system``; returns once the workers are idle again."""
+        result = self.figway(dag) if system == "figway" else self.native(dag)
+        self.wait_idle()
+        return EndToEndSample(
+            mode=self.mode,
+            dag=dag.workflow_id,
+            system=system,
+            repeat=repeat,
+            seconds=result.pop("seconds"),
+            submit_seconds=result.pop("submit_seconds"),
+            in_job_mean_ms=result.pop("in_job_mean_ms"),
+            release_gap_mean_ms=result.pop("release_gap_mean_ms"),
+            extra=result,
+        )
+
+    def line(self, sample: EndToEndSample, repeats: int) -> str:
+        rep = "warm-up" if sample.repeat == 0 else f"rep {sample.repeat}/{repeats}"
+        return (
+            f"  {sample.mode:<6} {sample.dag:<20} {rep:<9} {sample.system:<6} "
+            f"{sample.seconds:7.3f} s  (in-job {sample.in_job_mean_ms:6.1f} ms, "
+            f"release gap {sample.release_gap_mean_ms:6.1f} ms)"
+        )
+
     def figway(self, dag: BenchDag) -> dict[str, float]:
-        body = {
-            "workspace_id": WORKSPACE_ID,
-            "folder_id": FOLDER_ID,
-            "job_id": "bench-e2e",
-            "workflow_id": dag.workflow_id,
-        }
+        body = {**run_body(dag), "job_id": "bench-e2e"}
         began_wall = time.time()
         began = time.perf_counter()
         response = self._client.post("/workflow_runs/", json=body)
@@ -95,13 +116,7 @@ class EndToEndRunner:
         created = datetime.fromisoformat(run["created_at"])
         job_ids = {node: job_id_for(run_id, node) for node in dag.upstream}
         # The run is recorded finished inside the last job; wait until RQ has closed that job too.
-        rq_end = wait_for_jobs(
-            self.redis,
-            [job_ids[node] for node in dag.sinks()],
-            timeout=30.0,
-            poll_seconds=self.native_poll_seconds,
-        )
-        in_job, gap = _job_timings(dag, fetch_jobs(self.redis, list(job_ids.values())), job_ids)
+        rq_end, in_job, gap = self._jobs_done(dag, job_ids, timeout=30.0)
         return {
             "seconds": finished.timestamp() - began_wall,
             "submit_seconds": submit_seconds,
@@ -120,19 +135,26 @@ class EndToEndRunner:
         began = time.perf_counter()
         enqueue_dag(self._queue, dag, run_id)
         submit_seconds = time.perf_counter() - began
-        end = wait_for_jobs(
-            self.redis,
-            [job_ids[node] for node in dag.sinks()],
-            timeout=self.timeout_seconds,
-            poll_seconds=self.native_poll_seconds,
-        )
-        in_job, gap = _job_timings(dag, fetch_jobs(self.redis, list(job_ids.values())), job_ids)
+        end, in_job, gap = self._jobs_done(dag, job_ids, timeout=self.timeout_seconds)
         return {
             "seconds": end.timestamp() - began_wall,
             "submit_seconds": submit_seconds,
             "in_job_mean_ms": in_job,
             "release_gap_mean_ms": gap,
         }
+
+    def _jobs_done(
+        self, dag: BenchDag, job_ids: Mapping[str, str], *, timeout: float
+    ) -> tuple[datetime, float, float]:
+        """Wait for the DAG's sink jobs; (their latest end, mean in-job ms, mean release gap ms)."""
+        end = wait_for_jobs(
+            self.redis,
+            [job_ids[node] for node in dag.sinks()],
+            timeout=timeout,
+            poll_seconds=self.native_poll_seconds,
+        )
+        in_job, gap = _job_timings(dag, fetch_jobs(self.redis, list(job_ids.values())), job_ids)
+        return end, in_job, gap
 
     def wait_idle(self, settle_seconds: float = 0.3, timeout: float = 60.0) -> None:
         """Wait until the queue is empty and no job is running, then a little longer."""
@@ -182,47 +204,6 @@ def _job_timings(
         if ups
     ]
     return statistics.fmean(in_job), statistics.fmean(gaps) if gaps else 0.0
-
-
-def run_schedule(
-    runner: EndToEndRunner,
-    *,
-    mode: str,
-    dags: Sequence[BenchDag],
-    repeats: int,
-    progress: Callable[[str], None],
-) -> list[EndToEndSample]:
-    """``repeats`` rounds; each runs every DAG on both systems, alternating which goes first."""
-    samples: list[EndToEndSample] = []
-    # Warm-up, not kept: the first jobs of fresh workers pay imports and connection setup.
-    runner.figway(dags[0])
-    runner.wait_idle()
-    runner.native(dags[0])
-    runner.wait_idle()
-    for repeat in range(1, repeats + 1):
-        for dag in dags:
-            order = ("figway", "native") if repeat % 2 else ("native", "figway")
-            for system in order:
-                result = runner.figway(dag) if system == "figway" else runner.native(dag)
-                runner.wait_idle()
-                sample = EndToEndSample(
-                    mode=mode,
-                    dag=dag.workflow_id,
-                    system=system,
-                    repeat=repeat,
-                    seconds=result.pop("seconds"),
-                    submit_seconds=result.pop("submit_seconds"),
-                    in_job_mean_ms=result.pop("in_job_mean_ms"),
-                    release_gap_mean_ms=result.pop("release_gap_mean_ms"),
-                    extra=result,
-                )
-                samples.append(sample)
-                progress(
-                    f"  {mode:<6} {dag.workflow_id:<20} rep {repeat}/{repeats} {system:<6} "
-                    f"{sample.seconds:7.3f} s  (in-job {sample.in_job_mean_ms:6.1f} ms, "
-                    f"release gap {sample.release_gap_mean_ms:6.1f} ms)"
-                )
-    return samples
 
 
 def summarise_samples(samples: Sequence[EndToEndSample]) -> list[dict[str, Any]]:

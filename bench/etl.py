@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,23 +59,27 @@ from bench.etl_runs import (
     prefect_roles,
     rq_roles,
 )
+from bench.harness import (
+    add_service_arguments,
+    choices,
+    command,
+    finish_results,
+    interleave,
+    new_results,
+    say,
+)
 from bench.prefect_stack import PrefectBenchStack, PrefectStackConfig
-from bench.report import environment, stop_on_sigterm, write_results
+from bench.report import environment
 from bench.stack import BenchStack, StackConfig
 
 __all__ = ["main", "parse_args", "run"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-#: Redis logical dbs of this benchmark's two gateways (taken elsewhere: 9 by the tests,
-#: 12 by bench.rq_path, 13 by bench.prefect_path).
-RQ_REDIS_DB = 14
-PREFECT_REDIS_DB = 15
+#: Redis logical db of this benchmark's RQ gateway; its Prefect gateway takes the next one
+#: (taken elsewhere: 9 by the tests, 12 by bench.rq_path, 13 by bench.prefect_path).
+REDIS_DB = 14
 BACKENDS = BACKEND_NAMES
 REFERENCES = ("copy", "native")
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 # -- the backends ------------------------------------------------------------------------
@@ -85,11 +87,11 @@ def say(message: str) -> None:
 
 @contextlib.contextmanager
 def rq_system(args: argparse.Namespace, extra_env: dict[str, str]) -> Iterator[FigwaySystem]:
-    """``figway serve`` and one forking ``figway worker rq``, on Redis db 14."""
+    """``figway serve`` and one forking ``figway worker rq``, on ``--redis-db``."""
     config = StackConfig(
         pg_admin_url=args.pg_admin_url,
         redis_url=args.redis_url,
-        redis_db=RQ_REDIS_DB,
+        redis_db=args.redis_db,
         extra_env=extra_env,
     )
     with BenchStack(config) as stack:
@@ -101,37 +103,24 @@ def rq_system(args: argparse.Namespace, extra_env: dict[str, str]) -> Iterator[F
 
 @contextlib.contextmanager
 def prefect_system(args: argparse.Namespace, extra_env: dict[str, str]) -> Iterator[FigwaySystem]:
-    """A Prefect server, ``figway serve`` on it, and one process worker, on Redis db 15."""
-    # This process's Prefect client reads its settings when prefect is first imported.
-    if "prefect" in sys.modules:
-        raise RuntimeError("prefect was imported before the benchmark could configure it")
+    """A Prefect server, ``figway serve`` on it, and one process worker, on Redis db + 1."""
     config = PrefectStackConfig(
         pg_admin_url=args.pg_admin_url,
         redis_url=args.redis_url,
-        redis_db=PREFECT_REDIS_DB,
+        redis_db=args.redis_db + 1,
         extra_env=extra_env,
     )
     stack = PrefectBenchStack(config)
-    saved = {name: os.environ.get(name) for name in stack.client_env}
-    os.environ.update(stack.client_env)  # start_worker asks the server whether it is online
-    try:
-        with stack:
-            say(
-                f"  Prefect server {stack.api_url}, gateway {stack.figway.api_url}, "
-                f"logs in {stack.workdir} and {stack.figway.workdir}"
-            )
-            stack.start_worker()
-            if stack.worker is None:
-                raise RuntimeError("the Prefect worker did not start")
-            yield FigwaySystem(
-                "prefect", stack.figway.api_url, stack.worker.popen.pid, prefect_roles
-            )
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    # start_worker asks the server whether the worker is online.
+    with stack.as_client(), stack:
+        say(
+            f"  Prefect server {stack.api_url}, gateway {stack.figway.api_url}, "
+            f"logs in {stack.workdir} and {stack.figway.workdir}"
+        )
+        stack.start_worker()
+        if stack.worker is None:
+            raise RuntimeError("the Prefect worker did not start")
+        yield FigwaySystem("prefect", stack.figway.api_url, stack.worker.popen.pid, prefect_roles)
 
 
 #: How each backend's stack is started, by backend name.
@@ -192,7 +181,7 @@ def run_phase(bench: Bench, backend: str) -> list[Sample]:
 
 
 def run_rounds(bench: Bench, backend: str, runner: FigwayEtl) -> list[Sample]:
-    """Every row count, ``repeats`` rounds of figway and the references in turn."""
+    """``repeats`` rounds of every row count on figway and the references, in rotating order."""
     args = bench.args
 
     def measure(system: str, rows: int, repeat: int) -> Sample:
@@ -203,17 +192,13 @@ def run_rounds(bench: Bench, backend: str, runner: FigwayEtl) -> list[Sample]:
             return native_reference(bench.database, source, rows, repeat, backend, bench.scratch)
         return runner.run(rows, repeat)
 
-    systems = [backend, *args.references]
-    samples: list[Sample] = []
-    for rows in args.rows:
-        for repeat in range(1, args.repeats + 1):
-            # Each round starts with another system, so they share the machine's noise.
-            shift = (repeat - 1) % len(systems)
-            for system in systems[shift:] + systems[:shift]:
-                sample = measure(system, rows, repeat)
-                say(f"[{backend}] {progress_line(sample)}")
-                samples.append(sample)
-    return samples
+    return interleave(
+        measure,
+        systems=[backend, *args.references],
+        items=args.rows,
+        repeats=args.repeats,
+        progress=lambda sample: say(f"[{backend}] {progress_line(sample)}"),
+    )
 
 
 def progress_line(sample: Sample) -> str:
@@ -240,17 +225,6 @@ def _row_counts(text: str) -> list[int]:
     return counts
 
 
-def _choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        chosen = [part.strip() for part in text.split(",") if part.strip()]
-        unknown = [part for part in chosen if part not in allowed]
-        if unknown:
-            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}: not {unknown}")
-        return chosen
-
-    return parse
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.etl",
@@ -275,11 +249,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="figway runs of the smallest size per backend before measuring, not kept (1)",
     )
     parser.add_argument(
-        "--backends", type=_choices(BACKENDS), default=list(BACKENDS), help="rq,prefect"
+        "--backends", type=choices(BACKENDS), default=list(BACKENDS), help="rq,prefect"
     )
     parser.add_argument(
         "--references",
-        type=_choices(REFERENCES),
+        type=choices(REFERENCES),
         default=list(REFERENCES),
         help="copy,native (an empty string for none)",
     )
@@ -289,19 +263,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="seconds one run may take (900)"
     )
-    parser.add_argument(
-        "--pg-admin-url",
-        default=StackConfig.pg_admin_url,
-        help="PostgreSQL URL allowed to CREATE/DROP the benchmark's databases "
-        "(default: %(default)s)",
+    add_service_arguments(
+        parser,
+        redis_help="Redis server without a db number; --redis-db (RQ) and the next one "
+        "(Prefect) are flushed before and after (default: %(default)s)",
     )
     parser.add_argument(
-        "--redis-url",
-        default=StackConfig.redis_url,
-        help=f"Redis server without a db number; dbs {RQ_REDIS_DB} (RQ) and "
-        f"{PREFECT_REDIS_DB} (Prefect) are flushed before and after (default: %(default)s)",
+        "--redis-db", type=int, default=REDIS_DB, help="Redis db of the RQ phase (%(default)s)"
     )
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="folder for the JSON")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0 or args.sample_ms <= 0:
         parser.error("--repeats must be at least 1, --warmup at least 0, --sample-ms positive")
@@ -311,9 +280,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "settings": {
+    results = new_results(
+        {
             "rows": args.rows,
             "repeats": args.repeats,
             "warmup": args.warmup,
@@ -321,8 +289,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "references": args.references,
             "sample_ms": args.sample_ms,
             "transform": TRANSFORM,
-        },
-    }
+        }
+    )
     began = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="figway-bench-etl-"))
     say(
@@ -348,8 +316,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results["samples"] = [asdict(sample) for sample in samples]
     results["summary"] = summarise(samples)
     results["memory_target"] = memory_verdicts(samples, args.backends)
-    results["environment"]["load_average_at_end"] = os.getloadavg()
-    results["elapsed_seconds"] = time.perf_counter() - began
+    finish_results(results, began)
     say(f"done in {results['elapsed_seconds']:.0f} s; processes stopped, databases dropped")
     return results
 
@@ -364,16 +331,7 @@ def _environment(database_url: str, redis_url: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    stop_on_sigterm()
-    try:
-        results = run(args)
-    except KeyboardInterrupt:
-        say("interrupted: processes stopped, databases dropped")
-        return 130
-    path = write_results(results, render_markdown(results), output=args.output, name="etl")
-    say(f"raw results: {path}")
-    return 0
+    return command(parse_args(argv), run, render_markdown, name="etl")
 
 
 if __name__ == "__main__":

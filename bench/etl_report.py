@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from typing import Any
 
 from bench.etl_runs import NODES, Sample
-from bench.report import format_load, markdown_table
+from bench.report import markdown_table, run_header, spread
 
 __all__ = [
     "MEMORY_TARGET_BYTES",
@@ -27,14 +26,6 @@ SYSTEMS = ("rq", "prefect", "native", "copy")
 def megabytes(kb: int | None) -> float:
     """KiB (what /proc and psutil give) as MB of 10**6 bytes, the target's unit."""
     return (kb or 0) * 1024 / 10**6
-
-
-def _spread(values: Sequence[float], digits: int = 1) -> str:
-    """``median (min-max)``; just the value when there is one."""
-    median = statistics.median(values)
-    if len(values) == 1:
-        return f"{median:,.{digits}f}"
-    return f"{median:,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
 
 
 def summarise(samples: Sequence[Sample]) -> list[dict[str, Any]]:
@@ -103,11 +94,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     packages = ", ".join(f"{name} {ver}" for name, ver in env["packages"].items())
     parts = [
-        f"Run {results['started_at']} on {env['cpus']} CPUs ({env['cpu']}), Python "
-        f"{env['python']}, PostgreSQL {env['postgresql']}, Redis {env['redis_server']}; "
-        f"{packages}; figway {env['figway_commit']}. Load average (1/5/15 min) at start "
-        f"{format_load(env.get('load_average_at_start'))}, at end "
-        f"{format_load(env.get('load_average_at_end'))}.",
+        run_header(results, packages),
         "### Throughput (median (min-max) of the repeats; wall = just before the POST to the "
         "run's finished_at)",
     ]
@@ -118,10 +105,10 @@ def render_markdown(results: dict[str, Any]) -> str:
             [
                 row["system"],
                 f"{row['rows']:,}",
-                _spread(row["wall_s"], 2),
-                _spread(row["rows_per_second"], 0),
-                *(_spread(steps[node], 2) if node in steps else "" for node in NODES),
-                _spread(row["start_delay_s"], 2) if row["start_delay_s"] else "",
+                spread(row["wall_s"], 2),
+                spread(row["rows_per_second"], 0),
+                *(spread(steps[node], 2) if node in steps else "" for node in NODES),
+                spread(row["start_delay_s"], 2) if row["start_delay_s"] else "",
             ]
         )
     header = ["system", "rows", "wall s", "rows/s", "extract s", "transform s", "load s"]
@@ -139,12 +126,12 @@ def render_markdown(results: dict[str, Any]) -> str:
             [
                 row["system"],
                 f"{row['rows']:,}",
-                _spread(row["peak_mb"], 0),
+                spread(row["peak_mb"], 0),
                 row["peak_role"],
                 f"{row['peak_anon_mb']:.0f}" if row["peak_anon_mb"] else "",
                 f"{max(row['tree_sum_mb']):.0f}",
                 f"{row['hwm_mb']:.0f}",
-                _spread(row["worker_idle_mb"], 0) if row["worker_idle_mb"] else "",
+                spread(row["worker_idle_mb"], 0) if row["worker_idle_mb"] else "",
                 *(
                     f"{nodes[node]['peak']:.0f} ({nodes[node]['start']:.0f})" if nodes else ""
                     for node in NODES

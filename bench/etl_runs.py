@@ -33,7 +33,7 @@ from psycopg import sql
 
 from bench.etl_native import TRANSFORM
 from bench.memory import Describer, MemoryPeaks, TreeSampler
-from bench.stack import descendants, rss_kb
+from bench.stack import create_database, descendants, drop_database, rss_kb
 from bench.submit import wait_for_run
 
 __all__ = [
@@ -82,15 +82,11 @@ class EtlDatabase:
         self.url = admin_url.rsplit("/", 1)[0] + f"/{self.name}"
 
     def __enter__(self) -> EtlDatabase:
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+        create_database(self.admin_url, self.name)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
-            )
+        drop_database(self.admin_url, self.name)
 
     def seed(self, rows: int) -> str:
         """Create the source table of ``rows`` rows; returns its name."""

@@ -1,7 +1,9 @@
 """The native-RQ side of the comparison: the same DAGs enqueued straight onto RQ.
 
 Jobs run :func:`bench.jobs.noop` on figway's ``default`` queue, so the very
-``figway worker rq`` processes that run figway's nodes run them too.
+``figway worker rq`` processes that run figway's nodes run them too. They are
+written with figway's JSON serializer: its workers refuse any other (and
+figway's own enqueue pays for the same serializer).
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job, JobStatus
 
+from backends.rq.serialization import JOB_SERIALIZER
 from bench.jobs import noop
 from bench.workflows import BenchDag
 
-__all__ = ["QUEUE", "enqueue_dag", "fetch_jobs", "native_job_id", "wait_for_jobs"]
+__all__ = ["QUEUE", "enqueue_dag", "fetch_jobs", "native_job_id", "queue", "wait_for_jobs"]
 
 #: figway puts a workflow of noop nodes without tags on this pool; the baseline shares it.
 QUEUE = "default"
+
+
+def queue(redis: Redis) -> Queue:
+    """The shared ``default`` queue, as figway's workers read it."""
+    return Queue(QUEUE, connection=redis, serializer=JOB_SERIALIZER)
 
 
 def native_job_id(run_id: str, node_id: str) -> str:
@@ -61,7 +69,7 @@ def enqueue_dag(queue: Queue, dag: BenchDag, run_id: str, *, per_job: bool = Fal
 
 def fetch_jobs(redis: Redis, job_ids: Sequence[str]) -> dict[str, Job]:
     """The jobs that still exist, by id (one round trip)."""
-    jobs = Job.fetch_many(list(job_ids), connection=redis)
+    jobs = Job.fetch_many(list(job_ids), connection=redis, serializer=JOB_SERIALIZER)
     return {job.id: job for job in jobs if job is not None}
 
 

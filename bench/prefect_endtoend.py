@@ -51,9 +51,8 @@ from bench.workflows import BenchDag
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun, TaskRun
 
-__all__ = ["PrefectEndToEnd", "PrefectSample", "run_schedule", "summarise_samples"]
+__all__ = ["PrefectEndToEnd", "PrefectSample", "summarise_samples"]
 
-RUN_TERMINAL = {"succeeded", "failed", "cancelled"}
 #: How long a sample may wait for its task runs to reach the API and its process to exit.
 SETTLE_TIMEOUT_SECONDS = 30.0
 
@@ -101,6 +100,13 @@ class PrefectEndToEnd:
         self._prefect.__exit__(None, None, None)
 
     # -- one run of each kind ----------------------------------------------------------
+
+    def run(self, system: str, dag: BenchDag, repeat: int) -> PrefectSample:
+        """One run of ``dag`` on ``system`` (a :class:`bench.harness.Runner`)."""
+        return self.figway(dag, repeat) if system == "figway" else self.native(dag, repeat)
+
+    def line(self, sample: PrefectSample, repeats: int) -> str:
+        return _line(sample, repeats)
 
     def figway(self, dag: BenchDag, repeat: int) -> PrefectSample:
         body = {**run_body(dag), "job_id": "bench-e2e"}
@@ -303,33 +309,6 @@ def _task_timings(dag: BenchDag, task_runs: Sequence[TaskRun]) -> TaskTimings | 
         first_start=min(start.values()),
         last_end=max(end.values()),
     )
-
-
-def run_schedule(
-    runner: PrefectEndToEnd,
-    *,
-    dags: Sequence[BenchDag],
-    repeats: int,
-    progress: Callable[[str], None],
-) -> list[PrefectSample]:
-    """A warm-up run of each system, then ``repeats`` rounds of every DAG on both systems.
-
-    Which system goes first alternates from round to round.
-    """
-    samples: list[PrefectSample] = []
-    progress("  warm-up (not kept): one figway and one native run of the first DAG")
-    for system in ("figway", "native"):
-        warm = runner.figway(dags[0], 0) if system == "figway" else runner.native(dags[0], 0)
-        progress(_line(warm, repeats))
-    for repeat in range(1, repeats + 1):
-        for dag in dags:
-            order = ("figway", "native") if repeat % 2 else ("native", "figway")
-            for system in order:
-                run = runner.figway if system == "figway" else runner.native
-                sample = run(dag, repeat)
-                samples.append(sample)
-                progress(_line(sample, repeats))
-    return samples
 
 
 def _line(sample: PrefectSample, repeats: int) -> str:

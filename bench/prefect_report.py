@@ -1,4 +1,8 @@
-"""The Prefect benchmark's results as Markdown, with the RQ path's results beside them."""
+"""The Prefect path's own report tables, with the RQ path's results beside them, and its targets.
+
+The report's header, submit latency table and targets heading are the
+harness's (:meth:`bench.harness.BenchPath.render`).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.report import format_load, markdown_table, verdict
+from bench.report import markdown_table, verdict
 
-__all__ = ["PER_NODE_TARGET", "find_rq_results", "render_markdown", "rq_reference"]
+__all__ = ["PER_NODE_TARGET", "find_rq_results", "rq_reference", "sections", "target_lines"]
 
 #: figway's in-flow time on Prefect may be at most this many times native Prefect's.
 PER_NODE_TARGET = 1.2
@@ -16,8 +20,9 @@ PER_NODE_TARGET = 1.2
 
 def find_rq_results(folder: Path) -> Path | None:
     """The newest full ``rq_path`` results in ``folder``, else the newest quick ones."""
-    full = sorted(p for p in folder.glob("rq_path-*.json") if not p.stem.endswith("-quick"))
-    quick = sorted(folder.glob("rq_path-*-quick.json"))
+    # The harness names them rq_path-<start>.json and rq_path-quick-<start>.json.
+    quick = sorted(folder.glob("rq_path-quick-*.json"))
+    full = sorted(set(folder.glob("rq_path-*.json")) - set(quick))
     found = full or quick
     return found[-1] if found else None
 
@@ -63,46 +68,6 @@ def _range(figures: dict[str, float], digits: int = 2) -> str:
 
 def _ms(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _submit_tables(results: dict[str, Any]) -> list[str]:
-    settings = results["settings"]
-    latency = results.get("submit_latency")
-    if not latency:
-        return []
-    parts = [
-        f"### Submit latency on the Prefect route: {settings['submit_dag']} "
-        f"({settings['requests']} sequential submissions each after {settings['warmup']} "
-        "warm-up, interleaved; no worker running, flow runs left Scheduled and deleted after)"
-    ]
-    rows = [
-        [
-            item["label"],
-            f"{item['summary']['p50']:.2f}",
-            f"{item['summary']['p99']:.2f}",
-            f"{item['summary']['mean']:.2f}",
-            f"{item['summary']['minimum']:.2f}",
-            f"{item['summary']['maximum']:.2f}",
-        ]
-        for item in latency
-    ]
-    parts.append(
-        markdown_table(["submitter", "p50 ms", "p99 ms", "mean ms", "min ms", "max ms"], rows)
-    )
-    for item in latency:
-        if item.get("breakdown_ms"):
-            work = item.get("database_work") or {}
-            parts.append(
-                f"Where {item['label']} spends its time (mean ms per submission; "
-                f"{work.get('statements', 0):.1f} SQL statements in "
-                f"{work.get('commits', 0):.1f} commits per submission):"
-            )
-            parts.append(
-                markdown_table(
-                    ["call", "ms"], [[key, f"{ms:.2f}"] for key, ms in item["breakdown_ms"].items()]
-                )
-            )
-    return parts
 
 
 def _end_to_end_tables(results: dict[str, Any]) -> list[str]:
@@ -265,34 +230,17 @@ def _side_by_side(results: dict[str, Any]) -> list[str]:
     return parts
 
 
-def render_markdown(results: dict[str, Any]) -> str:
-    """The run's tables: submit latency, end to end, RQ beside Prefect, and the target."""
-    env = results["environment"]
-    packages = env["packages"]
-    parts = [
-        f"Run {results['started_at']} on {env['cpus']} CPUs ({env['cpu']}), Python {env['python']}, "
-        f"prefect {packages.get('prefect')} (server API {env.get('prefect_server_api')}), "
-        f"PostgreSQL {env['postgresql']}, Redis {env['redis_server']}; figway "
-        f"{env['figway_commit']}. Load average (1/5/15 min) at start "
-        f"{format_load(env.get('load_average_at_start'))}, at end "
-        f"{format_load(env.get('load_average_at_end'))}."
-    ]
-    parts += _submit_tables(results)
-    parts += _end_to_end_tables(results)
-    parts += _side_by_side(results)
-    targets = results.get("targets", {})
-    if targets:
-        lines = ["### Targets"]
-        if "submit_p50_ratio" in targets:
-            lines.append(
-                f"- submit p50, figway POST / baseline (INSERT + create_flow_run_from_deployment): "
-                f"{targets['submit_p50_ratio']:.2f}x (no target set for Prefect; the RQ path's is 2x)"
-            )
-        for item in targets.get("in_flow", []):
-            lines.append(
-                f"- per-node overhead on Prefect, {item['dag']}: in-flow figway / native "
-                f"{verdict(item['ratio'], PER_NODE_TARGET)}, "
-                f"{item['per_node_overhead_ms']:+.1f} ms per node"
-            )
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts) + "\n"
+def sections(results: dict[str, Any]) -> list[str]:
+    """End to end on Prefect, then RQ and Prefect side by side."""
+    return [*_end_to_end_tables(results), *_side_by_side(results)]
+
+
+def target_lines(targets: dict[str, Any]) -> list[str]:
+    lines = []
+    for item in targets.get("in_flow", []):
+        lines.append(
+            f"- per-node overhead on Prefect, {item['dag']}: in-flow figway / native "
+            f"{verdict(item['ratio'], PER_NODE_TARGET)}, "
+            f"{item['per_node_overhead_ms']:+.1f} ms per node"
+        )
+    return lines

@@ -18,22 +18,29 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import psycopg
 
-from bench.stack import BenchStack, ManagedProcess, StackConfig, StackError, free_port
+from bench.stack import (
+    BenchStack,
+    ManagedProcess,
+    OwnedStack,
+    StackConfig,
+    StackError,
+    create_database,
+    drop_database,
+    free_port,
+    wait_until_answers,
+)
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -63,7 +70,7 @@ class PrefectStackConfig:
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
-class PrefectBenchStack:
+class PrefectBenchStack(OwnedStack):
     """A Prefect server, figway's gateway on it, and a worker (a context manager).
 
     The gateway runs with a long ``FIGWAY_NODE_SILENCE_SECONDS``: the submit part
@@ -115,27 +122,8 @@ class PrefectBenchStack:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def __enter__(self) -> PrefectBenchStack:
-        try:
-            self._start()
-        except BaseException:
-            self._failed = True
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._failed = self._failed or exc_type is not None
-        self.close()
-
     def _start(self) -> None:
-        with psycopg.connect(self.config.pg_admin_url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{self.database}"')
+        create_database(self.config.pg_admin_url, self.database)
         self._created_database = True
         server_env = {
             k: v for k, v in os.environ.items() if not k.startswith(("FIGWAY_", "PREFECT_"))
@@ -156,7 +144,12 @@ class PrefectBenchStack:
             env=server_env,
             workdir=self.workdir,
         )
-        self._wait_healthy(self._server)
+        wait_until_answers(
+            self._server,
+            f"{self.api_url}/health",
+            "`prefect server start`",
+            timeout=START_TIMEOUT_SECONDS,
+        )
         # Before `figway serve`: its /readyz answers 503 while Prefect lacks figway's pools.
         setup = subprocess.run(
             [self._bin("figway"), "setup", "prefect"],
@@ -183,10 +176,7 @@ class PrefectBenchStack:
             steps.callback(self._stop_server)
             steps.callback(self._stop_figway)
             steps.callback(self.stop_worker)
-        if self._failed:
-            print(f"Prefect logs kept in {self.workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        self._clear_workdir("Prefect logs")
 
     def _stop_figway(self) -> None:
         if self._figway_started:
@@ -203,8 +193,7 @@ class PrefectBenchStack:
 
     def _drop_database(self) -> None:
         if self._created_database:
-            with psycopg.connect(self.config.pg_admin_url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            drop_database(self.config.pg_admin_url, self.database)
             self._created_database = False
 
     # -- worker ------------------------------------------------------------------------
@@ -247,6 +236,26 @@ class PrefectBenchStack:
 
     # -- Prefect API -------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def as_client(self) -> Iterator[None]:
+        """This process's PREFECT_* variables point at this server for the block.
+
+        A Prefect client reads its settings when prefect is first imported: the
+        block refuses to start once something imported it.
+        """
+        if "prefect" in sys.modules and os.environ.get("PREFECT_API_URL") != self.api_url:
+            raise StackError("prefect was imported before the benchmark could configure it")
+        saved = {name: os.environ.get(name) for name in self.client_env}
+        os.environ.update(self.client_env)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
     def client(self) -> SyncPrefectClient:
         """A Prefect client of this server (``PREFECT_API_URL`` must be set in this process)."""
         from prefect.client.orchestration import get_client
@@ -283,18 +292,3 @@ class PrefectBenchStack:
         if not path.exists():
             raise StackError(f"{path} not found: install figway's virtualenv (`make bench` does)")
         return str(path)
-
-    def _wait_healthy(self, server: ManagedProcess) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        with httpx.Client(base_url=self.api_url, timeout=5.0) as http:
-            while True:
-                if not server.alive:
-                    raise StackError(f"`prefect server start` exited:\n{server.tail()}")
-                try:
-                    if http.get("/health").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise StackError(f"the Prefect server is not healthy:\n{server.tail()}")
-                time.sleep(0.25)

@@ -1,4 +1,4 @@
-"""What a benchmark run ran on, and its results as Markdown tables."""
+"""What every benchmark report shares: what it ran on, its tables, its results file."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 from importlib.metadata import version
@@ -17,22 +18,17 @@ import psycopg
 from redis import Redis
 
 __all__ = [
-    "END_TO_END_TARGET",
-    "SUBMIT_TARGET",
     "environment",
     "format_load",
+    "latency_tables",
     "machine",
     "markdown_table",
-    "render_markdown",
+    "run_header",
+    "spread",
     "stop_on_sigterm",
     "verdict",
     "write_results",
 ]
-
-#: figway's submit p50 may be at most this many times its baseline's.
-SUBMIT_TARGET = 2.0
-#: figway's end-to-end time may be at most this many times native RQ's.
-END_TO_END_TARGET = 1.2
 
 
 def environment(
@@ -162,212 +158,54 @@ def verdict(ratio: float, target: float) -> str:
     return f"{ratio:.2f}x (target <= {target:g}x: {'met' if ratio <= target else 'MISSED'})"
 
 
-def _probe_tables(results: dict[str, Any]) -> list[str]:
-    probes = results.get("probes", {})
-    parts: list[str] = []
-    if "pg_connect_ms" in probes:
-        pg = probes["pg_connect_ms"]
-        parts.append(
-            f"PostgreSQL connection setup (psycopg connect + close, {pg['count']} times): "
-            f"p50 {pg['p50']:.2f} ms, p99 {pg['p99']:.2f} ms."
-        )
-    runtime = probes.get("node_runtime")
-    if not runtime:
-        return parts
-    parts.append("### Node runtime probe (figway's NodeRuntime on noop nodes, no RQ)")
+def run_header(results: dict[str, Any], software: str) -> str:
+    """The first line of every report: when, on what machine and software, under what load."""
+    env = results["environment"]
+    return (
+        f"Run {results['started_at']} on {env['cpus']} CPUs ({env['cpu']}), Python "
+        f"{env['python']}, {software}, PostgreSQL {env['postgresql']}, Redis "
+        f"{env['redis_server']}; figway {env['figway_commit']}. Load average (1/5/15 min) at "
+        f"start {format_load(env.get('load_average_at_start'))}, at end "
+        f"{format_load(env.get('load_average_at_end'))}."
+    )
+
+
+def latency_tables(latency: list[dict[str, Any]]) -> list[str]:
+    """The submitters' latency table, then where each that splits its time spends it."""
     rows = [
-        [f"in-process, warm: {dag}", f"{d['node_ms']['p50']:.2f}", f"{d['node_ms']['mean']:.2f}"]
-        for dag, d in runtime["in_process"].items()
+        [
+            item["label"],
+            *(
+                f"{item['summary'][key]:.2f}"
+                for key in ("p50", "p99", "mean", "minimum", "maximum")
+            ),
+        ]
+        for item in latency
     ]
-    for dag, d in runtime.get("new_connection_per_node", {}).items():
-        rows.append(
-            [f"in-process, new connection per node: {dag}", f"{d['p50']:.2f}", f"{d['mean']:.2f}"]
-        )
-    for dag, d in runtime["forked"].items():
-        rows.append(
-            [
-                f"forked child per node: {dag}",
-                f"{d['node_ms']['p50']:.2f}",
-                f"{d['node_ms']['mean']:.2f}",
-            ]
-        )
-        rows.append(
-            [
-                "empty fork + exit (reference)",
-                f"{d['empty_fork_ms']['p50']:.2f}",
-                f"{d['empty_fork_ms']['mean']:.2f}",
-            ]
-        )
-    parts.append(markdown_table(["per node", "p50 ms", "mean ms"], rows))
-    if runtime.get("probe_process_rss_kb"):
-        parts.append(
-            f"(The probe forks the benchmark process, {runtime['probe_process_rss_kb'] / 1024:.0f} MiB resident.)"
-        )
-    dags = list(runtime["in_process"])
-    keys = sorted({k for d in runtime["in_process"].values() for k in d["phases_ms_per_node"]})
-    parts.append("Store calls of one warm in-process node (mean ms per node), and its SQL:")
-    rows = []
-    for key in keys:
-        rows.append(
-            [
-                key,
-                *(
-                    f"{runtime['in_process'][d]['phases_ms_per_node'].get(key, 0.0):.2f}"
-                    for d in dags
-                ),
-            ]
-        )
-    for unit in ("statements", "commits"):
-        rows.append(
-            [
-                f"SQL {unit} per node",
-                *(f"{runtime['in_process'][d]['database_work_per_node'][unit]:.1f}" for d in dags),
-            ]
-        )
-    parts.append(markdown_table(["call", *dags], rows))
+    parts = [markdown_table(["submitter", "p50 ms", "p99 ms", "mean ms", "min ms", "max ms"], rows)]
+    for item in latency:
+        if item.get("breakdown_ms"):
+            work = item.get("database_work") or {}
+            parts.append(
+                f"Where {item['label']} spends its time (mean ms per submission; "
+                f"{work.get('statements', 0):.1f} SQL statements in "
+                f"{work.get('commits', 0):.1f} commits per submission):"
+            )
+            parts.append(
+                markdown_table(
+                    ["call", "ms"], [[key, f"{ms:.2f}"] for key, ms in item["breakdown_ms"].items()]
+                )
+            )
     return parts
 
 
-def render_markdown(results: dict[str, Any]) -> str:
-    """The run's tables: submit latency, sustained rate, end-to-end, and the targets."""
-    parts: list[str] = []
-    settings = results["settings"]
-    env = results["environment"]
-    parts.append(
-        f"Run {results['started_at']} on {env['cpus']} CPUs ({env['cpu']}), Python {env['python']}, "
-        f"rq {env['packages']['rq']}, redis-py {env['packages']['redis']}, "
-        f"PostgreSQL {env['postgresql']}, Redis {env['redis_server']}; "
-        f"figway {env['figway_commit']}. Load average (1/5/15 min) at start "
-        f"{format_load(env.get('load_average_at_start'))}, at end {format_load(env.get('load_average_at_end'))}."
-    )
+def spread(values: list[float] | tuple[float, ...], digits: int = 2) -> str:
+    """``median (min-max)``; just the value when there is one.
 
-    latency = results.get("submit_latency")
-    if latency:
-        parts.append(
-            f"### Submit latency: {settings['submit_dag']} ({settings['requests']} sequential "
-            f"submissions each after {settings['warmup']} warm-up, interleaved; no workers running)"
-        )
-        rows = [
-            [
-                item["label"],
-                f"{item['summary']['p50']:.2f}",
-                f"{item['summary']['p99']:.2f}",
-                f"{item['summary']['mean']:.2f}",
-                f"{item['summary']['minimum']:.2f}",
-                f"{item['summary']['maximum']:.2f}",
-            ]
-            for item in latency
-        ]
-        parts.append(
-            markdown_table(["submitter", "p50 ms", "p99 ms", "mean ms", "min ms", "max ms"], rows)
-        )
-        for item in latency:
-            if item.get("breakdown_ms"):
-                work = item.get("database_work") or {}
-                parts.append(
-                    f"Where {item['label']} spends its time (mean ms per submission; "
-                    f"{work.get('statements', 0):.1f} SQL statements in {work.get('commits', 0):.1f} "
-                    "commits per submission):"
-                )
-                parts.append(
-                    markdown_table(
-                        ["call", "ms"],
-                        [[key, f"{ms:.2f}"] for key, ms in item["breakdown_ms"].items()],
-                    )
-                )
-
-    sustained = results.get("sustained")
-    if sustained:
-        parts.append("### Sustained submissions (concurrent clients, each with its own connection)")
-        rows = [
-            [
-                item["label"],
-                str(item["clients"]),
-                f"{item['seconds']:.1f}",
-                str(item["submissions"]),
-                f"{item['per_second']:.1f}",
-                f"{item['latency']['p50']:.2f}",
-                f"{item['latency']['p99']:.2f}",
-            ]
-            for item in sustained
-        ]
-        parts.append(
-            markdown_table(
-                [
-                    "submitter",
-                    "clients",
-                    "seconds",
-                    "submissions",
-                    "per second",
-                    "p50 ms",
-                    "p99 ms",
-                ],
-                rows,
-            )
-        )
-
-    e2e = results.get("end_to_end")
-    if e2e:
-        parts.append(
-            f"### End to end ({settings['workers']} workers per mode, {settings['repeats']} runs "
-            "each, figway and native alternating; median (min-max) seconds)"
-        )
-        rows = []
-        for row in e2e["summary"]:
-            fig, nat = row["figway"], row["native"]
-            rows.append(
-                [
-                    row["mode"],
-                    row["dag"],
-                    f"{fig['median_s']:.3f} ({fig['min_s']:.3f}-{fig['max_s']:.3f})",
-                    f"{nat['median_s']:.3f} ({nat['min_s']:.3f}-{nat['max_s']:.3f})",
-                    f"{row['ratio']:.2f}x",
-                    f"{fig['submit_median_ms']:.0f} / {nat['submit_median_ms']:.0f}",
-                    f"{fig['in_job_mean_ms']:.1f} / {nat['in_job_mean_ms']:.1f}",
-                    f"{fig['release_gap_mean_ms']:.1f} / {nat['release_gap_mean_ms']:.1f}",
-                ]
-            )
-        parts.append(
-            markdown_table(
-                [
-                    "workers",
-                    "DAG",
-                    "figway s",
-                    "native RQ s",
-                    "figway/native",
-                    "submit ms figway / native",
-                    "in-job ms figway / native",
-                    "release gap ms figway / native",
-                ],
-                rows,
-            )
-        )
-        rss = e2e.get("worker_rss_kb", {})
-        if rss:
-            parts.append(
-                "Resident memory of the `figway worker rq` processes (forked for every job by the "
-                "forking worker): "
-                + "; ".join(
-                    f"{mode}: {', '.join(f'{kb / 1024:.0f} MiB' for kb in values)}"
-                    for mode, values in rss.items()
-                )
-                + "."
-            )
-
-    parts.extend(_probe_tables(results))
-
-    targets = results.get("targets", {})
-    if targets:
-        lines = ["### Targets"]
-        if "submit_p50_ratio" in targets:
-            lines.append(
-                f"- submit p50, figway POST / baseline: "
-                f"{verdict(targets['submit_p50_ratio'], SUBMIT_TARGET)}"
-            )
-        for item in targets.get("end_to_end", []):
-            lines.append(
-                f"- end to end, {item['mode']} workers, {item['dag']}: "
-                f"{verdict(item['ratio'], END_TO_END_TARGET)}"
-            )
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts) + "\n"
+    >>> spread([1.0, 3.0, 2.0])
+    '2.00 (1.00-3.00)'
+    """
+    median = statistics.median(values)
+    if len(values) == 1:
+        return f"{median:,.{digits}f}"
+    return f"{median:,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"

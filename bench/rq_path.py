@@ -9,6 +9,11 @@
     with RQ's forking ``Worker`` and with ``SimpleWorker`` (``--simple``).
 (c) Probes that explain (b): PostgreSQL connection setup, and figway's node
     runtime on noop nodes in this process, warm and in a forked child per node.
+(d) Scale (``--scale-runs N``, ``make bench-scale``): submission p50 and node
+    in-job time on the empty database, then again after N finished runs (with
+    their nodes, journal and log lines) were written into it server-side, and
+    ``EXPLAIN (ANALYZE, BUFFERS)`` of the hot statements on the full tables
+    (``bench/scale.py``).
 
 The run creates and drops its own database, flushes its own Redis db, starts
 and stops its own gateway and workers. `make bench` runs the full variant:
@@ -18,310 +23,175 @@ and stops its own gateway and workers. `make bench` runs the full variant:
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
 import os
 import sys
-import time
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-import httpx
-
-from bench.endtoend import EndToEndRunner, run_schedule, summarise_samples
+from bench import rq_report
+from bench.endtoend import EndToEndRunner, EndToEndSample, summarise_samples
+from bench.harness import BenchPath, choices, main, say
 from bench.probes import node_runtime_probe, pg_connect_probe
-from bench.report import (
-    END_TO_END_TARGET,
-    SUBMIT_TARGET,
-    environment,
-    render_markdown,
-    stop_on_sigterm,
-    write_results,
-)
 from bench.stack import BenchStack, StackConfig, rss_kb
-from bench.submit import SubmitTarget, measure_latency, measure_sustained
-from bench.workflows import BenchDag, chain, layered, small
+from bench.submit import SubmitterFactory, submitter_factories
+from bench.workflows import BenchDag
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-LATENCY_SUBMITTERS = (
-    "figway_http",
-    "figway_inprocess",
-    "baseline",
-    "baseline_per_job",
-    "http_floor",
-)
-SUSTAINED_SUBMITTERS = ("figway_http", "baseline")
 MODES = ("fork", "simple")
 
-# Full run / --quick; an explicit option wins over both.
-DEFAULTS = {"requests": 300, "warmup": 30, "repeats": 5, "sustain_seconds": 10.0}
-QUICK = {"requests": 40, "warmup": 5, "repeats": 1, "sustain_seconds": 2.0}
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.rq_path",
-        description=__doc__,
-        epilog="Needs PostgreSQL and Redis on loopback (`make services`); `make bench` runs the "
-        "full variant. Results: a Markdown summary on stdout, raw figures as JSON in bench/results/.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+class RqPath(BenchPath):
+    name = "rq_path"
+    backend = "rq"
+    doc = __doc__ or ""
+    epilog = (
+        "Needs PostgreSQL and Redis on loopback (`make services`); `make bench` runs the "
+        "full variant. Results: a Markdown summary on stdout, raw figures as JSON in bench/results/."
     )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        help="RQ worker processes per worker mode (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help="end-to-end runs per DAG, system and mode (full: 5)",
-    )
-    parser.add_argument(
-        "--requests",
-        type=int,
-        default=None,
-        help="measured sequential submissions per submitter (full: 300)",
-    )
-    parser.add_argument(
-        "--warmup", type=int, default=None, help="warm-up submissions per submitter (full: 30)"
-    )
-    parser.add_argument(
-        "--clients",
-        type=int,
-        default=4,
-        help="concurrent clients of the sustained test (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--sustain-seconds",
-        type=float,
-        default=None,
-        help="length of each sustained test (full: 10)",
-    )
-    parser.add_argument(
-        "--max-sustained",
-        type=int,
-        default=5_000,
-        help="cap on submissions per sustained test (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--modes",
-        default=",".join(MODES),
-        help="worker modes for part (b), comma-separated: fork (RQ's Worker, the default of "
-        "`figway worker rq`) and/or simple (SimpleWorker, `--simple`); default: %(default)s",
-    )
-    parser.add_argument(
-        "--parts",
-        default="submit,e2e,probe",
-        help="parts to run, comma-separated: submit (a), e2e (b), probe (c) (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a small, fast smoke run: 40 requests, 5 warm-up, 1 repeat, 2 s sustained",
-    )
-    parser.add_argument(
-        "--pg-admin-url",
-        default=StackConfig.pg_admin_url,
-        help="PostgreSQL URL allowed to CREATE/DROP the benchmark's own database (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--redis-url",
-        default=StackConfig.redis_url,
-        help="Redis server, without a db number (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--redis-db",
-        type=int,
-        default=StackConfig.redis_db,
-        help="Redis logical db, flushed before and after (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=RESULTS_DIR,
-        help="folder for the JSON results (default: bench/results)",
-    )
-    args = parser.parse_args(argv)
-    preset = QUICK if args.quick else DEFAULTS
-    for name, value in preset.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    args.modes = _choices(parser, "--modes", args.modes, MODES)
-    args.parts = _choices(parser, "--parts", args.parts, ("submit", "e2e", "probe"))
-    if args.workers < 1 or args.repeats < 1 or args.requests < 1 or args.clients < 1:
-        parser.error("--workers, --repeats, --requests and --clients must be at least 1")
-    return args
-
-
-def _choices(
-    parser: argparse.ArgumentParser, option: str, value: str, allowed: tuple[str, ...]
-) -> list[str]:
-    chosen = [item.strip() for item in value.split(",") if item.strip()]
-    unknown = [item for item in chosen if item not in allowed]
-    if unknown or not chosen:
-        parser.error(f"{option}: choose from {', '.join(allowed)} (got {value!r})")
-    return chosen
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def register(stack: BenchStack, dags: list[BenchDag]) -> None:
-    with httpx.Client(base_url=stack.api_url, timeout=30.0) as client:
-        for dag in dags:
-            response = client.put(f"/workflows/{dag.workflow_id}", json=dag.definition())
-            if response.status_code not in (200, 201):
-                raise RuntimeError(
-                    f"PUT /workflows/{dag.workflow_id}: {response.status_code} {response.text}"
-                )
-
-
-def part_submit(stack: BenchStack, args: argparse.Namespace, dag: BenchDag) -> dict[str, Any]:
-    """(a): sequential latency of every submitter, then the sustained rate of two of them."""
-    target = SubmitTarget(stack.api_url, stack.database_url, stack.redis_url, dag)
-    say(f"(a) submit latency: {args.requests} x {len(LATENCY_SUBMITTERS)} submitters, no workers")
-    latency = measure_latency(
-        target, LATENCY_SUBMITTERS, requests=args.requests, warmup=args.warmup, progress=say
-    )
-    for result in latency:
-        say(
-            f"  {result.label:<52} p50 {result.summary.p50:7.2f} ms  "
-            f"p99 {result.summary.p99:7.2f} ms"
-        )
-    sustained = []
-    for name in SUSTAINED_SUBMITTERS:
-        say(f"(a) sustained: {name}, {args.clients} clients for {args.sustain_seconds:g} s")
-        rate = measure_sustained(
-            target,
-            name,
-            clients=args.clients,
-            seconds=args.sustain_seconds,
-            max_submissions=args.max_sustained,
-        )
-        say(f"  {rate.submissions} submissions, {rate.per_second:.1f}/s")
-        sustained.append(dataclasses.asdict(rate))
-    stack.redis.flushdb()  # the submitted jobs never run: drop them before part (b)
-    by_name = {result.name: result for result in latency}
-    return {
-        "submit_latency": [dataclasses.asdict(result) for result in latency],
-        "sustained": sustained,
-        "submit_p50_ratio": by_name["figway_http"].summary.p50 / by_name["baseline"].summary.p50,
+    presets = {
+        "full": {"requests": 300, "warmup": 30, "repeats": 5, "sustain_seconds": 10.0},
+        "quick": {"requests": 40, "warmup": 5, "repeats": 1, "sustain_seconds": 2.0},
     }
-
-
-def part_end_to_end(
-    stack: BenchStack, args: argparse.Namespace, dags: list[BenchDag]
-) -> dict[str, Any]:
-    """(b): every DAG through figway and natively, on each worker mode in turn."""
-    runner = EndToEndRunner(stack.api_url, stack.redis)
-    samples = []
-    worker_rss: dict[str, list[int]] = {}
-    try:
-        for mode in args.modes:
-            say(f"(b) end to end: starting {args.workers} `figway worker rq` ({mode})")
-            stack.start_workers(args.workers, simple=mode == "simple")
-            samples += run_schedule(
-                runner, mode=mode, dags=dags, repeats=args.repeats, progress=say
-            )
-            worker_rss[mode] = stack.worker_rss_kb()
-            stack.stop_workers()
-    finally:
-        runner.close()
-    return {
-        "samples": [dataclasses.asdict(sample) for sample in samples],
-        "summary": summarise_samples(samples),
-        "worker_rss_kb": worker_rss,
-    }
-
-
-def part_probe(stack: BenchStack, chain_dag: BenchDag, layered_dag: BenchDag) -> dict[str, Any]:
-    """(c): figway's node runtime without RQ, warm, on new connections and forked."""
-    say("(c) probes: node runtime in-process and in forked children, no RQ")
-    probe = node_runtime_probe(stack.database_url, stack.redis_url, chain_dag, layered_dag)
-    probe["probe_process_rss_kb"] = rss_kb(os.getpid())
-    return probe
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    submit_dag, chain_dag, layered_dag = small(), chain(20), layered(20, 10)
-    config = StackConfig(
-        pg_admin_url=args.pg_admin_url, redis_url=args.redis_url, redis_db=args.redis_db
+    parts = ("submit", "e2e", "probe", "scale")
+    #: The scale part seeds the database for minutes: only when asked (`make bench-scale`).
+    default_parts = ("submit", "e2e", "probe")
+    redis_db = StackConfig.redis_db
+    sustained = ("figway_http", "baseline")
+    report = rq_report
+    submit_target = rq_report.SUBMIT_TARGET
+    closing = (
+        f"targets: submit p50 <= {rq_report.SUBMIT_TARGET:g}x baseline, end to end <= "
+        f"{rq_report.END_TO_END_TARGET:g}x native RQ, at scale <= {rq_report.SCALE_TARGET:g}x empty"
     )
-    results: dict[str, Any] = {
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "settings": {
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=2,
+            help="RQ worker processes per worker mode (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--clients",
+            type=int,
+            default=4,
+            help="concurrent clients of the sustained test (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--sustain-seconds",
+            type=float,
+            default=None,
+            help="length of each sustained test (full: 10)",
+        )
+        parser.add_argument(
+            "--max-sustained",
+            type=int,
+            default=5_000,
+            help="cap on submissions per sustained test (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--modes",
+            type=choices(MODES),
+            default=list(MODES),
+            help="worker modes for part (b), comma-separated: fork (RQ's Worker, the default "
+            "of `figway worker rq`) and/or simple (SimpleWorker, `--simple`); default: fork,simple",
+        )
+        parser.add_argument(
+            "--scale-runs",
+            type=int,
+            default=1_000_000,
+            help="part (d), `--parts scale`: finished runs seeded before measuring again "
+            "(default: %(default)s)",
+        )
+
+    def check(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        if args.workers < 1 or args.clients < 1 or not args.modes:
+            parser.error("--workers and --clients must be at least 1, --modes not empty")
+        if args.scale_runs < 1:
+            parser.error("--scale-runs must be at least 1")
+
+    def settings(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {
             "workers": args.workers,
-            "repeats": args.repeats,
-            "requests": args.requests,
-            "warmup": args.warmup,
             "clients": args.clients,
             "sustain_seconds": args.sustain_seconds,
             "max_sustained": args.max_sustained,
             "modes": args.modes,
-            "parts": args.parts,
-            "quick": args.quick,
-            "submit_dag": f"{submit_dag.workflow_id} ({submit_dag.description})",
-            "chain_dag": f"{chain_dag.workflow_id} ({chain_dag.description})",
-            "layered_dag": f"{layered_dag.workflow_id} ({layered_dag.description})",
-        },
-        "part_seconds": {},
-        "targets": {},
-    }
-    began = time.perf_counter()
-    say(f"starting: database, Redis db {args.redis_db}, `figway db upgrade`, `figway serve`")
-    with BenchStack(config) as stack:
-        say(f"  database {stack.database}, gateway {stack.api_url}, logs in {stack.workdir}")
-        results["environment"] = environment(stack.database_url, stack.redis)
+            "scale_runs": args.scale_runs,
+        }
+
+    def stack(self, args: argparse.Namespace) -> contextlib.AbstractContextManager[BenchStack]:
+        return BenchStack(
+            StackConfig(
+                pg_admin_url=args.pg_admin_url,
+                redis_url=args.redis_url,
+                redis_db=args.redis_db,
+                # Part (a) leaves hundreds of runs queued and flushes their jobs on purpose;
+                # the reconciler would otherwise queue them again and the workers would run
+                # them during part (b). Its own cost is not what this benchmark measures.
+                # And it would start Prefect's temporary API beside the RQ path being
+                # measured: no run here goes to Prefect.
+                extra_env={
+                    "FIGWAY_NODE_SILENCE_SECONDS": "3600",
+                    "FIGWAY_PREFECT_EARLY_START": "false",
+                },
+            )
+        )
+
+    def prepare(self, stack: BenchStack, args: argparse.Namespace, results: dict[str, Any]) -> None:
         results["probes"] = {"pg_connect_ms": pg_connect_probe(stack.database_url)}
-        register(stack, [submit_dag, chain_dag, layered_dag])
 
-        if "submit" in args.parts:
-            part_began = time.perf_counter()
-            submitted = part_submit(stack, args, submit_dag)
-            results["targets"]["submit_p50_ratio"] = submitted.pop("submit_p50_ratio")
-            results.update(submitted)
-            results["part_seconds"]["submit"] = time.perf_counter() - part_began
+    def submitters(self, stack: BenchStack) -> dict[str, tuple[str, SubmitterFactory]]:
+        return submitter_factories()
 
-        if "e2e" in args.parts:
-            part_began = time.perf_counter()
-            results["end_to_end"] = part_end_to_end(stack, args, [chain_dag, layered_dag])
-            results["targets"]["end_to_end"] = [
-                {"mode": row["mode"], "dag": row["dag"], "ratio": row["ratio"]}
-                for row in results["end_to_end"]["summary"]
-            ]
-            results["part_seconds"]["e2e"] = time.perf_counter() - part_began
+    def after_submit(self, stack: BenchStack) -> dict[str, Any]:
+        stack.redis.flushdb()  # the submitted jobs never run: drop them before part (b)
+        return {}
 
-        if "probe" in args.parts:
-            part_began = time.perf_counter()
-            results["probes"]["node_runtime"] = part_probe(stack, chain_dag, layered_dag)
-            results["part_seconds"]["probe"] = time.perf_counter() - part_began
+    def modes(self, args: argparse.Namespace) -> list[str]:
+        return list(args.modes)
 
-    results["elapsed_seconds"] = time.perf_counter() - began
-    results["environment"]["load_average_at_end"] = os.getloadavg()
-    parts = ", ".join(f"{part} {sec:.0f} s" for part, sec in results["part_seconds"].items())
-    say(f"done in {results['elapsed_seconds']:.0f} s ({parts}); database dropped, Redis db flushed")
-    return results
+    @contextlib.contextmanager
+    def workers(
+        self, stack: BenchStack, args: argparse.Namespace, mode: str
+    ) -> Iterator[dict[str, Any]]:
+        stack.start_workers(args.workers, simple=mode == "simple")
+        about: dict[str, Any] = {}
+        try:
+            yield about
+            about["worker_rss_kb"] = stack.worker_rss_kb()
+        finally:
+            stack.stop_workers()
+
+    def runner(self, stack: BenchStack, mode: str) -> EndToEndRunner:
+        return EndToEndRunner(stack.api_url, stack.redis, mode)
+
+    def summarise(self, samples: Sequence[EndToEndSample]) -> list[dict[str, Any]]:
+        return summarise_samples(samples)
+
+    def e2e_targets(self, summary: Sequence[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+        rows = [{"mode": row["mode"], "dag": row["dag"], "ratio": row["ratio"]} for row in summary]
+        return "end_to_end", rows
+
+    def part(
+        self, name: str, stack: BenchStack, args: argparse.Namespace, dags: Sequence[BenchDag]
+    ) -> dict[str, Any]:
+        _, chain_dag, layered_dag = dags
+        if name == "probe":
+            say("(c) probes: node runtime in-process and in forked children, no RQ")
+            probe = node_runtime_probe(stack.database_url, stack.redis_url, chain_dag, layered_dag)
+            probe["probe_process_rss_kb"] = rss_kb(os.getpid())
+            return {"probes": {"node_runtime": probe}}
+        from bench.scale import part_scale
+
+        return part_scale(self, stack, args, dags)
+
+    def software(self, results: dict[str, Any]) -> str:
+        packages = results["environment"]["packages"]
+        return f"rq {packages['rq']}, redis-py {packages['redis']}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    stop_on_sigterm()
-    try:
-        results = run(args)
-    except KeyboardInterrupt:
-        say("interrupted: services stopped, database dropped")
-        return 130
-    name = f"rq_path{'-quick' if args.quick else ''}"
-    path = write_results(results, render_markdown(results), output=args.output, name=name)
-    say(f"raw results: {path}")
-    say(
-        f"targets: submit p50 <= {SUBMIT_TARGET:g}x baseline, end to end <= {END_TO_END_TARGET:g}x native RQ"
-    )
-    return 0
-
+PATH = RqPath()
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(PATH))

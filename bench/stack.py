@@ -24,10 +24,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 import httpx
 import psycopg
+from psycopg import sql
 from redis import Redis
 from rq import Worker
 from sqlalchemy.engine import make_url
@@ -35,15 +36,21 @@ from sqlalchemy.engine import make_url
 __all__ = [
     "BenchStack",
     "ManagedProcess",
+    "OwnedStack",
     "StackConfig",
     "StackError",
+    "create_database",
     "descendants",
+    "drop_database",
     "free_port",
     "rss_kb",
     "status_kb",
+    "wait_until_answers",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: How long `figway serve` may take to answer /readyz.
+READY_TIMEOUT_SECONDS = 60.0
 
 #: The plain table the legacy-style baseline inserts one row into per submission.
 LEGACY_TABLE_DDL = """
@@ -140,7 +147,50 @@ class ManagedProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-class BenchStack:
+class OwnedStack:
+    """What every benchmark stack shares: a ``with`` block that always tears down.
+
+    A subclass starts its services in ``_start`` and stops them in ``close``
+    (which must be safe to repeat and to call after a partial start); a failed
+    start or a ``with`` block left by an exception keeps the process logs in
+    ``workdir``, a clean exit removes them.
+    """
+
+    workdir: Path
+    _failed: bool = False
+
+    def __enter__(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self._failed = True
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._failed = self._failed or exc_type is not None
+        self.close()
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _clear_workdir(self, what: str) -> None:
+        if self._failed:
+            print(f"{what} kept in {self.workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class BenchStack(OwnedStack):
     """The database, Redis db and processes of one benchmark run (a context manager)."""
 
     def __init__(self, config: StackConfig) -> None:
@@ -156,31 +206,17 @@ class BenchStack:
         self._created_database = False
         self._failed = False
 
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def __enter__(self) -> BenchStack:
-        try:
-            self._start()
-        except BaseException:
-            self._failed = True
-            self.close()
-            raise
+    @property
+    def figway(self) -> BenchStack:
+        """figway's part of the stack: all of it (a Prefect stack holds one beside its server)."""
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._failed = exc_type is not None
-        self.close()
+    # -- lifecycle ---------------------------------------------------------------------
 
     def _start(self) -> None:
         if not self.config.figway.exists():
             raise StackError(f"{self.config.figway} not found: run `make bench` (it installs it)")
-        with psycopg.connect(self.config.pg_admin_url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{self.database}"')
+        create_database(self.config.pg_admin_url, self.database)
         self._created_database = True
         with psycopg.connect(self.database_url, autocommit=True) as connection:
             connection.execute(LEGACY_TABLE_DDL)
@@ -206,7 +242,9 @@ class BenchStack:
             env=self.env(),
             workdir=self.workdir,
         )
-        self._wait_ready(self._server)
+        wait_until_answers(
+            self._server, f"{self.api_url}/readyz", "`figway serve`", timeout=READY_TIMEOUT_SECONDS
+        )
 
     def close(self) -> None:
         """Stop every process, flush the Redis db, drop the database (safe to repeat)."""
@@ -219,13 +257,9 @@ class BenchStack:
         finally:
             self.redis.close()
             if self._created_database:
-                with psycopg.connect(self.config.pg_admin_url, autocommit=True) as admin:
-                    admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+                drop_database(self.config.pg_admin_url, self.database)
                 self._created_database = False
-        if self._failed:
-            print(f"process logs kept in {self.workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        self._clear_workdir("process logs")
 
     # -- workers -----------------------------------------------------------------------
 
@@ -321,23 +355,6 @@ class BenchStack:
         )
         return pid
 
-    def _wait_ready(self, server: ManagedProcess, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.api_url, timeout=5.0) as client:
-            while True:
-                if not server.alive:
-                    raise StackError(f"`figway serve` exited:\n{server.tail()}")
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise StackError(
-                        f"`figway serve` not ready after {timeout:.0f} s:\n{server.tail()}"
-                    )
-                time.sleep(0.2)
-
 
 def rss_kb(pid: int) -> int | None:
     """VmRSS of a process in KiB, from /proc (None when it cannot be read)."""
@@ -384,3 +401,34 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def create_database(admin_url: str, name: str) -> None:
+    """CREATE DATABASE ``name`` on the server of ``admin_url``."""
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """DROP DATABASE ``name`` with whatever is still connected to it (safe to repeat)."""
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def wait_until_answers(server: ManagedProcess, url: str, what: str, *, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; StackError when ``server`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=5.0) as client:
+        while True:
+            if not server.alive:
+                raise StackError(f"{what} exited:\n{server.tail()}")
+            try:
+                if client.get(url).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise StackError(f"{what} not ready after {timeout:.0f} s:\n{server.tail()}")
+            time.sleep(0.2)

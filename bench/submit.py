@@ -28,10 +28,9 @@ from typing import Any, Protocol
 import httpx
 import psycopg
 from redis import Redis
-from rq import Queue
 
 from backends.contract import Executor
-from bench.native import QUEUE, enqueue_dag
+from bench.native import enqueue_dag, queue
 from bench.stats import Summary, summarise
 from bench.timing import PhaseTimer, StatementCounter
 from bench.workflows import FOLDER_ID, WORKSPACE_ID, BenchDag
@@ -204,7 +203,7 @@ class Baseline:
         self._dag = target.dag
         self._per_job = per_job
         self._redis = Redis.from_url(target.redis_url)
-        self._queue = Queue(QUEUE, connection=self._redis)
+        self._queue = queue(self._redis)
         self._connection = psycopg.connect(target.database_url, autocommit=True)
 
     def submit(self) -> None:
@@ -329,13 +328,20 @@ class SustainedResult:
 
 
 def measure_sustained(
-    target: SubmitTarget, name: str, *, clients: int, seconds: float, max_submissions: int
+    target: SubmitTarget,
+    name: str,
+    *,
+    clients: int,
+    seconds: float,
+    max_submissions: int,
+    factories: Mapping[str, tuple[str, SubmitterFactory]] | None = None,
 ) -> SustainedResult:
     """``clients`` threads, each with its own connection, submit back to back.
 
     Stops after ``seconds`` or ``max_submissions``, whichever comes first.
+    ``factories`` defaults to :func:`submitter_factories`.
     """
-    label, factory = submitter_factories()[name]
+    label, factory = (submitter_factories() if factories is None else factories)[name]
     submitters = [factory(target) for _ in range(clients)]
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[BaseException] = []

@@ -137,6 +137,33 @@ class Run(Base):
         Index(None, "workflow_id", "finished_at"),
         # What the artifact janitor reads: finished runs whose files are still there.
         Index(None, "artifacts_purged_at", "finished_at"),
+        # Client runs only, as every reader below wants them (measured on 1,000,000 runs,
+        # docs/performance.md): the console's latest runs, newest first...
+        Index(
+            "ix_runs_client_created",
+            text("created_at DESC"),
+            "job_run_id",
+            postgresql_where=text("shadow_of IS NULL"),
+            sqlite_where=text("shadow_of IS NULL"),
+        ),
+        # ...the job ids a workflow's runs used (rule planning), and GET /workflow_runs/stats,
+        # which counts from the index alone.
+        Index(
+            "ix_runs_client_workflow_job",
+            "workflow_id",
+            "job_id",
+            "created_at",
+            postgresql_where=text("shadow_of IS NULL"),
+            sqlite_where=text("shadow_of IS NULL"),
+        ),
+        Index(
+            "ix_runs_client_counts",
+            "workflow_id",
+            "backend",
+            "status",
+            postgresql_where=text("shadow_of IS NULL"),
+            sqlite_where=text("shadow_of IS NULL"),
+        ),
     )
 
 

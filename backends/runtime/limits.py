@@ -31,6 +31,7 @@ import pickle
 import resource
 import signal
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,7 +186,7 @@ def run_limited(
         raise
     finally:
         here.close()
-    _, status, usage = os.wait4(pid, 0)
+    status, usage = _reap(pid)
     if cancelled.is_set():
         raise NodeCancelledError("the run was killed while the node ran")
     if over_memory:
@@ -208,6 +209,27 @@ def run_limited(
 
 
 _NOTHING = object()
+#: How long a node's process may take to exit once it has said how the node ended.
+_EXIT_GRACE_SECONDS = 5.0
+
+
+def _reap(pid: int) -> tuple[int, resource.struct_rusage]:
+    """Wait for the node's process to exit: (its wait status, its resource usage).
+
+    Its outcome is in hand already; what is left is closing the node's database
+    sessions. A process forked from one with threads can block there on a lock that
+    another thread held at the fork; it is killed rather than waited on for ever.
+    """
+    deadline = time.monotonic() + _EXIT_GRACE_SECONDS
+    while True:
+        reaped, status, usage = os.wait4(pid, os.WNOHANG)
+        if reaped:
+            return status, usage
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            _, status, usage = os.wait4(pid, 0)
+            return status, usage
+        time.sleep(0.01)
 
 
 def _collect(

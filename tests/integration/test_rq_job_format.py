@@ -29,7 +29,12 @@ def test_a_run_is_written_to_redis_as_json(stack: Stack) -> None:
     assert meta is not None
     function, _, args, kwargs = json.loads(zlib.decompress(data))  # RQ compresses it
     assert (function, args, kwargs) == ("backends.rq.jobs.run_node", [job_run_id, "only", 0], {})
-    assert json.loads(meta) == {"job_run_id": job_run_id, "node_id": "only"}
+    assert json.loads(meta) == {
+        "job_run_id": job_run_id,
+        "node_id": "only",
+        "workflow_id": "json-jobs",
+        "release": "figway",
+    }
     assert stack.http.delete(f"/workflow_runs/{job_run_id}").status_code == 200
 
 

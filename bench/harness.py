@@ -139,6 +139,33 @@ def interleave(
 # -- the command line --------------------------------------------------------------------
 
 
+def sustained_ratios(sustained: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """figway's sustained rate over the baseline's, per number of clients."""
+    rates: dict[int, dict[str, float]] = {}
+    for item in sustained:
+        rates.setdefault(item["clients"], {})[item["name"]] = item["per_second"]
+    return [
+        {"clients": clients, "ratio": by_name[FIGWAY] / by_name[BASELINE]}
+        for clients, by_name in sorted(rates.items())
+        if FIGWAY in by_name and by_name.get(BASELINE)
+    ]
+
+
+def positive_ints(text: str) -> list[int]:
+    """An argparse type: comma-separated counts, each at least 1.
+
+    >>> positive_ints("1,4,16")
+    [1, 4, 16]
+    """
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated whole numbers, not {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"each count must be at least 1: {text!r}")
+    return counts
+
+
 def choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
     """An argparse type: a comma-separated subset of ``allowed``."""
 
@@ -412,18 +439,20 @@ def part_submit(
             f"p99 {result.summary.p99:7.2f} ms"
         )
     sustained = []
-    for name in path.sustained:
-        say(f"(a) sustained: {name}, {args.clients} clients for {args.sustain_seconds:g} s")
-        rate = measure_sustained(
-            target,
-            name,
-            clients=args.clients,
-            seconds=args.sustain_seconds,
-            max_submissions=args.max_sustained,
-            factories=factories,
-        )
-        say(f"  {rate.submissions} submissions, {rate.per_second:.1f}/s")
-        sustained.append(dataclasses.asdict(rate))
+    client_counts = args.clients if isinstance(args.clients, list) else [args.clients]
+    for clients in client_counts:
+        for name in path.sustained:  # the submitters of one count side by side
+            say(f"(a) sustained: {name}, {clients} clients for {args.sustain_seconds:g} s")
+            rate = measure_sustained(
+                target,
+                name,
+                clients=clients,
+                seconds=args.sustain_seconds,
+                max_submissions=args.max_sustained,
+                factories=factories,
+            )
+            say(f"  {rate.submissions} submissions, {rate.per_second:.1f}/s")
+            sustained.append(dataclasses.asdict(rate))
     by_name = {result.name: result for result in latency}
     figures: dict[str, Any] = {
         "submit_latency": [dataclasses.asdict(result) for result in latency],
@@ -505,6 +534,7 @@ def run(path: BenchPath, args: argparse.Namespace) -> dict[str, Any]:
             if part == "submit":
                 submitted = part_submit(path, stack, args, submit_dag)
                 results["targets"]["submit_p50_ratio"] = submitted.pop("submit_p50_ratio")
+                results["targets"]["sustained"] = sustained_ratios(submitted.get("sustained", []))
                 results.update(submitted)
             elif part == "e2e":
                 results["end_to_end"] = part_end_to_end(path, stack, args, [chain_dag, layered_dag])

@@ -31,7 +31,7 @@ from typing import Any
 
 from bench import rq_report
 from bench.endtoend import EndToEndRunner, EndToEndSample, summarise_samples
-from bench.harness import BenchPath, choices, main, say
+from bench.harness import BenchPath, choices, main, positive_ints, say
 from bench.probes import node_runtime_probe, pg_connect_probe
 from bench.stack import BenchStack, StackConfig, rss_kb
 from bench.submit import SubmitterFactory, submitter_factories
@@ -73,9 +73,9 @@ class RqPath(BenchPath):
         )
         parser.add_argument(
             "--clients",
-            type=int,
-            default=4,
-            help="concurrent clients of the sustained test (default: %(default)s)",
+            type=positive_ints,
+            default=[1, 4, 16],
+            help="concurrent clients of the sustained tests, comma-separated (default: 1,4,16)",
         )
         parser.add_argument(
             "--sustain-seconds",
@@ -105,8 +105,8 @@ class RqPath(BenchPath):
         )
 
     def check(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-        if args.workers < 1 or args.clients < 1 or not args.modes:
-            parser.error("--workers and --clients must be at least 1, --modes not empty")
+        if args.workers < 1 or not args.modes:
+            parser.error("--workers must be at least 1, --modes not empty")
         if args.scale_runs < 1:
             parser.error("--scale-runs must be at least 1")
 

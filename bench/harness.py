@@ -439,7 +439,7 @@ def part_submit(
             f"p99 {result.summary.p99:7.2f} ms"
         )
     sustained = []
-    client_counts = args.clients if isinstance(args.clients, list) else [args.clients]
+    client_counts = getattr(args, "clients", []) if path.sustained else []
     for clients in client_counts:
         for name in path.sustained:  # the submitters of one count side by side
             say(f"(a) sustained: {name}, {clients} clients for {args.sustain_seconds:g} s")

@@ -85,6 +85,14 @@ def node_runtime_probe(
     )
     warm = NodeRuntime(timer.wrap(warm_store, "store"), node_types, heartbeat_seconds=1.0)
     fresh = NodeRuntime(Store(fresh_engine), node_types, heartbeat_seconds=1.0)
+    # SQLite's path on PostgreSQL: every transition as separate statements, for what the
+    # one-call transition (migration 0010) is worth.
+    # Engines of their own, so the warm runtime's statement counts stay its own.
+    other_engine = create_database_engine(database_url)
+    by_statement = NodeRuntime(
+        Store(other_engine, one_statement_writes=False), node_types, heartbeat_seconds=1.0
+    )
+    relaying_store = Store(create_database_engine(database_url))
 
     def new_run(dag: BenchDag) -> str:
         request = RunRequest(
@@ -116,18 +124,30 @@ def node_runtime_probe(
 
     results: dict[str, Any] = {"in_process": {}, "new_connection_per_node": {}, "forked": {}}
     try:
-        runs = {name: new_run(chain_dag) for name in ("warm", "fresh", "forked")}
-        series: dict[str, list[float]] = {"warm": [], "fresh": [], "forked": [], "empty": []}
+        names = ("warm", "by_statement", "fresh", "forked", "relayed")
+        runs = {name: new_run(chain_dag) for name in names}
+        series: dict[str, list[float]] = {name: [] for name in (*names, "empty")}
         timer.reset()
         counter.reset()
         for node in chain_dag.level_order():
             series["warm"].append(timed(partial(execute, warm, runs["warm"], node)))
+            series["by_statement"].append(
+                timed(partial(execute, by_statement, runs["by_statement"], node))
+            )
             fresh_engine.dispose()  # the next node opens a new connection, as a work horse does
             series["fresh"].append(timed(partial(execute, fresh, runs["fresh"], node)))
             # The child's copy of the engines drops its pool at fork (figway's at-fork hook).
             series["forked"].append(_in_child(partial(execute, warm, runs["forked"], node)))
+            # As `figway worker rq` runs it: the child records through this process.
+            series["relayed"].append(
+                _relayed_child(relaying_store, node_types, runs["relayed"], node)
+            )
             series["empty"].append(_in_child(lambda: None))
         results["in_process"][chain_dag.workflow_id] = warm_figures(series["warm"])
+        results["statement_by_statement"] = {
+            chain_dag.workflow_id: summarise(series["by_statement"]).as_dict()
+        }
+        results["forked_relayed"] = {chain_dag.workflow_id: summarise(series["relayed"]).as_dict()}
         results["new_connection_per_node"][chain_dag.workflow_id] = summarise(
             series["fresh"]
         ).as_dict()
@@ -147,6 +167,8 @@ def node_runtime_probe(
     finally:
         warm_engine.dispose()
         fresh_engine.dispose()
+        other_engine.dispose()
+        relaying_store.engine.dispose()
     return results
 
 
@@ -166,4 +188,31 @@ def _in_child(action: Callable[[], None]) -> float:
     elapsed = (time.perf_counter() - began) * 1_000
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError("a forked probe child failed")
+    return elapsed
+
+
+def _relayed_child(store: Any, node_types: Any, run_id: str, node: str) -> float:
+    """A forked child runs one node recording through this process, as a forking
+    `figway worker rq` runs it (backends/rq/store_relay.py); milliseconds to reaped exit."""
+    from backends.rq.store_relay import StoreRelay
+    from backends.runtime.attempts import NodeRuntime
+
+    relay = StoreRelay(store)
+    began = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into the benchmark
+        code = 0
+        try:
+            runtime = NodeRuntime(relay.in_horse(store), node_types, heartbeat_seconds=1.0)
+            result = runtime.execute(job_run_id=run_id, node_id=node, attempt=1)
+            code = 0 if result.outcome.value == "succeeded" else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        os._exit(code)
+    relay.in_worker()
+    _, status = os.waitpid(pid, 0)
+    elapsed = (time.perf_counter() - began) * 1_000
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError("a relayed probe child failed")
     return elapsed

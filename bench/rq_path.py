@@ -97,6 +97,13 @@ class RqPath(BenchPath):
             "of `figway worker rq`) and/or simple (SimpleWorker, `--simple`); default: fork,simple",
         )
         parser.add_argument(
+            "--release",
+            choices=("figway", "rq"),
+            default="figway",
+            help="who starts figway's ready nodes (FIGWAY_RQ_RELEASE): figway's finishing job "
+            "(the default) or RQ's depends_on, to measure one against the other",
+        )
+        parser.add_argument(
             "--scale-runs",
             type=int,
             default=1_000_000,
@@ -118,6 +125,7 @@ class RqPath(BenchPath):
             "max_sustained": args.max_sustained,
             "modes": args.modes,
             "scale_runs": args.scale_runs,
+            "release": args.release,
         }
 
     def stack(self, args: argparse.Namespace) -> contextlib.AbstractContextManager[BenchStack]:
@@ -134,6 +142,7 @@ class RqPath(BenchPath):
                 extra_env={
                     "FIGWAY_NODE_SILENCE_SECONDS": "3600",
                     "FIGWAY_PREFECT_EARLY_START": "false",
+                    "FIGWAY_RQ_RELEASE": args.release,
                 },
             )
         )

@@ -47,14 +47,18 @@ def _probe_tables(results: dict[str, Any]) -> list[str]:
         [f"in-process, warm: {dag}", f"{d['node_ms']['p50']:.2f}", f"{d['node_ms']['mean']:.2f}"]
         for dag, d in runtime["in_process"].items()
     ]
-    for dag, d in runtime.get("new_connection_per_node", {}).items():
-        rows.append(
-            [f"in-process, new connection per node: {dag}", f"{d['p50']:.2f}", f"{d['mean']:.2f}"]
-        )
+    labelled = (
+        ("statement_by_statement", "in-process, warm, each transition as separate statements"),
+        ("new_connection_per_node", "in-process, new connection per node"),
+        ("forked_relayed", "forked child per node, recording through this process (relay)"),
+    )
+    for key, label in labelled:
+        for dag, d in runtime.get(key, {}).items():
+            rows.append([f"{label}: {dag}", f"{d['p50']:.2f}", f"{d['mean']:.2f}"])
     for dag, d in runtime["forked"].items():
         rows.append(
             [
-                f"forked child per node: {dag}",
+                f"forked child per node, its own connection: {dag}",
                 f"{d['node_ms']['p50']:.2f}",
                 f"{d['node_ms']['mean']:.2f}",
             ]

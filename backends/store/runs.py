@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, insert, select, update
+from sqlalchemy import CursorResult, Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from backends.model import dag
@@ -53,11 +53,17 @@ __all__ = ["Store"]
 class Store(Transactions):
     """figway's database: workflows, runs, nodes, the transition journal and logs."""
 
-    @property
-    def _one_round_trip(self) -> bool:
-        """Whether the hot writes are one statement each (PostgreSQL): a node's transition
-        (``figway_node_transition()``), a run's creation and its submission."""
-        return self.engine.dialect.name == "postgresql"
+    def __init__(self, engine: Engine, *, one_statement_writes: bool | None = None) -> None:
+        super().__init__(engine)
+        #: Whether the hot writes are one statement each: a node's transition
+        #: (``figway_node_transition()``), a run's creation and its submission. PostgreSQL
+        #: does; SQLite runs them statement by statement, which tests and benchmarks can
+        #: ask of PostgreSQL too, to compare.
+        self._one_round_trip = (
+            engine.dialect.name == "postgresql"
+            if one_statement_writes is None
+            else one_statement_writes
+        )
 
     def ping(self) -> None:
         """Raise :class:`StoreError` unless the database answers."""

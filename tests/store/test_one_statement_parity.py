@@ -29,18 +29,10 @@ NODES = {n: "noop" for n in "abcdefgh"}
 EDGES = {"b": ["a"], "c": ["b"], "d": ["a"], "g": ["f"], "h": ["d", "e"]}
 
 
-class StatementByStatementStore(Store):
-    """The store as it runs on SQLite: every transition as separate statements."""
-
-    @property
-    def _one_round_trip(self) -> bool:
-        return False
-
-
 @pytest.fixture
 def stores(pg_url: str) -> Iterator[tuple[Store, Store]]:
     engine = create_database_engine(pg_url)
-    yield Store(engine), StatementByStatementStore(engine)
+    yield Store(engine), Store(engine, one_statement_writes=False)
     engine.dispose()
 
 

@@ -9,14 +9,18 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
-import httpx
 import pytest
 import websockets
 
 from backends.store.api_keys import NewKey
 from tests.support.api_client import Gateway
 from tests.support.gateway import running_gateway
-from tests.support.keys import api_keys
+from tests.support.keys import (
+    api_keys,
+    bearer,
+    check_forged_keys_run_out_of_their_address_allowance,
+    client_from,
+)
 
 #: A token every ten seconds: far slower than this module's requests, so what a test sees
 #: does not depend on how fast it runs.
@@ -44,41 +48,15 @@ def new_key(gateway: Gateway, *scopes: str) -> NewKey:
         return store.create(name="limits", scopes=scopes, created_by="test")
 
 
-def client_from(gateway: Gateway, address: str) -> httpx.Client:
-    """A client whose requests come from ``address`` (any of 127.0.0.0/8 is this machine)."""
-    transport = httpx.HTTPTransport(local_address=address)
-    return httpx.Client(base_url=gateway.base_url, transport=transport, timeout=30)
-
-
-def bearer(key: NewKey) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key.token}"}
-
-
 def test_forged_keys_run_out_of_their_address_allowance_before_any_lookup(
     gateway: Gateway,
 ) -> None:
-    good = new_key(gateway, "runs")
-    with client_from(gateway, "127.0.0.2") as forger:
-        codes = [
-            forger.get(
-                "/workflow_runs/stats", headers={"Authorization": f"Bearer fgw_{i:012x}_forged"}
-            ).status_code
-            for i in range(10)
-        ]
-        # A refused key costs ten requests' worth: the first one spends the address's
-        # whole allowance, and the rest are refused without a lookup, the good key too.
-        assert codes == [401] + [429] * 9
-        limited = forger.get("/workflow_runs/stats", headers=bearer(good))
-        assert limited.status_code == 429
-        assert int(limited.headers["retry-after"]) >= 1
-        assert "127.0.0.2" in limited.json()["detail"]
-    with client_from(gateway, "127.0.0.3") as other:  # another address is not concerned
-        assert other.get("/workflow_runs/stats", headers=bearer(good)).status_code == 200
+    check_forged_keys_run_out_of_their_address_allowance(gateway.base_url, new_key(gateway, "runs"))
 
 
 def test_a_revoked_key_is_refused_once_the_key_cache_time_has_passed(gateway: Gateway) -> None:
     key = new_key(gateway, "runs")
-    with client_from(gateway, "127.0.0.4") as client:
+    with client_from(gateway.base_url, "127.0.0.4") as client:
         assert client.get("/workflow_runs/stats", headers=bearer(key)).status_code == 200
         with api_keys(gateway.settings.resolved_database_url()) as store:
             assert store.revoke(key_id=key.key.key_id, revoked_by="test")
@@ -113,7 +91,7 @@ async def snapshot_of(socket: object) -> str:
 def test_live_followers_are_capped_per_key_and_per_gateway_with_1013(gateway: Gateway) -> None:
     writer = new_key(gateway, "workflows")
     one, two = new_key(gateway, "runs"), new_key(gateway, "runs")
-    with client_from(gateway, "127.0.0.5") as client:
+    with client_from(gateway.base_url, "127.0.0.5") as client:
         workflow = {
             "workspace_id": "ws",
             "folder_id": "f",

@@ -53,7 +53,12 @@ from backends.runtime.bounds import MAX_TEXT_CHARS
 from backends.store.api_keys import NewKey
 from tests.support.figway_stack import FIGWAY, Stack, clean_env
 from tests.support.http_server import Server, serve
-from tests.support.keys import api_keys, one_key_per_scope
+from tests.support.keys import (
+    api_keys,
+    bearer,
+    check_forged_keys_run_out_of_their_address_allowance,
+    one_key_per_scope,
+)
 from tests.support.processes import LoggedProcess, command_line, descendants, free_port
 from tests.support.services import flushed_redis
 
@@ -119,10 +124,6 @@ def keys(stack: Stack) -> dict[str, NewKey]:
             name="tried code", scopes=["workflows", "code"], created_by="t"
         )
     return found
-
-
-def bearer(key: NewKey) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key.token}"}
 
 
 def log_of(process: LoggedProcess | None) -> str:
@@ -295,30 +296,9 @@ def door(pg_url: str, redis_db: str, tmp_path_factory: pytest.TempPathFactory) -
         running.close()
 
 
-def client_from(stack: Stack, address: str) -> httpx.Client:
-    """A client whose requests come from ``address`` (any of 127.0.0.0/8 is this machine)."""
-    transport = httpx.HTTPTransport(local_address=address)
-    return httpx.Client(base_url=f"http://127.0.0.1:{stack.port}", transport=transport, timeout=30)
-
-
 def test_forged_keys_run_out_of_their_address_allowance_before_any_lookup(door: Stack) -> None:
     (good,) = one_key_per_scope(door.database_url, "runs", name="door").values()
-    with client_from(door, "127.0.0.2") as forger:
-        codes = [
-            forger.get(
-                "/workflow_runs/stats", headers={"Authorization": f"Bearer fgw_{i:012x}_forged"}
-            ).status_code
-            for i in range(10)
-        ]
-        # A refused key costs ten requests' worth: the first one spends the address's whole
-        # allowance, and the rest are refused without a lookup, a good key's too.
-        assert codes == [401] + [429] * 9
-        limited = forger.get("/workflow_runs/stats", headers=bearer(good))
-        assert limited.status_code == 429
-        assert int(limited.headers["retry-after"]) >= 1
-        assert "127.0.0.2" in limited.json()["detail"]
-    with client_from(door, "127.0.0.3") as other:  # another address is not concerned
-        assert other.get("/workflow_runs/stats", headers=bearer(good)).status_code == 200
+    check_forged_keys_run_out_of_their_address_allowance(f"http://127.0.0.1:{door.port}", good)
 
 
 # -- bounded storage -----------------------------------------------------------------------------

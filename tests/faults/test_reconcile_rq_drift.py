@@ -57,6 +57,13 @@ class Harness:
             job_id_for(plan.job_run_id, node_id), connection=self.redis, serializer=JOB_SERIALIZER
         )
 
+    def fail_root_as_an_outage_did(self, plan: RunPlan) -> None:
+        """What a database outage did before: node a's job failed before it recorded a start."""
+        root = self.job(plan, "a")
+        root.set_status(JobStatus.FAILED)
+        self.redis.lrem("rq:queue:default", 0, root.id)
+        FailedJobRegistry("default", connection=self.redis).add(root, exc_string="StoreError")
+
     def work(self) -> None:
         """Run every job RQ holds to the end, in this process."""
         build_worker(self.redis, ["default"], simple=True).work(burst=True)
@@ -122,11 +129,7 @@ def test_a_failed_job_figway_did_not_fail_is_queued_again_and_its_children_follo
 ) -> None:
     harness = rq_harness
     plan = harness.submitted(chain_plan())
-    root = harness.job(plan, "a")
-    # What a database outage did before: the job failed before its node recorded a start.
-    root.set_status(JobStatus.FAILED)
-    harness.redis.lrem("rq:queue:default", 0, root.id)
-    FailedJobRegistry("default", connection=harness.redis).add(root, exc_string="StoreError")
+    harness.fail_root_as_an_outage_did(plan)
 
     assert harness.executor.reconcile(plan, {}) == []
     assert harness.job(plan, "a").get_status() is JobStatus.QUEUED
@@ -139,10 +142,7 @@ def test_a_failed_job_figway_did_not_fail_is_queued_again_and_its_children_follo
 
 def test_a_failed_root_job_is_queued_again_and_releases_its_children(harness: Harness) -> None:
     plan = harness.submitted(chain_plan())
-    root = harness.job(plan, "a")
-    root.set_status(JobStatus.FAILED)
-    harness.redis.lrem("rq:queue:default", 0, root.id)
-    FailedJobRegistry("default", connection=harness.redis).add(root, exc_string="StoreError")
+    harness.fail_root_as_an_outage_did(plan)
 
     assert harness.executor.reconcile(plan, {}) == []
     assert harness.job(plan, "a").get_status() is JobStatus.QUEUED

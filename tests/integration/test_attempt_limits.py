@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.figway_stack import Stack
+from tests.support.hogs import hog
 from tests.support.prefect_services import PrefectServices
 from tests.support.prefect_stack import prefect_stack
 
@@ -20,16 +21,6 @@ pytestmark = pytest.mark.service
 
 MEMORY_REASON = "memory limit 64 MiB exceeded"
 CPU_REASON = "CPU time limit 1 s exceeded"
-
-
-def hog(function: str, limits: dict[str, int] | None, **kwargs: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "type": "python",
-        "config": {"callable": f"tests.support.hogs:{function}", "kwargs": kwargs},
-    }
-    if limits is not None:
-        spec["limits"] = limits
-    return spec
 
 
 #: Two nodes over their limits (one with a retry), one within them, one without any.

@@ -20,6 +20,7 @@ from backends.runtime.attempts import NodeRuntime, Outcome
 from backends.store import Store, create_database_engine, upgrade
 from tests.nodes.secret_nodes import here
 from tests.store.test_runtime import wait_until_running
+from tests.support.hogs import hog
 from tests.support.plans import start_run
 from tests.support.policy import TEST_PYTHON_CALLABLES
 
@@ -37,16 +38,6 @@ def runtime_for(store: Store, **policy: Any) -> NodeRuntime:
         NodePolicy(python_callables=tuple(TEST_PYTHON_CALLABLES.split(",")), **policy)
     )
     return NodeRuntime(store, registry, heartbeat_seconds=0.05)
-
-
-def hog(function: str, limits: dict[str, int] | None, **kwargs: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "type": "python",
-        "config": {"callable": f"tests.support.hogs:{function}", "kwargs": kwargs},
-    }
-    if limits is not None:
-        spec["limits"] = limits
-    return spec
 
 
 def test_a_node_over_its_memory_limit_fails_with_the_reason_and_retries(store: Store) -> None:

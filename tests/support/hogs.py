@@ -4,6 +4,7 @@ log lines (``python`` node callables)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from backends.nodes.base import NodeContext
 
@@ -30,3 +31,14 @@ def shout(size: int) -> None:
     """Print a line of ``size`` characters, then fail with an error as long."""
     print("y" * size)
     raise ValueError("cannot cast " + "z" * size)
+
+
+def hog(function: str, limits: dict[str, int] | None, **kwargs: Any) -> dict[str, Any]:
+    """The spec of a python node calling one of the hogs above, with ``limits`` if given."""
+    spec: dict[str, Any] = {
+        "type": "python",
+        "config": {"callable": f"tests.support.hogs:{function}", "kwargs": kwargs},
+    }
+    if limits is not None:
+        spec["limits"] = limits
+    return spec

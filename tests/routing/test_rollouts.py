@@ -8,6 +8,8 @@ batch is accepted after the step it is evidence for began, as it would be live.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from backends.model.errors import NotFoundError, RolloutConflictError
@@ -51,9 +53,16 @@ def keeper(store: Store) -> RolloutKeeper:
 
 
 def at_step(store: Store, *, prefect_seconds: float = 10.0, count: int = 30) -> None:
-    """A step's worth of finished runs on both sides."""
-    record_runs(store, backend="rq", count=count, seconds=10.0)
-    record_runs(store, backend="prefect", count=count, seconds=prefect_seconds)
+    """A step's worth of finished runs on both sides, all accepted before this returns.
+
+    (Spread 10 ms apart, the last of them would be accepted in the future, and a step
+    the keeper begins meanwhile would count them as its own.)
+    """
+    close_together = timedelta(microseconds=1)
+    record_runs(store, backend="rq", count=count, seconds=10.0, every=close_together)
+    record_runs(
+        store, backend="prefect", count=count, seconds=prefect_seconds, every=close_together
+    )
 
 
 def on_prefect(router: Router, jobs: int = 2_000) -> set[str]:

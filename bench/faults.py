@@ -28,7 +28,8 @@ long after the fault ended runs were ending again (progress) and every accepted
 run had ended (settle time; it includes the batch's own remaining work), and at
 the end the runs lost (ended ``failed``: the workflow cannot fail by itself),
 the runs stuck (not ended ``--settle`` seconds after the last fault), and the
-node executions that were not one per recorded attempt. Nothing is ever fixed
+node executions that were not one per recorded attempt. A Prefect worker that
+exits by itself is started again, as a supervisor would, and counted. Nothing is ever fixed
 by hand. Results go to ``bench/results/faults-<time>.json`` and as Markdown to
 standard output. Lost and stuck runs are counted per backend, settle times per
 backend too (a run's backend is its workflow's).
@@ -101,6 +102,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--settle", type=float, default=300.0, help="longest wait per fault")
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated fault kinds to draw from (default: every kind)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the process logs (printed: where) to read after"
+    )
     parser.add_argument("--output", type=Path, default=Path("bench/results"))
     return parser.parse_args(argv)
 
@@ -123,6 +132,7 @@ class Chaos:
         self.accepted: list[str] = []
         self.unrecorded: list[str] = []  # POSTs refused without a record: sent again later
         self.backend_of: dict[str, str] = {}  # every run's backend, chosen when its id is made
+        self.prefect_worker_exits = 0  # times the Prefect worker exited by itself
 
     def put_workflows(self) -> None:
         for backend, workflow_id in WORKFLOWS.items():
@@ -203,6 +213,7 @@ class Chaos:
         found: dict[str, float | None] = {"progress": None, "settled": None}
         found |= {backend: None for backend in accepted}
         while time.monotonic() - start < timeout:
+            self.supervise()
             ended = self.ended()
             if ended is not None:
                 now = round(time.monotonic() - start, 1)
@@ -218,6 +229,17 @@ class Chaos:
                     return found
             time.sleep(0.25)
         return found
+
+    def supervise(self) -> None:
+        """Start the Prefect worker again if it exited by itself, as a supervisor would
+        (systemd's ``Restart=always``, compose's ``restart:``); counted, and reported."""
+        worker = self.prefect.worker if self.prefect is not None else None
+        if worker is None or worker.running():
+            return
+        self.prefect_worker_exits += 1
+        print(f"the Prefect worker exited by itself:\n{worker.tail(8)}", flush=True)
+        assert self.prefect is not None
+        self.prefect.start_worker()
 
     def strike(self, fault: str, args: argparse.Namespace, during: list[str]) -> str:
         """Inject ``fault``; POST the ``during`` runs while it lasts. Returns what was done."""
@@ -318,6 +340,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
     )
     kinds = RQ_FAULTS + (PREFECT_FAULTS if args.prefect_share > 0 else ())
+    if args.only:
+        chosen = tuple(args.only.split(","))
+        unknown = [k for k in chosen if k not in kinds]
+        if unknown:
+            raise SystemExit(f"--only: unknown fault kinds {unknown}; known: {list(kinds)}")
+        kinds = chosen
     started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
     faults: list[dict[str, Any]] = []
     stack = BenchStack(config)
@@ -390,7 +418,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for attempt in range(1, node["attempts"] + 1)
         if ran[(run_id, node_id, attempt)] == 0
     )
-    shutil.rmtree(workdir, ignore_errors=True)
+    if args.keep:
+        print(f"logs kept in {workdir}", flush=True)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     failed = {i: r.get("error") for i, r in runs.items() if r["status"] == "failed"}
     stuck = [i for i, r in runs.items() if r["status"] not in TERMINAL]
     by_backend = {
@@ -419,6 +450,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "runs_stuck": len(stuck),
         "stuck_runs": {i: f"{chaos.backend_of[i]}, {runs[i]['status']}" for i in stuck[:20]},
         "by_backend": by_backend,
+        "prefect_worker_exits": chaos.prefect_worker_exits,
         "nodes_not_once_per_attempt": len(problems),
         "executions_beyond_attempts": twice,
         "attempts_never_executed": unexecuted,
@@ -504,8 +536,12 @@ def render(results: dict[str, Any]) -> str:
         ],
     )
     reasons = "\n".join(f"- {n} x {reason}" for reason, n in results["lost_reasons"].items())
+    exits = (
+        f"The Prefect worker exited by itself {results.get('prefect_worker_exits', 0)} times "
+        "(started again each time, as a supervisor would)."
+    )
     return (
-        f"## Faults\n\n{table}\n\n{kinds}\n\n{backends}\n\n{summary}\n\n"
+        f"## Faults\n\n{table}\n\n{kinds}\n\n{backends}\n\n{exits}\n\n{summary}\n\n"
         f"{reasons or '(no run lost)'}\n"
     )
 

@@ -65,6 +65,10 @@ RQ_FAULTS = ("redis-restart", "redis-wipe", "postgres-cut", "worker-kill")
 PREFECT_FAULTS = ("prefect-outage", "prefect-worker-kill", "flow-run-kill")
 #: The workflow of each backend's runs (the same chain; only the routing differs).
 WORKFLOWS = {"rq": "chaos_chain", "prefect": "chaos_chain_prefect"}
+#: The Prefect worker's settings that docs/operations.md asks for (its flow-run processes
+#: inherit them): retry the 500s a server answers while its database is away, so a
+#: starting flow-run process does not exit on them and leave its flow run Pending.
+PREFECT_WORKER_SETTINGS = {"PREFECT_CLIENT_RETRY_EXTRA_CODES": "500"}
 #: How long each node sleeps: a flow run's nodes last long enough that the Prefect faults
 #: find flow-run processes at work (RQ's are as short as before, for comparable figures).
 NODE_SECONDS = {"rq": 0.05, "prefect": 2.0}
@@ -309,6 +313,7 @@ def prefect_beside(
     worker_settings = {
         **stack.config.extra_env,
         "PYTHONPATH": stack.env()["PYTHONPATH"],  # the ledger node lives in tests/support
+        **PREFECT_WORKER_SETTINGS,
     }
     with own_prefect_services(
         stack.linked_database_url(),
@@ -440,7 +445,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "started_at": started_at,
         "machine": machine(),
         "arguments": {k: str(v) for k, v in vars(args).items()},
-        "settings": SETTINGS,
+        "settings": {**SETTINGS, **PREFECT_WORKER_SETTINGS},
         "runs_submitted": args.runs,
         "runs_accepted": len(runs),
         "runs_never_recorded": args.runs - len(runs),

@@ -79,8 +79,10 @@ bench-metrics: $(STAMP)
 bench-decisions: $(STAMP)
 	$(BIN)/python -m bench.decisions
 
-## bench-faults: 500 runs through a random sequence of Redis restarts and wipes, PostgreSQL
-## cuts and worker SIGKILLs (its own redis-server; docs/reliability.md). Fewer: ARGS="--runs 100"
+## bench-faults: 500 runs on RQ and Prefect through a random sequence of Redis restarts and
+## wipes, PostgreSQL cuts, RQ worker SIGKILLs, Prefect server outages, Prefect worker and
+## flow-run process SIGKILLs (its own redis-server and prefect server; docs/reliability.md).
+## Quicker: ARGS="--runs 60 --faults 7"
 bench-faults: $(STAMP) services
 	$(BIN)/python -m bench.faults $(ARGS)
 

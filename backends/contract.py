@@ -47,6 +47,16 @@ a concrete backend, no probing for optional methods. Every implementation must:
     cannot judge yet are left out. A backend reporting a node failed for good
     also drops the work it still holds for that node's downstream nodes.
 
+``agree_with_record()``
+    Make what the backend shows of ended runs agree with figway's record, for the
+    drift no one run's ``reconcile`` sees: Prefect's flow runs and task runs left
+    Running by a flow-run process that died or whose reports an outage lost. The
+    gateway's upkeep calls it every reconcile round, beside the reconciler; an
+    implementation may act less often, and one with nothing to do (RQ, whose
+    ``reconcile`` lines each quiet run's jobs up with the record) returns at once.
+    It changes only the backend's view, never figway's record. Raises
+    ``BackendUnavailableError`` when the backend cannot be reached.
+
 ``close()``
     Release what the executor holds open (clients, pools). Idempotent; the
     executor is not used again.
@@ -119,5 +129,7 @@ class Executor(Protocol):
     def holdings(self) -> dict[str, int]: ...
 
     def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]: ...
+
+    def agree_with_record(self) -> None: ...
 
     def close(self) -> None: ...

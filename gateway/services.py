@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 
 from backends.contract import Executor
 from backends.model.backend_names import LEGACY_BACKEND
-from backends.model.errors import BackendRejectedError, FigwayError
+from backends.model.errors import BackendRejectedError, BackendUnavailableError, FigwayError
 from backends.model.status import RunStatus
 from backends.model.workflow import POOLS
 from backends.nodes import NodeRegistry, default_registry
@@ -161,6 +161,12 @@ class Services:
                 self.reconciler.reconcile_once,
                 interval_seconds=settings.reconcile_interval_seconds,
             ),
+            # Beside the reconciler: what a backend shows of ended runs made to agree.
+            Periodic(
+                "agreement",
+                self.agree_with_backends,
+                interval_seconds=settings.reconcile_interval_seconds,
+            ),
             Periodic(
                 "routing", self.routing_upkeep, interval_seconds=settings.routing_reload_seconds
             ),
@@ -220,6 +226,18 @@ class Services:
             else:  # switched off: no series, rather than a stale 0 that keeps alerting
                 with contextlib.suppress(KeyError):
                     self.metrics.backend_up.remove(name)
+
+    def agree_with_backends(self) -> None:
+        """One round of making each backend's view of ended runs agree with the record.
+
+        A backend that cannot be reached is skipped until it is back: its outage is
+        the backend check's to report (figway_backend_up, /readyz), not a warning a round.
+        """
+        for name, executor in self.executors.items():
+            try:
+                executor.agree_with_record()
+            except BackendUnavailableError as exc:
+                log.debug("%s: agreement waits for the backend: %s", name, exc)
 
     def close(self) -> None:
         if self._closed:

@@ -47,7 +47,7 @@ __all__ = ["FINISHED_SWEEP_SECONDS", "RecordSweep", "crash_task_runs"]
 
 log = logging.getLogger(__name__)
 
-#: How often a sweep runs at most (it rides on the gateway's backend check).
+#: How often a sweep runs at most (the gateway's upkeep asks every reconcile round).
 FINISHED_SWEEP_SECONDS = 15.0
 #: Rows one sweep looks at, of each kind; the rest wait for the next sweep.
 _SWEEP_LIMIT = 200
@@ -76,10 +76,14 @@ class RecordSweep:
         # What the last sweep found out of line (flow run or task run ids).
         self._seen: set[Any] = set()
 
+    def due(self) -> bool:
+        """Whether the last sweep is :data:`FINISHED_SWEEP_SECONDS` old."""
+        return time.monotonic() - self._last >= FINISHED_SWEEP_SECONDS
+
     def maybe_sweep(self, client: SyncPrefectClient) -> None:
         """Sweep if the last sweep is :data:`FINISHED_SWEEP_SECONDS` old (else nothing)."""
         now = time.monotonic()
-        with self._lock:  # /readyz and the periodic check may both get here
+        with self._lock:  # one sweep at a time, whoever calls
             if now - self._last < FINISHED_SWEEP_SECONDS:
                 return
             self._last = now

@@ -99,7 +99,7 @@ class PrefectExecutor:
         # Runs whose flow run Prefect says is running but which were silent: the flow
         # run and when it was first seen so (see _confirmed_silent).
         self._silent_since: dict[str, tuple[Any, float]] = {}
-        # Ends in Prefect what figway holds ended; it rides on the health check.
+        # Ends in Prefect what figway holds ended (agree_with_record, from the gateway's upkeep).
         self._sweep: RecordSweep | None = None
         if run_status is not None and not embedded:
             from backends.prefect.agreement import RecordSweep
@@ -243,8 +243,6 @@ class PrefectExecutor:
                     workers += online
                     if online == 0 and self._unfinished_flow_runs(client, pool) > 0:
                         unserved.append(work_pool_name(pool))
-                if self._sweep is not None:
-                    self._sweep.maybe_sweep(client)
         except Exception as exc:  # health never raises: an unreachable API is "down"
             return BackendHealth(self.name, up=False, detail=f"Prefect unreachable: {exc}")
         # The API answers: up. Missing pools only stop Prefect runs, which say so themselves.
@@ -299,6 +297,18 @@ class PrefectExecutor:
             return {f"{pool}.flow_runs": self._unfinished_flow_runs(client, pool) for pool in POOLS}
 
     # -- reconcile -------------------------------------------------------------------
+
+    def agree_with_record(self) -> None:
+        """End in Prefect the flow runs and task runs figway holds ended
+        (:class:`~backends.prefect.agreement.RecordSweep`, at most every
+        :data:`~backends.prefect.agreement.FINISHED_SWEEP_SECONDS`).
+
+        In-process flows report straight to the ephemeral API: nothing drifts there.
+        """
+        if self._sweep is None or not self._sweep.due():
+            return
+        with self._client() as client:
+            self._sweep.maybe_sweep(client)
 
     def reconcile(self, plan: RunPlan, running: Mapping[str, int]) -> Sequence[NodeReport]:
         """Resume a run whose flow-run process is gone, in a new flow run; lose it only

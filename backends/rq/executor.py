@@ -211,6 +211,10 @@ class RQExecutor:
             unserved=tuple(unserved),
         )
 
+    def agree_with_record(self) -> None:
+        """Nothing beyond single runs: :meth:`reconcile` lines each quiet run's jobs up
+        with figway's record (:meth:`_resync`)."""
+
     def holdings(self) -> dict[str, int]:
         """Jobs RQ still holds, per queue and registry (``default.scheduled``); zeros included.
 

@@ -32,7 +32,13 @@ from backends.runtime.attempts import NodeRuntime
 from backends.runtime.bootstrap import install_runtime
 from backends.store import Store, create_database_engine, upgrade
 from backends.store.models import Base
-from tests.contract.executor_contract import ExecutorContract, ExecutorHarness
+from tests.contract.executor_contract import (
+    ExecutorContract,
+    ExecutorHarness,
+    returns,
+    start_run,
+    wait_for_end,
+)
 from tests.support.prefect_services import PrefectServices, flow_runs_of, shared_prefect_services
 
 if TYPE_CHECKING:
@@ -254,3 +260,41 @@ class TestPrefectOnRealServices(PrefectContract):
                     f"Prefect work still unfinished {SETTLE_DEADLINE_SECONDS:.0f} s after the "
                     f"test: {unfinished}\n{prefect_services.logs()}"
                 )
+
+    def test_the_upkeep_ends_a_flow_run_figway_holds_ended_and_health_only_reads(
+        self, harness: ExecutorHarness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from prefect.client.schemas.objects import StateType
+        from prefect.states import Running
+
+        from backends.prefect import agreement
+
+        assert isinstance(harness, PrefectHarness)
+        assert harness.prefect_client is not None
+        prefect_client = harness.prefect_client
+        plan = start_run(harness, {"only": returns(kept=True)})
+        assert wait_for_end(harness, plan).status is RunStatus.SUCCEEDED
+
+        def flow_run_state() -> StateType | None:
+            with prefect_client() as client:
+                (flow_run,) = flow_runs_of(client, plan.job_run_id)
+                return flow_run.state_type
+
+        deadline = time.monotonic() + SETTLE_DEADLINE_SECONDS
+        while flow_run_state() is not StateType.COMPLETED:
+            assert time.monotonic() < deadline, f"flow run {flow_run_state()}, not COMPLETED"
+            time.sleep(0.2)
+        # What a flow-run process whose end report an outage lost leaves behind.
+        with prefect_client() as client:
+            (flow_run,) = flow_runs_of(client, plan.job_run_id)
+            client.set_flow_run_state(flow_run.id, Running(), force=True)
+        monkeypatch.setattr(agreement, "FINISHED_SWEEP_SECONDS", 0.0)  # every call sweeps
+
+        for _ in range(2):  # twice: the sweep changes a row only when seen so twice
+            assert harness.executor.health().up
+        assert flow_run_state() is StateType.RUNNING, "health() changed Prefect's record"
+
+        harness.executor.agree_with_record()  # first sight: remembered
+        assert flow_run_state() is StateType.RUNNING
+        harness.executor.agree_with_record()  # seen again: ended as figway recorded
+        assert flow_run_state() is StateType.COMPLETED

@@ -24,6 +24,8 @@ import pytest
 
 from tests.support.prefect_faults import (
     CuttableLink,
+    assert_executions_are_attempts,
+    assert_settled_and_agreeing,
     executions,
     tally_node,
     unfinished_task_runs,
@@ -90,14 +92,6 @@ def new_run_id(prefix: str) -> str:
 
 def attempts(run: dict[str, Any]) -> dict[str, int]:
     return {node: view["attempts"] for node, view in run["nodes"].items()}
-
-
-def assert_executions_are_attempts(
-    tally_dir: Path, runs: list[dict[str, Any]], context: str
-) -> None:
-    for node in runs[0]["nodes"]:
-        counted = sum(run["nodes"][node]["attempts"] for run in runs)
-        assert executions(tally_dir, node) == counted, f"node {node}: {counted} attempts\n{context}"
 
 
 def backend_up(stack: PrefectStack) -> float | None:
@@ -173,34 +167,19 @@ def test_a_prefect_server_outage_with_runs_in_flight(stack: PrefectStack, tmp_pa
     # The client repeats its refused request: the recorded run is submitted.
     again = stack.http.post("/workflow_runs/", json=stack.run_body("pf_outage", late))
     assert again.status_code in (200, 202), again.text
-    runs = [stack.wait_for_end(r, timeout=SETTLE_SECONDS) for r in in_flight]
+    for job_run_id in in_flight:
+        stack.wait_for_end(job_run_id, timeout=SETTLE_SECONDS)
     in_flight_after = time.monotonic() - back_at
-    runs.append(stack.wait_for_end(late, timeout=SETTLE_SECONDS))
+    stack.wait_for_end(late, timeout=SETTLE_SECONDS)
     late_after = time.monotonic() - back_at
 
-    context = "\n".join(stack.explain(r["job_run_id"]) for r in runs)
-    assert [r["status"] for r in runs] == ["succeeded"] * len(runs), context
-    assert all(r["error"] is None for r in runs), context
-    assert_executions_are_attempts(tmp_path, runs, context)
+    runs = assert_settled_and_agreeing(stack, [*in_flight, late], tmp_path, timeout=SETTLE_SECONDS)
     print(
         f"outage {OUTAGE_SECONDS:.0f} s: the runs in flight had ended {in_flight_after:.1f} s "
-        f"and the refused one {late_after:.1f} s after the server was back; attempts "
-        f"{[attempts(r) for r in runs]}"
-    )
-    ids = [r["job_run_id"] for r in runs]
-    wait_until(
-        "Prefect's flow runs and task runs all finished",
-        lambda: (
-            not stack.services.unfinished_flow_runs()
-            and not unfinished_task_runs(stack.services, ids)
-        ),
-        timeout=SETTLE_SECONDS,
-        context=str(unfinished_task_runs(stack.services, ids)),
-    )
-    print(
-        f"outage {OUTAGE_SECONDS:.0f} s: Prefect's record agreed "
-        f"{time.monotonic() - back_at:.1f} s after the server was back; flow runs "
-        f"{[flow_run_states(stack, r) for r in ids]}"
+        f"and the refused one {late_after:.1f} s after the server was back; Prefect's record "
+        f"agreed {time.monotonic() - back_at:.1f} s after; attempts "
+        f"{[attempts(r) for r in runs]}; flow runs "
+        f"{[flow_run_states(stack, r['job_run_id']) for r in runs]}"
     )
 
 
@@ -224,20 +203,10 @@ def test_a_restart_of_prefects_database_with_runs_in_flight(
     prefect_database_link.restore()
     back_at = time.monotonic()
 
-    runs = [stack.wait_for_end(r, timeout=SETTLE_SECONDS) for r in in_flight]
+    for job_run_id in in_flight:
+        stack.wait_for_end(job_run_id, timeout=SETTLE_SECONDS)
     settled_after = time.monotonic() - back_at
-    context = "\n".join(stack.explain(r) for r in in_flight)
-    assert [r["status"] for r in runs] == ["succeeded"] * len(runs), context
-    assert_executions_are_attempts(tmp_path, runs, context)
-    wait_until(
-        "Prefect's flow runs and task runs all finished",
-        lambda: (
-            not stack.services.unfinished_flow_runs()
-            and not unfinished_task_runs(stack.services, in_flight)
-        ),
-        timeout=SETTLE_SECONDS,
-        context=str(unfinished_task_runs(stack.services, in_flight)),
-    )
+    runs = assert_settled_and_agreeing(stack, in_flight, tmp_path, timeout=SETTLE_SECONDS)
     print(
         f"Prefect database away {DATABASE_RESTART_SECONDS:.0f} s: every run ended "
         f"{settled_after:.1f} s after it was back; attempts {[attempts(r) for r in runs]}; "

@@ -78,8 +78,10 @@ def service_env(settings: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FIGWAY_", "PREFECT_"))}
     env["PYTHONUNBUFFERED"] = "1"
     env["COLUMNS"] = "200"  # Prefect's CLI draws tables as wide as the terminal says
-    # The session's shared artifact store (tests/conftest.py), as every worker's would be.
-    env["FIGWAY_ARTIFACT_URL"] = os.environ["FIGWAY_TEST_ARTIFACT_URL"]
+    # The session's shared artifact store (tests/conftest.py), as every worker's would be;
+    # outside the tests (the fault benchmark) ``settings`` names one.
+    if "FIGWAY_TEST_ARTIFACT_URL" in os.environ:
+        env["FIGWAY_ARTIFACT_URL"] = os.environ["FIGWAY_TEST_ARTIFACT_URL"]
     env.update(test_policy_env())
     env["FIGWAY_AUTH"] = "off"  # access control has tests of its own
     env.update(settings)
@@ -345,12 +347,17 @@ def _wait_worker_online(services: PrefectServices) -> None:
 
 
 def start_prefect_services(
-    figway_database_url: str, log_dir: Path, *, database_port: int | None = None
+    figway_database_url: str,
+    log_dir: Path,
+    *,
+    database_port: int | None = None,
+    worker_settings: Mapping[str, str] | None = None,
 ) -> PrefectServices:
     """Start the server on a fresh database, set figway up on it, start the worker.
 
     ``database_port``: the server reaches PostgreSQL through this loopback port (a
-    proxy a fault test can cut) instead of PostgreSQL's own.
+    proxy a fault test can cut) instead of PostgreSQL's own. ``worker_settings``:
+    more variables for the worker, which its flow-run processes inherit.
     """
     database, server_database_url = _create_database()
     if database_port is not None:
@@ -396,6 +403,7 @@ def start_prefect_services(
                 "FIGWAY_DATABASE_URL": figway_database_url,
                 "FIGWAY_HEARTBEAT_SECONDS": "0.5",
                 "PREFECT_WORKER_QUERY_SECONDS": "1",
+                **(worker_settings or {}),
             }
         )
         services.start_worker()
@@ -411,11 +419,20 @@ def start_prefect_services(
 
 @contextlib.contextmanager
 def own_prefect_services(
-    figway_database_url: str, log_dir: Path, *, database_port: int | None = None
+    figway_database_url: str,
+    log_dir: Path,
+    *,
+    database_port: int | None = None,
+    worker_settings: Mapping[str, str] | None = None,
 ) -> Iterator[PrefectServices]:
     """A Prefect server and worker of the caller's own, which it may kill and restart
-    (the fault tests); stopped and their database dropped on the way out."""
-    services = start_prefect_services(figway_database_url, log_dir, database_port=database_port)
+    (the fault tests, the fault benchmark); stopped and their database dropped on the way out."""
+    services = start_prefect_services(
+        figway_database_url,
+        log_dir,
+        database_port=database_port,
+        worker_settings=worker_settings,
+    )
     try:
         yield services
     finally:

@@ -35,7 +35,12 @@ from backends.store.models import RUN_LEVEL, LogLine, NodeRun, Run, Transition, 
 from backends.store.node_transition_call import call_node_transition
 from backends.store.plans import plan_from_document, plan_to_document
 from backends.store.submission_statements import create_run_statement, mark_submitted_statement
-from backends.store.transactions import Transactions, insert_ignoring_conflicts, utcnow
+from backends.store.transactions import (
+    Transactions,
+    autocommit,
+    insert_ignoring_conflicts,
+    utcnow,
+)
 from backends.store.views import (
     AttemptStart,
     LogRecord,
@@ -43,6 +48,7 @@ from backends.store.views import (
     Route,
     RunView,
     StaleNode,
+    WorkflowVersion,
     node_views,
     run_view,
 )
@@ -102,6 +108,20 @@ class Store(Transactions):
     def get_workflow(self, *, workflow_id: str) -> Workflow | None:
         with self._transaction() as session:
             return session.get(Workflow, workflow_id)
+
+    def workflow_version(self, *, workflow_id: str) -> WorkflowVersion | None:
+        """The workflow's current version, without its definition (which callers cache
+        per version): what every submission reads."""
+        query = select(Workflow.workflow_id, Workflow.version, Workflow.registered_at).where(
+            Workflow.workflow_id == workflow_id
+        )
+        if self._one_round_trip:
+            with autocommit(self.engine) as connection:
+                row = connection.execute(query).first()
+        else:
+            with self._transaction() as session:
+                row = session.execute(query).first()
+        return None if row is None else WorkflowVersion(*row)
 
     # -- runs ------------------------------------------------------------------------
 

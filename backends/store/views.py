@@ -28,6 +28,7 @@ __all__ = [
     "Route",
     "RunView",
     "StaleNode",
+    "WorkflowVersion",
     "node_view",
     "node_views",
     "ordered_node_views",
@@ -49,6 +50,15 @@ class NodeView:
     #: Its depth in the DAG (0 for nodes with no upstream): the nodes of one level run
     #: in parallel, and a level starts when the one before it has ended.
     level: int = 0
+
+
+@dataclass(frozen=True)
+class WorkflowVersion:
+    """Which version of a workflow is current, and since when the workflow exists."""
+
+    workflow_id: str
+    version: int
+    registered_at: datetime
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,7 @@ from backends.model.status import RUN_TERMINAL, RunStatus
 from backends.model.workflow import RunPlan, WorkflowDefinition, parse_definition, shadow_refusal
 from backends.nodes import NodeRegistry
 from backends.store import RunView, Store
-from backends.store.models import Workflow
-from backends.store.views import Route
+from backends.store.views import Route, WorkflowVersion
 from gateway.config import Settings
 from gateway.metrics.process import GatewayMetrics
 from gateway.routing.router import Decision, Router, RunFacts
@@ -149,7 +148,7 @@ class Dispatcher:
     def _route(
         self,
         decision: Decision,
-        workflow: Workflow,
+        workflow: WorkflowVersion,
         definition: WorkflowDefinition,
         job_run_id: str,
     ) -> tuple[Route, str | None]:
@@ -168,24 +167,29 @@ class Dispatcher:
         reason, shadow = with_shadow(decision.reason, decision.shadow, refusal)
         return Route(decision.rule_id, decision.version, reason), shadow
 
-    def _definition(self, workflow_id: str) -> tuple[Workflow, WorkflowDefinition]:
-        """The workflow's record and current definition, validated once per version."""
-        workflow = self.store.get_workflow(workflow_id=workflow_id)
-        if workflow is None:
-            raise WorkflowNotFoundError(
-                f"no workflow {workflow_id!r}; define it with PUT /workflows/{workflow_id}"
-            )
-        key = (workflow_id, workflow.version)
+    def _definition(self, workflow_id: str) -> tuple[WorkflowVersion, WorkflowDefinition]:
+        """The workflow's current version and its definition, read and validated once per
+        version (a submission reads only the version)."""
+        current = self.store.workflow_version(workflow_id=workflow_id)
+        if current is None:
+            raise _no_workflow(workflow_id)
+        key = (workflow_id, current.version)
         definition = self._definitions.get(key)
         if definition is None:
+            workflow = self.store.get_workflow(workflow_id=workflow_id)
+            if workflow is None:  # deleted since: as if it never was
+                raise _no_workflow(workflow_id)
             definition = parse_definition(
                 workflow.definition, node_types=self.node_types, max_levels=self.settings.max_levels
             )
             if len(self._definitions) >= _DEFINITION_CACHE_SIZE:
                 self._definitions.clear()
                 self._shadow_refusals.clear()
+            # Under the version it was read at: a newer one is read again next time.
+            key = (workflow_id, workflow.version)
             self._definitions[key] = definition
-        return workflow, definition
+            current = WorkflowVersion(workflow_id, workflow.version, workflow.registered_at)
+        return current, definition
 
     def _repeat(self, run: RunView, request: RunRequest) -> RunView:
         if run.workflow_id != request.workflow_id:
@@ -398,3 +402,9 @@ def stop_on_backend(store: Store, executors: Mapping[str, Executor], run: RunVie
         assert plan is not None
         executors[run.backend].cancel(plan)
     store.complete_cancel(job_run_id=run.job_run_id)
+
+
+def _no_workflow(workflow_id: str) -> WorkflowNotFoundError:
+    return WorkflowNotFoundError(
+        f"no workflow {workflow_id!r}; define it with PUT /workflows/{workflow_id}"
+    )

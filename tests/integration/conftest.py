@@ -17,6 +17,7 @@ import pytest
 from backends.store import create_database_engine
 from tests.support.figway_stack import FIGWAY, Stack, clean_env
 from tests.support.prefect_services import PrefectServices, shared_prefect_services
+from tests.support.prefect_stack import PrefectStack, prefect_stack
 from tests.support.services import empty_tables
 
 
@@ -59,3 +60,17 @@ def stack(upgraded_pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stac
         running.close()
         empty_tables(engine)
         engine.dispose()
+
+
+@pytest.fixture
+def prefect_gateway(
+    upgraded_pg_url: str, redis_url: str, tmp_path: Path, prefect_services: PrefectServices
+) -> Iterator[PrefectStack]:
+    """A gateway whose runs go to the session's real Prefect server and worker."""
+    with prefect_stack(
+        database_url=upgraded_pg_url,
+        redis_url=redis_url,
+        log_dir=tmp_path,
+        services=prefect_services,
+    ) as running:
+        yield running

@@ -6,16 +6,12 @@ horse) and in the real Prefect worker's flow-run process.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.figway_stack import Stack
 from tests.support.hogs import hog
-from tests.support.prefect_services import PrefectServices
-from tests.support.prefect_stack import prefect_stack
 
 pytestmark = pytest.mark.service
 
@@ -55,19 +51,6 @@ def test_an_rq_worker_fails_nodes_over_their_limits_and_goes_on(stack: Stack) ->
     assert again["status"] == "succeeded", stack.explain(again["job_run_id"])
     assert worker.running()
     assert stack.workers == {"limits-worker": worker}
-
-
-@pytest.fixture
-def prefect_gateway(
-    upgraded_pg_url: str, redis_url: str, tmp_path: Path, prefect_services: PrefectServices
-) -> Iterator[Stack]:
-    with prefect_stack(
-        database_url=upgraded_pg_url,
-        redis_url=redis_url,
-        log_dir=tmp_path,
-        services=prefect_services,
-    ) as running:
-        yield running
 
 
 def test_a_prefect_flow_run_fails_nodes_over_their_limits_and_goes_on(

@@ -12,8 +12,6 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +24,7 @@ from tests.support.prefect_services import (
     process_alive,
     setup_lines,
 )
-from tests.support.prefect_stack import PrefectStack, prefect_stack
+from tests.support.prefect_stack import PrefectStack
 
 pytestmark = pytest.mark.service
 
@@ -44,16 +42,8 @@ DEPLOYMENT_POOLS = {
 
 
 @pytest.fixture
-def stack(
-    upgraded_pg_url: str, redis_url: str, tmp_path: Path, prefect_services: PrefectServices
-) -> Iterator[PrefectStack]:
-    with prefect_stack(
-        database_url=upgraded_pg_url,
-        redis_url=redis_url,
-        log_dir=tmp_path,
-        services=prefect_services,
-    ) as running:
-        yield running
+def stack(prefect_gateway: PrefectStack) -> PrefectStack:
+    return prefect_gateway
 
 
 def new_run_id() -> str:

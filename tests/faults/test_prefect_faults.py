@@ -105,6 +105,25 @@ def flow_run_states(stack: PrefectStack, job_run_id: str) -> list[str]:
     return [str(r.state_type.value) if r.state_type else "?" for r in runs]
 
 
+def wait_for_prefects_record(
+    stack: PrefectStack, job_run_id: str, states: list[str], context: str
+) -> None:
+    """The run's flow runs end in ``states`` (oldest first) and none of its task runs is
+    left unfinished: Prefect's record agrees with figway's, a moment after the run ended."""
+    wait_until(
+        f"the flow runs ending [{', '.join(states)}]",
+        lambda: flow_run_states(stack, job_run_id) == states,
+        timeout=60,
+        context=f"{flow_run_states(stack, job_run_id)}\n{context}",
+    )
+    wait_until(
+        "Prefect's task runs all finished",
+        lambda: not unfinished_task_runs(stack.services, [job_run_id]),
+        timeout=60,
+        context=context,
+    )
+
+
 def the_flow_run_process(stack: PrefectStack, job_run_id: str) -> int:
     return wait_until(
         "one flow-run process under the worker",
@@ -247,18 +266,7 @@ def test_a_killed_prefect_worker_leaves_its_run_resumed(
     assert attempts(run) == {"victim": 2, "after": 1}, context
     assert_executions_are_attempts(tmp_path, [run], context)
     # The new flow run ends a moment after figway's run did.
-    wait_until(
-        "the flow runs ending [CRASHED, COMPLETED]",
-        lambda: flow_run_states(stack, job_run_id) == ["CRASHED", "COMPLETED"],
-        timeout=60,
-        context=f"{flow_run_states(stack, job_run_id)}\n{context}",
-    )
-    wait_until(
-        "Prefect's task runs all finished",
-        lambda: not unfinished_task_runs(stack.services, [job_run_id]),
-        timeout=60,
-        context=context,
-    )
+    wait_for_prefects_record(stack, job_run_id, ["CRASHED", "COMPLETED"], context)
     print(
         f"killed worker: the victim ran again {resumed_after:.1f} s and the run ended "
         f"{time.monotonic() - back_at:.1f} s after the worker's restart"
@@ -321,18 +329,7 @@ def test_a_killed_flow_run_process_is_resumed_without_rerunning_done_nodes(
     ), context
     assert_executions_are_attempts(tmp_path, [run], context)
     # The new flow run ends a moment after figway's run did.
-    wait_until(
-        "the flow runs ending [CRASHED, FAILED]",
-        lambda: flow_run_states(stack, job_run_id) == ["CRASHED", "FAILED"],
-        timeout=60,
-        context=f"{flow_run_states(stack, job_run_id)}\n{context}",
-    )
-    wait_until(
-        "Prefect's task runs all finished",
-        lambda: not unfinished_task_runs(stack.services, [job_run_id]),
-        timeout=60,
-        context=context,
-    )
+    wait_for_prefects_record(stack, job_run_id, ["CRASHED", "FAILED"], context)
     print(
         f"killed flow-run process: the victim ran again {resumed_after:.1f} s and the run "
         f"ended {time.monotonic() - killed_at:.1f} s after the kill"

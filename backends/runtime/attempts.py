@@ -346,6 +346,7 @@ def _run_in_own_process(
 
     def body(channel: Channel) -> tuple[str, Any]:
         sink.forward_to(channel.send)
+        _log_only_to_sink()
         redactor.after_fork()
         resolver.source = _RelayedSecrets(channel, source)
         try:
@@ -544,6 +545,17 @@ class _StreamProxy(io.TextIOBase):
     def isatty(self) -> bool:
         return self._original.isatty()
 
+    def fresh_passage(self) -> None:
+        """Pass writes through a new writer on the same file (after a fork: the old
+        writer's lock may be held by a thread that the fork left behind)."""
+        try:
+            descriptor = self._original.fileno()
+        except (OSError, ValueError):
+            return  # not a file (a test runner's capture): nothing shared to wait on
+        self._original = open(  # noqa: SIM115 - lives as long as the node's process
+            descriptor, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False
+        )
+
     def fileno(self) -> int:
         return self._original.fileno()
 
@@ -575,6 +587,27 @@ def _ensure_capture() -> None:
             handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
             root.addHandler(handler)
         logging.getLogger(NODE_LOGGER).setLevel(logging.INFO)
+
+
+def _log_only_to_sink() -> None:
+    """In a node's own process: its log lines and output go to its sink alone.
+
+    Every other handler (Prefect's console, a file) and the streams underneath
+    write through locks that another thread of the forking process may have held
+    at the fork; the first line a node logs would then wait on that lock for ever.
+    The attempt's process hands each relayed line to those handlers itself.
+    """
+    manager = logging.Logger.manager
+    loggers = [logging.getLogger(), *manager.loggerDict.values()]
+    for logger in loggers:
+        if not isinstance(logger, logging.Logger):
+            continue  # a placeholder: it holds no handler
+        for handler in list(logger.handlers):
+            if not isinstance(handler, _SinkHandler):
+                logger.removeHandler(handler)
+    for proxy in (sys.stdout, sys.stderr):
+        if isinstance(proxy, _StreamProxy):
+            proxy.fresh_passage()
 
 
 def _masking_factory(

@@ -4,6 +4,7 @@ attempt (this one) records it and goes on."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -112,6 +113,40 @@ def test_a_node_in_its_own_process_stops_when_its_run_is_killed(store: Store) ->
     killer.join()  # returns long before 60 s, or the timeout fails it
     assert result.outcome is Outcome.CANCELLED
     assert store.run_status(job_run_id=plan.job_run_id) is RunStatus.CANCELLED
+
+
+class HeldConsole(logging.Handler):
+    """A handler that writes through a lock of its own, as Prefect's rich console does;
+    another thread holds that lock while the attempt forks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.console_lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.console_lock:
+            pass
+
+
+@pytest.mark.timeout(60)
+def test_a_node_logs_in_its_own_process_while_another_thread_holds_a_handlers_lock(
+    store: Store,
+) -> None:
+    # A lock held at the fork stays held in the node's process for ever: a node that
+    # logged through that handler there hung, and its run never ended (issue 16).
+    runtime = runtime_for(store)
+    plan = start_run(store, {"small": hog("allocate", {"memory_mb": 64}, megabytes=1)})
+    console = HeldConsole()
+    logging.getLogger().addHandler(console)
+    console.console_lock.acquire()
+    try:
+        result = runtime.execute(job_run_id=plan.job_run_id, node_id="small", attempt=1)
+    finally:
+        console.console_lock.release()
+        logging.getLogger().removeHandler(console)
+    assert result.outcome is Outcome.SUCCEEDED, result.error
+    messages = [record.message for _, record in store.logs(job_run_id=plan.job_run_id)]
+    assert any("allocating 1 MiB" in message for message in messages)
 
 
 class ThisProcessSecrets:

@@ -1,4 +1,4 @@
-"""A PostgreSQL outage delays RQ runs and fails none of them.
+"""A PostgreSQL outage delays RQ runs and fails none of them, nodes held to limits included.
 
 Issue 13, defect 2: during a 10 s outage workers kept taking jobs and each
 failed at once in ``start_attempt``; RQ marked the jobs failed and left their
@@ -28,8 +28,13 @@ def test_runs_in_flight_through_a_database_outage_all_succeed_once(
     stack.put_workflow("pg_chain", nodes, dependencies)
     single, _ = chain(ledger, (0.2,))
     stack.put_workflow("pg_single", single, {"n0": []})
-    ids = start_runs(stack, "pg_chain", 8) + start_runs(stack, "pg_single", 4)
-    wait_running(stack, ids, at_least=1)
+    # Nodes held to limits run in a process of their own, which records through its
+    # attempt's process: that path waits out the outage too.
+    limited, _ = chain(ledger, (0.5, 0.3, 0.3), limits={"memory_mb": 256, "cpu_seconds": 30})
+    stack.put_workflow("pg_limited", limited, dependencies)
+    held = start_runs(stack, "pg_limited", 4)
+    ids = held + start_runs(stack, "pg_chain", 8) + start_runs(stack, "pg_single", 4)
+    wait_running(stack, held, at_least=1)
 
     with pg_link.outage(10):
         pass  # every process loses the database: the gateway and both workers

@@ -55,8 +55,11 @@ def test_busy_workers_ride_out_a_redis_restart_and_register_again(
 ) -> None:
     nodes, dependencies = chain(ledger, (3.0, 0.5))
     stack.put_workflow("outage_chain", nodes, dependencies)
+    limited, _ = chain(ledger, (3.0, 0.5), limits={"memory_mb": 256, "cpu_seconds": 30})
+    stack.put_workflow("outage_limited", limited, dependencies)
     pids = {name: stack.workers[name].pid for name in WORKERS}
-    ids = start_runs(stack, "outage_chain", 6)
+    # A node held to limits runs in a process forked from its horse: it rides out too.
+    ids = start_runs(stack, "outage_limited", 2) + start_runs(stack, "outage_chain", 4)
     wait_running(stack, ids, at_least=2)
 
     with own_redis.outage(5):

@@ -164,8 +164,16 @@ def executions(ledger: Path) -> Counter[tuple[str, str, int]]:
     return Counter((lines[i], lines[i + 1], int(lines[i + 2])) for i in range(0, len(lines) - 2, 3))
 
 
-def chain(ledger: Path, seconds: tuple[float, ...] = (1.5, 0.5), *, retries: int = 1) -> Any:
-    """A chain of :func:`count_execution` nodes ``n0 -> n1 -> ...``: (nodes, dependencies)."""
+def chain(
+    ledger: Path,
+    seconds: tuple[float, ...] = (1.5, 0.5),
+    *,
+    retries: int = 1,
+    limits: dict[str, int] | None = None,
+) -> Any:
+    """A chain of :func:`count_execution` nodes ``n0 -> n1 -> ...``: (nodes, dependencies).
+
+    With ``limits``, every node runs in a process of its own held to them."""
     nodes = {
         f"n{i}": {
             "type": "python",
@@ -174,6 +182,7 @@ def chain(ledger: Path, seconds: tuple[float, ...] = (1.5, 0.5), *, retries: int
                 "kwargs": {"ledger": str(ledger), "seconds": pause},
             },
             "retries": retries,
+            **({"limits": limits} if limits else {}),
         }
         for i, pause in enumerate(seconds)
     }

@@ -53,12 +53,6 @@ def test_an_rq_worker_fails_nodes_over_their_limits_and_goes_on(stack: Stack) ->
     assert stack.workers == {"limits-worker": worker}
 
 
-@pytest.mark.skip(
-    reason="known bug, issue 16: in about one CI run in three, the memory-limited node's "
-    "child forked from the multi-threaded Prefect flow-run process never reports and the "
-    "node stays running (a lock held by another thread at the fork is the suspect); the "
-    "same limits on RQ, in-process and on the embedded default are tested and pass"
-)
 def test_a_prefect_flow_run_fails_nodes_over_their_limits_and_goes_on(
     prefect_gateway: Stack,
 ) -> None:

@@ -8,6 +8,7 @@ and WAL lets readers proceed beside them. PostgreSQL goes through psycopg 3.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 
 from backends.model.errors import DatabaseNotMigratedError, StoreUnavailableError
 from backends.private_files import private_file
@@ -54,10 +55,44 @@ def create_database_engine(url: str, *, pool_size: int = 10) -> Engine:
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         return _sqlite_engine(url)
-    engine = create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=20)
+    _ping_after_idling(engine)
     # A forked RQ work horse must not share its parent's sockets.
     os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
     return engine
+
+
+#: A pooled connection unused for longer than this is checked before it is handed out.
+IDLE_PING_SECONDS = 2.0
+
+
+def _ping_after_idling(engine: Engine) -> None:
+    """Check a pooled connection only when it has been idle for a while.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a round trip before each
+    of a node's transitions and each statement of a submission. A connection handed
+    back moments ago was working moments ago; one that idled (across a database
+    restart, say) is pinged, and replaced when the ping fails. A connection that
+    breaks in between fails its statement as unreachable, the pool is refreshed, and
+    the caller's retry (a transition waits for the database; a request answers 503)
+    gets a new one.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _note_idle(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return  # new, or just handed back
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(f"a pooled connection failed its ping: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("a pooled connection failed its ping")
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -62,6 +62,7 @@ from backends.nodes import (
     NodeType,
 )
 from backends.runtime.bounds import DEFAULT_MAX_OUTPUT_BYTES, MAX_TEXT_CHARS, bounded
+from backends.runtime.heartbeats import Heartbeats
 from backends.runtime.limits import (
     AttemptLimits,
     Channel,
@@ -130,6 +131,7 @@ class NodeRuntime:
         self.store = store
         self.node_types = node_types
         self.heartbeat_seconds = heartbeat_seconds
+        self._heartbeats = Heartbeats(heartbeat_seconds)
         self.store_patience_seconds = store_patience_seconds
         self.artifacts = artifacts
         self.max_output_bytes = max_output_bytes
@@ -294,36 +296,29 @@ class NodeRuntime:
     @contextmanager
     def _heartbeat(self, context: NodeContext, sink: _LogSink) -> Iterator[None]:
         """Beat while the node runs: proves the worker alive, flushes logs, relays kills."""
-        stop = threading.Event()
 
         def beat() -> None:
-            while not stop.wait(self.heartbeat_seconds):
-                # Complete lines only: a line half printed is masked whole at the end.
-                lines = sink.drain(partial=False)
-                try:
-                    self.store.append_logs(lines)
-                    lines = []
-                    alive = self.store.heartbeat(
-                        job_run_id=context.job_run_id,
-                        node_id=context.node_id,
-                        attempt=context.attempt,
-                    )
-                except FigwayError as exc:
-                    sink.put_back(lines)  # kept for the next beat, not lost with the database
-                    log.warning(
-                        "heartbeat for %s/%s failed: %s", context.job_run_id, context.node_id, exc
-                    )
-                    continue
-                if not alive:
-                    context.cancel_event.set()
+            # Complete lines only: a line half printed is masked whole at the end.
+            lines = sink.drain(partial=False)
+            try:
+                self.store.append_logs(lines)
+                lines = []
+                alive = self.store.heartbeat(
+                    job_run_id=context.job_run_id,
+                    node_id=context.node_id,
+                    attempt=context.attempt,
+                )
+            except FigwayError as exc:
+                sink.put_back(lines)  # kept for the next beat, not lost with the database
+                log.warning(
+                    "heartbeat for %s/%s failed: %s", context.job_run_id, context.node_id, exc
+                )
+                return
+            if not alive:
+                context.cancel_event.set()
 
-        thread = threading.Thread(target=beat, name=f"heartbeat-{context.node_id}", daemon=True)
-        thread.start()
-        try:
+        with self._heartbeats.beating(beat):
             yield
-        finally:
-            stop.set()
-            thread.join()
 
 
 def _run_in_own_process(

@@ -754,7 +754,9 @@ def _apply_node_transition(
     skipped: tuple[str, ...] = ()
     if status is NodeStatus.RUNNING and run.status in (RunStatus.PENDING, RunStatus.QUEUED):
         _move_run(session, run, RunStatus.RUNNING, now)
-    else:
+    elif status is not NodeStatus.RUNNING:
+        # A node starting is no news for the silence window, which reads runs with no
+        # node running (PostgreSQL's function lets starts share the run's lock for it).
         _execute(session, update(Run).where(Run.job_run_id == job_run_id).values(updated_at=now))
     ready: tuple[str, ...] = ()
     if status is NodeStatus.FAILED:

@@ -10,7 +10,9 @@ creation and submission, from each state a submission can find the run in.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ from backends.model.status import NodeStatus as N
 from backends.store import LogRecord, NodeOutcome, RunView, Store, create_database_engine, utcnow
 from backends.store.models import LogLine, NodeRun, Run, Transition
 from backends.store.views import Route
-from tests.support.plans import make_plan, start_run
+from tests.support.plans import journal, make_plan, start_run
 
 pytestmark = pytest.mark.service
 
@@ -198,3 +200,41 @@ def test_submitting_an_unknown_run_is_refused_alike(stores: tuple[Store, Store])
     for store in stores:
         with pytest.raises(StoreError, match="no-such-run"):
             store.mark_submitted(job_run_id="no-such-run")
+
+
+@pytest.mark.parametrize("one_statement", [True, False], ids=["function", "statements"])
+def test_a_wide_run_driven_from_many_threads_releases_each_node_once(
+    pg_url: str, one_statement: bool
+) -> None:
+    # Ten nodes a level, three levels, each level waiting for all of the one below:
+    # the starts of a level share the run's lock while ends take it alone, and every
+    # node must still be named ready exactly once, by the last of its parents to end.
+    levels = [[f"l{level}n{i}" for i in range(10)] for level in range(3)]
+    nodes = {node: "noop" for level in levels for node in level}
+    edges = {node: list(levels[k - 1]) for k in range(1, 3) for node in levels[k]}
+    engine = create_database_engine(pg_url, pool_size=12)
+    store = Store(engine, one_statement_writes=one_statement)
+    run = start_run(store, nodes, edges).job_run_id
+    released: list[str] = []
+    lock = threading.Lock()
+
+    def attempt(node: str) -> None:
+        begun = store.start_attempt(job_run_id=run, node_id=node, attempt=1)
+        assert begun.outcome.applied, (node, begun.outcome)
+        ended = store.record_node(job_run_id=run, node_id=node, attempt=1, status=N.SUCCEEDED)
+        with lock:
+            released.extend(ended.ready)
+
+    try:
+        for k, level in enumerate(levels):
+            with ThreadPoolExecutor(max_workers=10) as pool:
+                list(pool.map(attempt, level))
+            if k + 1 < len(levels):
+                assert sorted(released) == sorted(levels[k + 1]), k
+            released.clear()
+        view = store.get_run(job_run_id=run)
+        assert view is not None
+        assert view.status.value == "succeeded"
+        assert [status for _, _, status in journal(store, run)].count("running") == 31  # + run
+    finally:
+        engine.dispose()

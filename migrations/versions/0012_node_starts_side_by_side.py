@@ -1,15 +1,24 @@
-"""figway_node_transition() reads a starting node's parents out of the plan once
+"""figway_node_transition(): one run's nodes start side by side, each reading its parents once
 
 Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-03
 
-Found on the Prefect path's 20x10 DAG (``python -m bench.prefect_path``): starting a
-node of a 200-node run took about 150 ms in the database, against 13 ms on a chain.
-The plan is a ``json`` column, parsed whole on every read, and 0010's function read the
-node's parents inside two queries, where PostgreSQL's plan re-read them once per node
-row of the run: 190 parses of a 44 KB document, twice. This version reads them into an
-array once. Every other line is 0010's function; the one-statement parity test
+Found on the Prefect path's 20x10 DAG (``python -m bench.prefect_path``), where ten
+nodes of a level start and end at once in one flow-run process:
+
+- starting a node of a 200-node run took about 150 ms in the database, against 13 ms
+  on a chain. The plan is a ``json`` column, parsed whole on every read, and 0010's
+  function read the node's parents inside two queries, where PostgreSQL's plan re-read
+  them once per node row of the run: 190 parses of a 44 KB document, twice. This
+  version reads them into an array once;
+- every transition locked the run's row alone and wrote it, so a level's starts
+  queued behind each other. Starts of a running run now share the lock and leave the
+  row alone (a running node already keeps its run out of the silence window); ends
+  still take it one at a time, as deciding what is ready and whether the run ended
+  needs.
+
+Every other line is 0010's function; the one-statement parity test
 (``tests/store/test_one_statement_parity.py``) holds both to the SQLite path.
 """
 
@@ -57,8 +66,18 @@ DECLARE
     v_failed integer;
     v_refused json;
 BEGIN
-    SELECT status, plan INTO v_run_status, v_plan
-      FROM runs WHERE job_run_id = p_run FOR UPDATE;
+    -- Starts of one run's nodes share the run's lock: they change nothing of the run
+    -- once it is running, so a level's nodes start side by side. Every other move takes
+    -- it alone (ends decide what is ready and whether the run ended, one at a time).
+    -- NO KEY UPDATE, not UPDATE: the key is never changed, and the journal's and log
+    -- lines' foreign-key checks need not wait on it.
+    IF p_starting AND (SELECT status FROM runs WHERE job_run_id = p_run) = 'running' THEN
+        SELECT status, plan INTO v_run_status, v_plan
+          FROM runs WHERE job_run_id = p_run FOR SHARE;
+    ELSE
+        SELECT status, plan INTO v_run_status, v_plan
+          FROM runs WHERE job_run_id = p_run FOR NO KEY UPDATE;
+    END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no run %', quote_literal(p_run) USING ERRCODE = 'P0002';
     END IF;
@@ -134,7 +153,9 @@ BEGIN
          WHERE job_run_id = p_run;
         INSERT INTO transitions (job_run_id, node_id, attempt, status, at)
         VALUES (p_run, '', 0, v_run_status, p_now) ON CONFLICT DO NOTHING;
-    ELSE
+    ELSIF p_status <> 'running' THEN
+        -- A node starting is no news for the silence window (it reads runs with no node
+        -- running), and a start holds the run's lock shared: it must not write the run.
         UPDATE runs SET updated_at = p_now WHERE job_run_id = p_run;
     END IF;
 

@@ -136,20 +136,19 @@ class RQExecutor:
         queue = self.queue(plan.pool)
         order = self._submitted_nodes(plan)
         try:
-            # A ping first tells "Redis is down, nothing written" (safe to send the run
-            # elsewhere) from a failure part-way through writing the jobs (not safe).
-            self.redis.ping()
+            # A gateway that stopped mid-submit may have written some jobs, which may be
+            # running: those are left alone. This read is also the probe that tells "Redis
+            # is down, nothing written" (safe to send the run elsewhere) from a failure
+            # part-way through writing the jobs (not safe).
+            with self.redis.pipeline(transaction=False) as pipeline:
+                for node_id in order:
+                    pipeline.exists(Job.key_for(job_id_for(plan.job_run_id, node_id)))
+                held = pipeline.execute()
         except RedisError as exc:
             raise BackendUnavailableError(
                 self.name, f"Redis is unreachable: {exc}", may_have_started=False
             ) from exc
         try:
-            # A gateway that stopped mid-submit may have written some jobs, which may be
-            # running: those are left alone.
-            with self.redis.pipeline(transaction=False) as pipeline:
-                for node_id in order:
-                    pipeline.exists(Job.key_for(job_id_for(plan.job_run_id, node_id)))
-                held = pipeline.execute()
             job_datas = [self._job_data(plan, n) for n, h in zip(order, held, strict=True) if not h]
             # No pipeline of our own: given one, RQ checks dependencies against jobs not yet
             # written and starts a multi-parent node at once. Without one it saves every job

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from backends.model.errors import BackendUnavailableError
 from backends.rq.executor import RQExecutor
 from backends.rq.worker import build_worker, worker_redis
 from tests.support.faults import OwnRedis
@@ -51,3 +52,14 @@ def test_an_unreachable_redis_is_down(own_redis: OwnRedis) -> None:
     health = executor.health()
     assert not health.up
     assert "Redis unreachable" in health.detail
+
+
+def test_a_submission_to_an_unreachable_redis_certainly_wrote_nothing(
+    own_redis: OwnRedis,
+) -> None:
+    # Only such a refusal may send the run to a rule's fallback backend.
+    executor = RQExecutor(worker_redis(f"redis://127.0.0.1:{own_redis.port + 1}/0"))
+    with pytest.raises(BackendUnavailableError) as refused:
+        executor.submit(make_plan({"a": "noop"}))
+    assert refused.value.may_have_started is False
+    assert "Redis is unreachable" in refused.value.message

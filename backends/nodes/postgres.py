@@ -51,6 +51,7 @@ from backends.nodes.postgres_arrow import (
     batch_stream,
     conform,
     first_raised,
+    from_driver,
     refuse_nul_characters,
     slices,
 )
@@ -340,8 +341,11 @@ def _extract_over_copy(
                             raise NodeCancelledError("extract stopped: the run was cancelled")
                     reference = table.finish()
             connection.rollback()
-    except (dbapi.Error, pa.ArrowException) as exc:
-        # A failure mid-stream comes through Arrow's stream interface as an Arrow error.
+    except (dbapi.Error, pa.ArrowException, OSError) as exc:
+        # A failure mid-stream comes through Arrow's stream interface as an Arrow error
+        # (OSError for the driver's I/O status); a disk's own OSError is not the server's.
+        if not from_driver(exc):
+            raise
         raise adbc_failure(exc, described) from None
     return reference
 
@@ -552,7 +556,9 @@ def _load_over_binary_copy(
                 db_schema_name=schema_name[0] if schema_name else None,
             )
             connection.commit()
-    except (dbapi.Error, pa.ArrowException) as exc:
+    except (dbapi.Error, pa.ArrowException, OSError) as exc:
+        if not raised and not from_driver(exc):
+            raise
         raise first_raised(raised, adbc_failure(exc, described)) from None
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "arrow_readable",
     "arrow_writable",
     "conform",
+    "from_driver",
     "refuse_nul_characters",
     "slices",
 ]
@@ -162,6 +163,13 @@ def adbc_failure(exc: Exception, described: str) -> NodeFailedError:
     return NodeFailedError(f"PostgreSQL at {described} refused it: {message}")
 
 
+def from_driver(exc: BaseException) -> bool:
+    """Whether an exception is the driver's (or libpq's, through Arrow's stream)."""
+    from adbc_driver_manager import dbapi
+
+    return isinstance(exc, dbapi.Error) or "[libpq]" in str(exc)
+
+
 def driver_message(exc: BaseException) -> str:
     """The server's own words from a driver error (``ERROR:  …``), else its first line."""
     text = str(exc)
@@ -194,10 +202,28 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 
 def slices(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
-    """Each batch cut into pieces of at most ``rows`` rows (views, not copies)."""
+    """The batches again, in batches of exactly ``rows`` rows but the last.
+
+    The driver cuts its batches by bytes: pieces of its batches are views, and only the
+    rows that straddle two of them are copied, to join them.
+    """
+    left: pa.RecordBatch | None = None  # fewer than ``rows`` rows, waiting for more
     for batch in batches:
-        for start in range(0, batch.num_rows, rows):
+        start = 0
+        if left is not None:
+            start = min(rows - left.num_rows, batch.num_rows)
+            joined = pa.Table.from_batches([left, batch.slice(0, start)]).combine_chunks()
+            left = joined.to_batches()[0] if joined.num_rows else None
+            if left is not None and left.num_rows == rows:
+                yield left
+                left = None
+        while batch.num_rows - start >= rows:
             yield batch.slice(start, rows)
+            start += rows
+        if start < batch.num_rows:
+            left = batch.slice(start)
+    if left is not None and left.num_rows:
+        yield left
 
 
 def refuse_nul_characters(batch: pa.RecordBatch) -> None:

@@ -94,7 +94,12 @@ def _writable(kind: pa.DataType) -> bool:
 
 def _driver_uri(url: str, parsed: DatabaseUrl, timeout: float) -> str:
     """libpq's URI for ``url``, with only what the URL says: never the worker's own
-    ~/.pgpass or PGPASSWORD (an empty password and no password file)."""
+    ~/.pgpass or PGPASSWORD (an empty password and no password file).
+
+    >>> url = "postgresql://etl@db:5433/sales?sslmode=require"
+    >>> _driver_uri(url, DatabaseUrl.parse(url, schemes=("postgresql",)), 2.4)
+    'postgresql://etl@db:5433/sales?sslmode=require&passfile=%2Fdev%2Fnull%2Fnone&connect_timeout=2&password='
+    """
     base = "postgresql://" + url.split("://", 1)[1]
     # A path under /dev/null can never exist: libpq reads no password file, silently
     # (it warns on stderr about /dev/null itself, which is not a plain file).

@@ -69,24 +69,28 @@ def arrow_writable(schema: pa.Schema) -> bool:
     return all(_writable(field.type) for field in schema)
 
 
+#: The Arrow types the driver's bulk ingest writes as the CSV path would.
+_WRITABLE: tuple[Callable[[pa.DataType], bool], ...] = (
+    pa.types.is_boolean,
+    pa.types.is_integer,
+    pa.types.is_float32,
+    pa.types.is_float64,
+    pa.types.is_decimal128,
+    pa.types.is_date32,
+    pa.types.is_time64,
+    pa.types.is_timestamp,
+    pa.types.is_duration,
+    pa.types.is_string,
+    pa.types.is_large_string,
+    pa.types.is_binary,
+    pa.types.is_large_binary,
+)
+
+
 def _writable(kind: pa.DataType) -> bool:
     if pa.types.is_unsigned_integer(kind):
         return False
-    return bool(
-        pa.types.is_boolean(kind)
-        or pa.types.is_integer(kind)
-        or pa.types.is_float32(kind)
-        or pa.types.is_float64(kind)
-        or pa.types.is_decimal128(kind)
-        or pa.types.is_date32(kind)
-        or pa.types.is_time64(kind)
-        or pa.types.is_timestamp(kind)
-        or pa.types.is_duration(kind)
-        or pa.types.is_string(kind)
-        or pa.types.is_large_string(kind)
-        or pa.types.is_binary(kind)
-        or pa.types.is_large_binary(kind)
-    )
+    return any(is_kind(kind) for is_kind in _WRITABLE)
 
 
 # -- connections -----------------------------------------------------------------------

@@ -68,6 +68,10 @@ from backends.nodes.tables import (
 __all__ = ["POSTGRES_EXTRACT", "POSTGRES_LOAD", "PostgresExtractConfig", "PostgresLoadConfig"]
 
 _SCHEMES = ("postgresql", "postgres")
+#: About how much the driver reads before it hands over a batch. Its default, 16 MB, took
+#: an extract's peak 20 MB higher than 4 MB did, for no time measurably saved.
+BATCH_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
+BATCH_HINT_BYTES = 4 * 2**20
 _TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
 
 
@@ -331,6 +335,7 @@ def _extract_over_copy(
             if (timeout := _statement_timeout(config)) is not None:
                 cursor.execute(timeout.as_string(None))
             with interrupt_on_cancel(context, cursor.adbc_cancel):
+                cursor.adbc_statement.set_options(**{BATCH_HINT_OPTION: str(BATCH_HINT_BYTES)})
                 cursor.execute(_copyable(query))
                 with context.table_store().new_table(schema) as table:
                     for batch in slices(cursor.fetch_record_batch(), config.batch_size):

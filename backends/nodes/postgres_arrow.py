@@ -30,7 +30,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from backends.model.errors import NodeFailedError
-from backends.nodes.connections import ConnectionPool, DatabaseUrl, pool_for
+from backends.nodes.connections import (
+    ConnectionPool,
+    DatabaseUrl,
+    pool_for,
+    refuse_unsafe_options,
+)
 
 if TYPE_CHECKING:
     from adbc_driver_manager import dbapi
@@ -132,6 +137,7 @@ def adbc_connection(url: str, timeout: float) -> Iterator[dbapi.Connection]:
     anything raised it is closed, not pooled."""
     parsed = DatabaseUrl.parse(url, schemes=("postgresql", "postgres"))
     described = parsed.describe()
+    refuse_unsafe_options(parsed)
 
     def connect() -> dbapi.Connection:
         import adbc_driver_postgresql.dbapi as postgresql

@@ -421,3 +421,19 @@ def test_text_with_a_nul_character_from_mariadb_is_refused_naming_the_column(
         with psycopg_only(), pytest.raises(NodeFailedError, match=expected):
             pg_load(artifacts, pg.url, source, target, "create")
     assert not pg.exists(target)
+
+
+def test_a_binary_copy_load_refuses_a_url_option_nodes_may_not_use(
+    pg: Postgres,
+    artifacts: ArtifactStore,
+    paths: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A secret is checked only when the node runs: its URL may carry anything.
+    monkeypatch.setenv("FIGWAY_SECRET_PG_ELSEWHERE", pg.url + "?host=203.0.113.1")
+    source = table_output(artifacts, "source", pa.table({"id": pa.array([1], pa.int64())}))
+    table = pg.table("arrow_refused")
+    with pytest.raises(NodeFailedError, match="carries option"):
+        pg_load(artifacts, "secret:pg-elsewhere", source, table, "create")
+    assert paths["load"] == 1
+    assert not pg.exists(table)

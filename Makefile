@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 LOCK   := requirements/dev.lock
 
-.PHONY: run test check lint types audit lock bench bench-rq bench-prefect bench-scale bench-etl bench-routing bench-metrics bench-decisions bench-faults services tools clean
+.PHONY: run test check lint types audit lock bench bench-rq bench-prefect bench-scale bench-etl bench-etl-10m bench-routing bench-metrics bench-decisions bench-faults services tools clean
 
 # Exactly the locked versions, each checked against its hash (requirements/dev.lock:
 # figway's dependencies, the embedded extra and the tools); then figway itself.
@@ -67,6 +67,10 @@ bench-scale: $(STAMP) services
 ## (needs psql as well)
 bench-etl: $(STAMP) services
 	$(BIN)/python -m bench.etl --rows 100000,1000000
+
+## bench-etl-10m: the same at 10,000,000 rows, one round, no warm-up (memory flat in rows?)
+bench-etl-10m: $(STAMP) services
+	$(BIN)/python -m bench.etl --rows 10000000 --repeats 1 --warmup 0
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m bench.routing

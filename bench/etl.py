@@ -231,7 +231,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__,
         epilog="Needs PostgreSQL and Redis on loopback (`make services`) and psql. "
         "`make bench-etl` runs 100,000 and 1,000,000 rows, 3 repeats: about 3 minutes on 2 "
-        "cores. Results: progress and a Markdown summary on stdout, every sample as JSON in "
+        "cores; `make bench-etl-10m` 10,000,000 rows once (docs/performance.md says how "
+        "long). Results: progress and a Markdown summary on stdout, every sample as JSON in "
         "bench/results/.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

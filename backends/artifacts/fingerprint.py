@@ -59,6 +59,12 @@ def _digest(columns: Sequence[tuple[str, str]], rows: int, hash_sum: int) -> str
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+#: Rows hashed at a time. Each hashing is a DuckDB query with a fixed cost (about 10 ms):
+#: batches of a few thousand rows are gathered first, so a table written in small batches
+#: does not pay it per batch. The sum does not depend on how rows are grouped.
+HASH_ROWS = 131_072
+
+
 class Fingerprinter:
     """Adds up a table's fingerprint batch by batch, as the table is written."""
 
@@ -66,25 +72,39 @@ class Fingerprinter:
         self.schema = schema
         self.rows = 0
         self._hash_sum = 0
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
         self._connection = duckdb.connect(config={"threads": 1})
 
     def add(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
             return
-        self._connection.register("figway_batch", batch)
+        self.rows += batch.num_rows
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        if self._pending_rows >= HASH_ROWS:
+            self._hash_pending()
+
+    def _hash_pending(self) -> None:
+        if not self._pending:
+            return
+        gathered = pa.Table.from_batches(self._pending, schema=self._pending[0].schema)
+        self._pending, self._pending_rows = [], 0
+        self._connection.register("figway_batch", gathered)
         try:
             (row,) = self._connection.execute(
                 _ROWS_AND_HASHES.format(source="figway_batch")
             ).fetchall()  # an aggregate: one row; fetchall() also completes the result
         finally:
             self._connection.unregister("figway_batch")
-        self.rows += int(row[0])
         self._hash_sum = (self._hash_sum + int(row[1])) % _MODULUS
 
     def fingerprint(self) -> str:
+        self._hash_pending()
         return _digest(columns_of(self.schema), self.rows, self._hash_sum)
 
     def close(self) -> None:
+        self._pending = []
         self._connection.close()
 
 

@@ -215,6 +215,7 @@ class TableWriter:
         self._writer.write_batch(batch)
 
     def finish(self) -> ArtifactRef:
+        fingerprint = self._fingerprinter.fingerprint()  # before closing: it hashes what is left
         self._close()
         self._finished = True
         if self.store.is_local:
@@ -223,7 +224,7 @@ class TableWriter:
         return ArtifactRef(
             uri=self.store.uri(self.path),
             rows=self._fingerprinter.rows,
-            fingerprint=self._fingerprinter.fingerprint(),
+            fingerprint=fingerprint,
             columns=columns_of(self.schema),
             bytes=int(self.store.fs.size(self.path)),
         )

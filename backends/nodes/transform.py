@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import re
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as ds
-from pyarrow.fs import FSSpecHandler, PyFileSystem
 from pydantic import Field, ValidationInfo, field_validator
 
 from backends.artifacts import ArtifactRef, RunArtifacts
@@ -34,6 +32,9 @@ from backends.nodes.tables import (
     json_rows_table,
     require_unique_names,
 )
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 __all__ = ["SQL_TRANSFORM", "SqlTransformConfig"]
 
@@ -87,6 +88,11 @@ def _statement_problem(query: str) -> str | None:
 
 
 def _dataset(artifacts: RunArtifacts, reference: ArtifactRef) -> ds.Dataset:
+    # Imported here: only tables in object storage need it, and it is 16 MB resident in
+    # every process that imports it (a Prefect flow-run process imports every node type).
+    import pyarrow.dataset as ds
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
     store = artifacts.store
     if store.is_local:
         return ds.dataset(store.path_of(reference), format="parquet")
